@@ -1,0 +1,26 @@
+"""bergab ("downhill"): gradient descent with the learning rate under control.
+
+Optimizers that are real ``torch.optim.Optimizer`` subclasses, closed-form learning-rate
+schedules, and tools to choose, adapt and diagnose the learning rate.
+
+Example:
+    >>> import bergab
+    >>> sched = bergab.schedules.cosine(peak=0.1, total_steps=100)
+    >>> round(sched(50), 6)
+    0.05
+"""
+
+from __future__ import annotations
+
+from bergab import optim, schedules
+from bergab._version import __version__
+
+__all__ = [
+    "__version__",
+    "optim",
+    "schedules",
+]
+
+
+def __dir__() -> list[str]:
+    return list(__all__)

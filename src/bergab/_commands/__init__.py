@@ -1,0 +1,1 @@
+"""One module per ``bergab`` command; each exposes ``register(subparsers)``."""

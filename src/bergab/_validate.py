@@ -1,0 +1,134 @@
+"""Argument checks shared by every public entry point.
+
+Each check raises ``TypeError`` for a value of the wrong kind and ``ValueError`` for a value
+out of range, and the message always names the argument and the allowed range, e.g.
+``ValueError: gamma must be in (0, 1], got 1.5``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from numbers import Integral, Real
+from typing import Any
+
+__all__ = [
+    "MissingDependencyError",
+    "check_choice",
+    "check_int",
+    "check_range",
+    "check_real",
+    "require",
+]
+
+
+class MissingDependencyError(ImportError):
+    """An optional dependency is missing; the message names the pip extra that provides it."""
+
+
+def require(module: str, extra: str) -> Any:
+    """Import an optional dependency, or raise a one-line hint naming the extra to install.
+
+    Example:
+        >>> require("math", "plot").sqrt(4.0)
+        2.0
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        top = module.split(".")[0]
+        raise MissingDependencyError(
+            f"{top} is not installed; install it with: pip install 'bergab[{extra}]'"
+        ) from exc
+
+
+def _interval(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+    left = "(" if low_open or low is None else "["
+    right = ")" if high_open or high is None else "]"
+    lo = "-inf" if low is None else f"{low:g}"
+    hi = "inf" if high is None else f"{high:g}"
+    return f"{left}{lo}, {hi}{right}"
+
+
+def check_real(
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """Check that ``value`` is a finite real number inside the interval; return it as float.
+
+    ``low_open``/``high_open`` exclude the bound itself. ``None`` means unbounded.
+
+    Example:
+        >>> check_real("lr", 0.1, low=0.0, low_open=True)
+        0.1
+        >>> check_real("lr", -1.0, low=0.0, low_open=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: lr must be in (0, inf), got -1.0
+    """
+    if isinstance(value, bool) or not isinstance(value, Real):
+        # 0-d tensors and numpy scalars are accepted through float()
+        if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+            value = value.item()
+        else:
+            raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    v = float(value)
+    bad = not math.isfinite(v)
+    if low is not None:
+        bad = bad or (v <= low if low_open else v < low)
+    if high is not None:
+        bad = bad or (v >= high if high_open else v > high)
+    if bad:
+        raise ValueError(
+            f"{name} must be in {_interval(low, high, low_open, high_open)}, got {value!r}"
+        )
+    return v
+
+
+def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
+    """Check that ``value`` is an integer in ``[low, high]``; return it as int.
+
+    Example:
+        >>> check_int("steps", 10, low=1)
+        10
+        >>> check_int("steps", 0, low=1)
+        Traceback (most recent call last):
+        ...
+        ValueError: steps must be an integer in [1, inf), got 0
+    """
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    v = int(value)
+    if (low is not None and v < low) or (high is not None and v > high):
+        lo = "-inf" if low is None else str(low)
+        hi = "inf)" if high is None else f"{high}]"
+        left = "(" if low is None else "["
+        raise ValueError(f"{name} must be an integer in {left}{lo}, {hi}, got {value!r}")
+    return v
+
+
+def check_choice(name: str, value: Any, choices: Collection[Any]) -> Any:
+    """Check that ``value`` is one of ``choices``.
+
+    Example:
+        >>> check_choice("mode", "exp", ("exp", "linear"))
+        'exp'
+        >>> check_choice("mode", "log", ("exp", "linear"))
+        Traceback (most recent call last):
+        ...
+        ValueError: mode must be one of 'exp', 'linear'; got 'log'
+    """
+    if value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {allowed}; got {value!r}")
+    return value
