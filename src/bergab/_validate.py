@@ -16,7 +16,6 @@ __all__ = [
     "MissingDependencyError",
     "check_choice",
     "check_int",
-    "check_range",
     "check_real",
     "require",
 ]
@@ -38,7 +37,7 @@ def require(module: str, extra: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        top = module.split(".")[0]
+        top = module.split(".", maxsplit=1)[0]
         raise MissingDependencyError(
             f"{top} is not installed; install it with: pip install 'bergab[{extra}]'"
         ) from exc

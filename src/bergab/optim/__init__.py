@@ -1,5 +1,37 @@
-"""Optimizers (placeholder until the optimizer family lands)."""
+"""Optimizers: each a real ``torch.optim.Optimizer``, equal to its reference formula.
+
+Every optimizer accepts a float or a schedule (``step -> value``) for ``lr`` (and for
+``weight_decay``), keeps its step count in its state so a checkpoint resumes the schedule,
+honours a per-group ``lr_scale`` (layer-wise lr decay), exposes ``effective_lr``, and has
+a readable reference implementation beside its fast paths (``impl=``).
+
+Example:
+    >>> import torch
+    >>> from bergab import optim
+    >>> w = torch.nn.Parameter(torch.tensor([2.0]))
+    >>> opt = optim.create("momentum", [w], lr=0.1)
+    >>> for _ in range(300):
+    ...     opt.zero_grad(); (w ** 2).sum().backward(); opt.step()
+    >>> abs(w.item()) < 1e-6
+    True
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from bergab.optim._base import IMPLS, Optimizer
+from bergab.optim._registry import create, names, register
+from bergab.optim.sgd import SGD
+
+__all__ = [
+    "IMPLS",
+    "SGD",
+    "Optimizer",
+    "create",
+    "names",
+    "register",
+]
+
+register("sgd", SGD)
+register("gd", SGD)
+register("momentum", SGD, momentum=0.9)
+register("nesterov", SGD, momentum=0.9, nesterov=True)

@@ -1,0 +1,242 @@
+"""The base every bergab optimizer shares: schedules as hyperparameters, the step count,
+layer-wise lr scales, and the choice between the reference loop and the fast paths.
+
+Contract of a param group (on top of torch's):
+
+- ``group["lr"]`` is always a float: the learning rate the *next* ``step()`` uses, before
+  ``lr_scale``. torch LR schedulers may write it as usual.
+- ``group["lr_schedule"]`` (and ``weight_decay_schedule``, ...) hold a schedule when the
+  user passed one; it is evaluated at ``group["step"]`` before every step and overrides
+  ``group["lr"]``. Schedules are never written into ``state_dict()``: they come from the
+  constructor, the *position* comes from the state dict.
+- ``group["step"]`` counts the completed ``step()`` calls of this group.
+- ``group["lr_scale"]`` multiplies the learning rate (layer-wise lr decay); 1.0 by default.
+
+A subclass sets ``defaults``, validates a group in ``_validate_group``, creates its state
+in ``_init_state`` and implements ``_update(group, params, grads, impl)``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar
+
+import torch
+
+from bergab._validate import check_choice, check_real
+
+__all__ = ["IMPLS", "Optimizer", "group_by_device_dtype"]
+
+#: Every implementation name an optimizer may accept.
+IMPLS = ("auto", "reference", "foreach", "fused", "compiled")
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def group_by_device_dtype(
+    tensors: Sequence[torch.Tensor],
+) -> dict[tuple[torch.device, torch.dtype], list[int]]:
+    """Indices of ``tensors`` grouped by (device, dtype), for foreach and fused kernels.
+
+    Example:
+        >>> ts = [torch.zeros(2), torch.zeros(2, dtype=torch.float64), torch.ones(1)]
+        >>> sorted(len(v) for v in group_by_device_dtype(ts).values())
+        [1, 2]
+    """
+    groups: dict[tuple[torch.device, torch.dtype], list[int]] = defaultdict(list)
+    for i, t in enumerate(tensors):
+        groups[(t.device, t.dtype)].append(i)
+    return dict(groups)
+
+
+class Optimizer(torch.optim.Optimizer):
+    """Base class of bergab optimizers (a real ``torch.optim.Optimizer``).
+
+    Args:
+        params: parameters or param-group dicts, as for any torch optimizer.
+        defaults: the hyperparameter defaults of the algorithm.
+        impl: ``"auto"`` (fastest path known to be correct for the device and dtype),
+            ``"reference"`` (readable per-tensor loop), ``"foreach"``, ``"fused"``
+            (torch's fused kernel where it exists) or ``"compiled"`` (``torch.compile``
+            of the update; compiles once per group layout, lr passed as a tensor).
+
+    Example:
+        >>> from bergab.optim import SGD
+        >>> w = torch.nn.Parameter(torch.tensor([1.0]))
+        >>> opt = SGD([w], lr=lambda step: 0.1 / (step + 1))
+        >>> for _ in range(2):
+        ...     w.grad = torch.tensor([1.0]); opt.step()
+        >>> round(w.item(), 6), opt.param_groups[0]["step"]
+        (0.85, 2)
+    """
+
+    #: Hyperparameters that may be given as a schedule (a callable step -> value).
+    schedulable: ClassVar[tuple[str, ...]] = ("lr", "weight_decay")
+    #: Implementations this algorithm has, besides "auto".
+    impls: ClassVar[tuple[str, ...]] = ("reference", "foreach", "compiled")
+
+    def __init__(
+        self, params: Iterable[Any], defaults: dict[str, Any], *, impl: str = "auto"
+    ) -> None:
+        check_choice("impl", impl, IMPLS)
+        if impl != "auto" and impl not in self.impls:
+            allowed = ", ".join(repr(i) for i in ("auto", *self.impls))
+            raise ValueError(
+                f"impl must be one of {allowed} for {type(self).__name__}; got {impl!r}"
+            )
+        self.impl = impl
+        self._compiled_fns: dict[Callable[..., Any], Callable[..., Any]] = {}
+        defaults = dict(defaults)
+        defaults.setdefault("lr_scale", 1.0)
+        defaults["step"] = 0
+        super().__init__(params, defaults)
+
+    # ------------------------------------------------------------------ groups
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a param group; hyperparameters given as schedules are resolved here."""
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        for key in self.schedulable:
+            value = group.get(key)
+            if callable(value) and not isinstance(value, torch.Tensor):
+                group[f"{key}_schedule"] = value
+                group[key] = float(value(int(group["step"])))
+            elif key in group:
+                group.setdefault(f"{key}_schedule", None)
+        check_real("lr_scale", group["lr_scale"], low=0.0)
+        self._validate_group(group)
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        """Check a group's hyperparameters; raise ValueError naming the bad one."""
+
+    def _apply_schedules(self, group: dict[str, Any]) -> None:
+        for key in self.schedulable:
+            sched = group.get(f"{key}_schedule")
+            if sched is not None:
+                group[key] = float(sched(group["step"]))
+
+    @property
+    def effective_lr(self) -> list[float]:
+        """The learning rate each param group's next step uses (``lr * lr_scale``).
+
+        Example:
+            >>> from bergab.optim import SGD
+            >>> SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1).effective_lr
+            [0.1]
+        """
+        return [float(g["lr"]) * float(g["lr_scale"]) for g in self.param_groups]
+
+    # ------------------------------------------------------------------ state dict
+    def state_dict(self) -> dict[str, Any]:
+        """torch's state dict without the schedule objects (they come from the constructor)."""
+        sd = super().state_dict()
+        for g in sd["param_groups"]:
+            for key in self.schedulable:
+                g.pop(f"{key}_schedule", None)
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load torch's state dict; keep this optimizer's schedules, restore their position."""
+        kept = [{k: g.get(f"{k}_schedule") for k in self.schedulable} for g in self.param_groups]
+        super().load_state_dict(state_dict)
+        for g, scheds in zip(self.param_groups, kept, strict=True):
+            g.setdefault("step", 0)
+            g.setdefault("lr_scale", 1.0)
+            for key, sched in scheds.items():
+                g[f"{key}_schedule"] = sched
+            self._apply_schedules(g)
+
+    # ------------------------------------------------------------------ stepping
+    def _select_impl(self, params: Sequence[torch.Tensor]) -> str:
+        """The implementation for this group: the user's choice, or the best known one."""
+        if self.impl != "auto":
+            return self.impl
+        if "fused" in self.impls and all(
+            p.dtype in _FLOAT_DTYPES and p.device.type in ("cpu", "cuda") for p in params
+        ):
+            return "fused"
+        return "foreach"
+
+    def _init_state(self, group: dict[str, Any], params: Sequence[torch.Tensor]) -> None:
+        """Create the per-parameter state lazily (first step a parameter has a gradient)."""
+
+    def _update(
+        self,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        impl: str,
+    ) -> None:
+        raise NotImplementedError
+
+    def _compiled(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``torch.compile`` of ``fn``, built once per optimizer and reused."""
+        if fn not in self._compiled_fns:
+            self._compiled_fns[fn] = torch.compile(fn, dynamic=False)
+        return self._compiled_fns[fn]
+
+    def _before_step(self) -> None:
+        """Hook for optimizers that need all groups before updating (e.g. global norms)."""
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one optimization step.
+
+        Args:
+            closure: optional callable that re-evaluates the model and returns the loss.
+
+        Returns:
+            The closure's loss, or ``None``.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._before_step()
+        for group in self.param_groups:
+            self._apply_schedules(group)
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
+                for p in params:
+                    if p.grad.is_sparse:
+                        raise RuntimeError(
+                            f"{type(self).__name__} does not support sparse gradients"
+                        )
+                self._init_state(group, params)
+                grads = [p.grad for p in params]
+                self._update(group, params, grads, self._select_impl(params))
+            group["step"] += 1
+            self._apply_schedules(group)
+        return loss
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("impl", "auto")
+        self.__dict__.setdefault("_compiled_fns", {})
+
+
+def lr_tensor(value: float, like: torch.Tensor) -> torch.Tensor:
+    """A 0-d tensor holding ``value`` (float32 on the parameter's device) for compiled steps.
+
+    Passing hyperparameters that change every step as tensors keeps ``torch.compile`` from
+    recompiling when a schedule moves the learning rate.
+
+    Example:
+        >>> lr_tensor(0.5, torch.zeros(3)).item()
+        0.5
+    """
+    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
+    return torch.tensor(value, dtype=dtype, device=like.device)
+
+
+@functools.cache
+def fused_available(name: str) -> bool:
+    """Whether torch provides the private fused kernel ``torch._<name>``.
+
+    Example:
+        >>> isinstance(fused_available("_fused_sgd_"), bool)
+        True
+    """
+    return hasattr(torch, name)
