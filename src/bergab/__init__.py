@@ -12,12 +12,17 @@ Example:
 
 from __future__ import annotations
 
-from bergab import optim, schedules
+from bergab import landscapes, optim, plotting, schedules
 from bergab._version import __version__
+from bergab.minimize import MinimizeResult, minimize
 
 __all__ = [
+    "MinimizeResult",
     "__version__",
+    "landscapes",
+    "minimize",
     "optim",
+    "plotting",
     "schedules",
 ]
 

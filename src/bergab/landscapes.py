@@ -266,7 +266,7 @@ booth = Landscape(
     minima=[(1.0, 3.0)],
     min_value=0.0,
     domain=((-10.0, 10.0), (-10.0, 10.0)),
-    start=(-8.0, -6.0),
+    start=(-8.0, 7.0),
     any_dim=False,
 )
 """Booth's function, a convex quadratic (Hessian eigenvalues 2 and 18); minimum 0 at (1, 3)."""

@@ -6,11 +6,19 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from bergab._validate import require
+import numpy as np
 
-__all__ = ["pyplot"]
+from bergab._validate import check_int, require
+
+if TYPE_CHECKING:
+    from bergab.minimize import MinimizeResult
+
+__all__ = ["pyplot", "trajectories"]
 
 
 def pyplot() -> Any:
@@ -27,3 +35,227 @@ def pyplot() -> Any:
     mpl = require("matplotlib", "plot")
     mpl.use("Agg", force=False)
     return require("matplotlib.pyplot", "plot")
+
+
+def _label(result: MinimizeResult) -> str:
+    lr = result.lr
+    if lr is None:
+        return result.optimizer
+    if isinstance(lr, float):
+        return f"{result.optimizer} (lr={lr:.3g})"
+    return f"{result.optimizer} (lr schedule)"
+
+
+def _named_results(
+    results: MinimizeResult | Sequence[MinimizeResult] | Mapping[str, MinimizeResult],
+) -> list[tuple[str, MinimizeResult]]:
+    from bergab.minimize import MinimizeResult
+
+    if isinstance(results, MinimizeResult):
+        pairs = [(_label(results), results)]
+    elif isinstance(results, Mapping):
+        pairs = [(str(k), v) for k, v in results.items()]
+    elif isinstance(results, Sequence) and not isinstance(results, str):
+        pairs = [(_label(r), r) for r in results]
+    else:
+        raise TypeError(
+            "results must be a MinimizeResult, a sequence of them or a {label: result} dict, "
+            f"got {type(results).__name__}"
+        )
+    if not pairs:
+        raise ValueError("results must hold at least one MinimizeResult")
+    for label, r in pairs:
+        if not isinstance(r, MinimizeResult):
+            raise TypeError(f"results[{label!r}] must be a MinimizeResult, got {type(r).__name__}")
+        if r.trajectory is None:
+            raise ValueError(f"results[{label!r}] has no trajectory: run minimize with record=True")
+        if r.trajectory.ndim != 2 or r.trajectory.shape[1] != 2:
+            raise ValueError(
+                f"results[{label!r}] is not a 2-D run: trajectory shape {r.trajectory.shape}"
+            )
+    return pairs
+
+
+def _grid_values(fn: Any, domain: Any, resolution: int) -> tuple[np.ndarray, ...]:
+    import torch
+
+    (x0, x1), (y0, y1) = domain
+    xs = np.linspace(x0, x1, resolution)
+    ys = np.linspace(y0, y1, resolution)
+    gx, gy = np.meshgrid(xs, ys)
+    pts = torch.from_numpy(np.stack([gx, gy], axis=-1))
+    with torch.no_grad():
+        z = fn(pts)
+    z = np.asarray(z.detach().cpu().numpy() if isinstance(z, torch.Tensor) else z, np.float64)
+    if z.shape != gx.shape:
+        raise ValueError(
+            f"fn must evaluate a (..., 2) grid to shape (...); got {z.shape} for {pts.shape}"
+        )
+    return gx, gy, z
+
+
+def trajectories(
+    fn: Any,
+    results: MinimizeResult | Sequence[MinimizeResult] | Mapping[str, MinimizeResult],
+    path: str | Path,
+    animate: bool = False,
+    *,
+    domain: tuple[tuple[float, float], tuple[float, float]] | None = None,
+    levels: int = 30,
+    log_levels: bool | None = None,
+    resolution: int = 200,
+    losses: bool = True,
+    title: str | None = None,
+    frames: int = 60,
+    fps: int = 12,
+    dpi: int = 100,
+) -> Path:
+    """Draw optimizer paths over the contours of a 2-D function; save a figure or a GIF.
+
+    The left panel shows contour lines of ``fn`` (log-spaced in ``f − f_min`` by default,
+    so valleys stay visible), one path per result with a legend, the common start and the
+    known minima (stars). The right panel (``losses=True``) shows ``f − f*`` per step on a
+    log axis (``f`` itself when the minimum is unknown or ``−∞``).
+
+    Args:
+        fn: a function of a ``(..., 2)`` tensor returning ``(...)``, usually a landscape
+            (its ``domain``, ``minima`` and ``min_value`` are used when present).
+        results: one :class:`~bergab.minimize.MinimizeResult`, a sequence (labels from
+            optimizer and lr) or a ``{label: result}`` dict; each recorded (``record=True``).
+        path: output file; with ``animate=True`` it must end in ``.gif``.
+        animate: write an animated GIF (matplotlib's ``PillowWriter``; needs pillow).
+        domain: ``((xmin, xmax), (ymin, ymax))``; default ``fn.domain``.
+        levels: number of contour levels, ``>= 2``.
+        log_levels: log-spaced levels; default: yes unless ``fn.min_value`` is ``−∞``.
+        resolution: grid points per axis for the contours.
+        losses: add the loss-per-step panel.
+        title: figure title (default ``fn.name``).
+        frames: GIF frames (iterates are subsampled evenly to this many).
+        fps: GIF frames per second.
+        dpi: resolution of the saved figure.
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from bergab import landscapes, minimize
+        >>> runs = [minimize(landscapes.booth, optimizer=o, lr=0.01, max_steps=100)
+        ...         for o in ("sgd", "momentum")]
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "booth.png"
+        >>> trajectories(landscapes.booth, runs, out).read_bytes()[:4]
+        b'\\x89PNG'
+    """
+    pairs = _named_results(results)
+    path = Path(path)
+    if animate and path.suffix.lower() != ".gif":
+        raise ValueError(f"path must end in .gif when animate=True, got {str(path)!r}")
+    levels = check_int("levels", levels, low=2)
+    resolution = check_int("resolution", resolution, low=10)
+    frames = check_int("frames", frames, low=2)
+    fps = check_int("fps", fps, low=1)
+    dpi = check_int("dpi", dpi, low=10)
+    if domain is None:
+        domain = getattr(fn, "domain", None)
+        if domain is None:
+            raise ValueError("domain is required unless fn is a landscape with a domain")
+    (x0, x1), (y0, y1) = domain
+    if not (x0 < x1 and y0 < y1):
+        raise ValueError(
+            f"domain must be ((xmin, xmax), (ymin, ymax)) with min < max, got {domain}"
+        )
+    if animate:
+        require("PIL", "plot")
+    plt = pyplot()
+    colors_mod = require("matplotlib.colors", "plot")
+
+    gx, gy, z = _grid_values(fn, domain, resolution)
+    f_star = float(getattr(fn, "min_value", math.nan))
+    known_min = math.isfinite(f_star)
+    if log_levels is None:
+        log_levels = f_star != -math.inf
+    finite = z[np.isfinite(z)]
+    if finite.size == 0:
+        raise ValueError("fn is not finite anywhere on the domain")
+    if log_levels:
+        base = min(f_star, float(finite.min())) if known_min else float(finite.min())
+        shifted = z - base
+        top = float(np.nanmax(shifted[np.isfinite(shifted)]))
+        positive = shifted[(shifted > 0) & np.isfinite(shifted)]
+        low = max(float(positive.min()) if positive.size else top * 1e-6, top * 1e-7)
+        lv = np.geomspace(low, top, levels) if top > low else np.linspace(0, top or 1, levels)
+        field, norm = shifted, colors_mod.LogNorm(vmin=lv[0], vmax=lv[-1])
+    else:
+        lv = np.linspace(float(finite.min()), float(finite.max()), levels)
+        field, norm = z, None
+
+    if losses:
+        fig, (ax, ax_loss) = plt.subplots(1, 2, figsize=(11.0, 4.6), width_ratios=(1.1, 1.0))
+    else:
+        fig, ax = plt.subplots(figsize=(6.0, 5.0))
+        ax_loss = None
+    try:
+        ax.contour(gx, gy, field, levels=lv, norm=norm, cmap="viridis", linewidths=0.7)
+        ax.set_xlim(x0, x1)
+        ax.set_ylim(y0, y1)
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+        minima = list(getattr(fn, "minima", []) or [])
+        if minima:
+            mx, my = np.asarray(minima, dtype=np.float64).T
+            ax.plot(mx, my, "*", color="crimson", ms=13, mec="white", zorder=5, label="minimum")
+        cmap = plt.get_cmap("tab10")
+        lines, loss_lines, data = [], [], []
+        for i, (label, r) in enumerate(pairs):
+            traj = np.asarray(r.trajectory, dtype=np.float64)
+            color = cmap(i % 10)
+            (line,) = ax.plot(
+                traj[:, 0], traj[:, 1], "-o", color=color, lw=1.3, ms=2.0, label=label, zorder=3
+            )
+            lines.append(line)
+            if i == 0:
+                ax.plot(traj[0, 0], traj[0, 1], "o", color="black", ms=6, zorder=6)
+            steps = np.arange(len(r.losses))
+            y = r.losses - f_star if known_min else r.losses
+            if known_min:
+                y = np.maximum(y, 1e-16)
+            data.append((traj, steps, y))
+            if ax_loss is not None:
+                (ll,) = ax_loss.plot(steps, y, color=color, lw=1.3, label=label)
+                loss_lines.append(ll)
+        ax.legend(loc="best", fontsize=8, framealpha=0.85)
+        if ax_loss is not None:
+            ax_loss.set_xlabel("step")
+            if known_min:
+                ax_loss.set_yscale("log")
+                ax_loss.set_ylabel("f(x) − f*")
+            else:
+                ax_loss.set_yscale("symlog")
+                ax_loss.set_ylabel("f(x)")
+            ax_loss.grid(True, which="major", alpha=0.3)
+        name = getattr(fn, "name", None)
+        fig.suptitle(title if title is not None else (name or ""), fontsize=12)
+        fig.tight_layout()
+        if not animate:
+            fig.savefig(path, dpi=dpi)
+            return path
+
+        animation = require("matplotlib.animation", "plot")
+        longest = max(len(d[0]) for d in data)
+        idx = np.unique(np.linspace(0, longest - 1, frames).round().astype(int))
+
+        def draw(k: int) -> list[Any]:
+            for line, ll, (traj, steps, y) in zip(
+                lines, loss_lines or [None] * len(lines), data, strict=True
+            ):
+                n = min(k + 1, len(traj))
+                line.set_data(traj[:n, 0], traj[:n, 1])
+                if ll is not None:
+                    ll.set_data(steps[:n], y[:n])
+            return lines + loss_lines
+
+        anim = animation.FuncAnimation(fig, draw, frames=list(idx), blit=False)
+        anim.save(path, writer=animation.PillowWriter(fps=fps), dpi=min(dpi, 80))
+        return path
+    finally:
+        plt.close(fig)
