@@ -12,18 +12,21 @@ Example:
 
 from __future__ import annotations
 
-from bergab import landscapes, optim, plotting, schedules
+from bergab import landscapes, optim, plotting, schedules, tasks
 from bergab._version import __version__
+from bergab.init import init
 from bergab.minimize import MinimizeResult, minimize
 
 __all__ = [
     "MinimizeResult",
     "__version__",
+    "init",
     "landscapes",
     "minimize",
     "optim",
     "plotting",
     "schedules",
+    "tasks",
 ]
 
 
