@@ -202,6 +202,7 @@ def minimize(
     lr: float | Schedule | None = 1e-3,
     max_steps: int = 10_000,
     tol: float = 1e-8,
+    target: float | None = None,
     grad: Callable[[np.ndarray], Any] | None = None,
     callback: Callable[[int, Any, float], Any] | None = None,
     record: bool = True,
@@ -217,7 +218,8 @@ def minimize(
     - **convergence**: ``‖∇f(x)‖ ≤ tol``, or ``|f(x_t) − f(x_{t−1})| ≤ tol`` on 10
       consecutive steps (one small change says little when momentum makes f pause at
       every turn); the message says which. The second also fires when the lr is so small
-      that f barely moves: check ``grad_norm``.
+      that f barely moves: check ``grad_norm``. With ``target``, reaching ``f <= target``
+      counts as convergence too (time-to-target, as in benchmarks).
     - ``callback(step, x, f)`` returning ``True`` stops the run (status ``"callback"``).
 
     Args:
@@ -234,6 +236,7 @@ def minimize(
             own default.
         max_steps: the most optimizer steps, ``>= 0``.
         tol: the convergence tolerance, ``>= 0``.
+        target: stop (converged) once ``f <= target``, e.g. ``f* + 1e-8`` for a landscape.
         grad: the gradient of a NumPy ``fn``: ``grad(x) -> array`` of the shape of ``x``.
         callback: called as ``callback(step, x, f)`` after each step (``x`` a detached
             copy, NumPy with ``grad``); a ``True`` return stops the run.
@@ -266,6 +269,8 @@ def minimize(
         lr = check_real("lr", lr, low=0.0)
     max_steps = check_int("max_steps", max_steps, low=0)
     tol = check_real("tol", tol, low=0.0)
+    if target is not None:
+        target = check_real("target", target)
     numpy_mode = grad is not None
     start = _validate_x0(fn, x0, numpy_mode)
     param = torch.nn.Parameter(start)
@@ -331,7 +336,9 @@ def minimize(
         nfev += 1
         return evaluate()[0]
 
-    if gnorm <= tol:
+    if target is not None and f <= target:
+        status, message = "converged", f"converged: f = {f:.6g} <= target at x0"
+    elif gnorm <= tol:
         status, message = "converged", f"converged: gradient norm {gnorm:.3g} <= tol at x0"
     else:
         for _ in range(max_steps):
@@ -366,6 +373,10 @@ def minimize(
                 if callback(steps, x_cb, f) is True:
                     status, message = "callback", f"stopped by callback at step {steps}"
                     break
+            if target is not None and f <= target:
+                status = "converged"
+                message = f"converged: f = {f:.6g} <= target={target:.6g}"
+                break
             if gnorm <= tol:
                 status = "converged"
                 message = f"converged: gradient norm {gnorm:.3g} <= tol={tol:g}"
@@ -426,6 +437,14 @@ def default_lr_grid() -> list[float]:
     return [10.0 ** (k / 2) for k in range(-10, 2)]
 
 
+def _stopping(fn: Any, tol: float) -> tuple[float, float | None]:
+    """``(tol, target)`` for minimize() in a race: stop at ``f − f* <= tol`` when f* is known."""
+    f_star = getattr(fn, "min_value", None)
+    if f_star is not None and math.isfinite(f_star):
+        return 0.0, f_star + tol
+    return tol, None
+
+
 def _score(result: MinimizeResult, fn: Any, tol: float) -> tuple[float, float, float]:
     """Lower is better: reached the tolerance (fewest steps), else lowest final f."""
     if result.status == "diverged" or not math.isfinite(result.fun):
@@ -448,7 +467,8 @@ def tune_lr(
 ) -> tuple[float, dict[float, MinimizeResult]]:
     """Pick ``optimizer``'s best learning rate on ``fn`` from a small log grid.
 
-    Every lr runs ``steps`` steps from the same start. The best is the one that reaches
+    Every lr runs up to ``steps`` steps from the same start (stopping early once
+    ``f − f* <= tol`` when ``fn`` knows ``f*``). The best is the one that reaches
     ``f − f* <= tol`` in the fewest steps; if none does, the lowest final f. Diverged runs
     lose. (Noisy landscapes are reseeded for every run, so each lr sees the same noise.)
 
@@ -458,7 +478,7 @@ def tune_lr(
         steps: steps per trial, ``>= 1``.
         grid: the learning rates to try (default :func:`default_lr_grid`).
         x0: start point (default ``fn.start``).
-        tol: tolerance on ``f − f*``, and the convergence tol of each run.
+        tol: tolerance on ``f − f*`` (the convergence tol of each run when f* is unknown).
         **optimizer_kwargs: passed to the optimizer.
 
     Returns:
@@ -478,6 +498,7 @@ def tune_lr(
     )
     if not lrs:
         raise ValueError("grid must hold at least one learning rate")
+    run_tol, target = _stopping(fn, tol)
     runs: dict[float, MinimizeResult] = {}
     for value in lrs:
         runs[value] = minimize(
@@ -486,7 +507,8 @@ def tune_lr(
             optimizer=optimizer,
             lr=value,
             max_steps=steps,
-            tol=tol,
+            tol=run_tol,
+            target=target,
             record=False,
             **optimizer_kwargs,
         )
@@ -513,7 +535,8 @@ def compare(
         lr: one float for all, a ``{name: lr}`` dict, or ``"tune"``: each optimizer's best
             lr from :func:`tune_lr` on ``grid`` (the fair comparison).
         x0: start point (default ``fn.start``).
-        tol: convergence tolerance (and the tolerance on ``f − f*`` when tuning).
+        tol: each run stops once ``f − f* <= tol`` when ``fn`` knows ``f*`` (a landscape);
+            otherwise it is the convergence tol of :func:`minimize`.
         grid: the lr grid for ``"tune"``.
 
     Returns:
@@ -530,6 +553,7 @@ def compare(
         raise ValueError(f"lr must be a float, a dict of floats or 'tune'; got {lr!r}")
     if not optimizers:
         raise ValueError("optimizers must name at least one optimizer")
+    run_tol, target = _stopping(fn, tol)
     results = []
     for opt in optimizers:
         name = _optimizer_name(opt)
@@ -543,7 +567,7 @@ def compare(
             value = check_real(f"lr[{name!r}]", lr[name], low=0.0, low_open=True)
         else:
             value = check_real("lr", lr, low=0.0, low_open=True)
-        res = minimize(fn, x0, optimizer=opt, lr=value, max_steps=steps, tol=tol)
+        res = minimize(fn, x0, optimizer=opt, lr=value, max_steps=steps, tol=run_tol, target=target)
         res.extra.update(extra)
         results.append(res)
     return results

@@ -101,14 +101,14 @@ def trajectories(
     animate: bool = False,
     *,
     domain: tuple[tuple[float, float], tuple[float, float]] | None = None,
-    levels: int = 30,
+    levels: int = 25,
     log_levels: bool | None = None,
     resolution: int = 200,
     losses: bool = True,
     title: str | None = None,
-    frames: int = 60,
+    frames: int = 40,
     fps: int = 12,
-    dpi: int = 100,
+    dpi: int = 80,
 ) -> Path:
     """Draw optimizer paths over the contours of a 2-D function; save a figure or a GIF.
 
@@ -132,7 +132,7 @@ def trajectories(
         title: figure title (default ``fn.name``).
         frames: GIF frames (iterates are subsampled evenly to this many).
         fps: GIF frames per second.
-        dpi: resolution of the saved figure.
+        dpi: resolution of the saved figure (the GIF uses at most 72).
 
     Returns:
         The path written.
@@ -230,7 +230,7 @@ def trajectories(
                 ax_loss.set_yscale("log")
                 ax_loss.set_ylabel("f(x) − f*")
             else:
-                ax_loss.set_yscale("symlog")
+                ax_loss.set_yscale("symlog", linthresh=1.0)
                 ax_loss.set_ylabel("f(x)")
             ax_loss.grid(True, which="major", alpha=0.3)
         name = getattr(fn, "name", None)
@@ -255,7 +255,7 @@ def trajectories(
             return lines + loss_lines
 
         anim = animation.FuncAnimation(fig, draw, frames=list(idx), blit=False)
-        anim.save(path, writer=animation.PillowWriter(fps=fps), dpi=min(dpi, 80))
+        anim.save(path, writer=animation.PillowWriter(fps=fps), dpi=min(dpi, 72))
         return path
     finally:
         plt.close(fig)
