@@ -51,12 +51,13 @@ def _named_results(
 ) -> list[tuple[str, MinimizeResult]]:
     from bergab.minimize import MinimizeResult
 
+    pairs: list[tuple[str, Any]]
     if isinstance(results, MinimizeResult):
-        pairs = [(_label(results), results)]
+        pairs = [("", results)]
     elif isinstance(results, Mapping):
         pairs = [(str(k), v) for k, v in results.items()]
     elif isinstance(results, Sequence) and not isinstance(results, str):
-        pairs = [(_label(r), r) for r in results]
+        pairs = [("", r) for r in results]
     else:
         raise TypeError(
             "results must be a MinimizeResult, a sequence of them or a {label: result} dict, "
@@ -64,9 +65,13 @@ def _named_results(
         )
     if not pairs:
         raise ValueError("results must hold at least one MinimizeResult")
-    for label, r in pairs:
+    for i, (label, r) in enumerate(pairs):
         if not isinstance(r, MinimizeResult):
-            raise TypeError(f"results[{label!r}] must be a MinimizeResult, got {type(r).__name__}")
+            raise TypeError(
+                f"results[{label or i!r}] must be a MinimizeResult, got {type(r).__name__}"
+            )
+        label = label or _label(r)
+        pairs[i] = (label, r)
         if r.trajectory is None:
             raise ValueError(f"results[{label!r}] has no trajectory: run minimize with record=True")
         if r.trajectory.ndim != 2 or r.trajectory.shape[1] != 2:
@@ -184,7 +189,9 @@ def trajectories(
         positive = shifted[(shifted > 0) & np.isfinite(shifted)]
         low = max(float(positive.min()) if positive.size else top * 1e-6, top * 1e-7)
         lv = np.geomspace(low, top, levels) if top > low else np.linspace(0, top or 1, levels)
-        field, norm = shifted, colors_mod.LogNorm(vmin=lv[0], vmax=lv[-1])
+        # below the lowest level nothing is drawn; clipping keeps exact zeros off a log scale
+        field = np.where(np.isfinite(shifted), np.maximum(shifted, lv[0] / 10), shifted)
+        norm = colors_mod.LogNorm(vmin=lv[0], vmax=lv[-1])
     else:
         lv = np.linspace(float(finite.min()), float(finite.max()), levels)
         field, norm = z, None
