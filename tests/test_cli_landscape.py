@@ -94,6 +94,24 @@ def test_custom_grid_start_and_per_optimizer_lr(capsys: pytest.CaptureFixture[st
     assert "tuned lr for sgd: 0.01\n" in captured.out
 
 
+def test_several_lrs_show_the_effect_of_the_learning_rate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "lr.png"
+    argv = ["landscape", "quadratic", "--optimizers", "sgd", "--steps", "100"]
+    assert main([*argv, "--lr", "0.001,0.1,0.19,0.25", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines if line.startswith("sgd")]
+    # κ = 10, L = 10: too small crawls, 1/L converges, 1.9/L oscillates slowly, 2.5/L diverges
+    assert [(r[1], r[4]) for r in rows] == [
+        ("0.001", "max_steps"),
+        ("0.1", "converged"),
+        ("0.19", "max_steps"),
+        ("0.25", "diverged"),
+    ]
+    assert out.exists()
+
+
 @pytest.mark.slow
 def test_gif(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "saddle.png"

@@ -354,6 +354,13 @@ def test_compare_and_table() -> None:
     assert table[0].split() == ["optimizer", "lr", "final", "f", "steps", "to", "tol", "status"]
     assert table[1].split()[:2] == ["sgd", "0.02"]
     assert float(table[1].split()[2]) == pytest.approx(rs[0].fun, rel=1e-2)
+    sweep = compare(ls.booth, ["sgd", "momentum"], steps=20, lr=[0.001, 0.01])
+    assert [(r.optimizer, r.lr) for r in sweep] == [
+        ("sgd", 0.001),
+        ("sgd", 0.01),
+        ("momentum", 0.001),
+        ("momentum", 0.01),
+    ]
     tuned = compare(ls.booth, ["sgd"], steps=30, lr="tune", grid=[0.001, 0.01, 0.05])
     assert tuned[0].lr == 0.05
     assert set(tuned[0].extra["tuning"]) == {0.001, 0.01, 0.05}
@@ -363,3 +370,5 @@ def test_compare_and_table() -> None:
         compare(ls.booth, ["sgd"], steps=5, lr="fast")
     with pytest.raises(ValueError, match="at least one"):
         compare(ls.booth, [], steps=5)
+    with pytest.raises(ValueError, match="at least one learning rate"):
+        compare(ls.booth, ["sgd"], steps=5, lr=[])

@@ -521,7 +521,7 @@ def compare(
     optimizers: Sequence[OptimizerSpec],
     *,
     steps: int,
-    lr: float | dict[str, float] | str = 1e-3,
+    lr: float | Sequence[float] | dict[str, float] | str = 1e-3,
     x0: Any = None,
     tol: float = 1e-8,
     grid: Sequence[float] | None = None,
@@ -532,22 +532,25 @@ def compare(
         fn: the function (usually a landscape).
         optimizers: names, classes or factories, as for :func:`minimize`.
         steps: the most steps per optimizer.
-        lr: one float for all, a ``{name: lr}`` dict, or ``"tune"``: each optimizer's best
-            lr from :func:`tune_lr` on ``grid`` (the fair comparison).
+        lr: one float for all; a list of floats (every optimizer runs at each, to show the
+            effect of the learning rate); a ``{name: lr}`` dict; or ``"tune"``: each
+            optimizer's best lr from :func:`tune_lr` on ``grid`` (the fair comparison).
         x0: start point (default ``fn.start``).
         tol: each run stops once ``f − f* <= tol`` when ``fn`` knows ``f*`` (a landscape);
             otherwise it is the convergence tol of :func:`minimize`.
         grid: the lr grid for ``"tune"``.
 
     Returns:
-        One recorded :class:`MinimizeResult` per optimizer, in order; a tuned run has the
-        chosen lr in ``result.lr`` and the trials in ``result.extra["tuning"]``.
+        One recorded :class:`MinimizeResult` per optimizer (and lr), in order; a tuned run
+        has the chosen lr in ``result.lr`` and the trials in ``result.extra["tuning"]``.
 
     Example:
         >>> from bergab import landscapes
         >>> rs = compare(landscapes.booth, ["sgd", "momentum"], steps=200, lr=0.01)
         >>> [r.optimizer for r in rs], rs[1].fun < rs[0].fun
         (['sgd', 'momentum'], True)
+        >>> [(r.lr, r.status) for r in compare(landscapes.booth, ["sgd"], steps=50, lr=[0.05, 0.2])]
+        [(0.05, 'max_steps'), (0.2, 'diverged')]
     """
     if isinstance(lr, str) and lr != "tune":
         raise ValueError(f"lr must be a float, a dict of floats or 'tune'; got {lr!r}")
@@ -559,17 +562,25 @@ def compare(
         name = _optimizer_name(opt)
         extra: dict[str, Any] = {}
         if lr == "tune":
-            value, trials = tune_lr(fn, opt, steps=steps, grid=grid, x0=x0, tol=tol)
+            best, trials = tune_lr(fn, opt, steps=steps, grid=grid, x0=x0, tol=tol)
             extra["tuning"] = {k: (r.fun, r.status) for k, r in trials.items()}
+            values = [best]
         elif isinstance(lr, dict):
             if name not in lr:
                 raise ValueError(f"lr has no value for optimizer {name!r}")
-            value = check_real(f"lr[{name!r}]", lr[name], low=0.0, low_open=True)
+            values = [check_real(f"lr[{name!r}]", lr[name], low=0.0, low_open=True)]
+        elif isinstance(lr, Sequence) and not isinstance(lr, str):
+            if not lr:
+                raise ValueError("lr must hold at least one learning rate")
+            values = [check_real("lr", v, low=0.0, low_open=True) for v in lr]
         else:
-            value = check_real("lr", lr, low=0.0, low_open=True)
-        res = minimize(fn, x0, optimizer=opt, lr=value, max_steps=steps, tol=run_tol, target=target)
-        res.extra.update(extra)
-        results.append(res)
+            values = [check_real("lr", lr, low=0.0, low_open=True)]
+        for value in values:
+            res = minimize(
+                fn, x0, optimizer=opt, lr=value, max_steps=steps, tol=run_tol, target=target
+            )
+            res.extra.update(extra)
+            results.append(res)
     return results
 
 

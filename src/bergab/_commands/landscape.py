@@ -25,12 +25,14 @@ EPILOG = """\
 examples:
   bergab landscape rosenbrock --optimizers sgd,momentum,adam --steps 2000 --lr tune --out rosen.png
   bergab landscape saddle --optimizers sgd,momentum --lr 0.01 --steps 300 --out saddle.png --gif
-  bergab landscape quadratic --condition-number 50 --lr sgd=0.02,momentum=0.02 --steps 200
+  bergab landscape quadratic --condition-number 50 --lr sgd=0.02,momentum=0.005 --steps 200
+  bergab landscape quadratic --optimizers sgd --lr 0.01,0.1,0.19,0.25 --steps 100 --out lr.png
   bergab landscape himmelblau --start=-0.27,-0.9 --noise 2 --seed 1 --lr tune --out noisy.png
 
 landscapes: {names}
---lr takes one value for every optimizer, NAME=VALUE pairs, or 'tune' (each optimizer's best
-lr on a log grid, the fair comparison). Write negative start points as --start=-1.2,1.
+--lr takes one value for every optimizer, several (each optimizer runs at each: the effect of
+the lr), NAME=VALUE pairs, or 'tune' (each optimizer's best lr on a log grid: a fair race).
+Write negative start points as --start=-1.2,1.
 """
 
 
@@ -54,7 +56,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--lr",
         default="tune",
-        help="a learning rate, NAME=VALUE pairs, or 'tune' (default: tune)",
+        help="a learning rate, several (A,B,...), NAME=VALUE pairs, or 'tune' (default: tune)",
     )
     p.add_argument(
         "--grid",
@@ -85,20 +87,24 @@ def _float(name: str, text: str) -> float:
         raise ValueError(f"{name} must be a number, got {text!r}") from None
 
 
-def parse_lr(text: str, optimizers: list[str]) -> float | dict[str, float] | str:
-    """``'tune'``, one float, or ``NAME=VALUE`` pairs covering every optimizer.
+def parse_lr(text: str, optimizers: list[str]) -> float | list[float] | dict[str, float] | str:
+    """``'tune'``, one float, several floats (each optimizer runs at each), or ``NAME=VALUE``
+    pairs covering every optimizer.
 
     Example:
         >>> parse_lr("sgd=0.1,adam=1e-3", ["sgd", "adam"])
         {'sgd': 0.1, 'adam': 0.001}
-        >>> parse_lr("0.01", ["sgd"])
-        0.01
+        >>> parse_lr("0.01", ["sgd"]), parse_lr("0.01,0.1", ["sgd"])
+        (0.01, [0.01, 0.1])
     """
     text = text.strip()
     if text.lower() == "tune":
         return "tune"
     if "=" not in text:
-        return check_real("--lr", _float("--lr", text), low=0.0, low_open=True)
+        values = [
+            check_real("--lr", _float("--lr", v), low=0.0, low_open=True) for v in text.split(",")
+        ]
+        return values[0] if len(values) == 1 else values
     out: dict[str, float] = {}
     for item in text.split(","):
         name, sep, value = item.partition("=")
