@@ -119,8 +119,9 @@ def trajectories(
 
     The left panel shows contour lines of ``fn`` (log-spaced in ``f − f_min`` by default,
     so valleys stay visible), one path per result with a legend, the common start and the
-    known minima (stars). The right panel (``losses=True``) shows ``f − f*`` per step on a
-    log axis (``f`` itself when the minimum is unknown or ``−∞``).
+    known minima (stars); a diverged path is drawn until it leaves the window. The right
+    panel (``losses=True``) shows ``f − f*`` per step on a log axis (``f`` itself when the
+    minimum is unknown or ``−∞``).
 
     Args:
         fn: a function of a ``(..., 2)`` tensor returning ``(...)``, usually a landscape
@@ -215,6 +216,11 @@ def trajectories(
         lines, loss_lines, data = [], [], []
         for i, (label, r) in enumerate(pairs):
             traj = np.asarray(r.trajectory, dtype=np.float64)
+            if r.diverged:  # draw a runaway path only until it leaves the window
+                out = ~((traj[:, 0] >= x0) & (traj[:, 0] <= x1))
+                out |= ~((traj[:, 1] >= y0) & (traj[:, 1] <= y1))
+                if out.any():
+                    traj = traj[: int(np.argmax(out)) + 1]
             color = cmap(i % 10)
             (line,) = ax.plot(
                 traj[:, 0], traj[:, 1], "-o", color=color, lw=1.3, ms=2.0, label=label, zorder=3
