@@ -15,13 +15,16 @@ from __future__ import annotations
 from bergab import landscapes, optim, plotting, schedules, tasks
 from bergab._version import __version__
 from bergab.init import init
+from bergab.lr_finder import LRFindResult, lr_find
 from bergab.minimize import MinimizeResult, minimize
 
 __all__ = [
+    "LRFindResult",
     "MinimizeResult",
     "__version__",
     "init",
     "landscapes",
+    "lr_find",
     "minimize",
     "optim",
     "plotting",
