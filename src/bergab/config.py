@@ -123,8 +123,13 @@ class ConfigError(ValueError):
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
+def _toml_string(text: str) -> str:
+    # JSON's escapes are TOML's, except that TOML also forbids a raw DEL character
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
 def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else json.dumps(key, ensure_ascii=False)
+    return key if _BARE_KEY.match(key) else _toml_string(key)
 
 
 def _toml_value(value: Any) -> str:  # noqa: PLR0911 (one return per TOML type)
@@ -139,7 +144,7 @@ def _toml_value(value: Any) -> str:  # noqa: PLR0911 (one return per TOML type)
             return "inf" if value > 0 else "-inf"
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+        return _toml_string(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value if v is not None) + "]"
     if isinstance(value, Mapping):
@@ -397,7 +402,8 @@ def _explain(err: Mapping[str, Any]) -> tuple[str, str]:
     if kind in bounds:
         op, key = bounds[kind]
         bound = ctx.get(key)
-        return path, f"must be {op} {_show(bound)}, {got}"
+        shown = f"{bound:g}" if isinstance(bound, (int, float)) else _show(bound)
+        return path, f"must be {op} {shown}, {got}"
     types_ = {
         "int_type": "an integer",
         "int_from_float": "an integer",
