@@ -12,7 +12,7 @@ Example:
 
 from __future__ import annotations
 
-from bergab import landscapes, optim, plotting, schedules, tasks
+from bergab import diagnostics, landscapes, optim, plotting, schedules, tasks
 from bergab._version import __version__
 from bergab.init import init
 from bergab.lr_finder import LRFindResult, lr_find
@@ -22,6 +22,7 @@ __all__ = [
     "LRFindResult",
     "MinimizeResult",
     "__version__",
+    "diagnostics",
     "init",
     "landscapes",
     "lr_find",
