@@ -12,7 +12,7 @@ Example:
 
 from __future__ import annotations
 
-from bergab import diagnostics, landscapes, optim, plotting, schedules, tasks
+from bergab import diagnostics, landscapes, optim, plotting, scaling, schedules, tasks
 from bergab._version import __version__
 from bergab.init import init
 from bergab.lr_finder import LRFindResult, lr_find
@@ -29,6 +29,7 @@ __all__ = [
     "minimize",
     "optim",
     "plotting",
+    "scaling",
     "schedules",
     "tasks",
 ]
