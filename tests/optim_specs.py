@@ -56,6 +56,39 @@ SPECS: list[Spec] = [
         torch.optim.SGD,
         impls=("reference", "foreach", "fused"),
     ),
+    # --- layer-wise family (layerwise.py): no torch class; test_optim_layerwise.py checks the
+    # formulas. The last row of each class is its richest configuration.
+    Spec("lars", optim.LARS, {"lr": 1.0, "trust_coefficient": 0.01}),
+    Spec(
+        "lars-no-momentum-wd",
+        optim.LARS,
+        {"lr": 2.0, "momentum": 0.0, "weight_decay": 0.01, "trust_coefficient": 0.01},
+    ),
+    Spec(
+        "lars-nesterov-wd-exclude-1d",
+        optim.LARS,
+        {
+            "lr": 0.5,
+            "momentum": 0.8,
+            "nesterov": True,
+            "weight_decay": 0.02,
+            "trust_coefficient": 0.02,
+            "eps": 1e-6,
+            "exclude_from_adaptation": lambda p: p.ndim == 1,
+        },
+    ),
+    Spec("lamb", optim.LAMB, {"lr": 0.01}),
+    Spec(
+        "lamb-no-clamp-no-bias-correction",
+        optim.LAMB,
+        {"lr": 0.01, "clamp_value": None, "bias_correction": False, "weight_decay": 0.0},
+    ),
+    Spec("lamb-adam", optim.LAMB, {"lr": 0.01, "adam": True, "weight_decay": 0.05}),
+    Spec(
+        "lamb-clamp-wd-betas",
+        optim.LAMB,
+        {"lr": 0.02, "betas": (0.8, 0.99), "eps": 1e-5, "weight_decay": 0.1, "clamp_value": 1.0},
+    ),
 ]
 
 

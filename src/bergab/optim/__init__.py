@@ -20,14 +20,19 @@ from __future__ import annotations
 
 from bergab.optim._base import IMPLS, Optimizer
 from bergab.optim._registry import create, names, register
+from bergab.optim.groups import param_groups
+from bergab.optim.layerwise import LAMB, LARS
 from bergab.optim.sgd import SGD
 
 __all__ = [
     "IMPLS",
+    "LAMB",
+    "LARS",
     "SGD",
     "Optimizer",
     "create",
     "names",
+    "param_groups",
     "register",
 ]
 
@@ -35,3 +40,5 @@ register("sgd", SGD)
 register("gd", SGD)
 register("momentum", SGD, momentum=0.9)
 register("nesterov", SGD, momentum=0.9, nesterov=True)
+register("lars", LARS)
+register("lamb", LAMB)

@@ -1,0 +1,622 @@
+"""Layer-wise adaptive optimizers: LARS and LAMB, for training with very large batches.
+
+Both scale each tensor's step by a *trust ratio* built from the norm of the tensor and
+the norm of its update, so that every layer moves by a similar fraction of its own size
+whatever the scale of its gradients:
+
+- :class:`LARS` (You, Gitman & Ginsburg 2017): momentum SGD whose per-tensor learning
+  rate is ``η_trust · ‖w‖ / (‖g‖ + λ‖w‖ + ε)``.
+- :class:`LAMB` (You et al. 2019): Adam's direction ``u = m̂ / (√v̂ + ε) + λw`` rescaled
+  by ``‖w‖ / ‖u‖``.
+
+Each has a readable per-tensor reference (:func:`lars_reference`, :func:`lamb_reference`),
+a ``foreach`` path and a ``compiled`` path (``torch.compile`` of the reference). The
+norms are per tensor, so the update of a tensor can only start once its whole gradient
+has been read: on CPU the ``foreach`` path therefore walks the tensors in cache-sized
+batches (norms, then the update, while the batch is still in cache) instead of making
+one pass over all parameters per operation.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+
+from bergab._validate import check_choice, check_real
+from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
+
+__all__ = ["LAMB", "LARS", "lamb_reference", "lars_reference"]
+
+Scalar = float | torch.Tensor
+
+#: On CPU the foreach paths work through the tensors in batches of about this many
+#: elements, so the several passes of one update find their operands in cache.
+CPU_BATCH_NUMEL = 1 << 18
+
+
+# ---------------------------------------------------------------------------- helpers
+def _batches(indices: Sequence[int], params: Sequence[torch.Tensor]) -> Iterator[list[int]]:
+    """Runs of ``indices`` holding about :data:`CPU_BATCH_NUMEL` elements (CPU only).
+
+    A tensor larger than the batch size is a batch of its own (its norm needs all of it).
+    On accelerators the whole list is one batch: one kernel launch per operation.
+    """
+    if not indices or params[indices[0]].device.type != "cpu":
+        yield list(indices)
+        return
+    run: list[int] = []
+    size = 0
+    for i in indices:
+        run.append(i)
+        size += params[i].numel()
+        if size >= CPU_BATCH_NUMEL:
+            yield run
+            run, size = [], 0
+    if run:
+        yield run
+
+
+def _norms(tensors: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> list[float]:
+    """The Euclidean norm of each tensor, as Python floats (one host sync on accelerators)."""
+    return torch.stack(torch._foreach_norm(tensors)).tolist()
+
+
+def _check_flag(name: str, value: Any) -> bool:
+    return bool(check_choice(name, value, (False, True)))
+
+
+def _check_betas(betas: Any) -> tuple[float, float]:
+    if isinstance(betas, str | bytes) or not isinstance(betas, Sequence) or len(betas) != 2:
+        raise ValueError(f"betas must be a pair (beta1, beta2) with each in [0, 1), got {betas!r}")
+    b1 = check_real("betas[0]", betas[0], low=0.0, high=1.0, high_open=True)
+    b2 = check_real("betas[1]", betas[1], low=0.0, high=1.0, high_open=True)
+    return b1, b2
+
+
+def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """``num / den``, or 1 where either is 0 (a zero tensor or a zero update keeps lr)."""
+    return torch.where((num > 0) & (den > 0), num / den, torch.ones_like(num))
+
+
+# ---------------------------------------------------------------------------- LARS
+def lars_reference(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    momentum_buffers: list[torch.Tensor],
+    *,
+    lr: Scalar,
+    momentum: float,
+    weight_decay: Scalar,
+    trust_coefficient: float,
+    eps: float,
+    nesterov: bool,
+    adapt: Sequence[bool] | None = None,
+) -> None:
+    """The readable per-tensor LARS update (parameters and momentum buffers in place).
+
+    For each tensor :math:`w` with gradient :math:`g`:
+
+    .. math::
+        \\rho &= \\eta_{\\text{trust}}\\,
+            \\frac{\\lVert w\\rVert}{\\lVert g\\rVert + \\lambda\\lVert w\\rVert + \\epsilon}
+            \\quad(\\rho = 1 \\text{ if } \\lVert w\\rVert = 0 \\text{ or }
+            \\lVert g\\rVert = 0 \\text{, or the tensor is excluded}) \\\\
+        d &= \\rho\\,(g + \\lambda w),\\qquad b \\leftarrow \\mu b + d,\\qquad
+        w \\leftarrow w - \\eta\\,(d + \\mu b \\text{ if Nesterov else } b)
+
+    Args:
+        params, grads: the tensors and their gradients.
+        momentum_buffers: one buffer per tensor (zeros before the first step); ignored
+            (may be ``[]``) when ``momentum == 0``.
+        lr: the global learning rate η (a float, or a 0-d tensor when compiled).
+        momentum: μ ≥ 0.
+        weight_decay: λ ≥ 0 (a float, or a 0-d tensor when compiled).
+        trust_coefficient: η_trust > 0.
+        eps: ε ≥ 0 in the denominator of the trust ratio.
+        nesterov: use the Nesterov form of the momentum step.
+        adapt: per tensor, whether to apply the trust ratio (``None``: all).
+
+    Example:
+        >>> w, g = [torch.tensor([3.0, 4.0])], [torch.tensor([0.0, 1.0])]
+        >>> lars_reference(w, g, [torch.zeros(2)], lr=1.0, momentum=0.9, weight_decay=0.0,
+        ...                trust_coefficient=0.1, eps=0.0, nesterov=False)
+        >>> w[0].tolist()  # trust ratio 0.1 * 5 / 1 = 0.5
+        [3.0, 3.5]
+    """
+    decay = isinstance(weight_decay, torch.Tensor) or weight_decay != 0
+    for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+        d = g + weight_decay * p if decay else g
+        if adapt is None or adapt[i]:
+            w_norm = torch.linalg.vector_norm(p)
+            g_norm = torch.linalg.vector_norm(g)
+            # where a norm is 0 the ratio is 1 (a plain SGD step for that tensor)
+            trust = torch.where(
+                (w_norm > 0) & (g_norm > 0),
+                trust_coefficient * w_norm / (g_norm + weight_decay * w_norm + eps),
+                torch.ones_like(w_norm),
+            )
+            d = d * trust
+        if momentum != 0:
+            buf = momentum_buffers[i]
+            buf.mul_(momentum).add_(d)
+            d = d + momentum * buf if nesterov else buf
+        p.sub_(d * lr)
+
+
+def _lars_foreach(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    bufs: list[torch.Tensor],
+    *,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    trust_coefficient: float,
+    eps: float,
+    nesterov: bool,
+    adapt: Sequence[bool],
+) -> None:
+    # one batch of tensors sharing device and dtype
+    trust = [1.0] * len(params)
+    todo = [i for i, a in enumerate(adapt) if a]
+    if todo:
+        w_norms = _norms([params[i] for i in todo])
+        g_norms = _norms([grads[i] for i in todo])
+        for i, wn, gn in zip(todo, w_norms, g_norms, strict=True):
+            if wn > 0 and gn > 0:
+                trust[i] = trust_coefficient * wn / (gn + weight_decay * wn + eps)
+    if momentum == 0:
+        # w <- w - lr*rho*(g + wd*w) = (1 - lr*rho*wd) * w - lr*rho*g
+        if weight_decay != 0:
+            torch._foreach_mul_(params, [1 - lr * t * weight_decay for t in trust])
+        torch._foreach_add_(params, torch._foreach_mul(grads, [-lr * t for t in trust]))
+        return
+    # d = rho * (g + wd * w), in a buffer of our own
+    if weight_decay != 0:
+        d = torch._foreach_add(grads, params, alpha=weight_decay)
+        torch._foreach_mul_(d, trust)
+    else:
+        d = torch._foreach_mul(grads, trust)
+    torch._foreach_mul_(bufs, momentum)
+    torch._foreach_add_(bufs, d)
+    if nesterov:
+        torch._foreach_add_(d, bufs, alpha=momentum)
+        torch._foreach_add_(params, d, alpha=-lr)
+    else:
+        torch._foreach_add_(params, bufs, alpha=-lr)
+
+
+class LARS(Optimizer):
+    """LARS: momentum SGD with a layer-wise trust ratio (You, Gitman & Ginsburg, 2017).
+
+    For each tensor :math:`w` (a "layer") with gradient :math:`g`:
+
+    .. math::
+        \\rho = \\eta_{\\text{trust}}\\,
+            \\frac{\\lVert w\\rVert}{\\lVert g\\rVert + \\lambda\\lVert w\\rVert + \\epsilon},
+        \\qquad b \\leftarrow \\mu b + \\rho\\,(g + \\lambda w),
+        \\qquad w \\leftarrow w - \\eta_t\\, b
+
+    (Nesterov: :math:`w \\leftarrow w - \\eta_t(\\rho(g+\\lambda w) + \\mu b)`), with
+    :math:`\\rho = 1` where :math:`\\lVert w\\rVert` or :math:`\\lVert g\\rVert` is 0 and
+    for tensors excluded from adaptation.
+
+    Which published variant: the trust ratio of Algorithm 1 of the paper (with ε in the
+    denominator, as in NVIDIA's LARC and most implementations) and torch-style momentum,
+    where the global learning rate :math:`\\eta_t` multiplies the momentum buffer when
+    the step is taken. The paper's Algorithm 1 puts :math:`\\eta_t` *inside* the buffer
+    (:math:`v \\leftarrow m v + \\eta_t \\rho (g + \\lambda w)`); the two are identical for
+    a constant learning rate and differ only while a schedule changes it.
+
+    Exclude biases and normalization weights from both weight decay and adaptation (as
+    the large-batch recipes do) with a param group, e.g. from
+    :func:`bergab.optim.param_groups`, that sets ``weight_decay=0`` and
+    ``exclude_from_adaptation=True``, or with a predicate
+    ``exclude_from_adaptation=lambda p: p.ndim <= 1``.
+
+    Args:
+        params: parameters or param groups.
+        lr: the global learning rate η ≥ 0, a float or a schedule (default 1.0; the
+            paper's runs use 2-30 with η_trust = 0.001, scaled with the batch size).
+        momentum: μ ≥ 0.
+        weight_decay: λ ≥ 0, float or schedule.
+        trust_coefficient: η_trust > 0 (the paper's η, default 0.001).
+        eps: ε ≥ 0 in the trust ratio's denominator.
+        nesterov: Nesterov momentum (needs momentum > 0).
+        exclude_from_adaptation: ``None``/``False`` (adapt every tensor), ``True``
+            (adapt none: plain momentum SGD; useful as a group option) or a predicate
+            ``tensor -> bool`` naming the tensors to exclude. A group may set its own
+            ``exclude_from_adaptation`` bool.
+        impl: "auto" (= "foreach"), "reference", "foreach" or "compiled".
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.tensor([2.0, -1.0]))
+        >>> opt = LARS([w], lr=20.0, momentum=0.9, trust_coefficient=0.01)
+        >>> for _ in range(300):
+        ...     opt.zero_grad(); (w ** 2).sum().backward(); opt.step()
+        >>> bool(w.abs().max() < 1e-3)
+        True
+
+    References:
+        You, Gitman & Ginsburg, "Large Batch Training of Convolutional Networks",
+        arXiv:1708.03888.
+    """
+
+    impls = ("reference", "foreach", "compiled")
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: Any = 1.0,
+        momentum: float = 0.9,
+        weight_decay: Any = 0.0,
+        trust_coefficient: float = 0.001,
+        eps: float = 1e-8,
+        nesterov: bool = False,
+        exclude_from_adaptation: bool | Callable[[torch.Tensor], bool] | None = None,
+        *,
+        impl: str = "auto",
+    ) -> None:
+        self._exclude: Callable[[torch.Tensor], bool] | None = None
+        if callable(exclude_from_adaptation):
+            self._exclude = exclude_from_adaptation
+            exclude_flag = False
+        elif exclude_from_adaptation is None:
+            exclude_flag = False
+        else:
+            exclude_flag = _check_flag("exclude_from_adaptation", exclude_from_adaptation)
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "weight_decay": weight_decay,
+            "trust_coefficient": trust_coefficient,
+            "eps": eps,
+            "nesterov": nesterov,
+            "exclude_from_adaptation": exclude_flag,
+        }
+        super().__init__(params, defaults, impl=impl)
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        check_real("lr", group["lr"], low=0.0)
+        check_real("momentum", group["momentum"], low=0.0)
+        check_real("weight_decay", group["weight_decay"], low=0.0)
+        check_real("trust_coefficient", group["trust_coefficient"], low=0.0, low_open=True)
+        check_real("eps", group["eps"], low=0.0)
+        _check_flag("nesterov", group["nesterov"])
+        _check_flag("exclude_from_adaptation", group["exclude_from_adaptation"])
+        if group["nesterov"] and group["momentum"] <= 0:
+            raise ValueError("nesterov=True requires momentum > 0")
+
+    def _init_state(self, group: dict[str, Any], params: Sequence[torch.Tensor]) -> None:
+        if group["momentum"] != 0:
+            for p in params:
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(
+                        p, memory_format=torch.preserve_format
+                    )
+
+    def _adapt(self, group: dict[str, Any], params: Sequence[torch.Tensor]) -> list[bool]:
+        if group["exclude_from_adaptation"]:
+            return [False] * len(params)
+        if self._exclude is None:
+            return [True] * len(params)
+        return [not self._exclude(p) for p in params]
+
+    def _update(
+        self,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        impl: str,
+    ) -> None:
+        hyper: dict[str, Any] = {
+            "momentum": group["momentum"],
+            "trust_coefficient": group["trust_coefficient"],
+            "eps": group["eps"],
+            "nesterov": group["nesterov"],
+        }
+        lr = group["lr"] * group["lr_scale"]
+        wd = group["weight_decay"]
+        adapt = self._adapt(group, params)
+        bufs = [self.state[p]["momentum_buffer"] for p in params] if hyper["momentum"] else []
+        if impl == "reference":
+            lars_reference(params, grads, bufs, lr=lr, weight_decay=wd, adapt=adapt, **hyper)
+        elif impl == "foreach":
+            for key_idx in group_by_device_dtype(params).values():
+                for idx in _batches(key_idx, params):
+                    _lars_foreach(
+                        [params[i] for i in idx],
+                        [grads[i] for i in idx],
+                        [bufs[i] for i in idx] if bufs else [],
+                        lr=lr,
+                        weight_decay=wd,
+                        adapt=[adapt[i] for i in idx],
+                        **hyper,
+                    )
+        else:  # compiled: lr and weight decay as tensors, so schedules never recompile
+            fn = self._compiled(lars_reference)
+            fn(
+                params,
+                grads,
+                bufs,
+                lr=lr_tensor(lr, params[0]),
+                weight_decay=lr_tensor(wd, params[0]) if wd != 0 else 0.0,
+                adapt=adapt,
+                **hyper,
+            )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("_exclude", None)
+
+
+# ---------------------------------------------------------------------------- LAMB
+def lamb_reference(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    steps: Sequence[Scalar],
+    *,
+    lr: Scalar,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: Scalar,
+    clamp_value: float | None,
+    bias_correction: bool,
+    adam: bool,
+) -> None:
+    """The readable per-tensor LAMB update (parameters and moments in place).
+
+    For each tensor :math:`w` with gradient :math:`g` at its step :math:`t` (counting
+    this one):
+
+    .. math::
+        m &\\leftarrow \\beta_1 m + (1-\\beta_1)\\,g,\\qquad
+        v \\leftarrow \\beta_2 v + (1-\\beta_2)\\,g^2 \\\\
+        u &= \\frac{m/(1-\\beta_1^t)}{\\sqrt{v/(1-\\beta_2^t)} + \\epsilon} + \\lambda w
+            \\qquad(\\text{no } 1-\\beta^t \\text{ factors without bias correction}) \\\\
+        r &= \\frac{\\min(\\lVert w\\rVert, c)}{\\lVert u\\rVert}
+            \\quad(r = 1 \\text{ if a norm is 0, or with } \\texttt{adam=True}),\\qquad
+        w \\leftarrow w - \\eta\\, r\\, u
+
+    Args:
+        params, grads, exp_avgs, exp_avg_sqs: tensors, gradients and the first/second
+            moments (zeros before the first step).
+        steps: each tensor's step count *including* this step (ints, or 0-d tensors when
+            compiled).
+        lr: η (a float, or a 0-d tensor when compiled).
+        beta1, beta2: the moments' decay rates in [0, 1).
+        eps: ε ≥ 0.
+        weight_decay: λ ≥ 0 (a float, or a 0-d tensor when compiled).
+        clamp_value: c, the upper clamp of ``‖w‖`` in the trust ratio (``None``: none).
+        bias_correction: divide the moments by :math:`1-\\beta^t`.
+        adam: use r = 1 (Adam with λw added to its direction), for comparisons.
+
+    Example:
+        >>> w, g = [torch.tensor([3.0, 4.0])], [torch.tensor([1.0, 0.0])]
+        >>> m, v = [torch.zeros(2)], [torch.zeros(2)]
+        >>> lamb_reference(w, g, m, v, [1], lr=0.1, beta1=0.9, beta2=0.999, eps=1e-6,
+        ...                weight_decay=0.0, clamp_value=None, bias_correction=True,
+        ...                adam=False)
+        >>> [round(x, 4) for x in w[0].tolist()]  # u ≈ (1, 0), r ≈ 5: a step of lr * ||w||
+        [2.5, 4.0]
+    """
+    decay = isinstance(weight_decay, torch.Tensor) or weight_decay != 0
+    for p, g, m, v, t in zip(params, grads, exp_avgs, exp_avg_sqs, steps, strict=True):
+        # 1) Adam's moments
+        m.mul_(beta1).add_(g, alpha=1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        m_hat, v_hat = m, v
+        if bias_correction:
+            m_hat = m / (1 - beta1**t)
+            v_hat = v / (1 - beta2**t)
+        # 2) the direction, with decoupled weight decay
+        u = m_hat / (v_hat.sqrt() + eps)
+        if decay:
+            u = u + weight_decay * p
+        # 3) the trust ratio ||w|| / ||u||
+        if adam:
+            p.sub_(u * lr)
+            continue
+        w_norm = torch.linalg.vector_norm(p)
+        if clamp_value is not None:
+            w_norm = w_norm.clamp(max=clamp_value)
+        ratio = _ratio(w_norm, torch.linalg.vector_norm(u))
+        p.sub_(u * (ratio * lr))
+
+
+def _lamb_foreach(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    m: list[torch.Tensor],
+    v: list[torch.Tensor],
+    *,
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    clamp_value: float | None,
+    bias_correction: bool,
+    adam: bool,
+) -> None:
+    # one batch of tensors sharing device, dtype and step count
+    torch._foreach_lerp_(m, grads, 1 - beta1)
+    torch._foreach_mul_(v, beta2)
+    torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
+    bias1 = 1 - beta1**step if bias_correction else 1.0
+    bias2 = 1 - beta2**step if bias_correction else 1.0
+    # m̂/(√v̂ + ε) = (√bias2 / bias1) · m / (√v + ε√bias2): u is built in the sqrt buffer
+    u = torch._foreach_sqrt(v)
+    torch._foreach_add_(u, eps * bias2**0.5)
+    torch._foreach_reciprocal_(u)
+    torch._foreach_mul_(u, m)
+    torch._foreach_mul_(u, bias2**0.5 / bias1)
+    if weight_decay != 0:
+        torch._foreach_add_(u, params, alpha=weight_decay)
+    if adam:
+        torch._foreach_add_(params, u, alpha=-lr)
+        return
+    w_norms = _norms(params)
+    u_norms = _norms(u)
+    scales = []
+    for wn, un in zip(w_norms, u_norms, strict=True):
+        wn = wn if clamp_value is None else min(wn, clamp_value)
+        scales.append(-lr * (wn / un if wn > 0 and un > 0 else 1.0))
+    torch._foreach_mul_(u, scales)
+    torch._foreach_add_(params, u)
+
+
+class LAMB(Optimizer):
+    """LAMB: Adam's direction with a layer-wise trust ratio (You et al., 2019).
+
+    For each tensor :math:`w` at its step :math:`t`:
+
+    .. math::
+        m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g_t,\\quad
+        v_t = \\beta_2 v_{t-1} + (1-\\beta_2) g_t^2,\\quad
+        u_t = \\frac{m_t/(1-\\beta_1^t)}{\\sqrt{v_t/(1-\\beta_2^t)}+\\epsilon} + \\lambda w
+
+    .. math::
+        w \\leftarrow w - \\eta_t\\, \\frac{\\min(\\lVert w\\rVert, c)}{\\lVert u_t\\rVert}\\, u_t
+
+    with ratio 1 where :math:`\\lVert w\\rVert` or :math:`\\lVert u_t\\rVert` is 0. This is
+    Algorithm 2 of the paper with the scaling function :math:`\\phi(z) = \\min(z, c)`
+    (``clamp_value``; ``None`` for :math:`\\phi(z) = z`) and Adam's bias correction (as
+    in NVIDIA's and most implementations; ``bias_correction=False`` drops it). The weight
+    decay is decoupled: it enters the direction, not the moments. ``adam=True`` fixes
+    the ratio at 1 (Adam with λw added to its direction) for comparisons.
+
+    Args:
+        params: parameters or param groups.
+        lr: learning rate η ≥ 0, a float or a schedule.
+        betas: (β1, β2), each in [0, 1).
+        eps: ε ≥ 0 (default 1e-6).
+        weight_decay: λ ≥ 0 (default 0.01), float or schedule.
+        clamp_value: c > 0 clamping ‖w‖ in the trust ratio, or ``None``.
+        bias_correction: divide the moments by :math:`1-\\beta^t`.
+        adam: trust ratio fixed at 1.
+        impl: "auto" (= "foreach"), "reference", "foreach" or "compiled".
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        >>> opt = LAMB([w], lr=0.05, weight_decay=0.0)
+        >>> for _ in range(300):
+        ...     opt.zero_grad(); (w ** 2).sum().backward(); opt.step()
+        >>> bool(w.abs().max() < 0.1)
+        True
+
+    References:
+        You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76
+        minutes", arXiv:1904.00962.
+    """
+
+    impls = ("reference", "foreach", "compiled")
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: Any = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-6,
+        weight_decay: Any = 0.01,
+        clamp_value: float | None = 10.0,
+        bias_correction: bool = True,
+        adam: bool = False,
+        *,
+        impl: str = "auto",
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "clamp_value": clamp_value,
+            "bias_correction": bias_correction,
+            "adam": adam,
+        }
+        super().__init__(params, defaults, impl=impl)
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        check_real("lr", group["lr"], low=0.0)
+        group["betas"] = _check_betas(group["betas"])
+        check_real("eps", group["eps"], low=0.0)
+        check_real("weight_decay", group["weight_decay"], low=0.0)
+        if group["clamp_value"] is not None:
+            check_real("clamp_value", group["clamp_value"], low=0.0, low_open=True)
+        _check_flag("bias_correction", group["bias_correction"])
+        _check_flag("adam", group["adam"])
+
+    def _init_state(self, group: dict[str, Any], params: Sequence[torch.Tensor]) -> None:
+        for p in params:
+            state = self.state[p]
+            if not state:
+                state["step"] = 0
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def _update(
+        self,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        impl: str,
+    ) -> None:
+        beta1, beta2 = group["betas"]
+        hyper: dict[str, Any] = {
+            "beta1": beta1,
+            "beta2": beta2,
+            "eps": group["eps"],
+            "clamp_value": group["clamp_value"],
+            "bias_correction": group["bias_correction"],
+            "adam": group["adam"],
+        }
+        lr = group["lr"] * group["lr_scale"]
+        wd = group["weight_decay"]
+        states = [self.state[p] for p in params]
+        for s in states:
+            s["step"] = int(s["step"]) + 1
+        steps = [s["step"] for s in states]
+        m = [s["exp_avg"] for s in states]
+        v = [s["exp_avg_sq"] for s in states]
+        if impl == "reference":
+            lamb_reference(params, grads, m, v, steps, lr=lr, weight_decay=wd, **hyper)
+        elif impl == "foreach":
+            by_key: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+            for i, p in enumerate(params):
+                by_key[(p.device, p.dtype, steps[i])].append(i)
+            for (_, _, step), key_idx in by_key.items():
+                for idx in _batches(key_idx, params):
+                    _lamb_foreach(
+                        [params[i] for i in idx],
+                        [grads[i] for i in idx],
+                        [m[i] for i in idx],
+                        [v[i] for i in idx],
+                        step=step,
+                        lr=lr,
+                        weight_decay=wd,
+                        **hyper,
+                    )
+        else:  # compiled: lr, weight decay and steps as tensors, so nothing recompiles
+            fn = self._compiled(lamb_reference)
+            like = params[0]
+            step_ts = [
+                torch.tensor(float(t), dtype=torch.float64, device=like.device) for t in steps
+            ]
+            fn(
+                params,
+                grads,
+                m,
+                v,
+                step_ts,
+                lr=lr_tensor(lr, like),
+                weight_decay=lr_tensor(wd, like) if wd != 0 else 0.0,
+                **hyper,
+            )
