@@ -347,6 +347,27 @@ def test_tune_lr_picks_the_fastest_stable_lr() -> None:
         tune_lr(q, "sgd", steps=10, grid=[0.0])
 
 
+@pytest.mark.parametrize("optimizer", ["momentum", torch.optim.Adam], ids=["momentum", "Adam"])
+def test_tune_lr_batched_runs_equal_one_by_one_runs(optimizer: Any) -> None:
+    grid = [1e-4, 1e-3, 1e-2, 0.3, 3.0]
+    best, runs = tune_lr(ls.rosenbrock, optimizer, steps=150, grid=grid, tol=1e-8)
+    for lr in grid:
+        alone = minimize(
+            ls.rosenbrock, optimizer=optimizer, lr=lr, max_steps=150, tol=0.0, target=1e-8
+        )
+        r = runs[lr]
+        assert (r.status, r.steps, r.lr) == (alone.status, alone.steps, lr)
+        np.testing.assert_allclose(r.losses, alone.losses, rtol=1e-12, atol=0)
+        np.testing.assert_allclose(r.x, alone.x, rtol=1e-12, atol=0)
+    if optimizer == "momentum":  # the grid spans a stable and an unstable end
+        assert runs[3.0].status == "diverged"
+    finals = {lr: r.fun for lr, r in runs.items() if r.status != "diverged"}
+    reached = [lr for lr, r in runs.items() if r.converged]
+    assert best == (
+        min(reached, key=lambda v: runs[v].steps) if reached else min(finals, key=finals.get)
+    )
+
+
 def test_compare_and_table() -> None:
     rs = compare(ls.booth, ["sgd", "momentum"], steps=40, lr={"sgd": 0.02, "momentum": 0.01})
     assert [(r.optimizer, r.lr) for r in rs] == [("sgd", 0.02), ("momentum", 0.01)]

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from bergab._validate import check_int, check_real
-from bergab.landscapes import Landscape
+from bergab.landscapes import Landscape, Noisy
 
 __all__ = [
     "MinimizeResult",
@@ -193,6 +193,67 @@ def _validate_x0(fn: Any, x0: Any, numpy_mode: bool) -> torch.Tensor:
     return t
 
 
+class _Monitor:
+    """The stopping tests of one run: divergence, then target, gradient norm and Δf."""
+
+    def __init__(self, f0: float, tol: float, target: float | None) -> None:
+        self.f0 = f0
+        self.bound = DIVERGENCE_FACTOR * (abs(f0) + 1.0)
+        self.tol = tol
+        self.target = target
+        self.quiet = 0  # consecutive steps with |f_t - f_{t-1}| <= tol
+
+    def at_start(self, f: float, gnorm: float) -> tuple[str, str] | None:
+        if self.target is not None and f <= self.target:
+            return "converged", f"converged: f = {f:.6g} <= target at x0"
+        if gnorm <= self.tol:
+            return "converged", f"converged: gradient norm {gnorm:.3g} <= tol at x0"
+        return None
+
+    def runaway(self, f: float, gnorm: float, step: int) -> tuple[str, str] | None:
+        if not (math.isfinite(f) and math.isfinite(gnorm)):
+            return "diverged", f"diverged at step {step}: f = {f}, gradient norm = {gnorm}"
+        if f - self.f0 > self.bound:
+            return (
+                "diverged",
+                f"diverged at step {step}: f = {f:.3g} exploded from f(x0) = {self.f0:.3g}",
+            )
+        if self.f0 - f > self.bound:
+            return (
+                "unbounded",
+                f"f fell without bound (to {f:.3g} at step {step}): unbounded below?",
+            )
+        return None
+
+    def done(self, f: float, f_prev: float, gnorm: float) -> tuple[str, str] | None:
+        if self.target is not None and f <= self.target:
+            return "converged", f"converged: f = {f:.6g} <= target={self.target:.6g}"
+        if gnorm <= self.tol:
+            return "converged", f"converged: gradient norm {gnorm:.3g} <= tol={self.tol:g}"
+        self.quiet = self.quiet + 1 if abs(f - f_prev) <= self.tol else 0
+        if self.quiet >= F_PATIENCE:
+            return (
+                "converged",
+                f"converged: change in f <= tol={self.tol:g} for {F_PATIENCE} consecutive steps",
+            )
+        return None
+
+
+def _closure(f: float, evaluate: Callable[[], float]) -> Callable[[], float]:
+    """The closure handed to ``step()``: the first call returns the known ``f`` (the gradient
+    is already in ``.grad``); later calls (line searches, L-BFGS) re-evaluate."""
+    first = True
+
+    def closure() -> float:
+        nonlocal first
+        if first:
+            first = False
+            return f
+        return evaluate()
+
+    return closure
+
+
 # ---------------------------------------------------------------------------- minimize
 def minimize(
     fn: Callable[..., Any],
@@ -317,77 +378,39 @@ def minimize(
         raise ValueError(f"the gradient at x0 must be finite, got norm {gnorm}")
     opt, native = _build_optimizer(optimizer, param, lr, optimizer_kwargs)
     schedule = None if native else _schedule_of(lr)
-    f0 = f
-    bound = DIVERGENCE_FACTOR * (abs(f0) + 1.0)
+    monitor = _Monitor(f, tol, target)
     trajectory = [param.detach().clone()] if record else None
     losses = [f]
     steps = 0
-    status, message = "max_steps", f"max_steps={max_steps} reached"
-    first_call = True
-    quiet = 0  # consecutive steps with |f_t - f_{t-1}| <= tol
 
-    def closure() -> float:
-        # the gradient for this step is already in param.grad; later calls (line searches,
-        # L-BFGS) re-evaluate
-        nonlocal first_call, nfev
-        if first_call:
-            first_call = False
-            return f
+    def reevaluate() -> float:
+        nonlocal nfev
         nfev += 1
         return evaluate()[0]
 
-    if target is not None and f <= target:
-        status, message = "converged", f"converged: f = {f:.6g} <= target at x0"
-    elif gnorm <= tol:
-        status, message = "converged", f"converged: gradient norm {gnorm:.3g} <= tol at x0"
-    else:
-        for _ in range(max_steps):
-            if schedule is not None:
-                for group in opt.param_groups:
-                    group["lr"] = float(schedule(steps))
-            first_call = True
-            opt.step(closure)
-            steps += 1
-            f_prev = f
-            f, gnorm = evaluate()
-            nfev += 1
-            if trajectory is not None:
-                trajectory.append(param.detach().clone())
-            losses.append(f)
-            if not (math.isfinite(f) and math.isfinite(gnorm)):
-                status = "diverged"
-                message = f"diverged at step {steps}: f = {f}, gradient norm = {gnorm}"
-                break
-            if f - f0 > bound:
-                status = "diverged"
-                message = f"diverged at step {steps}: f = {f:.3g} exploded from f(x0) = {f0:.3g}"
-                break
-            if f0 - f > bound:
-                status = "unbounded"
-                message = f"f fell without bound (to {f:.3g} at step {steps}): unbounded below?"
-                break
-            if callback is not None:
-                x_cb: Any = (
-                    param.detach().cpu().numpy().copy() if numpy_mode else param.detach().clone()
-                )
-                if callback(steps, x_cb, f) is True:
-                    status, message = "callback", f"stopped by callback at step {steps}"
-                    break
-            if target is not None and f <= target:
-                status = "converged"
-                message = f"converged: f = {f:.6g} <= target={target:.6g}"
-                break
-            if gnorm <= tol:
-                status = "converged"
-                message = f"converged: gradient norm {gnorm:.3g} <= tol={tol:g}"
-                break
-            quiet = quiet + 1 if abs(f - f_prev) <= tol else 0
-            if quiet >= F_PATIENCE:
-                status = "converged"
-                message = (
-                    f"converged: change in f <= tol={tol:g} for {F_PATIENCE} consecutive steps"
-                )
-                break
+    stop = monitor.at_start(f, gnorm)
+    while stop is None and steps < max_steps:
+        if schedule is not None:
+            for group in opt.param_groups:
+                group["lr"] = float(schedule(steps))
+        opt.step(_closure(f, reevaluate))
+        steps += 1
+        f_prev = f
+        f, gnorm = evaluate()
+        nfev += 1
+        if trajectory is not None:
+            trajectory.append(param.detach().clone())
+        losses.append(f)
+        stop = monitor.runaway(f, gnorm, steps)
+        if stop is None and callback is not None:
+            x_cb: Any = (
+                param.detach().cpu().numpy().copy() if numpy_mode else param.detach().clone()
+            )
+            if callback(steps, x_cb, f) is True:
+                stop = "callback", f"stopped by callback at step {steps}"
+        if stop is None:
+            stop = monitor.done(f, f_prev, gnorm)
+    status, message = stop or ("max_steps", f"max_steps={max_steps} reached")
 
     x = param.detach().cpu().numpy().copy()
     traj = None
@@ -445,6 +468,97 @@ def _stopping(fn: Any, tol: float) -> tuple[float, float | None]:
     return tol, None
 
 
+def _batched_runs(
+    fn: Landscape,
+    optimizer: OptimizerSpec,
+    lrs: Sequence[float],
+    *,
+    steps: int,
+    x0: Any,
+    tol: float,
+    target: float | None,
+    optimizer_kwargs: dict[str, Any],
+) -> dict[float, MinimizeResult]:
+    """``minimize(fn, x0, lr=lr, record=False, ...)`` for every lr at once.
+
+    Each lr keeps its own parameter and its own optimizer (so nothing couples the runs);
+    only the evaluation is shared: the landscape takes the stacked iterates ``(n, d)`` in
+    one call, and one backward pass gives each row its gradient. Same runs as one by one
+    (up to rounding in the last bits), several times faster.
+    """
+    start = _validate_x0(fn, x0, numpy_mode=False)
+    fn.reset()
+    n = len(lrs)
+    x = start.clone().requires_grad_(True)
+    with torch.enable_grad():
+        value = fn(x)
+        value.backward()
+    assert x.grad is not None
+    f0, g0 = float(value.detach()), float(torch.linalg.vector_norm(x.grad))
+    if not math.isfinite(f0):
+        raise ValueError(f"fn(x0) must be finite, got {f0}")
+    if not math.isfinite(g0):
+        raise ValueError(f"the gradient at x0 must be finite, got norm {g0}")
+    params = [torch.nn.Parameter(start.clone()) for _ in lrs]
+    for p in params:
+        p.grad = x.grad.clone()
+    opts = [
+        _build_optimizer(optimizer, p, lr, optimizer_kwargs)[0]
+        for p, lr in zip(params, lrs, strict=True)
+    ]
+    monitors = [_Monitor(f0, tol, target) for _ in lrs]
+    stops = [m.at_start(f0, g0) for m in monitors]
+    fs, gnorms = [f0] * n, [g0] * n
+    losses: list[list[float]] = [[f0] for _ in lrs]
+    taken, nfev = [0] * n, [1] * n
+
+    def reevaluate(i: int) -> float:  # for optimizers that call the closure again
+        nfev[i] += 1
+        params[i].grad = None
+        with torch.enable_grad():
+            v = fn(params[i])
+            v.backward()
+        return float(v.detach())
+
+    for _ in range(steps):
+        active = [i for i in range(n) if stops[i] is None]
+        if not active:
+            break
+        for i in active:
+            opts[i].step(_closure(fs[i], lambda i=i: reevaluate(i)))  # type: ignore[misc]
+            taken[i] += 1
+            params[i].grad = None
+        with torch.enable_grad():
+            values = fn(torch.stack([params[i] for i in active]))
+            values.sum().backward()
+        for k, i in enumerate(active):
+            f_prev, fs[i] = fs[i], float(values[k].detach())
+            gnorms[i] = float(torch.linalg.vector_norm(params[i].grad))
+            nfev[i] += 1
+            losses[i].append(fs[i])
+            stops[i] = monitors[i].runaway(fs[i], gnorms[i], taken[i]) or monitors[i].done(
+                fs[i], f_prev, gnorms[i]
+            )
+    runs = {}
+    for i, lr in enumerate(lrs):
+        status, message = stops[i] or ("max_steps", f"max_steps={steps} reached")
+        runs[lr] = MinimizeResult(
+            x=params[i].detach().cpu().numpy().copy(),
+            fun=fs[i],
+            grad_norm=gnorms[i],
+            steps=taken[i],
+            converged=status == "converged",
+            status=status,
+            message=message,
+            trajectory=None,
+            losses=np.asarray(losses[i], dtype=np.float64),
+            optimizer=_optimizer_name(optimizer),
+            lr=lr,
+            nfev=nfev[i],
+        )
+    return runs
+
+
 def _score(result: MinimizeResult, fn: Any, tol: float) -> tuple[float, float, float]:
     """Lower is better: reached the tolerance (fewest steps), else lowest final f."""
     if result.status == "diverged" or not math.isfinite(result.fun):
@@ -470,7 +584,9 @@ def tune_lr(
     Every lr runs up to ``steps`` steps from the same start (stopping early once
     ``f − f* <= tol`` when ``fn`` knows ``f*``). The best is the one that reaches
     ``f − f* <= tol`` in the fewest steps; if none does, the lowest final f. Diverged runs
-    lose. (Noisy landscapes are reseeded for every run, so each lr sees the same noise.)
+    lose. On a landscape the runs share one batched evaluation per step (each lr keeps its
+    own optimizer); a noisy landscape runs them one by one, reseeded, so each lr sees the
+    same noise.
 
     Args:
         fn: the function (usually a landscape).
@@ -499,7 +615,20 @@ def tune_lr(
     if not lrs:
         raise ValueError("grid must hold at least one learning rate")
     run_tol, target = _stopping(fn, tol)
-    runs: dict[float, MinimizeResult] = {}
+    if isinstance(fn, Landscape) and not isinstance(fn, Noisy):
+        runs = _batched_runs(
+            fn,
+            optimizer,
+            lrs,
+            steps=steps,
+            x0=x0,
+            tol=run_tol,
+            target=target,
+            optimizer_kwargs=optimizer_kwargs,
+        )
+        best = min(lrs, key=lambda v: _score(runs[v], fn, tol))
+        return best, runs
+    runs = {}
     for value in lrs:
         runs[value] = minimize(
             fn,
