@@ -33,6 +33,8 @@ class Spec:
         return self.torch_cls(params, **kw)
 
 
+_FUSED = ("reference", "foreach", "fused")  # optimizers with a torch fused kernel
+
 SPECS: list[Spec] = [
     Spec("sgd", optim.SGD, {"lr": 0.05}, torch.optim.SGD, impls=("reference", "foreach", "fused")),
     Spec(
@@ -55,6 +57,91 @@ SPECS: list[Spec] = [
         {"lr": 0.01, "momentum": 0.5, "maximize": True},
         torch.optim.SGD,
         impls=("reference", "foreach", "fused"),
+    ),
+    # --- adaptive family (adagrad.py, rmsprop.py, adam.py); the last row of each class is
+    # its richest configuration (the compiled test takes it)
+    Spec("adagrad", optim.Adagrad, {"lr": 0.05}, torch.optim.Adagrad, impls=_FUSED),
+    Spec(
+        "adagrad-decay-init-wd",
+        optim.Adagrad,
+        {"lr": 0.05, "lr_decay": 0.01, "initial_accumulator_value": 0.1, "weight_decay": 0.01},
+        torch.optim.Adagrad,
+        impls=_FUSED,
+    ),
+    Spec("rmsprop", optim.RMSprop, {"lr": 0.01}, torch.optim.RMSprop),
+    Spec(
+        "rmsprop-wd-maximize",
+        optim.RMSprop,
+        {"lr": 0.01, "alpha": 0.9, "weight_decay": 0.01, "maximize": True},
+        torch.optim.RMSprop,
+    ),
+    Spec(  # the textbook form; its own test compares it with the formula
+        "rmsprop-eps-inside-sqrt",
+        optim.RMSprop,
+        {"lr": 0.01, "eps": 1e-4, "momentum": 0.5, "eps_inside_sqrt": True},
+    ),
+    Spec(
+        "rmsprop-centered-momentum",
+        optim.RMSprop,
+        {"lr": 0.005, "alpha": 0.95, "momentum": 0.9, "centered": True, "weight_decay": 0.001},
+        torch.optim.RMSprop,
+    ),
+    Spec("adam", optim.Adam, {"lr": 0.01}, torch.optim.Adam, impls=_FUSED),
+    Spec("adam-amsgrad", optim.Adam, {"lr": 0.01, "amsgrad": True}, torch.optim.Adam, impls=_FUSED),
+    Spec("adam-l2", optim.Adam, {"lr": 0.01, "weight_decay": 0.1}, torch.optim.Adam, impls=_FUSED),
+    Spec(
+        "adam-decoupled",
+        optim.Adam,
+        {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True},
+        torch.optim.Adam,
+        impls=_FUSED,
+    ),
+    Spec(
+        "adam-maximize-amsgrad-l2",
+        optim.Adam,
+        {"lr": 0.01, "betas": (0.8, 0.99), "weight_decay": 0.05, "amsgrad": True, "maximize": True},
+        torch.optim.Adam,
+        impls=_FUSED,
+    ),
+    Spec("adamw", optim.AdamW, {"lr": 0.01, "weight_decay": 0.1}, torch.optim.AdamW, impls=_FUSED),
+    Spec(
+        "adamw-amsgrad-maximize",
+        optim.AdamW,
+        {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True, "maximize": True},
+        torch.optim.AdamW,
+        impls=_FUSED,
+    ),
+    Spec("nadam", optim.NAdam, {"lr": 0.01}, torch.optim.NAdam),
+    Spec(
+        "nadam-l2-maximize",
+        optim.NAdam,
+        {"lr": 0.01, "weight_decay": 0.05, "maximize": True},
+        torch.optim.NAdam,
+    ),
+    Spec(
+        "nadam-decoupled",
+        optim.NAdam,
+        {"lr": 0.01, "weight_decay": 0.1, "momentum_decay": 0.01, "decoupled_weight_decay": True},
+        torch.optim.NAdam,
+    ),
+    Spec("radam", optim.RAdam, {"lr": 0.01}, torch.optim.RAdam),
+    Spec(  # rho_inf = 5.67: steps 1-9 are unrectified, the rest barely rectified
+        "radam-l2-low-beta2",
+        optim.RAdam,
+        {"lr": 0.01, "betas": (0.9, 0.7), "weight_decay": 0.05},
+        torch.optim.RAdam,
+    ),
+    Spec(
+        "radam-decoupled-maximize",
+        optim.RAdam,
+        {
+            "lr": 0.01,
+            "betas": (0.9, 0.99),
+            "weight_decay": 0.1,
+            "decoupled_weight_decay": True,
+            "maximize": True,
+        },
+        torch.optim.RAdam,
     ),
     # --- layer-wise family (layerwise.py): no torch class; test_optim_layerwise.py checks the
     # formulas. The last row of each class is its richest configuration.

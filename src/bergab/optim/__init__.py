@@ -20,8 +20,11 @@ from __future__ import annotations
 
 from bergab.optim._base import IMPLS, Optimizer
 from bergab.optim._registry import create, names, register
+from bergab.optim.adagrad import Adagrad
+from bergab.optim.adam import Adam, AdamW, NAdam, RAdam
 from bergab.optim.groups import param_groups
 from bergab.optim.layerwise import LAMB, LARS
+from bergab.optim.rmsprop import RMSprop
 from bergab.optim.sgd import SGD
 
 __all__ = [
@@ -29,7 +32,13 @@ __all__ = [
     "LAMB",
     "LARS",
     "SGD",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "NAdam",
     "Optimizer",
+    "RAdam",
+    "RMSprop",
     "create",
     "names",
     "param_groups",
@@ -40,5 +49,12 @@ register("sgd", SGD)
 register("gd", SGD)
 register("momentum", SGD, momentum=0.9)
 register("nesterov", SGD, momentum=0.9, nesterov=True)
+register("adagrad", Adagrad)
+register("rmsprop", RMSprop)
+register("adam", Adam)
+register("amsgrad", Adam, amsgrad=True)
+register("adamw", AdamW)
+register("nadam", NAdam)
+register("radam", RAdam)
 register("lars", LARS)
 register("lamb", LAMB)

@@ -1,0 +1,697 @@
+"""Adam and its variants: AMSGrad, AdamW (decoupled weight decay), NAdam and RAdam.
+
+One formula with flags, not four copies: :func:`adam_reference` is the readable update of
+the whole family (``variant="adam"|"nadam"|"radam"``, ``amsgrad``,
+``decoupled_weight_decay``), ``_adam_foreach`` the same update on lists of tensors, and
+Adam/AdamW also run on torch's fused kernels. Each parameter keeps its own step count
+(``state["step"]``, a float32 0-d CPU tensor as in torch), so bias corrections match
+torch exactly, including for parameters that skipped steps.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, ClassVar
+
+import torch
+
+from bergab._validate import check_choice, check_real
+from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
+
+__all__ = ["Adam", "AdamW", "NAdam", "RAdam", "adam_reference"]
+
+Scalar = float | torch.Tensor
+TensorList = list[torch.Tensor] | tuple[torch.Tensor, ...]
+
+#: Adam-family variants :func:`adam_reference` implements.
+VARIANTS = ("adam", "nadam", "radam")
+
+#: On CPU the foreach paths run over batches of about this many elements, so that the
+#: several passes of one update find their operands in cache instead of main memory.
+CPU_BATCH_NUMEL = 1 << 18
+
+
+# ---------------------------------------------------------------------------- helpers
+def _value(t: torch.Tensor) -> Scalar:
+    """A 0-d state tensor as a number: a Python float when eager (exact bias corrections,
+    as torch computes them), a float64 0-d tensor under ``torch.compile`` (so a changing
+    step count never triggers a recompile)."""
+    if torch.compiler.is_compiling():
+        return t.to(torch.float64) if t.device.type == "cpu" else t
+    return t.item()
+
+
+def _add_scaled_(p: torch.Tensor, t: torch.Tensor, scale: Scalar) -> None:
+    """``p += scale * t`` for a float scale (eager) or a 0-d tensor scale (compiled)."""
+    if isinstance(scale, torch.Tensor):
+        p.add_(t * scale)
+    else:
+        p.add_(t, alpha=scale)
+
+
+def _add_ratio_(p: torch.Tensor, num: torch.Tensor, den: torch.Tensor, scale: Scalar) -> None:
+    """``p += scale * num / den`` for a float scale (eager) or a 0-d tensor scale (compiled)."""
+    if isinstance(scale, torch.Tensor):
+        p.add_(num / den * scale)
+    else:
+        p.addcdiv_(num, den, value=scale)
+
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _root(x: torch.Tensor) -> torch.Tensor:
+    """``sqrt(x)``, in float32 for 16-bit tensors so that an ε added to it does not vanish
+    (1e-8 rounds to 0 in float16); torch's fused kernels compute in float32 likewise."""
+    return x.float().sqrt_() if x.dtype in _LOW_PRECISION else x.sqrt()
+
+
+def _foreach_root(xs: TensorList) -> TensorList:
+    """:func:`_root` of each tensor in ``xs``."""
+    if xs and xs[0].dtype in _LOW_PRECISION:
+        up = [x.float() for x in xs]
+        torch._foreach_sqrt_(up)
+        return up
+    return torch._foreach_sqrt(xs)
+
+
+def _rectifier(rho_t: Scalar, rho_inf: float) -> Scalar:
+    """RAdam's variance rectification term r_t (real only where rho_t > 4)."""
+    return ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+
+
+def new_step() -> torch.Tensor:
+    """A fresh per-parameter step counter: a float32 0-d CPU tensor, as torch keeps it.
+
+    Example:
+        >>> new_step()
+        tensor(0.)
+    """
+    return torch.zeros((), dtype=torch.float32)
+
+
+def group_by_step(
+    params: Sequence[torch.Tensor], *counters: Sequence[torch.Tensor]
+) -> dict[tuple[Any, ...], list[int]]:
+    """Indices of ``params`` grouped by device, dtype and the values of per-param counters.
+
+    The foreach paths take one step size per group, so parameters whose step counts differ
+    (one skipped a step because its gradient was None) go in different groups.
+
+    Example:
+        >>> ps = [torch.zeros(2), torch.zeros(3), torch.zeros(1)]
+        >>> steps = [torch.tensor(2.0), torch.tensor(1.0), torch.tensor(2.0)]
+        >>> sorted(group_by_step(ps, steps).values())
+        [[0, 2], [1]]
+    """
+    groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    for i, p in enumerate(params):
+        key = (p.device, p.dtype, *(float(c[i]) for c in counters))
+        groups[key].append(i)
+    return dict(groups)
+
+
+def batches(indices: list[int], params: Sequence[torch.Tensor]) -> Iterator[list[int]]:
+    """Split ``indices`` into runs of about :data:`CPU_BATCH_NUMEL` elements on CPU.
+
+    On CPU each foreach op is a loop over tensors; running all the ops of an update on a
+    cache-sized batch before moving on reads main memory once instead of once per op.
+    On accelerators the whole list is one batch (one kernel launch per op).
+
+    Example:
+        >>> ps = [torch.zeros(CPU_BATCH_NUMEL), torch.zeros(10), torch.zeros(10)]
+        >>> list(batches([0, 1, 2], ps))
+        [[0], [1, 2]]
+    """
+    if not indices or params[indices[0]].device.type != "cpu":
+        yield indices
+        return
+    run: list[int] = []
+    size = 0
+    for i in indices:
+        run.append(i)
+        size += params[i].numel()
+        if size >= CPU_BATCH_NUMEL:
+            yield run
+            run, size = [], 0
+    if run:
+        yield run
+
+
+def check_betas(betas: Any) -> tuple[float, float]:
+    """Check ``betas`` is a pair of reals in [0, 1); return it as floats.
+
+    Example:
+        >>> check_betas((0.9, 0.999))
+        (0.9, 0.999)
+        >>> check_betas((0.9, 1.0))
+        Traceback (most recent call last):
+        ...
+        ValueError: betas[1] must be in [0, 1), got 1.0
+    """
+    if isinstance(betas, str | bytes) or not isinstance(betas, Sequence) or len(betas) != 2:
+        raise ValueError(f"betas must be a pair (beta1, beta2) with each in [0, 1), got {betas!r}")
+    b1 = check_real("betas[0]", betas[0], low=0.0, high=1.0, high_open=True)
+    b2 = check_real("betas[1]", betas[1], low=0.0, high=1.0, high_open=True)
+    return b1, b2
+
+
+# ---------------------------------------------------------------------------- reference
+def adam_reference(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    max_exp_avg_sqs: list[torch.Tensor],
+    state_steps: list[torch.Tensor],
+    mu_products: list[torch.Tensor] | None = None,
+    *,
+    lr: Scalar,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    decoupled_weight_decay: bool = False,
+    amsgrad: bool = False,
+    maximize: bool = False,
+    variant: str = "adam",
+    momentum_decay: float = 4e-3,
+) -> None:
+    """The readable per-tensor update of the Adam family (all state updated in place).
+
+    With :math:`g` the gradient (negated when maximizing), :math:`t` the parameter's step
+    count after this step and :math:`\\lambda` the weight decay:
+
+    .. math::
+        g &\\leftarrow g + \\lambda\\theta \\quad\\text{(L2), or }\\;
+            \\theta \\leftarrow (1-\\eta\\lambda)\\,\\theta \\;\\text{(decoupled, AdamW)} \\\\
+        m &\\leftarrow \\beta_1 m + (1-\\beta_1)\\,g,\\qquad
+        v \\leftarrow \\beta_2 v + (1-\\beta_2)\\,g^2,\\qquad
+        \\hat v = \\max(\\hat v, v) \\text{ (AMSGrad) else } v \\\\
+        \\text{adam:}\\quad \\theta &\\leftarrow \\theta - \\frac{\\eta}{1-\\beta_1^t}\\,
+            \\frac{m}{\\sqrt{\\hat v/(1-\\beta_2^t)}+\\epsilon} \\\\
+        \\text{nadam:}\\quad \\theta &\\leftarrow \\theta - \\eta\\,
+            \\frac{\\frac{1-\\mu_t}{1-\\Pi_t}\\,g + \\frac{\\mu_{t+1}}{1-\\Pi_{t+1}}\\,m}
+                  {\\sqrt{v/(1-\\beta_2^t)}+\\epsilon},\\quad
+            \\mu_t = \\beta_1\\big(1-\\tfrac12\\,0.96^{t\\psi}\\big),\\;
+            \\Pi_t = \\textstyle\\prod_{s\\le t}\\mu_s \\\\
+        \\text{radam:}\\quad \\theta &\\leftarrow \\theta - \\frac{\\eta}{1-\\beta_1^t}\\,m
+            \\cdot\\begin{cases} r_t\\,\\frac{\\sqrt{1-\\beta_2^t}}{\\sqrt{v}+\\epsilon}
+            & \\rho_t > 5 \\\\ 1 & \\text{otherwise}\\end{cases}
+
+    where for RAdam :math:`\\rho_\\infty = 2/(1-\\beta_2)-1`,
+    :math:`\\rho_t = \\rho_\\infty - 2t\\beta_2^t/(1-\\beta_2^t)` and
+    :math:`r_t = \\sqrt{\\frac{(\\rho_t-4)(\\rho_t-2)\\rho_\\infty}
+    {(\\rho_\\infty-4)(\\rho_\\infty-2)\\rho_t}}`; :math:`\\psi` is ``momentum_decay``.
+    These are torch.optim's Adam, AdamW, NAdam and RAdam formulas (note where each puts ε).
+
+    Args:
+        params, grads, exp_avgs, exp_avg_sqs: parameters, gradients and the first/second
+            moment buffers (same shapes).
+        max_exp_avg_sqs: running maxima of ``exp_avg_sqs`` (AMSGrad only, else ``[]``).
+        state_steps: per-parameter step counts (0-d tensors), incremented here.
+        mu_products: per-parameter products :math:`\\Pi_t` (NAdam only, 0-d tensors).
+        lr: learning rate η (a float, or a 0-d tensor when compiled).
+        beta1, beta2, eps, weight_decay, decoupled_weight_decay, amsgrad, maximize,
+        momentum_decay: the hyperparameters above.
+        variant: "adam", "nadam" or "radam".
+
+    Example:
+        >>> p, g = [torch.tensor([1.0])], [torch.tensor([0.5])]
+        >>> m, v, step = [torch.zeros(1)], [torch.zeros(1)], [torch.tensor(0.0)]
+        >>> adam_reference(p, g, m, v, [], step, lr=0.1, beta1=0.9, beta2=0.999,
+        ...                eps=1e-8, weight_decay=0.0)
+        >>> round(p[0].item(), 6), step[0].item()  # the first Adam step moves by lr
+        (0.9, 1.0)
+    """
+    for i, (p, g, m, v, step_t) in enumerate(
+        zip(params, grads, exp_avgs, exp_avg_sqs, state_steps, strict=True)
+    ):
+        step_t += 1
+        t = _value(step_t)
+        d = -g if maximize else g
+        if weight_decay != 0:
+            if decoupled_weight_decay:
+                p.mul_(1 - lr * weight_decay)
+            else:
+                d = d + weight_decay * p
+        # 1) moments
+        m.lerp_(d, 1 - beta1)
+        v.mul_(beta2).addcmul_(d, d, value=1 - beta2)
+        second = v
+        if amsgrad:
+            torch.maximum(max_exp_avg_sqs[i], v, out=max_exp_avg_sqs[i])
+            second = max_exp_avg_sqs[i]
+        bias1 = 1 - beta1**t
+        bias2 = 1 - beta2**t
+        # 2) the step
+        if variant == "radam":
+            rho_inf = 2 / (1 - beta2) - 1
+            rho_t = rho_inf - 2 * t * beta2**t / bias2
+            if isinstance(rho_t, torch.Tensor):  # compiled: select, don't branch on data
+                rect = _rectifier(rho_t, rho_inf)
+                adaptive = torch.where(rho_t > 5, rect * bias2**0.5 / (_root(second) + eps), 1.0)
+                _add_scaled_(p, m * adaptive, -lr / bias1)
+            elif rho_t > 5:
+                rect = _rectifier(rho_t, rho_inf)
+                _add_ratio_(p, m, _root(second).add_(eps), -lr * rect * bias2**0.5 / bias1)
+            else:
+                _add_scaled_(p, m, -lr / bias1)
+            continue
+        denom = (_root(second) / bias2**0.5).add_(eps)
+        if variant == "nadam":
+            assert mu_products is not None
+            mu = beta1 * (1 - 0.5 * 0.96 ** (t * momentum_decay))
+            mu_next = beta1 * (1 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
+            mu_products[i].mul_(mu)
+            prod = _value(mu_products[i])
+            _add_ratio_(p, d, denom, -lr * (1 - mu) / (1 - prod))
+            _add_ratio_(p, m, denom, -lr * mu_next / (1 - prod * mu_next))
+        else:
+            _add_ratio_(p, m, denom, -lr / bias1)
+
+
+# ---------------------------------------------------------------------------- foreach
+def _adam_foreach(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    max_exp_avg_sqs: list[torch.Tensor],
+    state_steps: list[torch.Tensor],
+    mu_products: list[torch.Tensor] | None,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    decoupled_weight_decay: bool,
+    amsgrad: bool,
+    maximize: bool,
+    variant: str,
+    momentum_decay: float,
+) -> None:
+    # every tensor here shares device, dtype, step count (and NAdam's mu product)
+    for s in state_steps:
+        s += 1
+    t = state_steps[0].item()
+    d: TensorList = torch._foreach_neg(grads) if maximize else grads
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            torch._foreach_mul_(params, 1 - lr * weight_decay)
+        elif maximize:  # d is already our own copy
+            torch._foreach_add_(d, params, alpha=weight_decay)
+        else:
+            d = torch._foreach_add(grads, params, alpha=weight_decay)
+    torch._foreach_lerp_(exp_avgs, d, 1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, d, d, value=1 - beta2)
+    second = exp_avg_sqs
+    if amsgrad:
+        torch._foreach_maximum_(max_exp_avg_sqs, exp_avg_sqs)
+        second = max_exp_avg_sqs
+    bias1 = 1 - beta1**t
+    bias2 = 1 - beta2**t
+    if variant == "radam":
+        rho_inf = 2 / (1 - beta2) - 1
+        rho_t = rho_inf - 2 * t * beta2**t / bias2
+        if rho_t > 5:
+            rect = _rectifier(rho_t, rho_inf)
+            denom = _foreach_root(second)
+            torch._foreach_add_(denom, eps)
+            torch._foreach_addcdiv_(params, exp_avgs, denom, value=-lr * rect * bias2**0.5 / bias1)
+        else:
+            torch._foreach_add_(params, exp_avgs, alpha=-lr / bias1)
+        return
+    # sqrt(v / bias2) + eps == (sqrt(v) + eps * sqrt(bias2)) / sqrt(bias2): one pass fewer
+    denom = _foreach_root(second)
+    torch._foreach_add_(denom, eps * bias2**0.5)
+    if variant == "nadam":
+        assert mu_products is not None
+        mu = beta1 * (1 - 0.5 * 0.96 ** (t * momentum_decay))
+        mu_next = beta1 * (1 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
+        torch._foreach_mul_(mu_products, mu)
+        prod = mu_products[0].item()
+        scale = -lr * bias2**0.5
+        torch._foreach_addcdiv_(params, d, denom, value=scale * (1 - mu) / (1 - prod))
+        torch._foreach_addcdiv_(
+            params, exp_avgs, denom, value=scale * mu_next / (1 - prod * mu_next)
+        )
+    else:
+        torch._foreach_addcdiv_(params, exp_avgs, denom, value=-lr * bias2**0.5 / bias1)
+
+
+# ---------------------------------------------------------------------------- optimizers
+class _AdamFamily(Optimizer):
+    """Shared machinery of Adam, AdamW, NAdam and RAdam (one update, variant flags)."""
+
+    variant: ClassVar[str] = "adam"
+    impls: ClassVar[tuple[str, ...]] = ("reference", "foreach", "compiled")
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        check_real("lr", group["lr"], low=0.0)
+        group["betas"] = check_betas(group["betas"])
+        check_real("eps", group["eps"], low=0.0)
+        check_real("weight_decay", group["weight_decay"], low=0.0)
+        if "momentum_decay" in group:
+            check_real("momentum_decay", group["momentum_decay"], low=0.0)
+        for flag in ("amsgrad", "decoupled_weight_decay", "maximize"):
+            if flag in group:
+                check_choice(flag, group[flag], (False, True))
+
+    def _init_state(self, group: dict[str, Any], params: Sequence[torch.Tensor]) -> None:
+        for p in params:
+            state = self.state[p]
+            if not state:
+                state["step"] = new_step()
+                if self.variant == "nadam":
+                    state["mu_product"] = torch.ones((), dtype=torch.float32)
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if group.get("amsgrad", False) and "max_exp_avg_sq" not in state:
+                state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def _update(
+        self,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        impl: str,
+    ) -> None:
+        beta1, beta2 = group["betas"]
+        amsgrad = bool(group.get("amsgrad", False))
+        hyper: dict[str, Any] = {
+            "beta1": beta1,
+            "beta2": beta2,
+            "eps": group["eps"],
+            "weight_decay": group["weight_decay"],
+            "decoupled_weight_decay": group["decoupled_weight_decay"],
+            "amsgrad": amsgrad,
+            "maximize": group["maximize"],
+        }
+        lr = group["lr"] * group["lr_scale"]
+        states = [self.state[p] for p in params]
+        m = [s["exp_avg"] for s in states]
+        v = [s["exp_avg_sq"] for s in states]
+        vmax = [s["max_exp_avg_sq"] for s in states] if amsgrad else []
+        steps = [s["step"] for s in states]
+        mus = [s["mu_product"] for s in states] if self.variant == "nadam" else None
+        more = {"variant": self.variant, "momentum_decay": group.get("momentum_decay", 0.0)}
+
+        if impl == "fused":
+            decoupled = hyper.pop("decoupled_weight_decay")
+            kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
+            for idx in group_by_device_dtype(params).values():
+                dev = params[idx[0]].device
+                for i in idx:  # torch's kernels read the step on the parameter's device
+                    if steps[i].device != dev:
+                        steps[i] = states[i]["step"] = steps[i].to(dev)
+                ss = [steps[i] for i in idx]
+                torch._foreach_add_(ss, 1.0)
+                kernel(
+                    [params[i] for i in idx],
+                    [grads[i] for i in idx],
+                    [m[i] for i in idx],
+                    [v[i] for i in idx],
+                    [vmax[i] for i in idx] if amsgrad else [],
+                    ss,
+                    lr=lr,
+                    **hyper,
+                )
+        elif impl == "foreach":
+            counters = [steps] if mus is None else [steps, mus]
+            for key_idx in group_by_step(params, *counters).values():
+                for idx in batches(key_idx, params):
+                    _adam_foreach(
+                        [params[i] for i in idx],
+                        [grads[i] for i in idx],
+                        [m[i] for i in idx],
+                        [v[i] for i in idx],
+                        [vmax[i] for i in idx] if amsgrad else [],
+                        [steps[i] for i in idx],
+                        None if mus is None else [mus[i] for i in idx],
+                        lr=lr,
+                        **hyper,
+                        **more,
+                    )
+        elif impl == "reference":
+            adam_reference(params, grads, m, v, vmax, steps, mus, lr=lr, **hyper, **more)
+        else:  # compiled
+            fn = self._compiled(adam_reference)
+            fn(params, grads, m, v, vmax, steps, mus, lr=lr_tensor(lr, params[0]), **hyper, **more)
+
+
+class Adam(_AdamFamily):
+    """Adam: adaptive moment estimation, with AMSGrad and decoupled weight decay as flags.
+
+    .. math::
+        m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g_t,\\quad
+        v_t = \\beta_2 v_{t-1} + (1-\\beta_2) g_t^2,\\quad
+        \\theta_t = \\theta_{t-1} - \\frac{\\eta}{1-\\beta_1^t}\\,
+            \\frac{m_t}{\\sqrt{v_t/(1-\\beta_2^t)} + \\epsilon}
+
+    with :math:`g_t = \\nabla J(\\theta_{t-1}) + \\lambda\\theta_{t-1}` (L2 weight decay) or,
+    with ``decoupled_weight_decay=True`` (AdamW), :math:`\\theta` shrunk by
+    :math:`(1-\\eta\\lambda)` before the step. AMSGrad replaces :math:`v_t` in the
+    denominator by its running maximum. Equal to ``torch.optim.Adam``; the fused path is
+    torch's own kernel and ``impl="auto"`` picks it on CPU and CUDA.
+
+    Args:
+        params: parameters or param groups.
+        lr: learning rate η ≥ 0, a float or a schedule (``step -> lr``).
+        betas: (β1, β2), each in [0, 1).
+        eps: ε ≥ 0 added to the denominator.
+        weight_decay: λ ≥ 0 (float or schedule).
+        amsgrad: use the running maximum of the second moment (Reddi et al., 2018).
+        decoupled_weight_decay: decay the weights directly (AdamW) instead of adding
+            λθ to the gradient.
+        maximize: ascend instead of descend.
+        impl: "auto", "reference", "foreach", "fused" or "compiled".
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        >>> opt = Adam([w], lr=0.1)
+        >>> for _ in range(500):
+        ...     opt.zero_grad(); (w ** 2).sum().backward(); opt.step()
+        >>> bool(w.abs().max() < 1e-2)
+        True
+
+    References:
+        Kingma & Ba, "Adam: A Method for Stochastic Optimization", arXiv:1412.6980.
+        Reddi, Kale & Kumar, "On the Convergence of Adam and Beyond", arXiv:1904.09237.
+    """
+
+    impls = ("reference", "foreach", "fused", "compiled")
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: Any = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: Any = 0.0,
+        amsgrad: bool = False,
+        decoupled_weight_decay: bool = False,
+        maximize: bool = False,
+        *,
+        impl: str = "auto",
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "amsgrad": amsgrad,
+            "decoupled_weight_decay": decoupled_weight_decay,
+            "maximize": maximize,
+        }
+        super().__init__(params, defaults, impl=impl)
+
+
+class AdamW(Adam):
+    """AdamW: Adam with decoupled weight decay (``Adam(..., decoupled_weight_decay=True)``).
+
+    .. math::
+        \\theta_t = (1-\\eta\\lambda)\\,\\theta_{t-1} - \\frac{\\eta}{1-\\beta_1^t}\\,
+            \\frac{m_t}{\\sqrt{v_t/(1-\\beta_2^t)} + \\epsilon}
+
+    where the moments :math:`m_t, v_t` see the plain gradient (no λθ term). Note that the
+    decay is multiplied by the (scheduled) learning rate η, as in torch.optim.AdamW; the
+    paper's :math:`\\eta_t\\lambda` with a separate schedule multiplier is obtained by
+    scheduling ``weight_decay``. Equal to ``torch.optim.AdamW``.
+
+    Args:
+        params: parameters or param groups.
+        lr: learning rate η ≥ 0, a float or a schedule.
+        betas: (β1, β2), each in [0, 1).
+        eps: ε ≥ 0.
+        weight_decay: λ ≥ 0 (default 1e-2), float or schedule.
+        amsgrad: use the running maximum of the second moment.
+        maximize: ascend instead of descend.
+        impl: "auto", "reference", "foreach", "fused" or "compiled".
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.tensor([1.0]))
+        >>> opt = AdamW([w], lr=0.1, weight_decay=0.5)
+        >>> w.grad = torch.zeros(1); opt.step()  # zero gradient: only the decay acts
+        >>> round(w.item(), 6)
+        0.95
+
+    References:
+        Loshchilov & Hutter, "Decoupled Weight Decay Regularization", arXiv:1711.05101.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: Any = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: Any = 1e-2,
+        amsgrad: bool = False,
+        maximize: bool = False,
+        *,
+        impl: str = "auto",
+    ) -> None:
+        super().__init__(
+            params,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            decoupled_weight_decay=True,
+            maximize=maximize,
+            impl=impl,
+        )
+
+
+class NAdam(_AdamFamily):
+    """NAdam: Adam with Nesterov momentum and Dozat's momentum-decay schedule.
+
+    .. math::
+        \\mu_t = \\beta_1\\big(1 - \\tfrac12\\,0.96^{t\\psi}\\big),\\quad
+        \\theta_t = \\theta_{t-1} - \\eta\\,
+            \\frac{\\frac{1-\\mu_t}{1-\\prod_{s\\le t}\\mu_s}\\,g_t
+                 + \\frac{\\mu_{t+1}}{1-\\prod_{s\\le t+1}\\mu_s}\\,m_t}
+                 {\\sqrt{v_t/(1-\\beta_2^t)} + \\epsilon}
+
+    with Adam's moments :math:`m_t, v_t` and ψ = ``momentum_decay``. The running product
+    of μ is kept per parameter in ``state["mu_product"]`` (a float32 0-d tensor, as in
+    torch). Equal to ``torch.optim.NAdam``.
+
+    Args:
+        params: parameters or param groups.
+        lr: learning rate η ≥ 0 (default 2e-3), a float or a schedule.
+        betas: (β1, β2), each in [0, 1).
+        eps: ε ≥ 0.
+        weight_decay: λ ≥ 0, float or schedule.
+        momentum_decay: ψ ≥ 0 (default 4e-3).
+        decoupled_weight_decay: decay the weights directly (as AdamW) instead of adding
+            λθ to the gradient.
+        maximize: ascend instead of descend.
+        impl: "auto", "reference", "foreach" or "compiled" (torch has no fused NAdam).
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        >>> opt = NAdam([w], lr=0.05)
+        >>> for _ in range(500):
+        ...     opt.zero_grad(); (w ** 2).sum().backward(); opt.step()
+        >>> bool(w.abs().max() < 1e-2)
+        True
+
+    References:
+        Dozat, "Incorporating Nesterov Momentum into Adam", ICLR 2016 workshop
+        (https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ).
+    """
+
+    variant = "nadam"
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: Any = 2e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: Any = 0.0,
+        momentum_decay: float = 4e-3,
+        decoupled_weight_decay: bool = False,
+        maximize: bool = False,
+        *,
+        impl: str = "auto",
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "momentum_decay": momentum_decay,
+            "decoupled_weight_decay": decoupled_weight_decay,
+            "maximize": maximize,
+        }
+        super().__init__(params, defaults, impl=impl)
+
+
+class RAdam(_AdamFamily):
+    """RAdam: Adam whose adaptive step is switched on gradually (variance rectification).
+
+    .. math::
+        \\rho_\\infty = \\frac{2}{1-\\beta_2} - 1,\\quad
+        \\rho_t = \\rho_\\infty - \\frac{2t\\beta_2^t}{1-\\beta_2^t},\\quad
+        \\theta_t = \\theta_{t-1} - \\frac{\\eta}{1-\\beta_1^t}\\,m_t\\cdot
+        \\begin{cases} r_t\\,\\dfrac{\\sqrt{1-\\beta_2^t}}{\\sqrt{v_t}+\\epsilon} & \\rho_t > 5\\\\
+        1 & \\text{otherwise (momentum SGD)} \\end{cases}
+
+    with :math:`r_t = \\sqrt{\\frac{(\\rho_t-4)(\\rho_t-2)\\rho_\\infty}
+    {(\\rho_\\infty-4)(\\rho_\\infty-2)\\rho_t}}` and Adam's moments. The threshold 5 is
+    torch's (the paper uses 4). Equal to ``torch.optim.RAdam``.
+
+    Args:
+        params: parameters or param groups.
+        lr: learning rate η ≥ 0, a float or a schedule.
+        betas: (β1, β2), each in [0, 1).
+        eps: ε ≥ 0.
+        weight_decay: λ ≥ 0, float or schedule.
+        decoupled_weight_decay: decay the weights directly (as AdamW) instead of adding
+            λθ to the gradient.
+        maximize: ascend instead of descend.
+        impl: "auto", "reference", "foreach" or "compiled" (torch has no fused RAdam).
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        >>> opt = RAdam([w], lr=0.1)
+        >>> for _ in range(500):
+        ...     opt.zero_grad(); (w ** 2).sum().backward(); opt.step()
+        >>> bool(w.abs().max() < 1e-2)
+        True
+
+    References:
+        Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond",
+        arXiv:1908.03265.
+    """
+
+    variant = "radam"
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: Any = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: Any = 0.0,
+        decoupled_weight_decay: bool = False,
+        maximize: bool = False,
+        *,
+        impl: str = "auto",
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "decoupled_weight_decay": decoupled_weight_decay,
+            "maximize": maximize,
+        }
+        super().__init__(params, defaults, impl=impl)
