@@ -187,8 +187,10 @@ def param_groups(
     last = max((k for k, _, _ in entries), default=0)
     merge = not callable(weight_decay) and weight_decay == 0 and not extra
     groups: dict[tuple[int, bool], dict[str, Any]] = {}
-    for k, skip, param in sorted(entries, key=lambda e: (e[0], e[1])):  # stable: model order
-        key = (k if layer_decay is not None else 0, skip and not merge)
+    keyed = [
+        ((k if layer_decay is not None else 0, skip and not merge), p) for k, skip, p in entries
+    ]
+    for key, param in sorted(keyed, key=lambda e: e[0]):  # stable: model order within a group
         if key not in groups:
             group: dict[str, Any] = {"params": [], "weight_decay": 0.0 if key[1] else weight_decay}
             if key[1]:
