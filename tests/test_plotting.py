@@ -38,7 +38,7 @@ def test_png_has_paths_minima_and_expected_size(tmp_path: Path) -> None:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(out) as im:
         assert im.format == "PNG"
-        assert im.size == (880, 368)  # 11 x 4.6 inches at 80 dpi
+        assert im.size == (1100, 460)  # 11 x 4.6 inches at 100 dpi
     # both paths and the four minima are drawn
     assert count_colour(out, TAB_BLUE) > 50
     assert count_colour(out, TAB_ORANGE) > 50

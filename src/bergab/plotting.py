@@ -99,6 +99,26 @@ def _grid_values(fn: Any, domain: Any, resolution: int) -> tuple[np.ndarray, ...
     return gx, gy, z
 
 
+def _save(fig: Any, path: Path, dpi: int) -> None:
+    """Save ``fig``; a PNG goes through a 256-colour palette when pillow is there (line plots
+    lose nothing visible, the file shrinks about threefold)."""
+    if path.suffix.lower() != ".png":
+        fig.savefig(path, dpi=dpi)
+        return
+    try:
+        from PIL import Image
+    except ImportError:
+        fig.savefig(path, dpi=dpi)
+        return
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        im.convert("RGB").quantize(colors=256).save(path, format="PNG", optimize=True)
+
+
 def trajectories(
     fn: Any,
     results: MinimizeResult | Sequence[MinimizeResult] | Mapping[str, MinimizeResult],
@@ -113,7 +133,7 @@ def trajectories(
     title: str | None = None,
     frames: int = 40,
     fps: int = 12,
-    dpi: int = 80,
+    dpi: int = 100,
 ) -> Path:
     """Draw optimizer paths over the contours of a 2-D function; save a figure or a GIF.
 
@@ -250,7 +270,7 @@ def trajectories(
         fig.suptitle(title if title is not None else (name or ""), fontsize=12)
         fig.tight_layout()
         if not animate:
-            fig.savefig(path, dpi=dpi)
+            _save(fig, path, dpi)
             return path
 
         animation = require("matplotlib.animation", "plot")
