@@ -387,7 +387,10 @@ class _AdamFamily(Optimizer):
             "beta2": beta2,
             "eps": group["eps"],
             "weight_decay": group["weight_decay"],
-            "decoupled_weight_decay": group["decoupled_weight_decay"],
+            # absent from the groups of checkpoints written by older torch versions
+            "decoupled_weight_decay": group.get(
+                "decoupled_weight_decay", self.defaults["decoupled_weight_decay"]
+            ),
             "amsgrad": amsgrad,
             "maximize": group["maximize"],
         }

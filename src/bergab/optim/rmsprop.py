@@ -258,7 +258,7 @@ class RMSprop(Optimizer):
             "weight_decay": group["weight_decay"],
             "momentum": group["momentum"],
             "centered": group["centered"],
-            "eps_inside_sqrt": group["eps_inside_sqrt"],
+            "eps_inside_sqrt": group.get("eps_inside_sqrt", False),  # absent in torch's groups
             "maximize": group["maximize"],
         }
         lr = group["lr"] * group["lr_scale"]
