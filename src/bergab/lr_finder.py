@@ -105,8 +105,9 @@ def suggest(lrs: ArrayLike, smoothed: ArrayLike) -> dict[str, float]:
     With ``i*`` the index of the smallest smoothed loss and ``ℓ = log10(lr)``:
 
     - ``minimum``: ``lrs[i*] / 10`` (the loss is lowest there; a tenth of it is safe).
-    - ``steep``: the lr where the loss falls fastest, ``argmin dL/dℓ`` over ``[0, i*]``
-      (torch-lr-finder and Lightning take it over the whole curve).
+    - ``steep``: the lr where the loss falls fastest, ``argmin dL/dℓ`` between the first
+      10% of the points and ``i*`` (torch-lr-finder and Lightning take it over the whole
+      curve after skipping its first 10 points).
     - ``valley``: the middle (in ``ℓ``) of the descending region, which runs from where the
       smoothed loss has made 10% of its drop to the minimum to where it has made 90%
       (the drop is measured from the median of the first 10% of the curve; fastai's rule
@@ -137,11 +138,12 @@ def suggest(lrs: ArrayLike, smoothed: ArrayLike) -> dict[str, float]:
     logs = np.log10(lr)
     i_min = int(np.argmin(sm))
     out = {"minimum": float(lr[i_min] / 10.0)}
-    if i_min >= 2:
-        grad = np.gradient(sm[: i_min + 1], logs[: i_min + 1])
-        out["steep"] = float(lr[int(np.argmin(grad))])
+    skip = len(sm) // 10  # the EMA's first points are noisy; torch-lr-finder skips 10 too
+    if i_min - skip >= 2:
+        grad = np.gradient(sm[skip : i_min + 1], logs[skip : i_min + 1])
+        out["steep"] = float(lr[skip + int(np.argmin(grad))])
     else:
-        out["steep"] = float(lr[0])
+        out["steep"] = float(lr[i_min])
     a, b = _descent_region(sm, i_min)
     out["valley"] = float(10 ** ((logs[a] + logs[b]) / 2))
     width = max(2, round(0.15 * len(sm)))
