@@ -6,16 +6,16 @@ stochastic gradient descent over them), a loss function, metrics and a descripti
 task takes a ``seed`` and is deterministic given it; building one never touches the global
 random number generators.
 
-==========  ==================================================  ==========================
+==========  ==================================================  ============================
 name        data, model                                         a typical good result
-==========  ==================================================  ==========================
+==========  ==================================================  ============================
 ``digits``  scikit-learn 8×8 digits (1,438 train / 359 val,     val accuracy 0.98–0.99,
             64 standardized features, 10 classes); MLP           val loss 0.02–0.12
 ``linreg``  synthetic linear regression, 10 features scaled     reaches ``optimal_val_loss``
-            1..1000 (condition number ≈ 10⁶); linear model      ≈ 0.26 (noise σ = 0.5)
+            1..1000 (condition number ≈ 10⁶); linear model      ≈ 0.25–0.29 (noise σ = 0.5)
 ``charlm``  characters of CPython's own standard library;       val ≈ 2.7 bits per char
             embedding + MLP over the previous 32 characters
-==========  ==================================================  ==========================
+==========  ==================================================  ============================
 
 The results were measured with AdamW and a cosine schedule (see each task's docstring for
 the exact budget). Use :func:`get` to build a task by name, as configs and the CLI do.
@@ -283,9 +283,11 @@ def linreg(
     ``optimal_val_loss``), and ``condition_number`` of the Hessian.
 
     Typical good result (measured): with ``standardize=True``, full-batch gradient descent
-    at lr 0.5 reaches the optimal train loss to 1e-6 relative in 30 steps; without
-    scaling, AdamW at lr 0.1 with a cosine schedule needs about 1,000 steps to come within
-    1% of it, and plain gradient descent would need millions.
+    at lr 0.5 reaches the optimal train loss to 1e-6 relative in 30 steps. Without
+    scaling, plain gradient descent diverges above lr ≈ 2e-6 and is still ~1000× above the
+    optimum after 100 steps at 1e-6, while AdamW (per-coordinate step sizes) with a cosine
+    schedule peaking anywhere in 0.05–0.4 reaches the optimal val loss within 1% in 500
+    steps of batch 100 (seeds 0–1).
 
     Args:
         seed: seeds the data and the model's initialization.
