@@ -45,16 +45,22 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import json
 import math
 import re
+import shutil
+import signal
 import sys
+import threading
+import time
 import tomllib
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -259,7 +265,7 @@ class EarlyStoppingSection(BaseModel):
 
     model_config = _STRICT
     monitor: str = "val_loss"
-    patience: Annotated[int, Field(ge=1)] = 5
+    patience: Annotated[int, Field(ge=0)] = 5
     min_delta: Annotated[float, Field(ge=0)] = 0.0
     mode: Literal["min", "max"] = "min"
     restore_best: bool = True
@@ -770,3 +776,468 @@ def build_schedule(table: Mapping[str, Any]) -> schedules.Schedule:
         return schedules.from_config(table)
     except (ValueError, TypeError) as exc:
         raise _keyed("schedule", exc, list(table)) from None
+
+
+# =========================================================================== runs
+
+
+def _batch_size(cfg: RunConfig, task: Any) -> int | str:
+    return cfg.fit.batch_size if cfg.fit.batch_size is not None else task.batch_size
+
+
+def _sweep_batch_size(cfg: RunConfig, task: Any) -> int:
+    bs = _batch_size(cfg, task)
+    return len(task.train) if bs == "full" else int(bs)
+
+
+def find_lr(cfg: RunConfig) -> Any:
+    """Run the range test of ``bergab lr-find`` on the config's task and optimizer.
+
+    Uses ``[lr_find]`` for the sweep and ``fit.batch_size``, ``fit.seed``,
+    ``fit.accumulation_steps`` and ``fit.device`` for the data; the model is restored.
+
+    Returns:
+        The :class:`bergab.lr_finder.LRFindResult`.
+    """
+    from bergab.lr_finder import lr_find
+
+    task = build_task(cfg)
+    device = None if cfg.fit.device == "auto" else cfg.fit.device
+    return lr_find(
+        task.model,
+        task.train,
+        task.loss_fn,
+        optimizer=optimizer_factory(cfg),
+        batch_size=_sweep_batch_size(cfg, task),
+        accumulation_steps=cfg.fit.accumulation_steps,
+        device=device,
+        seed=cfg.fit.seed,
+        warn=False,
+        **cfg.lr_find.model_dump(),
+    )
+
+
+@dataclass
+class RunResult:
+    """What :func:`train` (``bergab train``/``resume``/``demo``) did.
+
+    Attributes:
+        run_dir: the run directory.
+        config: the resolved config (with ``lr = "auto"`` replaced by the schedule used).
+        history: the :class:`bergab.training.History` of ``fit``.
+        auto: what ``lr = "auto"`` chose (``None`` otherwise).
+        steps: optimizer steps done in all (including before a resume).
+        seconds: wall time of this call; ``lr_find_seconds`` of it was the range test.
+        interrupted: stopped by Ctrl-C (a checkpoint was written).
+        final: the last values of each logged quantity (``loss``, ``val_loss``, metrics).
+        files: the files written, relative to ``run_dir``.
+    """
+
+    run_dir: Path
+    config: RunConfig
+    history: Any
+    auto: Any
+    steps: int
+    seconds: float
+    lr_find_seconds: float
+    interrupted: bool
+    final: dict[str, float]
+    files: list[str] = field(default_factory=list)
+
+    def summary_table(self) -> str:
+        """A short two-column summary: chosen lr, steps, final losses and metrics, time."""
+        rows: list[tuple[str, str]] = [("task", self.config.task.name)]
+        rows.append(("optimizer", self.config.optimizer.name))
+        if self.auto is not None:
+            rows.append(
+                (
+                    "chosen lr (peak)",
+                    f"{self.auto.peak:.3g}  (range test: rule {self.auto.result.rule}, "
+                    f"confidence {self.auto.result.confidence:.2f}; {self.auto.policy} schedule)",
+                )
+            )
+        else:
+            rows.append(("schedule", repr(build_schedule(self.config.schedule))))
+        rows.append(("steps", str(self.steps)))
+        for key, value in self.final.items():
+            rows.append((key.replace("_", " "), f"{value:.4g}"))
+        took = f"{self.seconds:.1f} s"
+        if self.auto is not None and self.lr_find_seconds > 0:
+            took += f" (range test {self.lr_find_seconds:.1f} s)"
+        rows.append(("time", took))
+        rows.append(("run directory", str(self.run_dir)))
+        if self.interrupted:
+            rows.append(("status", "interrupted (checkpoint written)"))
+        w = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
+
+
+# files a run directory holds (relative names); `output.overwrite` removes exactly these
+_RUN_FILES = (
+    "config.toml",
+    "lr_find.json",
+    "lr_find.png",
+    "history.png",
+    "model.pt",
+    "summary.json",
+)
+_RUN_DIRS = ("checkpoints", "logs")
+
+
+def _planned_steps(cfg: RunConfig, task: Any) -> int:
+    """The run's length in optimizer steps, counted as ``fit`` counts it."""
+    n = len(task.train)
+    bs = _sweep_batch_size(cfg, task)
+    batches = math.ceil(n / min(bs, n))
+    per_epoch = math.ceil(batches / cfg.fit.accumulation_steps)
+    caps = []
+    if cfg.fit.max_steps is not None:
+        caps.append(cfg.fit.max_steps)
+    if cfg.fit.epochs is not None or cfg.fit.max_steps is None:
+        caps.append((cfg.fit.epochs or 1) * per_epoch)
+    return min(caps)
+
+
+class _Interrupt:
+    """Ctrl-C during ``fit``: finish the step, checkpoint, then stop (see :func:`train`).
+
+    The first SIGINT only sets a flag. At the next step end the callback asks ``fit`` for
+    a checkpoint at that step (by checkpointing every step from then on, which ``fit``
+    does at the end of the step, after its validation and bookkeeping: a consistent
+    resume point), and at the following hook raises ``KeyboardInterrupt``. A second
+    SIGINT interrupts at once (the last regular checkpoint stays the resume point).
+    """
+
+    def __init__(self, say: Callable[[str], None] | None) -> None:
+        from bergab.training import Callback
+
+        self.requested = False
+        self.checkpoint_step: int | None = None
+        self._armed = False
+        self._before: tuple[int, int] | None = None
+        self.trainer: Any = None
+        self._say = say
+        outer = self
+
+        class _Hook(Callback):
+            def on_fit_start(self, trainer: Any) -> None:
+                outer.trainer = trainer
+
+            def on_epoch_start(self, trainer: Any) -> None:
+                outer.poll(trainer)
+
+            def on_batch_end(self, trainer: Any, logs: Mapping[str, Any]) -> None:
+                outer.poll(trainer, in_step=True)
+
+            def on_validation_end(self, trainer: Any, logs: Mapping[str, Any]) -> None:
+                outer.poll(trainer)
+
+            def on_epoch_end(self, trainer: Any, logs: Mapping[str, Any]) -> None:
+                outer.poll(trainer)
+
+        self.callback = _Hook()
+
+    def poll(self, trainer: Any, in_step: bool = False) -> None:
+        if not self.requested:
+            return
+        if not self._armed:
+            self._armed = True
+            self._before = self._stamp(trainer)
+            trainer.checkpoint_every = 1  # fit writes last.pt at the end of the step
+            return
+        if self._stamp(trainer) != self._before:  # the checkpoint has been written
+            # inside a step's on_batch_end the checkpoint is the previous step's
+            self.checkpoint_step = trainer.step - 1 if in_step else trainer.step
+            raise KeyboardInterrupt
+
+    @staticmethod
+    def _stamp(trainer: Any) -> tuple[int, int] | None:
+        try:
+            st = (Path(trainer.checkpoint_dir) / "last.pt").stat()
+        except (OSError, TypeError):
+            return None
+        return (st.st_ino, st.st_mtime_ns)
+
+    def handler(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(
+            "\nCtrl-C: finishing this step and writing a checkpoint "
+            "(press Ctrl-C again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, self.handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _prepare_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> None:
+    if resume:
+        if not (run_dir / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{str(run_dir)!r} is not a run directory (no {CONFIG_NAME})")
+        return
+    if (run_dir / CONFIG_NAME).exists() or (run_dir / "checkpoints").exists():
+        if not cfg.output.overwrite:
+            raise ConfigError(
+                "output.dir",
+                f"{run_dir} already holds a run: continue it with 'bergab resume {run_dir}', "
+                "or pass --out DIR or --set output.overwrite=true",
+            )
+        for name in _RUN_DIRS:
+            shutil.rmtree(run_dir / name, ignore_errors=True)
+        for name in _RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _final_values(history: Any) -> dict[str, float]:
+    out: dict[str, float] = {}
+    last = history.last or {}
+    if isinstance(last.get("loss"), float):
+        out["final_train_loss"] = last["loss"]
+    elif history.steps.get("loss"):
+        out["final_train_loss"] = float(history.steps["loss"][-1])
+    for key, value in last.items():
+        if key.startswith("val_") and isinstance(value, (int, float)):
+            out[f"final_{key}"] = float(value)
+    return out
+
+
+def _write_plots(run_dir: Path, history: Any, auto: Any, say: Callable[[str], None]) -> list[str]:
+    from bergab._validate import MissingDependencyError
+
+    written: list[str] = []
+    try:
+        from bergab.plotting import pyplot
+
+        plt = pyplot()
+        if auto is not None:
+            plt.close(auto.result.plot(run_dir / "lr_find.png"))
+            written.append("lr_find.png")
+        if len(history) or history.records:
+            history.plot(run_dir / "history.png")
+            written.append("history.png")
+    except MissingDependencyError as exc:
+        say(f"plots skipped: {exc}")
+    return written
+
+
+def train(
+    cfg: RunConfig,
+    *,
+    resume: bool = False,
+    callbacks: Sequence[Any] = (),
+    say: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Run a config: the library call behind ``bergab train``, ``resume`` and ``demo``.
+
+    1. Build the task, the optimizer factory and the schedule. With ``lr = "auto"``,
+       :func:`bergab.auto_lr.auto_schedule` runs the range test (``[lr_find]``) and
+       builds the schedule; the curve goes to ``lr_find.json``.
+    2. Write the resolved config (the schedule actually used) to ``RUN_DIR/config.toml``.
+    3. :func:`bergab.fit` with checkpoints in ``RUN_DIR/checkpoints`` and CSV/JSONL logs
+       in ``RUN_DIR/logs`` (``resume=True`` continues from ``checkpoints/last.pt``).
+    4. Write ``model.pt`` (the final ``state_dict``), ``summary.json`` and the plots
+       ``lr_find.png`` and ``history.png``.
+
+    Ctrl-C (SIGINT, when called from the main thread) finishes the current step, writes
+    a checkpoint there and returns with ``interrupted=True``; ``bergab resume RUN_DIR``
+    then continues exactly.
+
+    Args:
+        cfg: a validated config.
+        resume: continue the run in ``cfg.run_dir()`` instead of starting one.
+        callbacks: extra :class:`bergab.training.Callback` objects for ``fit``.
+        say: where progress messages go (e.g. ``print``); ``None``: nowhere.
+
+    Returns:
+        A :class:`RunResult`.
+
+    Raises:
+        ConfigError: the run directory already holds a run (and ``output.overwrite`` is
+            false), or the config is invalid.
+    """
+    from bergab.auto_lr import auto_schedule
+    from bergab.training import fit
+
+    t0 = time.perf_counter()
+    tell = say or (lambda _msg: None)
+    run_dir = cfg.run_dir()
+    _prepare_run_dir(run_dir, cfg, resume)
+    task = build_task(cfg)
+    factory = optimizer_factory(cfg)
+    total = _planned_steps(cfg, task)
+    tell(
+        f"task {task.name}: {len(task.train)} train / {len(task.val)} val examples; "
+        f"optimizer {cfg.optimizer.name}; {total} steps; run directory {run_dir}"
+    )
+    auto = None
+    find_seconds = 0.0
+    interrupt = _Interrupt(say)
+    if cfg.auto:
+        tell(
+            f"range test: {cfg.lr_find.steps} steps, lr {cfg.lr_find.start_lr:g} .. "
+            f"{cfg.lr_find.end_lr:g}"
+        )
+        t1 = time.perf_counter()
+        auto = auto_schedule(
+            task.model,
+            task.train,
+            task.loss_fn,
+            total_steps=total,
+            optimizer=factory,
+            policy=cfg.schedule.get("policy", "cosine"),
+            warmup_steps=cfg.schedule.get("warmup_steps", 0),
+            batch_size=_sweep_batch_size(cfg, task),
+            accumulation_steps=cfg.fit.accumulation_steps,
+            device=None if cfg.fit.device == "auto" else cfg.fit.device,
+            seed=cfg.fit.seed,
+            lr_find_kwargs=cfg.lr_find.model_dump(),
+            warn=False,
+        )
+        find_seconds = time.perf_counter() - t1
+        tell(auto.describe())
+        for reason in auto.result.reasons:
+            tell(f"  note: {reason}")
+        (run_dir / "lr_find.json").write_text(
+            json.dumps(auto.result.to_dict(), indent=1) + "\n", encoding="utf-8"
+        )
+        schedule = auto.schedule
+        resolved = cfg.model_copy(update={"schedule": schedules.to_config(schedule)})
+    else:
+        schedule = build_schedule(cfg.schedule)
+        resolved = cfg
+    resolved = resolved.model_copy(
+        update={"output": cfg.output.model_copy(update={"dir": str(run_dir)})}
+    )
+    if not resume:
+        header = (
+            f"bergab run config, resolved (bergab {_version()}); continue with: "
+            f"bergab resume {run_dir}"
+        )
+        if auto is not None:
+            header += f"\n{auto.describe()} (range test curve: lr_find.json)"
+        (run_dir / CONFIG_NAME).write_text(dumps_toml(resolved.to_dict(), header), "utf-8")
+
+    fit_kwargs = cfg.fit.model_dump(exclude={"early_stopping"})
+    es = cfg.fit.early_stopping
+    history: Any = None
+    interrupted = False
+    with interrupt.installed():
+        try:
+            history = fit(
+                task.model,
+                task.train,
+                task.loss_fn,
+                val_data=task.val,
+                optimizer=factory,
+                lr=schedule,
+                metrics=task.metrics,
+                callbacks=[*callbacks, interrupt.callback],
+                early_stopping=None if es is None else es.model_dump(),
+                checkpoint_dir=run_dir / "checkpoints",
+                log_dir=run_dir / "logs",
+                resume=resume,
+                **{**fit_kwargs, "batch_size": _batch_size(cfg, task)},
+            )
+        except KeyboardInterrupt:
+            interrupted = True
+            if interrupt.trainer is not None:
+                history = interrupt.trainer.history
+    if history is None:  # interrupted before training started (e.g. in the range test)
+        from bergab.training import History
+
+        history = History()
+    elif not interrupted:
+        torch.save(task.model.state_dict(), run_dir / "model.pt")
+    files = []
+    if cfg.output.plots:
+        files += _write_plots(run_dir, history, auto, tell)
+    steps = int(history.steps["step"][-1]) if history.steps.get("step") else 0
+    if interrupted and interrupt.checkpoint_step is not None:
+        steps = interrupt.checkpoint_step
+    result = RunResult(
+        run_dir=run_dir,
+        config=resolved,
+        history=history,
+        auto=auto,
+        steps=steps,
+        seconds=time.perf_counter() - t0,
+        lr_find_seconds=find_seconds,
+        interrupted=interrupted,
+        final=_final_values(history),
+    )
+    summary = {
+        "task": task.name,
+        "optimizer": cfg.optimizer.name,
+        "schedule": resolved.schedule,
+        "auto_lr": None
+        if auto is None
+        else {
+            "peak": auto.peak,
+            "policy": auto.policy,
+            "total_steps": auto.total_steps,
+            "rule": auto.result.rule,
+            "confidence": auto.result.confidence,
+            "suggestions": auto.result.suggestions,
+        },
+        "steps": steps,
+        "stop_reason": history.stop_reason,
+        "interrupted": interrupted,
+        "final": result.final,
+        "best": history.best,
+        "seconds": result.seconds,
+        "lr_find_seconds": find_seconds,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", "utf-8")
+    result.files = sorted(p.name for p in run_dir.iterdir())
+    return result
+
+
+def resume(
+    run_dir: str | Path,
+    overrides: Iterable[str] = (),
+    *,
+    callbacks: Sequence[Any] = (),
+    say: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Continue the run in ``run_dir`` from its last checkpoint (``bergab resume``).
+
+    Reads ``run_dir/config.toml`` (with ``lr = "auto"`` already resolved to the schedule
+    used, so no new range test), applies ``overrides`` (e.g. ``fit.max_steps=5000`` to
+    train on), and calls :func:`train` with ``resume=True``. Without overrides the final
+    weights equal, bit for bit on the CPU, those of a run that was never interrupted.
+
+    Args:
+        run_dir: a directory written by :func:`train`.
+        overrides: ``KEY.PATH=VALUE`` strings.
+        callbacks: extra callbacks for ``fit``.
+        say: where progress messages go.
+
+    Returns:
+        The :class:`RunResult`.
+    """
+    path = Path(run_dir)
+    if not (path / CONFIG_NAME).is_file():
+        raise FileNotFoundError(
+            f"{str(path)!r} is not a run directory: it has no {CONFIG_NAME} "
+            "(bergab train writes one)"
+        )
+    cfg = load(path / CONFIG_NAME, [*overrides, f"output.dir={_toml_string(str(path))}"])
+    return train(cfg, resume=True, callbacks=callbacks, say=say)
+
+
+def _version() -> str:
+    from bergab._version import __version__
+
+    return __version__

@@ -1,0 +1,58 @@
+"""``bergab resume RUN_DIR``: continue a run from its last checkpoint, exactly.
+
+Example:
+    >>> import argparse
+    >>> p = argparse.ArgumentParser(prog="bergab"); sub = p.add_subparsers()
+    >>> register(sub)
+    >>> p.parse_args(["resume", "runs/digits"]).run_dir
+    'runs/digits'
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["register"]
+
+_EPILOG = """\
+examples:
+  bergab resume runs/digits
+  bergab resume runs/digits --set fit.max_steps=2000   # train on, past the old end
+
+Reads RUN_DIR/config.toml (the resolved config: with lr = "auto" the chosen schedule,
+so no new range test) and RUN_DIR/checkpoints/, and continues where the run stopped.
+Without --set the final weights are bitwise those of a run never interrupted (on CPU).
+"""
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``resume`` command to the ``bergab`` parser.
+
+    Args:
+        subparsers: the object ``ArgumentParser.add_subparsers()`` returned.
+    """
+    p = subparsers.add_parser(
+        "resume",
+        help="continue a run from its last checkpoint",
+        description="Continue the run in RUN_DIR from its last checkpoint, with the same\n"
+        "model, optimizer state, schedule position, data order and random state.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a directory bergab train wrote")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a value of the run's config (e.g. fit.max_steps=2000); repeatable",
+    )
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from bergab import config
+    from bergab._commands.train import report
+
+    return report(config.resume(args.run_dir, args.set, say=print))

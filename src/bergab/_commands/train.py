@@ -1,0 +1,98 @@
+"""``bergab train CONFIG.toml``: train from a config file into a run directory.
+
+Example:
+    >>> import argparse
+    >>> p = argparse.ArgumentParser(prog="bergab"); sub = p.add_subparsers()
+    >>> register(sub)
+    >>> args = p.parse_args(["train", "c.toml", "--set", "fit.max_steps=5", "--out", "runs/x"])
+    >>> args.config, args.set, args.out
+    ('c.toml', ['fit.max_steps=5'], 'runs/x')
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+__all__ = ["add_common_arguments", "overrides", "register", "report"]
+
+_EPILOG = """\
+examples:
+  bergab train examples/digits.toml
+  bergab train examples/charlm.toml --set fit.max_steps=200 --out runs/charlm-short
+  bergab train my.toml --set optimizer.weight_decay=0.1 --set 'schedule.lr="auto"'
+
+The config has the tables [task], [optimizer], [schedule], [lr_find], [fit] and
+[output] (docs/cli.md lists every key). The run directory gets config.toml (the
+resolved config), lr_find.json/.png (with lr = "auto"), logs/, checkpoints/,
+history.png, model.pt and summary.json.
+
+Ctrl-C writes a checkpoint, prints how to continue (bergab resume RUN_DIR) and exits
+with code 130. A config mistake prints one line naming the key and exits with code 2.
+"""
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    """``--set KEY.PATH=VALUE`` (repeatable) and ``--out DIR``, shared by config commands."""
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a config value (a TOML value, e.g. fit.max_steps=5); repeatable",
+    )
+    p.add_argument("--out", metavar="DIR", default=None, help="the run directory (output.dir)")
+
+
+def overrides(args: argparse.Namespace) -> list[str]:
+    """The ``--set`` overrides, plus ``--out`` as ``output.dir``."""
+    out = list(args.set or [])
+    if getattr(args, "out", None):
+        out.append(f"output.dir={_toml_string(args.out)}")
+    return out
+
+
+def _toml_string(text: str) -> str:
+    from bergab.config import dumps_toml
+
+    return dumps_toml({"v": text}).split("=", 1)[1].strip()
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``train`` command to the ``bergab`` parser.
+
+    Args:
+        subparsers: the object ``ArgumentParser.add_subparsers()`` returned.
+    """
+    p = subparsers.add_parser(
+        "train",
+        help="train from a TOML config into a run directory",
+        description='Train the config\'s task with its optimizer and schedule (lr = "auto"\n'
+        "runs a range test first), validate, and write logs, checkpoints and plots.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", metavar="CONFIG.toml", help="the run config")
+    add_common_arguments(p)
+    p.set_defaults(func=_run)
+
+
+def report(result: Any) -> int:
+    """Print a run's summary (or how to resume it) and return the exit code."""
+    print(result.summary_table())
+    if result.interrupted:
+        print(
+            f"interrupted at step {result.steps}: checkpoint written; continue with:\n"
+            f"  bergab resume {result.run_dir}",
+            file=sys.stderr,
+        )
+        return 130
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from bergab import config
+
+    cfg = config.load(args.config, overrides(args))
+    return report(config.train(cfg, say=print))
