@@ -179,7 +179,7 @@ def digits(
     batch 64, 1,000 steps (45 epochs, about 1 s on one CPU core) reaches val accuracy
     0.98–0.99 and val loss 0.02–0.12 (the spread comes from the split).
 
-    Needs scikit-learn (``pip install 'bergab[test]'``).
+    Needs scikit-learn (``pip install 'bergab[tasks]'``).
 
     Args:
         seed: seeds the split and the model's initialization.
@@ -204,7 +204,7 @@ def digits(
     val_fraction = check_real(
         "val_fraction", val_fraction, low=0.0, high=1.0, low_open=True, high_open=True
     )
-    datasets = require("sklearn.datasets", "test")
+    datasets = require("sklearn.datasets", "tasks")
     data = datasets.load_digits()
     x_all = torch.as_tensor(data.data, dtype=torch.float64)
     y_all = torch.as_tensor(data.target, dtype=torch.long)
