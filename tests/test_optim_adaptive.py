@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from bergab import optim
+from bergab import landscapes, minimize, optim
 from bergab.optim import adam as adam_module
 
 SHAPES = [(7,), (3, 5), (2, 3, 4)]
@@ -392,3 +392,47 @@ def test_radam_switches_from_momentum_sgd_to_rectified_adam_at_rho_5() -> None:
             theta -= lr * m_hat
         assert w.item() == pytest.approx(theta, rel=1e-12)
     assert branches == [False] * 5 + [True] * 5
+
+
+# ---------------------------------------------------------------- convergence
+# (name, kwargs, steps): f <= 1e-6 on the κ = 100 quadratic from (-4, 2), f(x0) = 208
+QUADRATIC = [
+    ("adagrad", {"lr": 0.5}, 300),
+    ("rmsprop", {"lr": 0.01}, 1000),
+    ("rmsprop", {"lr": 0.002, "centered": True, "momentum": 0.9}, 500),
+    ("adam", {"lr": 0.05}, 400),
+    ("amsgrad", {"lr": 0.05}, 400),
+    ("adamw", {"lr": 0.05}, 400),
+    ("nadam", {"lr": 0.05}, 500),
+    ("radam", {"lr": 0.05}, 1500),
+]
+# (name, kwargs, loss, steps) on Rosenbrock from (-1.2, 1)
+ROSENBROCK = [
+    ("adagrad", {"lr": 1.0}, 1e-3, 4000),
+    ("rmsprop", {"lr": 0.002, "centered": True, "momentum": 0.9}, 1e-4, 1500),
+    ("adam", {"lr": 0.1}, 1e-4, 1500),
+    ("adamw", {"lr": 0.1, "weight_decay": 0.0}, 1e-4, 1500),
+    ("nadam", {"lr": 0.02}, 1e-4, 4000),
+    ("radam", {"lr": 0.005, "betas": (0.9, 0.99)}, 1e-4, 2500),
+]
+
+
+@pytest.mark.parametrize(("name", "kw", "steps"), QUADRATIC, ids=[c[0] for c in QUADRATIC])
+def test_reaches_the_stated_loss_on_an_ill_conditioned_quadratic(name, kw, steps) -> None:
+    res = minimize(
+        landscapes.quadratic(100.0), optimizer=name, max_steps=steps, tol=0.0, target=1e-6,
+        record=False, impl="foreach", **kw,
+    )  # fmt: skip
+    assert res.status == "converged", (res.steps, res.fun)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "kw", "loss", "steps"), ROSENBROCK, ids=[c[0] for c in ROSENBROCK]
+)
+def test_reaches_the_stated_loss_on_rosenbrock(name, kw, loss, steps) -> None:
+    res = minimize(
+        landscapes.rosenbrock, optimizer=name, max_steps=steps, tol=0.0, target=loss,
+        record=False, impl="foreach", **kw,
+    )  # fmt: skip
+    assert res.status == "converged", (res.steps, res.fun)
