@@ -12,17 +12,20 @@ Example:
 
 from __future__ import annotations
 
-from bergab import diagnostics, landscapes, optim, plotting, scaling, schedules, tasks
+from bergab import diagnostics, landscapes, optim, plotting, scaling, schedules, tasks, training
 from bergab._version import __version__
 from bergab.init import init
 from bergab.lr_finder import LRFindResult, lr_find
 from bergab.minimize import MinimizeResult, minimize
+from bergab.training import History, fit
 
 __all__ = [
+    "History",
     "LRFindResult",
     "MinimizeResult",
     "__version__",
     "diagnostics",
+    "fit",
     "init",
     "landscapes",
     "lr_find",
@@ -32,6 +35,7 @@ __all__ = [
     "scaling",
     "schedules",
     "tasks",
+    "training",
 ]
 
 

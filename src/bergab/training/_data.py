@@ -1,0 +1,321 @@
+"""Where fit() gets its batches: tensors, Datasets and DataLoaders, with a resumable order.
+
+Tensors and map-style Datasets are batched by bergab itself: the order of epoch ``e`` is
+a permutation drawn from a generator seeded with ``(data_seed, e)``, so any position
+``(epoch, batch)`` is reached directly on resume. A DataLoader (or any re-iterable of
+batches) is passed through as it is; to resume inside an epoch, the random number
+generators are put back as they were when the epoch's iterator was created, the epoch's
+first batches are drawn again and discarded, and then the generators are set to their
+state at the checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
+from torch.utils.data import default_collate as _collate
+
+from bergab.training.checkpoint import rng_state, set_rng_state
+
+__all__ = [
+    "DatasetSource",
+    "LoaderSource",
+    "Source",
+    "TensorSource",
+    "batch_len",
+    "default_batch_fn",
+    "forward",
+    "make_source",
+    "to_device",
+    "val_batches",
+]
+
+_INPUT_KEYS = ("inputs", "input", "x", "features")
+_TARGET_KEYS = ("targets", "target", "y", "labels", "label")
+
+
+def default_batch_fn(batch: Any) -> tuple[Any, Any]:
+    """Split a batch into ``(inputs, targets)``.
+
+    A pair gives itself; a longer tuple gives ``(all but the last, last)`` (the model is
+    called with several inputs); a dict is read by its ``inputs``/``x``/... and
+    ``targets``/``y``/``labels``/... keys.
+
+    Example:
+        >>> default_batch_fn((1, 2)), default_batch_fn((1, 2, 3))
+        ((1, 2), ((1, 2), 3))
+        >>> default_batch_fn({"x": 1, "y": 2})
+        (1, 2)
+    """
+    if isinstance(batch, Mapping):
+        xk = next((k for k in _INPUT_KEYS if k in batch), None)
+        yk = next((k for k in _TARGET_KEYS if k in batch), None)
+        if xk is None or yk is None:
+            raise TypeError(
+                f"cannot tell inputs from targets in a dict batch with keys {sorted(batch)}; "
+                "pass batch_fn=lambda b: (inputs, targets)"
+            )
+        return batch[xk], batch[yk]
+    if isinstance(batch, (list, tuple)):
+        if len(batch) == 2:
+            return batch[0], batch[1]
+        if len(batch) > 2:
+            return tuple(batch[:-1]), batch[-1]
+    raise TypeError(
+        f"a batch must be an (inputs, targets) pair, got {type(batch).__name__}; "
+        "pass batch_fn=lambda b: (inputs, targets)"
+    )
+
+
+def forward(model: torch.nn.Module, inputs: Any) -> Any:
+    """Call the model: ``model(**inputs)`` for a dict, ``model(*inputs)`` for a tuple."""
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
+    if isinstance(inputs, (list, tuple)):
+        return model(*inputs)
+    return model(inputs)
+
+
+def to_device(obj: Any, device: torch.device) -> Any:
+    """Move the tensors inside ``obj`` (nested tuples, lists, dicts) to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj if obj.device == device else obj.to(device, non_blocking=True)
+    if isinstance(obj, Mapping):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
+        return type(obj)(*(to_device(v, device) for v in obj))
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj
+
+
+def batch_len(targets: Any) -> int:
+    """The number of examples in a batch, read off its targets (1 for a scalar)."""
+    if isinstance(targets, torch.Tensor):
+        return int(targets.shape[0]) if targets.ndim > 0 else 1
+    if isinstance(targets, (list, tuple)) and targets:
+        return batch_len(targets[0])
+    if isinstance(targets, Mapping) and targets:
+        return batch_len(next(iter(targets.values())))
+    return 1
+
+
+def _as_tensors(data: Any) -> tuple[torch.Tensor, ...] | None:
+    if isinstance(data, TensorDataset):
+        return tuple(data.tensors)
+    if isinstance(data, torch.Tensor):
+        raise TypeError(
+            "train_data must hold inputs and targets: pass a tuple (x, y) of tensors, "
+            "not a single tensor"
+        )
+    if isinstance(data, (tuple, list)) and data and all(isinstance(t, torch.Tensor) for t in data):
+        if len(data) < 2:
+            raise TypeError("a tuple of tensors must hold inputs and targets: (x, y)")
+        n = len(data[0])
+        if any(len(t) != n for t in data):
+            lengths = ", ".join(str(len(t)) for t in data)
+            raise ValueError(f"the tensors of the data must have the same length, got {lengths}")
+        return tuple(data)
+    return None
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    gen = torch.Generator()
+    gen.manual_seed((seed * 1_000_003 + epoch) % (2**63))
+    return gen
+
+
+class Source:
+    """A source of training batches, epoch by epoch."""
+
+    #: batches per epoch, or None when unknown (an IterableDataset)
+    num_batches: int | None = None
+    #: whether iterating consumes the global random number generators
+    uses_global_rng = False
+
+    def begin_epoch(self) -> dict[str, Any] | None:
+        """Capture what resuming inside the epoch will need (before :meth:`batches`)."""
+        return None
+
+    def batches(
+        self, epoch: int, start: int, epoch_state: Mapping[str, Any] | None
+    ) -> Iterator[Any]:
+        """The epoch's batches from index ``start``."""
+        raise NotImplementedError
+
+
+class _IndexedSource(Source):
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int) -> None:
+        if n == 0:
+            raise ValueError("train_data is empty")
+        self.n = n
+        self.batch_size = min(batch_size, n)
+        self.shuffle = shuffle and self.batch_size < n
+        self.seed = seed
+        self.num_batches = math.ceil(n / self.batch_size)
+
+    def _order(self, epoch: int) -> torch.Tensor | None:
+        if not self.shuffle:
+            return None
+        return torch.randperm(self.n, generator=_epoch_generator(self.seed, epoch))
+
+    def _take(self, idx: torch.Tensor | slice) -> Any:
+        raise NotImplementedError
+
+    def batches(
+        self, epoch: int, start: int, epoch_state: Mapping[str, Any] | None
+    ) -> Iterator[Any]:
+        order = self._order(epoch)
+        bs = self.batch_size
+        for i in range(start * bs, self.n, bs):
+            yield self._take(slice(i, i + bs) if order is None else order[i : i + bs])
+
+
+class TensorSource(_IndexedSource):
+    """Tensors ``(x, y, ...)`` cut into batches (full batch: the tensors themselves)."""
+
+    def __init__(
+        self, tensors: tuple[torch.Tensor, ...], batch_size: int, shuffle: bool, seed: int
+    ) -> None:
+        self.tensors = tensors
+        super().__init__(len(tensors[0]), batch_size, shuffle, seed)
+
+    def _take(self, idx: torch.Tensor | slice) -> Any:
+        if isinstance(idx, slice) and idx.start == 0 and idx.stop >= self.n:
+            return self.tensors
+        if isinstance(idx, torch.Tensor) and self.tensors[0].device != idx.device:
+            idx = idx.to(self.tensors[0].device)
+        return tuple(t[idx] for t in self.tensors)
+
+
+class DatasetSource(_IndexedSource):
+    """A map-style Dataset batched with ``default_collate``."""
+
+    def __init__(self, dataset: Dataset[Any], batch_size: int, shuffle: bool, seed: int) -> None:
+        self.dataset = dataset
+        super().__init__(len(dataset), batch_size, shuffle, seed)  # type: ignore[arg-type]
+
+    def _take(self, idx: torch.Tensor | slice) -> Any:
+        indices = range(self.n)[idx] if isinstance(idx, slice) else idx.tolist()
+        return _collate([self.dataset[i] for i in indices])
+
+
+def _generators(loader: Any) -> list[torch.Generator]:
+    found: list[torch.Generator] = []
+    candidates = [
+        getattr(loader, "generator", None),
+        getattr(getattr(loader, "sampler", None), "generator", None),
+        getattr(
+            getattr(getattr(loader, "batch_sampler", None), "sampler", None), "generator", None
+        ),
+    ]
+    for g in candidates:
+        if isinstance(g, torch.Generator) and all(g is not f for f in found):
+            found.append(g)
+    return found
+
+
+class LoaderSource(Source):
+    """A DataLoader or any re-iterable of batches, passed through."""
+
+    uses_global_rng = True
+
+    def __init__(self, loader: Iterable[Any]) -> None:
+        self.loader = loader
+        try:
+            self.num_batches = len(loader)  # type: ignore[arg-type]
+        except TypeError:
+            self.num_batches = None
+
+    def begin_epoch(self) -> dict[str, Any] | None:
+        return {
+            "rng": rng_state(),
+            "generators": [g.get_state() for g in _generators(self.loader)],
+        }
+
+    def batches(
+        self, epoch: int, start: int, epoch_state: Mapping[str, Any] | None
+    ) -> Iterator[Any]:
+        if start and epoch_state is None:
+            raise ValueError("cannot resume inside an epoch of a DataLoader without its state")
+        if start and epoch_state is not None:
+            set_rng_state(epoch_state["rng"])
+            gens = _generators(self.loader)
+            if len(gens) != len(epoch_state["generators"]):
+                raise ValueError("the DataLoader's generators differ from the checkpoint's")
+            for g, st in zip(gens, epoch_state["generators"], strict=True):
+                g.set_state(st)
+        it = iter(self.loader)
+        for i in range(start):
+            try:
+                next(it)
+            except StopIteration:
+                raise ValueError(
+                    f"train_data has fewer batches ({i}) than the checkpoint's position in "
+                    f"the epoch ({start}): is it the same data?"
+                ) from None
+        return it
+
+
+def make_source(data: Any, batch_size: int | str | None, shuffle: bool, seed: int) -> Source:
+    """The source of ``data``: tensors, a Dataset, or a DataLoader/re-iterable.
+
+    ``batch_size``: ``"full"`` (all examples in one batch), an int, or ``None`` (64, or all
+    examples when fewer).
+    """
+    tensors = _as_tensors(data)
+    if tensors is not None or (isinstance(data, Dataset) and not isinstance(data, IterableDataset)):
+        n = len(tensors[0]) if tensors is not None else len(data)
+        bs = max(n, 1) if batch_size == "full" else (64 if batch_size is None else int(batch_size))
+        if tensors is not None:
+            return TensorSource(tensors, bs, shuffle, seed)
+        return DatasetSource(data, bs, shuffle, seed)
+    if batch_size is not None:
+        raise ValueError(
+            f"batch_size must be None when train_data is a {type(data).__name__} (it makes "
+            f"its own batches); got {batch_size!r}"
+        )
+    if isinstance(data, Iterator):
+        raise TypeError(
+            "train_data is a one-shot iterator; pass something that can be iterated once per "
+            "epoch: a DataLoader, a Dataset, a tuple of tensors or a list of batches"
+        )
+    if isinstance(data, Iterable) and not isinstance(data, (str, bytes, Mapping)):
+        return LoaderSource(data)
+    raise TypeError(
+        "train_data must be a DataLoader, a Dataset, a tuple (x, y) of tensors or a "
+        f"re-iterable of batches, got {type(data).__name__}"
+    )
+
+
+def val_batches(data: Any, batch_size: int) -> Callable[[], Iterable[Any]]:
+    """A function giving the validation batches in order (no shuffling)."""
+    tensors = _as_tensors(data)
+    if tensors is not None:
+        n = len(tensors[0])
+        if n == 0:
+            raise ValueError("val_data is empty")
+
+        def tensor_batches() -> Iterable[Any]:
+            if batch_size >= n:
+                return [tensors]
+            return (tuple(t[i : i + batch_size] for t in tensors) for i in range(0, n, batch_size))
+
+        return tensor_batches
+    if isinstance(data, Dataset) and not isinstance(data, IterableDataset):
+        if len(data) == 0:  # type: ignore[arg-type]
+            raise ValueError("val_data is empty")
+        loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+        return lambda: loader
+    if isinstance(data, Iterator):
+        raise TypeError("val_data is a one-shot iterator; pass a DataLoader, Dataset or tensors")
+    if isinstance(data, Iterable) and not isinstance(data, (str, bytes, Mapping)):
+        return lambda: data
+    raise TypeError(
+        "val_data must be a DataLoader, a Dataset, a tuple (x, y) of tensors or a "
+        f"re-iterable of batches, got {type(data).__name__}"
+    )
