@@ -49,8 +49,8 @@ ERRORS = [
         'fit.batch_size: must be an integer >= 1 or "full", got "half"',
     ),
     (
-        with_(fit={"early_stopping": {"patience": 0}}),
-        "fit.early_stopping.patience: must be >= 1, got 0",
+        with_(fit={"early_stopping": {"patience": -1}}),
+        "fit.early_stopping.patience: must be >= 0, got -1",
     ),
     (with_(fit={"early_stopping": 3}), "fit.early_stopping: must be a table, got 3"),
     (with_(fit=3), "fit: must be a table, got 3"),
