@@ -833,6 +833,13 @@ class RunResult:
         files: the files written, relative to ``run_dir``.
     """
 
+    @property
+    def resumable(self) -> bool:
+        """Whether ``bergab resume run_dir`` can continue this run."""
+        return (self.run_dir / CONFIG_NAME).is_file() and (
+            self.run_dir / "checkpoints" / "last.pt"
+        ).is_file()
+
     run_dir: Path
     config: RunConfig
     history: Any
@@ -856,6 +863,8 @@ class RunResult:
                     f"confidence {self.auto.result.confidence:.2f}; {self.auto.policy} schedule)",
                 )
             )
+        elif self.config.auto:
+            rows.append(("lr", '"auto" (interrupted before the range test finished)'))
         else:
             rows.append(("schedule", repr(build_schedule(self.config.schedule))))
         rows.append(("steps", str(self.steps)))
@@ -1090,21 +1099,36 @@ def train(
             f"{cfg.lr_find.end_lr:g}"
         )
         t1 = time.perf_counter()
-        auto = auto_schedule(
-            task.model,
-            task.train,
-            task.loss_fn,
-            total_steps=total,
-            optimizer=factory,
-            policy=cfg.schedule.get("policy", "cosine"),
-            warmup_steps=cfg.schedule.get("warmup_steps", 0),
-            batch_size=_sweep_batch_size(cfg, task),
-            accumulation_steps=cfg.fit.accumulation_steps,
-            device=None if cfg.fit.device == "auto" else cfg.fit.device,
-            seed=cfg.fit.seed,
-            lr_find_kwargs=cfg.lr_find.model_dump(),
-            warn=False,
-        )
+        try:
+            auto = auto_schedule(
+                task.model,
+                task.train,
+                task.loss_fn,
+                total_steps=total,
+                optimizer=factory,
+                policy=cfg.schedule.get("policy", "cosine"),
+                warmup_steps=cfg.schedule.get("warmup_steps", 0),
+                batch_size=_sweep_batch_size(cfg, task),
+                accumulation_steps=cfg.fit.accumulation_steps,
+                device=None if cfg.fit.device == "auto" else cfg.fit.device,
+                seed=cfg.fit.seed,
+                lr_find_kwargs=cfg.lr_find.model_dump(),
+                warn=False,
+            )
+        except KeyboardInterrupt:  # nothing trained, nothing to resume
+            from bergab.training import History
+
+            return RunResult(
+                run_dir=run_dir,
+                config=cfg,
+                history=History(),
+                auto=None,
+                steps=0,
+                seconds=time.perf_counter() - t0,
+                lr_find_seconds=time.perf_counter() - t1,
+                interrupted=True,
+                final={},
+            )
         find_seconds = time.perf_counter() - t1
         tell(auto.describe())
         for reason in auto.result.reasons:

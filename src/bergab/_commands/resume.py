@@ -18,11 +18,14 @@ __all__ = ["register"]
 _EPILOG = """\
 examples:
   bergab resume runs/digits
-  bergab resume runs/digits --set fit.max_steps=2000   # train on, past the old end
+  bergab resume runs/digits --set fit.progress=false
 
 Reads RUN_DIR/config.toml (the resolved config: with lr = "auto" the chosen schedule,
-so no new range test) and RUN_DIR/checkpoints/, and continues where the run stopped.
-Without --set the final weights are bitwise those of a run never interrupted (on CPU).
+so no new range test) and RUN_DIR/checkpoints/last.pt, and continues where the run
+stopped (Ctrl-C, a crash, a killed job). The final weights are bitwise those of a run
+never interrupted (on the CPU). A run that finished stays finished. --set changes the
+config for the rest of the run; anything but fit.progress or fit.device makes it
+differ from the uninterrupted run.
 """
 
 
@@ -46,7 +49,7 @@ def register(subparsers: Any) -> None:
         action="append",
         default=[],
         metavar="KEY.PATH=VALUE",
-        help="override a value of the run's config (e.g. fit.max_steps=2000); repeatable",
+        help="override a value of the run's config (e.g. fit.progress=false); repeatable",
     )
     p.set_defaults(func=_run)
 

@@ -81,14 +81,17 @@ def register(subparsers: Any) -> None:
 def report(result: Any) -> int:
     """Print a run's summary (or how to resume it) and return the exit code."""
     print(result.summary_table())
-    if result.interrupted:
+    if not result.interrupted:
+        return 0
+    if result.resumable:
         print(
             f"interrupted at step {result.steps}: checkpoint written; continue with:\n"
             f"  bergab resume {result.run_dir}",
             file=sys.stderr,
         )
-        return 130
-    return 0
+    else:
+        print("interrupted before training started: nothing to resume", file=sys.stderr)
+    return 130
 
 
 def _run(args: argparse.Namespace) -> int:
