@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import dog
+import prodigyopt
+import schedulefree
 import torch
 
 from bergab import optim
@@ -34,6 +37,23 @@ class Spec:
 
 
 _FUSED = ("reference", "foreach", "fused")  # optimizers with a torch fused kernel
+
+
+class _SGDScheduleFreeTrain(schedulefree.SGDScheduleFree):
+    """The package's schedule-free SGD, put in train mode (it starts in eval mode)."""
+
+    def __init__(self, params: Any, **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        self.train()
+
+
+class _AdamWScheduleFreeTrain(schedulefree.AdamWScheduleFree):
+    """The package's schedule-free AdamW, put in train mode (it starts in eval mode)."""
+
+    def __init__(self, params: Any, **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        self.train()
+
 
 SPECS: list[Spec] = [
     Spec("sgd", optim.SGD, {"lr": 0.05}, torch.optim.SGD, impls=("reference", "foreach", "fused")),
@@ -175,6 +195,138 @@ SPECS: list[Spec] = [
         "lamb-clamp-wd-betas",
         optim.LAMB,
         {"lr": 0.02, "betas": (0.8, 0.99), "eps": 1e-5, "weight_decay": 0.1, "clamp_value": 1.0},
+    ),
+    # --- self-tuning family (schedulefree.py, prodigy.py, dog.py, hypergradient.py): the
+    # authors' packages are the reference; hypergradient rows are checked against the paper's
+    # formulas in test_optim_hypergradient.py. The last row of each class is its richest.
+    Spec("schedulefree-sgd", optim.ScheduleFreeSGD, {"lr": 0.5}, _SGDScheduleFreeTrain),
+    Spec(
+        "schedulefree-sgd-warmup-wd-r",
+        optim.ScheduleFreeSGD,
+        {
+            "lr": 0.5,
+            "momentum": 0.8,
+            "weight_decay": 0.01,
+            "warmup_steps": 20,
+            "r": 0.5,
+            "weight_lr_power": 1.5,
+        },
+        _SGDScheduleFreeTrain,
+        lr_free=True,
+    ),
+    Spec("schedulefree-adamw", optim.ScheduleFreeAdamW, {"lr": 0.01}, _AdamWScheduleFreeTrain),
+    Spec(
+        "schedulefree-adamw-warmup-wd-r",
+        optim.ScheduleFreeAdamW,
+        {
+            "lr": 0.01,
+            "betas": (0.85, 0.99),
+            "eps": 1e-6,
+            "weight_decay": 0.05,
+            "warmup_steps": 20,
+            "r": 1.0,
+        },
+        _AdamWScheduleFreeTrain,
+        lr_free=True,
+    ),
+    Spec("prodigy", optim.Prodigy, {"lr": 1.0}, prodigyopt.Prodigy, lr_free=True),
+    Spec(
+        "prodigy-coupled-bias-correction",
+        optim.Prodigy,
+        {"lr": 1.0, "weight_decay": 0.1, "decouple": False, "use_bias_correction": True},
+        prodigyopt.Prodigy,
+        lr_free=True,
+    ),
+    Spec(
+        "prodigy-beta1-zero",
+        optim.Prodigy,
+        {"lr": 1.0, "betas": (0.0, 0.99), "weight_decay": 0.01},
+        prodigyopt.Prodigy,
+        lr_free=True,
+    ),
+    Spec(
+        "prodigy-safeguard-growth-d0-coef",
+        optim.Prodigy,
+        {
+            "lr": 0.5,
+            "betas": (0.8, 0.99),
+            "beta3": 0.9,
+            "weight_decay": 0.05,
+            "safeguard_warmup": True,
+            "d0": 1e-4,
+            "d_coef": 2.0,
+            "growth_rate": 1.05,
+        },
+        prodigyopt.Prodigy,
+        lr_free=True,
+    ),
+    Spec("dog", optim.DoG, {"lr": 1.0}, dog.DoG, lr_free=True),
+    Spec(
+        "dog-init-eta",
+        optim.DoG,
+        {"lr": 1.0, "init_eta": 1e-3, "eps": 1e-6},
+        dog.DoG,
+        lr_free=True,
+    ),
+    Spec(
+        "dog-reps-wd",
+        optim.DoG,
+        {"lr": 1.0, "reps_rel": 1e-3, "weight_decay": 0.01},
+        dog.DoG,
+        lr_free=True,
+    ),
+    Spec("ldog", optim.LDoG, {"lr": 1.0}, dog.LDoG, lr_free=True),
+    Spec(
+        "ldog-reps-wd",
+        optim.LDoG,
+        {"lr": 1.0, "reps_rel": 1e-4, "weight_decay": 0.01},
+        dog.LDoG,
+        lr_free=True,
+    ),
+    Spec(
+        "hypergradient-sgd",
+        optim.HypergradientSGD,
+        {"lr": 0.01, "hypergrad_lr": 1e-3},
+        lr_free=True,
+    ),
+    Spec(
+        "hypergradient-sgd-momentum-wd",
+        optim.HypergradientSGD,
+        {"lr": 0.01, "hypergrad_lr": 1e-4, "momentum": 0.9, "weight_decay": 0.01},
+        lr_free=True,
+    ),
+    Spec(
+        "hypergradient-sgd-nesterov-multiplicative",
+        optim.HypergradientSGD,
+        {
+            "lr": 0.01,
+            "hypergrad_lr": 0.02,
+            "momentum": 0.9,
+            "nesterov": True,
+            "weight_decay": 0.01,
+            "multiplicative": True,
+            "max_lr": 0.05,
+        },
+        lr_free=True,
+    ),
+    Spec(
+        "hypergradient-adam",
+        optim.HypergradientAdam,
+        {"lr": 0.01, "hypergrad_lr": 1e-5},
+        lr_free=True,
+    ),
+    Spec(
+        "hypergradient-adam-wd-multiplicative",
+        optim.HypergradientAdam,
+        {
+            "lr": 0.01,
+            "hypergrad_lr": 0.01,
+            "betas": (0.8, 0.99),
+            "weight_decay": 0.01,
+            "multiplicative": True,
+            "min_lr": 1e-3,
+        },
+        lr_free=True,
     ),
 ]
 

@@ -22,9 +22,18 @@ from bergab.optim._base import IMPLS, Optimizer
 from bergab.optim._registry import create, names, register
 from bergab.optim.adagrad import Adagrad
 from bergab.optim.adam import Adam, AdamW, NAdam, RAdam
+from bergab.optim.dog import DoG, LDoG, PolynomialDecayAverager
 from bergab.optim.groups import param_groups
+from bergab.optim.hypergradient import HypergradientAdam, HypergradientSGD
 from bergab.optim.layerwise import LAMB, LARS
+from bergab.optim.prodigy import Prodigy
 from bergab.optim.rmsprop import RMSprop
+from bergab.optim.schedulefree import (
+    ScheduleFreeAdamW,
+    ScheduleFreeEvalModeError,
+    ScheduleFreeSGD,
+    recompute_batchnorm_stats,
+)
 from bergab.optim.sgd import SGD
 
 __all__ = [
@@ -35,13 +44,23 @@ __all__ = [
     "Adagrad",
     "Adam",
     "AdamW",
+    "DoG",
+    "HypergradientAdam",
+    "HypergradientSGD",
+    "LDoG",
     "NAdam",
     "Optimizer",
+    "PolynomialDecayAverager",
+    "Prodigy",
     "RAdam",
     "RMSprop",
+    "ScheduleFreeAdamW",
+    "ScheduleFreeEvalModeError",
+    "ScheduleFreeSGD",
     "create",
     "names",
     "param_groups",
+    "recompute_batchnorm_stats",
     "register",
 ]
 
@@ -58,3 +77,13 @@ register("nadam", NAdam)
 register("radam", RAdam)
 register("lars", LARS)
 register("lamb", LAMB)
+# self-tuning: learning-rate-free and hypergradient methods
+register("schedulefree_sgd", ScheduleFreeSGD)
+register("schedule_free_sgd", ScheduleFreeSGD)
+register("schedulefree_adamw", ScheduleFreeAdamW)
+register("schedule_free_adamw", ScheduleFreeAdamW)
+register("prodigy", Prodigy)
+register("dog", DoG)
+register("ldog", LDoG)
+register("hypergradient_sgd", HypergradientSGD)
+register("hypergradient_adam", HypergradientAdam)

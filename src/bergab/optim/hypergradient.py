@@ -1,0 +1,777 @@
+"""Hypergradient descent (Baydin et al., ICLR 2018): the learning rate learns by gradient
+descent too.
+
+The update :math:`\\theta_t = \\theta_{t-1} - \\alpha\\,u_{t-1}` depends on α, and
+:math:`\\partial f(\\theta_t)/\\partial\\alpha = -\\nabla f(\\theta_t)\\cdot u_{t-1}`. One step
+of gradient descent on α with rate β (``hypergrad_lr``) before each parameter step gives
+
+.. math::
+    h_t = g_t\\cdot u_{t-1},\\qquad
+    \\alpha_t = \\operatorname{clip}\\big(\\alpha_{t-1} + \\beta\\, h_t,\\;
+        [\\alpha_{\\min}, \\alpha_{\\max}]\\big),\\qquad
+    \\theta_{t+1} = \\theta_t - \\alpha_t\\, u_t
+
+where :math:`u_t` is the base optimizer's update direction (the step is :math:`-\\alpha u`):
+:math:`g_t` for SGD (so :math:`h_t = g_t\\cdot g_{t-1}`), the momentum buffer (or
+:math:`g + \\mu b` with Nesterov) for momentum SGD, :math:`\\hat m/(\\sqrt{\\hat v}+\\epsilon)`
+for Adam. α grows while successive steps agree and shrinks when they oppose.
+
+Differences from the authors' code (gbaydin/hypergradient-descent), on purpose:
+
+- **Per param group.** :math:`h_t` is the dot product summed over all tensors of a param
+  group, and each group has its own α. (The authors' SGD-HD flattens the whole model into
+  one vector and refuses param groups; their Adam-HD updates the group's α after *each
+  tensor*, so tensors of one group step with different α and the result depends on the
+  order of the tensors.)
+- **Safeguards.** α is clamped to ``[min_lr, max_lr]`` (``min_lr = 0`` by default, so α
+  never turns negative and starts ascending); the first step uses α = ``lr`` (there is no
+  previous direction, :math:`h_1 = 0`).
+- **Multiplicative variant** (``multiplicative=True``): the normalized rule
+  :math:`\\alpha_t = \\alpha_{t-1}\\big(1 + \\beta\\,\\frac{g_t\\cdot u_{t-1}}
+  {\\|g_t\\|\\,\\|u_{t-1}\\|}\\big)` (the cosine of successive directions, so β is
+  dimensionless, e.g. 0.01; discussed by Baydin et al. after Martínez Rubio, 2017). α
+  changes by at most a factor 1 ± β per step and keeps its sign.
+- **Adam's ε** sits as in ``torch.optim.Adam`` (:math:`\\hat m/(\\sqrt{\\hat v}+\\epsilon)`),
+  and :math:`u_{t-1}` is exactly the direction the previous step used.
+- **Schedules.** ``lr`` is α's initial value. If ``lr`` later changes (a schedule, a torch
+  LR scheduler, ``lr_scale``), α is multiplied by new/old, so a schedule shapes the
+  adapted rate instead of being ignored.
+
+:attr:`HypergradientSGD.effective_lr` is the current α of each group: the step size of
+the most recent step (``lr * lr_scale`` before the first).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
+
+import torch
+
+from bergab._validate import check_choice, check_real
+from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
+from bergab.optim.schedulefree import _pieces
+
+__all__ = [
+    "HypergradientAdam",
+    "HypergradientSGD",
+    "adam_hd_reference",
+    "adam_hd_statistics",
+    "hypergradient_lr",
+    "sgd_hd_reference",
+    "sgd_hd_statistics",
+]
+
+Scalar = float | torch.Tensor
+TensorList = list[torch.Tensor] | tuple[torch.Tensor, ...]
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def hypergradient_lr(
+    alpha: float,
+    h: float,
+    grad_norm: float,
+    direction_norm: float,
+    *,
+    hypergrad_lr: float,
+    multiplicative: bool = False,
+    min_lr: float = 0.0,
+    max_lr: float = math.inf,
+) -> float:
+    """One hypergradient step on the learning rate α, clamped to ``[min_lr, max_lr]``.
+
+    .. math::
+        \\alpha \\leftarrow \\alpha + \\beta h \\quad\\text{or (multiplicative)}\\quad
+        \\alpha \\leftarrow \\alpha\\Big(1 + \\beta\\,\\frac{h}{\\|g\\|\\,\\|u\\|}\\Big)
+
+    with :math:`h = g_t\\cdot u_{t-1}`; the multiplicative rule leaves α alone when a norm
+    is zero.
+
+    Args:
+        alpha: the current α.
+        h: the hypergradient :math:`g_t\\cdot u_{t-1}` (minus ∂f/∂α).
+        grad_norm, direction_norm: :math:`\\|g_t\\|` and :math:`\\|u_{t-1}\\|`
+            (multiplicative rule only).
+        hypergrad_lr: β.
+        multiplicative: use the normalized multiplicative rule.
+        min_lr, max_lr: the bounds.
+
+    Returns:
+        The new α.
+
+    Example:
+        >>> hypergradient_lr(0.25, 2.0, 1.0, 1.0, hypergrad_lr=0.125)
+        0.5
+        >>> hypergradient_lr(0.25, -50.0, 1.0, 1.0, hypergrad_lr=0.125)  # clamped at 0
+        0.0
+        >>> hypergradient_lr(0.5, 1.0, 1.0, 2.0, hypergrad_lr=0.5, multiplicative=True)
+        0.625
+    """
+    if multiplicative:
+        denom = grad_norm * direction_norm
+        if denom > 0:
+            alpha = alpha * (1 + hypergrad_lr * h / denom)
+    else:
+        alpha = alpha + hypergrad_lr * h
+    return min(max(alpha, min_lr), max_lr)
+
+
+def _stats(
+    dots: list[torch.Tensor], gsq: list[torch.Tensor], usq: list[torch.Tensor]
+) -> torch.Tensor:
+    """``[Σ dot, Σ ‖g‖², Σ ‖u‖²]`` as one float64 tensor (zeros when the lists are empty)."""
+    if not dots:
+        return torch.zeros(3, dtype=torch.float64)
+    return torch.stack([torch.stack(t).double().sum() for t in (dots, gsq, usq)])
+
+
+# ---------------------------------------------------------------------------- SGD
+def sgd_hd_statistics(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    prev_directions: list[torch.Tensor],
+    *,
+    weight_decay: float,
+) -> torch.Tensor:
+    """The hypergradient statistics of SGD-HD for these tensors.
+
+    Args:
+        params, grads: parameters θ and gradients.
+        prev_directions: :math:`u_{t-1}`, the previous step's directions.
+        weight_decay: λ (the gradient is :math:`g = \\nabla f + \\lambda\\theta`).
+
+    Returns:
+        float64 tensor ``[Σ g·u, Σ ‖g‖², Σ ‖u‖²]``.
+
+    Example:
+        >>> sgd_hd_statistics([torch.zeros(2)], [torch.tensor([1.0, 2.0])],
+        ...                   [torch.tensor([3.0, 1.0])], weight_decay=0.0).tolist()
+        [5.0, 5.0, 10.0]
+    """
+    dots, gsq, usq = [], [], []
+    for p, g, u in zip(params, grads, prev_directions, strict=True):
+        if weight_decay != 0:
+            g = g.add(p, alpha=weight_decay)
+        dots.append(torch.dot(g.reshape(-1), u.reshape(-1)))
+        gsq.append(torch.dot(g.reshape(-1), g.reshape(-1)))
+        usq.append(torch.dot(u.reshape(-1), u.reshape(-1)))
+    return _stats(dots, gsq, usq)
+
+
+def sgd_hd_reference(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    momentum_buffers: list[torch.Tensor | None],
+    directions: list[torch.Tensor | None],
+    *,
+    lr: Scalar,
+    momentum: float,
+    nesterov: bool,
+    weight_decay: float,
+) -> None:
+    """The SGD step with the (already adapted) learning rate α; records the direction.
+
+    .. math::
+        g = \\nabla f + \\lambda\\theta,\\quad b \\leftarrow \\mu b + g,\\quad
+        u = g \\;|\\; b \\;|\\; g + \\mu b \\;(\\text{Nesterov}),\\quad
+        \\theta \\leftarrow \\theta - \\alpha u
+
+    ``momentum_buffers[i]`` is created as ``g`` on the first step (torch's convention) and
+    ``directions[i]`` receives u (for plain and Nesterov SGD; heavy-ball's u is the buffer
+    itself, pass ``None`` entries to skip the copy).
+
+    Example:
+        >>> p, dirs = [torch.tensor([1.0])], [torch.zeros(1)]
+        >>> sgd_hd_reference(p, [torch.tensor([2.0])], [None], dirs, lr=0.1, momentum=0.0,
+        ...                  nesterov=False, weight_decay=0.0)
+        >>> round(p[0].item(), 6), dirs[0].item()
+        (0.8, 2.0)
+    """
+    for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+        if weight_decay != 0:
+            g = g.add(p, alpha=weight_decay)
+        u = g
+        if momentum != 0:
+            buf = momentum_buffers[i]
+            if buf is None:
+                buf = momentum_buffers[i] = g.detach().clone()
+            else:
+                buf.mul_(momentum).add_(g)
+            u = g.add(buf, alpha=momentum) if nesterov else buf
+        d = directions[i]
+        if d is not None:
+            d.copy_(u)
+        if isinstance(lr, torch.Tensor):
+            p.sub_(u * lr)
+        else:
+            p.add_(u, alpha=-lr)
+
+
+def _sgd_hd_foreach_statistics(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    prev: list[torch.Tensor],
+    *,
+    weight_decay: float,
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    g = torch._foreach_add(grads, params, alpha=weight_decay) if weight_decay != 0 else grads
+    prod = torch._foreach_mul(g, prev)
+    dots = [t.sum() for t in prod]
+    return dots, list(torch._foreach_norm(g)), list(torch._foreach_norm(prev))
+
+
+def _sgd_hd_foreach(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    bufs: list[torch.Tensor],
+    dirs: list[torch.Tensor],
+    *,
+    lr: float,
+    momentum: float,
+    nesterov: bool,
+    weight_decay: float,
+) -> None:
+    # every buffer exists (first momentum steps go through the reference loop)
+    g: TensorList = (
+        torch._foreach_add(grads, params, alpha=weight_decay) if weight_decay != 0 else grads
+    )
+    u: TensorList = g
+    if momentum != 0:
+        torch._foreach_mul_(bufs, momentum)
+        torch._foreach_add_(bufs, g)
+        u = torch._foreach_add(g, bufs, alpha=momentum) if nesterov else bufs
+    if dirs:
+        torch._foreach_copy_(dirs, u)
+    torch._foreach_add_(params, u, alpha=-lr)
+
+
+# ---------------------------------------------------------------------------- Adam
+def _adam_direction(
+    m: torch.Tensor, v: torch.Tensor, bias1: Scalar, bias2: Scalar, eps: float
+) -> torch.Tensor:
+    """Adam's direction :math:`\\hat m/(\\sqrt{\\hat v}+\\epsilon)` (hats: divided by b1, b2)."""
+    vv = v.float() if v.dtype in _LOW_PRECISION else v
+    return (m / bias1) / ((vv / bias2).sqrt() + eps)
+
+
+def adam_hd_statistics(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    bias_corrections: Sequence[tuple[Scalar, Scalar]],
+    *,
+    eps: float,
+    weight_decay: float,
+) -> torch.Tensor:
+    """The hypergradient statistics of Adam-HD, from the moments of the previous step.
+
+    .. math::
+        u_{t-1} = \\frac{m_{t-1}/(1-\\beta_1^{s})}{\\sqrt{v_{t-1}/(1-\\beta_2^{s})}+\\epsilon}
+
+    with s the tensor's step count at the previous step.
+
+    Args:
+        params, grads: parameters and gradients (g = ∇f + λθ).
+        exp_avgs, exp_avg_sqs: the moments after the previous step.
+        bias_corrections: per tensor :math:`(1-\\beta_1^s, 1-\\beta_2^s)`.
+        eps, weight_decay: ε and λ.
+
+    Returns:
+        float64 tensor ``[Σ g·u, Σ ‖g‖², Σ ‖u‖²]``.
+
+    Example:
+        >>> m, v = [torch.tensor([0.1])], [torch.tensor([0.001])]
+        >>> s = adam_hd_statistics([torch.zeros(1)], [torch.tensor([2.0])], m, v,
+        ...                        [(0.1, 0.001)], eps=0.0, weight_decay=0.0)
+        >>> [round(x, 6) for x in s.tolist()]  # u = 1: h = g·u = 2
+        [2.0, 4.0, 1.0]
+    """
+    dots, gsq, usq = [], [], []
+    for p, g, m, v, (b1, b2) in zip(
+        params, grads, exp_avgs, exp_avg_sqs, bias_corrections, strict=True
+    ):
+        if weight_decay != 0:
+            g = g.add(p, alpha=weight_decay)
+        u = _adam_direction(m, v, b1, b2, eps).to(g.dtype).reshape(-1)
+        gf = g.reshape(-1)
+        dots.append(torch.dot(gf, u))
+        gsq.append(torch.dot(gf, gf))
+        usq.append(torch.dot(u, u))
+    return _stats(dots, gsq, usq)
+
+
+def adam_hd_reference(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    bias_corrections: Sequence[tuple[Scalar, Scalar]],
+    *,
+    lr: Scalar,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+) -> None:
+    """The Adam step with the (already adapted) learning rate α (moments updated in place).
+
+    .. math::
+        m \\leftarrow \\beta_1 m + (1-\\beta_1) g,\\quad
+        v \\leftarrow \\beta_2 v + (1-\\beta_2) g^2,\\quad
+        \\theta \\leftarrow \\theta - \\alpha\\,
+            \\frac{m/(1-\\beta_1^{s})}{\\sqrt{v/(1-\\beta_2^{s})}+\\epsilon}
+
+    with s the tensor's step count after this step and :math:`g = \\nabla f + \\lambda\\theta`.
+
+    Args:
+        bias_corrections: per tensor :math:`(1-\\beta_1^s, 1-\\beta_2^s)` for this step.
+
+    Example:
+        >>> p, m, v = [torch.tensor([1.0])], [torch.zeros(1)], [torch.zeros(1)]
+        >>> adam_hd_reference(p, [torch.tensor([0.5])], m, v, [(0.1, 0.001)], lr=0.1,
+        ...                   beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0)
+        >>> round(p[0].item(), 6)  # the first Adam step moves by lr
+        0.9
+    """
+    for p, g, m, v, (b1, b2) in zip(
+        params, grads, exp_avgs, exp_avg_sqs, bias_corrections, strict=True
+    ):
+        if weight_decay != 0:
+            g = g.add(p, alpha=weight_decay)
+        m.lerp_(g, 1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        p.sub_((_adam_direction(m, v, b1, b2, eps) * lr).to(p.dtype))
+
+
+def _adam_hd_foreach_moments(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    m: list[torch.Tensor],
+    v: list[torch.Tensor],
+    *,
+    prev_bias: tuple[float, float] | None,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """Pass 1: the statistics against the previous direction, then the new moments."""
+    g: TensorList = (
+        torch._foreach_add(grads, params, alpha=weight_decay) if weight_decay != 0 else grads
+    )
+    stats: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] = ([], [], [])
+    if prev_bias is not None:
+        b1, b2 = prev_bias
+        u = _foreach_direction(m, v, b1, b2, eps)
+        gnorm = torch._foreach_norm(g)
+        unorm = torch._foreach_norm(u)
+        torch._foreach_mul_(u, g)
+        stats = ([t.sum() for t in u], list(gnorm), list(unorm))
+    torch._foreach_lerp_(m, g, 1 - beta1)
+    torch._foreach_mul_(v, beta2)
+    torch._foreach_addcmul_(v, g, g, value=1 - beta2)
+    return stats
+
+
+def _foreach_direction(
+    m: list[torch.Tensor], v: list[torch.Tensor], b1: float, b2: float, eps: float
+) -> list[torch.Tensor]:
+    low = v[0].dtype in _LOW_PRECISION
+    # (m / b1) / (sqrt(v / b2) + eps) == m * sqrt(b2)/b1 / (sqrt(v) + eps sqrt(b2))
+    denom = torch._foreach_sqrt([t.float() for t in v] if low else v)
+    torch._foreach_add_(denom, eps * math.sqrt(b2))
+    torch._foreach_reciprocal_(denom)
+    torch._foreach_mul_(denom, [t.float() for t in m] if low else m)
+    torch._foreach_mul_(denom, math.sqrt(b2) / b1)
+    return [t.to(x.dtype) for t, x in zip(denom, m, strict=True)] if low else list(denom)
+
+
+class _Hypergradient(Optimizer):
+    """Shared machinery: α per group, its rescaling with lr, the clamp, effective_lr."""
+
+    impls: ClassVar[tuple[str, ...]] = ("reference", "foreach", "compiled")
+
+    def _validate_common(self, group: dict[str, Any]) -> None:
+        check_real("lr", group["lr"], low=0.0)
+        check_real("hypergrad_lr", group["hypergrad_lr"], low=0.0)
+        check_real("weight_decay", group["weight_decay"], low=0.0)
+        min_lr = check_real("min_lr", group["min_lr"], low=0.0)
+        max_lr = group["max_lr"]
+        if not (isinstance(max_lr, int | float) and not isinstance(max_lr, bool)) or not (
+            max_lr >= min_lr and not math.isnan(max_lr)
+        ):
+            raise ValueError(f"max_lr must be a real number in [min_lr, inf], got {max_lr!r}")
+        check_choice("multiplicative", group["multiplicative"], (False, True))
+
+    def _clamp(self, group: dict[str, Any], alpha: float) -> float:
+        return min(max(alpha, float(group["min_lr"])), float(group["max_lr"]))
+
+    def _current_alpha(self, group: dict[str, Any]) -> float:
+        """α before this step's hypergradient (``lr * lr_scale`` at first, rescaled if lr moved)."""
+        base = float(group["lr"]) * float(group["lr_scale"])
+        alpha, ref = group["alpha"], group["alpha_base"]
+        if alpha is None:
+            alpha = base
+        elif base != ref:
+            alpha = float(alpha) * base / ref if ref else base
+        return self._clamp(group, float(alpha))
+
+    @property
+    def effective_lr(self) -> list[float]:
+        """α of each group: the step size of the most recent step (``lr * lr_scale``,
+        clamped to [min_lr, max_lr], before the first step, whose h is 0). If ``lr`` was
+        changed since (a schedule), the value shown is already rescaled by new/old.
+
+        Example:
+            >>> opt = HypergradientSGD([torch.nn.Parameter(torch.zeros(1))], lr=0.05)
+            >>> opt.effective_lr
+            [0.05]
+        """
+        return [self._current_alpha(g) for g in self.param_groups]
+
+    def _new_alpha(self, group: dict[str, Any], stats: list[float]) -> float:
+        alpha = self._current_alpha(group)
+        h, gsq, usq = stats
+        alpha = hypergradient_lr(
+            alpha,
+            h,
+            math.sqrt(gsq),
+            math.sqrt(usq),
+            hypergrad_lr=float(group["hypergrad_lr"]),
+            multiplicative=bool(group["multiplicative"]),
+            min_lr=float(group["min_lr"]),
+            max_lr=float(group["max_lr"]),
+        )
+        group["alpha"] = alpha
+        group["alpha_base"] = float(group["lr"]) * float(group["lr_scale"])
+        return alpha
+
+    def _fresh(self, group: dict[str, Any], params: list[torch.Tensor]) -> list[bool]:
+        """Which tensors took the group's previous step (only they have a u_{t-1})."""
+        prev = int(group["step"]) - 1
+        return [self.state[p].get("last_step") == prev for p in params]
+
+
+class HypergradientSGD(_Hypergradient):
+    """SGD-HD: SGD (with optional momentum / Nesterov) whose learning rate adapts online.
+
+    .. math::
+        \\alpha_t = \\operatorname{clip}\\big(\\alpha_{t-1} + \\beta\\, g_t\\cdot u_{t-1}\\big),
+        \\qquad \\theta_{t+1} = \\theta_t - \\alpha_t u_t
+
+    with :math:`g_t = \\nabla f(\\theta_t) + \\lambda\\theta_t` and the direction
+    :math:`u_t = g_t` (plain), :math:`b_t = \\mu b_{t-1} + g_t` (momentum) or
+    :math:`g_t + \\mu b_t` (Nesterov); dot products and α are per param group. See the
+    module docstring for the multiplicative rule, the clamp and how schedules combine.
+    The paper's defaults are α₀ = β = 1e-3 for SGD-HD and SGDN-HD. Plain and Nesterov SGD
+    keep u in ``state["prev_direction"]`` (one extra tensor per parameter, as in the
+    paper); heavy-ball's u is its momentum buffer.
+
+    Args:
+        params: parameters or param groups.
+        lr: α₀ ≥ 0, the initial learning rate (float or schedule; a schedule multiplies α).
+        hypergrad_lr: β ≥ 0, the hypergradient learning rate (0: plain SGD).
+        momentum: μ ≥ 0.
+        nesterov: Nesterov momentum (needs momentum > 0).
+        weight_decay: λ ≥ 0, L2 term added to the gradient (float or schedule).
+        min_lr, max_lr: bounds for α (default [0, inf)).
+        multiplicative: use the normalized multiplicative rule.
+        impl: "auto", "reference", "foreach" or "compiled".
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.tensor([3.0, -2.0]))
+        >>> opt = HypergradientSGD([w], lr=1e-3, hypergrad_lr=1e-3)
+        >>> for _ in range(200):
+        ...     opt.zero_grad(); (w ** 2).sum().backward(); opt.step()
+        >>> bool(w.abs().max() < 1e-3), opt.effective_lr[0] > 1e-2  # α grew from 1e-3
+        (True, True)
+
+    References:
+        Baydin, Cornish, Martínez Rubio, Schmidt & Wood, "Online Learning Rate Adaptation
+        with Hypergradient Descent", ICLR 2018, arXiv:1703.04782.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: Any = 1e-3,
+        hypergrad_lr: float = 1e-3,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: Any = 0.0,
+        min_lr: float = 0.0,
+        max_lr: float = math.inf,
+        multiplicative: bool = False,
+        *,
+        impl: str = "auto",
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "hypergrad_lr": hypergrad_lr,
+            "momentum": momentum,
+            "nesterov": nesterov,
+            "weight_decay": weight_decay,
+            "min_lr": min_lr,
+            "max_lr": max_lr,
+            "multiplicative": multiplicative,
+            "alpha": None,  # the adapted learning rate (None until the first step)
+            "alpha_base": None,  # the lr * lr_scale that alpha was last adapted under
+        }
+        super().__init__(params, defaults, impl=impl)
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        self._validate_common(group)
+        check_real("momentum", group["momentum"], low=0.0)
+        check_choice("nesterov", group["nesterov"], (False, True))
+        if group["nesterov"] and group["momentum"] <= 0:
+            raise ValueError("nesterov=True requires momentum > 0")
+
+    def _init_state(self, group: dict[str, Any], params: Sequence[torch.Tensor]) -> None:
+        stores = group["momentum"] == 0 or group["nesterov"]
+        for p in params:
+            state = self.state[p]
+            if stores and "prev_direction" not in state:
+                state["prev_direction"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def _update(
+        self,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        impl: str,
+    ) -> None:
+        momentum = float(group["momentum"])
+        nesterov = bool(group["nesterov"])
+        wd = float(group["weight_decay"])
+        states = [self.state[p] for p in params]
+        heavy_ball = momentum != 0 and not nesterov
+        # 1) the hypergradient over the tensors that took the previous step
+        fresh = self._fresh(group, params)
+        idx_fresh = [i for i, f in enumerate(fresh) if f]
+        prev = [
+            states[i]["momentum_buffer"] if heavy_ball else states[i]["prev_direction"]
+            for i in idx_fresh
+        ]
+        sub_p = [params[i] for i in idx_fresh]
+        sub_g = [grads[i] for i in idx_fresh]
+        if not idx_fresh:
+            stats = [0.0, 0.0, 0.0]
+        elif impl == "reference":
+            stats = sgd_hd_statistics(sub_p, sub_g, prev, weight_decay=wd).tolist()
+        elif impl == "compiled":
+            fn = self._compiled(sgd_hd_statistics)
+            stats = fn(sub_p, sub_g, prev, weight_decay=wd).tolist()
+        else:
+            parts: list[list[torch.Tensor]] = [[], [], []]
+            for key in group_by_device_dtype(sub_p).values():
+                lists = [[t[i] for i in key] for t in (sub_p, sub_g, prev)]
+                for _, pc in _pieces(lists):
+                    dots, gn, un = _sgd_hd_foreach_statistics(*pc, weight_decay=wd)
+                    parts[0].extend(t.double() for t in dots)
+                    parts[1].extend(t.double() ** 2 for t in gn)
+                    parts[2].extend(t.double() ** 2 for t in un)
+            stats = [float(torch.stack(ps).sum()) for ps in parts]
+        alpha = self._new_alpha(group, stats)
+        # 2) the SGD step with the new α
+        bufs: list[torch.Tensor | None] = [s.get("momentum_buffer") for s in states]
+        dirs: list[torch.Tensor | None] = [s.get("prev_direction") for s in states]
+        hyper: dict[str, Any] = {"momentum": momentum, "nesterov": nesterov, "weight_decay": wd}
+        first = momentum != 0 and any(b is None for b in bufs)
+        if impl == "reference" or first:
+            sgd_hd_reference(params, grads, bufs, dirs, lr=alpha, **hyper)
+        elif impl == "compiled":
+            fn = self._compiled(sgd_hd_reference)
+            fn(params, grads, bufs, dirs, lr=lr_tensor(alpha, params[0]), **hyper)
+        else:
+            for key in group_by_device_dtype(params).values():
+                lists = [[params[i] for i in key], [grads[i] for i in key]]
+                if momentum != 0:
+                    lists.append([bufs[i] for i in key])
+                if not heavy_ball:
+                    lists.append([dirs[i] for i in key])
+                for _, pc in _pieces(lists):
+                    _sgd_hd_foreach(
+                        pc[0],
+                        pc[1],
+                        pc[2] if momentum != 0 else [],
+                        pc[-1] if not heavy_ball else [],
+                        lr=alpha,
+                        **hyper,
+                    )
+        for s, b in zip(states, bufs, strict=True):
+            if b is not None:
+                s["momentum_buffer"] = b
+            s["last_step"] = int(group["step"])
+
+
+class HypergradientAdam(_Hypergradient):
+    """Adam-HD: Adam whose learning rate adapts online by hypergradient descent.
+
+    .. math::
+        \\alpha_t = \\operatorname{clip}\\big(\\alpha_{t-1} + \\beta\\, g_t\\cdot u_{t-1}\\big),
+        \\qquad u_t = \\frac{\\hat m_t}{\\sqrt{\\hat v_t}+\\epsilon},\\qquad
+        \\theta_{t+1} = \\theta_t - \\alpha_t u_t
+
+    with Adam's bias-corrected moments :math:`\\hat m_t, \\hat v_t` of
+    :math:`g_t = \\nabla f(\\theta_t) + \\lambda\\theta_t` (ε as in ``torch.optim.Adam``).
+    :math:`u_{t-1}` is recomputed from the stored moments, so no extra memory is needed.
+    The paper's defaults are α₀ = 1e-3 and β = 1e-7 (h sums over every coordinate, so β
+    is much smaller than for SGD-HD). Dot products and α are per param group; see the
+    module docstring.
+
+    Args:
+        params: parameters or param groups.
+        lr: α₀ ≥ 0 (float or schedule; a schedule multiplies α).
+        hypergrad_lr: β ≥ 0 (0: plain Adam).
+        betas: (β1, β2), each in [0, 1).
+        eps: ε ≥ 0.
+        weight_decay: λ ≥ 0, L2 term added to the gradient (float or schedule).
+        min_lr, max_lr: bounds for α.
+        multiplicative: use the normalized multiplicative rule.
+        impl: "auto", "reference", "foreach" or "compiled".
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        >>> opt = HypergradientAdam([w], lr=1e-2, hypergrad_lr=1e-3)
+        >>> for _ in range(300):
+        ...     opt.zero_grad(); (w ** 2).sum().backward(); opt.step()
+        >>> bool(w.abs().max() < 0.05), opt.effective_lr[0] > 1e-2
+        (True, True)
+
+    References:
+        Baydin et al., "Online Learning Rate Adaptation with Hypergradient Descent",
+        ICLR 2018, arXiv:1703.04782.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: Any = 1e-3,
+        hypergrad_lr: float = 1e-7,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: Any = 0.0,
+        min_lr: float = 0.0,
+        max_lr: float = math.inf,
+        multiplicative: bool = False,
+        *,
+        impl: str = "auto",
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "hypergrad_lr": hypergrad_lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "min_lr": min_lr,
+            "max_lr": max_lr,
+            "multiplicative": multiplicative,
+            "alpha": None,  # the adapted learning rate (None until the first step)
+            "alpha_base": None,  # the lr * lr_scale that alpha was last adapted under
+        }
+        super().__init__(params, defaults, impl=impl)
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        self._validate_common(group)
+        betas = group["betas"]
+        if isinstance(betas, str | bytes) or not isinstance(betas, Sequence) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        group["betas"] = (
+            check_real("betas[0]", betas[0], low=0.0, high=1.0, high_open=True),
+            check_real("betas[1]", betas[1], low=0.0, high=1.0, high_open=True),
+        )
+        check_real("eps", group["eps"], low=0.0)
+
+    def _init_state(self, group: dict[str, Any], params: Sequence[torch.Tensor]) -> None:
+        for p in params:
+            state = self.state[p]
+            if "exp_avg" not in state:
+                state["step"] = 0
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def _update(
+        self,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        impl: str,
+    ) -> None:
+        beta1, beta2 = group["betas"]
+        eps, wd = float(group["eps"]), float(group["weight_decay"])
+        states = [self.state[p] for p in params]
+        m = [s["exp_avg"] for s in states]
+        v = [s["exp_avg_sq"] for s in states]
+        steps = [int(s["step"]) for s in states]
+
+        def bias(k: int) -> tuple[float, float]:
+            return 1 - beta1**k, 1 - beta2**k
+
+        fresh = self._fresh(group, params)
+        idx_fresh = [i for i, f in enumerate(fresh) if f]
+        hyper: dict[str, Any] = {"beta1": beta1, "beta2": beta2, "eps": eps, "weight_decay": wd}
+        if impl == "foreach":
+            # pass 1: statistics against u_{t-1}, then the new moments (they do not need α)
+            parts: list[list[torch.Tensor]] = [[], [], []]
+            by_key: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+            for i, p in enumerate(params):
+                by_key[(p.device, p.dtype, steps[i], fresh[i])].append(i)
+            for (_, _, k, is_fresh), key in by_key.items():
+                lists = [[t[i] for i in key] for t in (params, grads, m, v)]
+                for _, pc in _pieces(lists):
+                    dots, gn, un = _adam_hd_foreach_moments(
+                        *pc, prev_bias=bias(k) if is_fresh else None, **hyper
+                    )
+                    parts[0].extend(t.double() for t in dots)
+                    parts[1].extend(t.double() ** 2 for t in gn)
+                    parts[2].extend(t.double() ** 2 for t in un)
+            stats = [float(torch.stack(ps).sum()) if ps else 0.0 for ps in parts]
+            alpha = self._new_alpha(group, stats)
+            # pass 2: the step
+            for (_, _, k, _), key in by_key.items():
+                b1, b2 = bias(k + 1)
+                lists = [[t[i] for i in key] for t in (params, m, v)]
+                for _, pc in _pieces(lists):
+                    dirs = _foreach_direction(pc[1], pc[2], b1, b2, eps)
+                    torch._foreach_add_(pc[0], dirs, alpha=-alpha)
+        else:
+            sub = [params[i] for i in idx_fresh]
+            args = (
+                sub,
+                [grads[i] for i in idx_fresh],
+                [m[i] for i in idx_fresh],
+                [v[i] for i in idx_fresh],
+            )
+            if not idx_fresh:
+                stats = [0.0, 0.0, 0.0]
+            elif impl == "reference":
+                prev_bias = [bias(steps[i]) for i in idx_fresh]
+                stats = adam_hd_statistics(*args, prev_bias, eps=eps, weight_decay=wd).tolist()
+            else:
+                like = params[0]
+                prev_bias_t = [tuple(lr_tensor(b, like) for b in bias(steps[i])) for i in idx_fresh]
+                fn = self._compiled(adam_hd_statistics)
+                stats = fn(*args, prev_bias_t, eps=eps, weight_decay=wd).tolist()
+            alpha = self._new_alpha(group, stats)
+            if impl == "reference":
+                adam_hd_reference(
+                    params, grads, m, v, [bias(k + 1) for k in steps], lr=alpha, **hyper
+                )
+            else:
+                like = params[0]
+                fn = self._compiled(adam_hd_reference)
+                fn(
+                    params,
+                    grads,
+                    m,
+                    v,
+                    [tuple(lr_tensor(b, like) for b in bias(k + 1)) for k in steps],
+                    lr=lr_tensor(alpha, like),
+                    **hyper,
+                )
+        for s in states:
+            s["step"] = int(s["step"]) + 1
+            s["last_step"] = int(group["step"])

@@ -1,0 +1,641 @@
+"""Prodigy (Mishchenko & Defazio, 2024): Adam whose step size is a running estimate of the
+distance to the solution, D.
+
+Prodigy scales Adam's normalized step by :math:`d_k\\,\\eta`, where :math:`d_k` is a lower
+estimate of :math:`D = \\|x_0 - x_*\\|` that only grows. With all gradients weighted by
+the estimate of their time, per step k (β3 defaults to √β2, :math:`\\eta_k` is ``lr``,
+optionally times Adam's bias correction :math:`\\sqrt{1-\\beta_2^{k+1}}/(1-\\beta_1^{k+1})`):
+
+.. math::
+    m &\\leftarrow \\beta_1 m + (1-\\beta_1)\\,d_k\\,g,\\qquad
+    v \\leftarrow \\beta_2 v + (1-\\beta_2)\\,d_k^2\\,g^2 \\\\
+    r_{k+1} &= \\beta_3 r_k + \\tfrac{d_k}{d_0}\\,d_k\\eta_k\\,\\langle g, x_0 - x\\rangle,\\qquad
+    s \\leftarrow \\beta_3 s + \\tfrac{d_k}{d_0}\\,d_k\\eta_k\\, g
+        \\quad(\\text{safeguard warmup: } \\tfrac{d_k}{d_0}\\,d_k\\, g) \\\\
+    \\hat d_{k+1} &= c\\,\\frac{r_{k+1}}{\\|s\\|_1},\\qquad
+    d_{k+1} = \\min\\big(\\max(d_k, \\hat d_{k+1}, \\ldots),\\; \\gamma\\, d_k\\big) \\\\
+    x &\\leftarrow x - d_k\\eta_k \\frac{m}{\\sqrt v + d_{k+1}\\epsilon}
+        \\;(-\\,\\lambda d_k\\eta_k x \\text{ when decoupled})
+
+(precisely: :math:`d_{k+1} = \\min(d^{\\max}_{k+1}, \\gamma d')` with
+:math:`d' = \\max(d_k, \\hat d_{k+1})` while :math:`d_k = d_0` and :math:`d' = d_k` after,
+:math:`d^{\\max}_{k+1} = \\max(d^{\\max}_k, \\hat d_{k+1})`; c is ``d_coef``, γ
+``growth_rate``). Note that the step of iteration k uses the *previous* estimate
+:math:`d_k` (and the new one only in ε's term), so the step size is known before the step:
+:attr:`Prodigy.effective_lr` reports :math:`d_k\\,\\eta_k` (bias correction included) for the
+next step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar
+
+import torch
+
+from bergab._validate import check_choice, check_real
+from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
+from bergab.optim.schedulefree import _pieces
+
+__all__ = ["Prodigy", "prodigy_reference_accumulate", "prodigy_reference_step"]
+
+Scalar = float | torch.Tensor
+TensorList = list[torch.Tensor] | tuple[torch.Tensor, ...]
+
+#: Hyperparameters of the shared D estimate: one value for the whole optimizer.
+GLOBAL_KEYS = (
+    "betas",
+    "beta3",
+    "d0",
+    "d_coef",
+    "growth_rate",
+    "use_bias_correction",
+    "safeguard_warmup",
+    "decouple",
+)
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _axpy_(
+    y: torch.Tensor, x: torch.Tensor, alpha: Scalar, x2: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``y += alpha * x`` (``* x2`` too if given), with a float alpha (eager: the same
+    rounding as ``add_(alpha=)``/``addcmul_(value=)``) or a 0-d tensor alpha (compiled)."""
+    if isinstance(alpha, torch.Tensor):
+        return y.add_((x if x2 is None else x * x2) * alpha)
+    if x2 is not None:
+        return y.addcmul_(x, x2, value=alpha)
+    return y.add_(x, alpha=alpha)
+
+
+def _dot64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a · b`` summed in float64 (the D statistics cancel: they need the precision)."""
+    if a.dtype == torch.float64:
+        return torch.dot(a.reshape(-1), b.reshape(-1))
+    return (a * b).sum(dtype=torch.float64)
+
+
+def prodigy_reference_accumulate(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    p0s: list[torch.Tensor],
+    ss: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor] | None,
+    exp_avg_sqs: list[torch.Tensor],
+    *,
+    d: Scalar,
+    d0: float,
+    dlr: Scalar,
+    beta1: float,
+    beta2: float,
+    beta3: float,
+    weight_decay: float,
+    decouple: bool,
+    safeguard_warmup: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """First half of a Prodigy step: moments, the sum s, and the D-estimate statistics.
+
+    .. math::
+        g &\\leftarrow g + \\lambda x \\;(\\text{coupled decay}),\\qquad
+        m \\leftarrow \\beta_1 m + (1-\\beta_1) d\\, g,\\qquad
+        v \\leftarrow \\beta_2 v + (1-\\beta_2) d^2 g^2 \\\\
+        s &\\leftarrow \\beta_3 s + \\tfrac{d}{d_0}\\,\\delta\\, g
+        \\quad(\\delta = d\\eta \\text{, or } d \\text{ with safeguard warmup})
+
+    Args:
+        params, grads: parameters x and their gradients g.
+        p0s: the initial parameters :math:`x_0`.
+        ss: the weighted gradient sums s.
+        exp_avgs: first moments m (``None`` when β1 = 0); exp_avg_sqs: second moments v.
+        d: the current estimate :math:`d_k`; d0: the initial :math:`d_0`.
+        dlr: :math:`d_k\\eta_k` (bias correction included) for these parameters.
+        beta1, beta2, beta3, weight_decay, decouple, safeguard_warmup: hyperparameters.
+
+    Returns:
+        ``(numerator, denominator)`` as float64 0-d tensors:
+        :math:`\\sum \\tfrac{d}{d_0} d\\eta\\,\\langle g, x_0 - x\\rangle` and
+        :math:`\\sum \\|s\\|_1` over these tensors (after the update of s).
+
+    Example:
+        >>> x, g = [torch.tensor([1.0])], [torch.tensor([2.0])]
+        >>> x0, s = [torch.tensor([1.5])], [torch.zeros(1)]
+        >>> m, v = [torch.zeros(1)], [torch.zeros(1)]
+        >>> num, den = prodigy_reference_accumulate(x, g, x0, s, m, v, d=1.0, d0=1.0, dlr=1.0,
+        ...     beta1=0.9, beta2=0.99, beta3=0.9, weight_decay=0.0, decouple=True,
+        ...     safeguard_warmup=False)
+        >>> num.item(), den.item(), round(m[0].item(), 6)
+        (1.0, 2.0, 0.2)
+    """
+    num = torch.zeros((), dtype=torch.float64, device=params[0].device if params else None)
+    den = torch.zeros_like(num)
+    for i, (x, g, x0, s, v) in enumerate(zip(params, grads, p0s, ss, exp_avg_sqs, strict=True)):
+        if weight_decay != 0 and not decouple:
+            g = g + weight_decay * x
+        num = num + d / d0 * dlr * _dot64(g, x0 - x)
+        if exp_avgs is not None:
+            _axpy_(exp_avgs[i].mul_(beta1), g, d * (1 - beta1))
+        _axpy_(v.mul_(beta2), g, d * d * (1 - beta2), g)
+        _axpy_(s.mul_(beta3), g, d / d0 * (d if safeguard_warmup else dlr))
+        den = den + s.abs().sum(dtype=torch.float64)
+    return num, den
+
+
+def prodigy_reference_step(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor] | None,
+    exp_avg_sqs: list[torch.Tensor],
+    *,
+    dlr: Scalar,
+    d_new: Scalar,
+    eps: float,
+    weight_decay: float,
+    decouple: bool,
+) -> None:
+    """Second half of a Prodigy step: move the parameters (in place).
+
+    .. math::
+        x \\leftarrow x\\,(1 - \\lambda\\, d_k\\eta) \\;(\\text{decoupled decay}),\\qquad
+        x \\leftarrow x - d_k\\eta\\,\\frac{m}{\\sqrt v + d_{k+1}\\epsilon}
+        \\quad\\Big(\\beta_1 = 0:\\;
+            x - d_k\\eta\\, d_{k+1} \\frac{g}{\\sqrt v + d_{k+1}\\epsilon}\\Big)
+
+    Args:
+        params, grads: parameters and gradients (the gradient is used only when β1 = 0;
+            with coupled decay it is recomputed as g + λx).
+        exp_avgs: first moments (``None`` when β1 = 0); exp_avg_sqs: second moments.
+        dlr: :math:`d_k\\eta` (bias correction included); d_new: :math:`d_{k+1}`.
+        eps, weight_decay, decouple: hyperparameters.
+
+    Example:
+        >>> x, m, v = [torch.tensor([1.0])], [torch.tensor([0.5])], [torch.tensor([0.25])]
+        >>> prodigy_reference_step(x, [torch.zeros(1)], m, v, dlr=0.1, d_new=1.0, eps=0.0,
+        ...                        weight_decay=0.0, decouple=True)
+        >>> round(x[0].item(), 6)
+        0.9
+    """
+    for i, (x, g, v) in enumerate(zip(params, grads, exp_avg_sqs, strict=True)):
+        low = v.dtype in _LOW_PRECISION
+        denom = (v.float() if low else v).sqrt() + d_new * eps
+        if weight_decay != 0 and decouple:
+            _axpy_(x, x, -weight_decay * dlr)
+        if exp_avgs is not None:
+            num, scale = exp_avgs[i], -dlr
+        else:
+            if weight_decay != 0 and not decouple:
+                g = g + weight_decay * x
+            num, scale = g, -dlr * d_new
+        if low or isinstance(scale, torch.Tensor):
+            x.add_((num / denom * scale).to(x.dtype))
+        else:
+            x.addcdiv_(num, denom, value=scale)
+
+
+def _prodigy_foreach_accumulate(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    p0s: list[torch.Tensor],
+    ss: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor] | None,
+    exp_avg_sqs: list[torch.Tensor],
+    *,
+    d: float,
+    d0: float,
+    dlr: float,
+    beta1: float,
+    beta2: float,
+    beta3: float,
+    weight_decay: float,
+    decouple: bool,
+    safeguard_warmup: bool,
+) -> tuple[float, float]:
+    if weight_decay != 0 and not decouple:
+        g: TensorList = torch._foreach_add(grads, params, alpha=weight_decay)
+    else:
+        g = grads
+    diff = torch._foreach_sub(p0s, params)
+    if diff[0].dtype == torch.float64:
+        num = sum(torch.dot(a.view(-1), b.reshape(-1)) for a, b in zip(g, diff, strict=True))
+    else:
+        torch._foreach_mul_(diff, g)
+        num = sum(t.sum(dtype=torch.float64) for t in diff)
+    if exp_avgs is not None:
+        torch._foreach_mul_(exp_avgs, beta1)
+        torch._foreach_add_(exp_avgs, g, alpha=d * (1 - beta1))
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, g, g, value=d * d * (1 - beta2))
+    torch._foreach_mul_(ss, beta3)
+    torch._foreach_add_(ss, g, alpha=d / d0 * (d if safeguard_warmup else dlr))
+    den = sum(torch._foreach_norm(ss, 1, dtype=torch.float64))
+    return float(num) * (d / d0 * dlr), float(den)
+
+
+def _prodigy_foreach_step(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor] | None,
+    exp_avg_sqs: list[torch.Tensor],
+    *,
+    dlr: float,
+    d_new: float,
+    eps: float,
+    weight_decay: float,
+    decouple: bool,
+) -> None:
+    low = exp_avg_sqs[0].dtype in _LOW_PRECISION
+    denom = torch._foreach_sqrt([v.float() for v in exp_avg_sqs] if low else exp_avg_sqs)
+    torch._foreach_add_(denom, d_new * eps)
+    if weight_decay != 0 and decouple:
+        torch._foreach_add_(params, params, alpha=-weight_decay * dlr)
+    if exp_avgs is not None:
+        num: TensorList = exp_avgs
+        scale = -dlr
+    else:
+        if weight_decay != 0 and not decouple:
+            num = torch._foreach_add(grads, params, alpha=weight_decay)
+        else:
+            num = grads
+        scale = -dlr * d_new
+    if low:
+        torch._foreach_reciprocal_(denom)
+        torch._foreach_mul_(denom, [t.float() for t in num])
+        torch._foreach_add_(
+            params, [t.to(p.dtype) for t, p in zip(denom, params, strict=True)], alpha=scale
+        )
+    else:
+        torch._foreach_addcdiv_(params, num, denom, value=scale)
+
+
+class Prodigy(Optimizer):
+    """Prodigy: Adam with a learned step size d·lr (D-adaptation with Prodigy's estimate).
+
+    .. math::
+        x_{k+1} = x_k - d_k\\eta_k\\,\\frac{m_k}{\\sqrt{v_k} + d_{k+1}\\epsilon},\\qquad
+        d_{k+1} = \\min\\Big(\\max_{i\\le k+1}\\hat d_i,\\; \\gamma d_k\\Big),\\quad
+        \\hat d_{k+1} = c\\,\\frac{\\sum_{i\\le k}\\beta_3^{k-i}\\,\\frac{d_i}{d_0}
+            d_i\\eta_i\\langle g_i, x_0 - x_i\\rangle}{\\|s_{k+1}\\|_1}
+
+    where m, v are Adam's moments of the d-weighted gradients and s the β3-discounted
+    sum of the weighted gradients (see the module docstring for every term). Equal to
+    ``prodigyopt.Prodigy`` (``slice_p=1``, no FSDP).
+
+    **One D for all groups**: as in ``prodigyopt``, the estimate d is shared by every
+    param group — the numerator and ‖s‖₁ are summed over all groups — and the
+    hyperparameters of the estimate (``betas``, ``beta3``, ``d0``, ``d_coef``,
+    ``growth_rate``, ``use_bias_correction``, ``safeguard_warmup``, ``decouple``) must be
+    the same in every group. ``lr``, ``weight_decay`` and ``eps`` may differ per group:
+    group g steps by :math:`d\\,\\eta_g` (``lr * lr_scale``), which is ``prodigyopt``'s rule
+    where it is defined (it only allows equal lrs or 0); a group with lr 0 is frozen
+    (``prodigyopt`` still decays and, with β1 = 0, moves it by the global lr).
+
+    The d state (``d``, ``d_max``, ``d_hat``, ``d_numerator``, ``d_denom``) and the count
+    ``k`` of steps that moved live in every param group, so ``state_dict()`` has them. A
+    step whose gradients are all zero (‖s‖₁ = 0) updates the moments but neither d nor
+    the parameters, and does not advance ``k`` (as ``prodigyopt``).
+
+    Args:
+        params: parameters or param groups.
+        lr: η > 0 multiplies the learned step (default 1.0; leave it unless unstable), a
+            float or a schedule (then the schedule shapes the step: d·η(t)).
+        betas: (β1, β2), each in [0, 1).
+        beta3: β3 in [0, 1) for the D statistics, or ``None`` for √β2.
+        eps: ε > 0 (scaled by d in the denominator).
+        weight_decay: λ ≥ 0 (float or schedule).
+        decouple: AdamW-style decay :math:`x(1-\\lambda d\\eta)` (default) instead of
+            adding λx to the gradient.
+        use_bias_correction: multiply the step by
+            :math:`\\sqrt{1-\\beta_2^{k+1}}/(1-\\beta_1^{k+1})`.
+        safeguard_warmup: leave η out of s (safer with a warmup schedule on lr).
+        d0: initial estimate :math:`d_0 > 0` (default 1e-6).
+        d_coef: c > 0 multiplies the estimate (0.5-2 are typical; the preferred knob).
+        growth_rate: γ > 1 caps d's growth per step (default inf: uncapped).
+        impl: "auto", "reference", "foreach" or "compiled".
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.tensor([3.0, -2.0]))
+        >>> opt = Prodigy([w])
+        >>> for _ in range(300):
+        ...     opt.zero_grad(); (w ** 2).sum().backward(); opt.step()
+        >>> bool(w.abs().max() < 0.1), opt.effective_lr[0] > 0.1  # d grew from 1e-6
+        (True, True)
+
+    References:
+        Mishchenko & Defazio, "Prodigy: An Expeditiously Adaptive Parameter-Free Learner",
+        arXiv:2306.06101.
+    """
+
+    impls: ClassVar[tuple[str, ...]] = ("reference", "foreach", "compiled")
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: Any = 1.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        beta3: float | None = None,
+        eps: float = 1e-8,
+        weight_decay: Any = 0.0,
+        decouple: bool = True,
+        use_bias_correction: bool = False,
+        safeguard_warmup: bool = False,
+        d0: float = 1e-6,
+        d_coef: float = 1.0,
+        growth_rate: float = math.inf,
+        *,
+        impl: str = "auto",
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "beta3": beta3,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "decouple": decouple,
+            "use_bias_correction": use_bias_correction,
+            "safeguard_warmup": safeguard_warmup,
+            "d0": d0,
+            "d_coef": d_coef,
+            "growth_rate": growth_rate,
+            # the shared D estimate (identical in every group) and the count of moving steps
+            "d": d0,
+            "d_max": d0,
+            "d_hat": d0,
+            "d_numerator": 0.0,
+            "d_denom": 0.0,
+            "k": 0,
+        }
+        self._moved = False
+        self._d_prev = float(d0)
+        super().__init__(params, defaults, impl=impl)
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        check_real("lr", group["lr"], low=0.0)
+        betas = group["betas"]
+        if isinstance(betas, str | bytes) or not isinstance(betas, Sequence) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        group["betas"] = (
+            check_real("betas[0]", betas[0], low=0.0, high=1.0, high_open=True),
+            check_real("betas[1]", betas[1], low=0.0, high=1.0, high_open=True),
+        )
+        if group["beta3"] is not None:
+            check_real("beta3", group["beta3"], low=0.0, high=1.0, high_open=True)
+        check_real("eps", group["eps"], low=0.0, low_open=True)
+        check_real("weight_decay", group["weight_decay"], low=0.0)
+        check_real("d0", group["d0"], low=0.0, low_open=True)
+        check_real("d_coef", group["d_coef"], low=0.0, low_open=True)
+        gr = group["growth_rate"]
+        if not (isinstance(gr, int | float) and not isinstance(gr, bool) and gr >= 1.0):
+            raise ValueError(f"growth_rate must be in [1, inf], got {gr!r}")
+        for flag in ("decouple", "use_bias_correction", "safeguard_warmup"):
+            check_choice(flag, group[flag], (False, True))
+        first = self.param_groups[0]
+        if first is not group:
+            for key in GLOBAL_KEYS:
+                if group[key] != first[key]:
+                    raise ValueError(
+                        f"{key} must be the same in every param group (Prodigy's D estimate "
+                        f"is shared by all groups); got {group[key]!r} and {first[key]!r}"
+                    )
+            for key in ("d", "d_max", "d_hat", "d_numerator", "d_denom", "k"):
+                group[key] = first[key]
+
+    # ------------------------------------------------------------------ helpers
+    def _bias_correction(self) -> float:
+        g = self.param_groups[0]
+        if not g["use_bias_correction"]:
+            return 1.0
+        beta1, beta2 = g["betas"]
+        k = int(g["k"])
+        return float(math.sqrt(1 - beta2 ** (k + 1)) / (1 - beta1 ** (k + 1)))
+
+    @property
+    def effective_lr(self) -> list[float]:
+        """The step size of each group's next step: :math:`d_k\\,\\eta\\cdot` ``lr_scale``,
+        times the bias correction :math:`\\sqrt{1-\\beta_2^{k+1}}/(1-\\beta_1^{k+1})` when
+        ``use_bias_correction``. It multiplies the normalized direction
+        :math:`m/(\\sqrt v + d_{k+1}\\epsilon)` in the update (m and v hold d-weighted
+        gradients, so that ratio is scale-free); with β1 = 0 the direction is
+        :math:`d_{k+1} g/(\\sqrt v + d_{k+1}\\epsilon)`.
+
+        Example:
+            >>> opt = Prodigy([torch.nn.Parameter(torch.zeros(1))], lr=1.0, d0=1e-3)
+            >>> opt.effective_lr  # before any step: d0 * lr
+            [0.001]
+        """
+        bc = self._bias_correction()
+        return [
+            float(g["d"]) * float(g["lr"]) * float(g["lr_scale"]) * bc for g in self.param_groups
+        ]
+
+    @property
+    def d(self) -> float:
+        """The current estimate d of the distance to the solution (shared by all groups).
+
+        Example:
+            >>> Prodigy([torch.nn.Parameter(torch.zeros(1))]).d
+            1e-06
+        """
+        return float(self.param_groups[0]["d"])
+
+    def _init_state(self, group: dict[str, Any], params: Sequence[torch.Tensor]) -> None:
+        beta1 = group["betas"][0]
+        for p in params:
+            state = self.state[p]
+            if "s" not in state:
+                # 16-bit parameters keep the state in float32: d² g² underflows float16 while
+                # d is small, and bfloat16 is too coarse for x0 - x
+                dtype = torch.float32 if p.dtype in _LOW_PRECISION else p.dtype
+                fmt = torch.preserve_format
+                state["s"] = torch.zeros_like(p, dtype=dtype, memory_format=fmt)
+                state["p0"] = p.detach().to(dtype=dtype, copy=True, memory_format=fmt)
+                if beta1 > 0:
+                    state["exp_avg"] = torch.zeros_like(p, dtype=dtype, memory_format=fmt)
+                state["exp_avg_sq"] = torch.zeros_like(p, dtype=dtype, memory_format=fmt)
+
+    # ------------------------------------------------------------------ stepping
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one optimization step (the D estimate is updated over all groups).
+
+        Args:
+            closure: optional callable that re-evaluates the model and returns the loss.
+
+        Returns:
+            The closure's loss, or ``None``.
+        """
+        loss = super().step(closure)
+        if self._moved:
+            for g in self.param_groups:
+                g["k"] = int(g["k"]) + 1
+        return loss
+
+    def _before_step(self) -> None:
+        # 1) moments, s and the D statistics over every group; 2) the new estimate d
+        first = self.param_groups[0]
+        beta1, beta2 = first["betas"]
+        beta3 = math.sqrt(beta2) if first["beta3"] is None else float(first["beta3"])
+        d, d0 = float(first["d"]), float(first["d0"])
+        bc = self._bias_correction()
+        numerator = float(first["d_numerator"]) * beta3
+        delta, denom, lr_max = 0.0, 0.0, 0.0
+        hyper: dict[str, Any] = {
+            "beta1": beta1,
+            "beta2": beta2,
+            "beta3": beta3,
+            "decouple": bool(first["decouple"]),
+            "safeguard_warmup": bool(first["safeguard_warmup"]),
+        }
+        for group in self.param_groups:
+            self._apply_schedules(group)
+            lr = float(group["lr"]) * float(group["lr_scale"])
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            self._init_state(group, params)
+            lr_max = max(lr_max, lr)
+            if lr == 0:
+                continue
+            dlr = d * lr * bc
+            grads = [p.grad for p in params]
+            states = [self.state[p] for p in params]
+            m = [s["exp_avg"] for s in states] if beta1 > 0 else None
+            v = [s["exp_avg_sq"] for s in states]
+            p0 = [s["p0"] for s in states]
+            ss = [s["s"] for s in states]
+            wd = float(group["weight_decay"])
+            impl = self._select_impl(params)
+            if impl == "reference":
+                n, dn = prodigy_reference_accumulate(
+                    params, grads, p0, ss, m, v, d=d, d0=d0, dlr=dlr, weight_decay=wd, **hyper
+                )
+                delta += n.item()
+                denom += dn.item()
+            elif impl == "foreach":
+                for idx in group_by_device_dtype(params).values():
+                    lists = [[t[i] for i in idx] for t in (params, grads, p0, ss, v)]
+                    if m is not None:
+                        lists.append([m[i] for i in idx])
+                    for _, pc in _pieces(lists):
+                        n_, dn_ = _prodigy_foreach_accumulate(
+                            pc[0],
+                            pc[1],
+                            pc[2],
+                            pc[3],
+                            pc[5] if m is not None else None,
+                            pc[4],
+                            d=d,
+                            d0=d0,
+                            dlr=dlr,
+                            weight_decay=wd,
+                            **hyper,
+                        )
+                        delta += n_
+                        denom += dn_
+            else:  # compiled
+                like = params[0]
+                fn = self._compiled(prodigy_reference_accumulate)
+                n, dn = fn(
+                    params,
+                    grads,
+                    p0,
+                    ss,
+                    m,
+                    v,
+                    d=lr_tensor(d, like),
+                    d0=d0,
+                    dlr=lr_tensor(dlr, like),
+                    weight_decay=wd,
+                    **hyper,
+                )
+                delta += n.item()
+                denom += dn.item()
+        self._d_prev = d
+        self._moved = denom != 0
+        if not self._moved:  # no information: neither d nor the parameters move
+            return
+        d_max = float(first["d_max"])
+        numerator += delta
+        d_hat = d
+        if lr_max > 0:
+            d_hat = float(first["d_coef"]) * numerator / denom
+            if d == d0:
+                d = max(d, d_hat)
+            d_max = max(d_max, d_hat)
+            d = min(d_max, d * float(first["growth_rate"]))
+        for group in self.param_groups:
+            group.update(d=d, d_max=d_max, d_hat=d_hat, d_numerator=numerator, d_denom=denom)
+
+    def _update(
+        self,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        impl: str,
+    ) -> None:
+        if not self._moved:
+            return
+        lr = float(group["lr"]) * float(group["lr_scale"])
+        if lr == 0:
+            return
+        beta1 = group["betas"][0]
+        dlr = self._d_prev * lr * self._bias_correction()
+        d_new = float(group["d"])
+        states = [self.state[p] for p in params]
+        m = [s["exp_avg"] for s in states] if beta1 > 0 else None
+        v = [s["exp_avg_sq"] for s in states]
+        hyper: dict[str, Any] = {
+            "eps": float(group["eps"]),
+            "weight_decay": float(group["weight_decay"]),
+            "decouple": bool(group["decouple"]),
+        }
+        if impl == "reference":
+            prodigy_reference_step(params, grads, m, v, dlr=dlr, d_new=d_new, **hyper)
+        elif impl == "foreach":
+            for idx in group_by_device_dtype(params).values():
+                lists = [[t[i] for i in idx] for t in (params, grads, v)]
+                if m is not None:
+                    lists.append([m[i] for i in idx])
+                for _, pc in _pieces(lists):
+                    _prodigy_foreach_step(
+                        pc[0],
+                        pc[1],
+                        pc[3] if m is not None else None,
+                        pc[2],
+                        dlr=dlr,
+                        d_new=d_new,
+                        **hyper,
+                    )
+        else:
+            like = params[0]
+            fn = self._compiled(prodigy_reference_step)
+            fn(
+                params,
+                grads,
+                m,
+                v,
+                dlr=lr_tensor(dlr, like),
+                d_new=lr_tensor(d_new, like),
+                **hyper,
+            )
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state dict; 16-bit parameters get their float32 state back.
+
+        (torch casts loaded state to the parameter's dtype; Prodigy keeps float32 state for
+        float16/bfloat16 parameters, so those tensors are restored from the saved ones.)
+        """
+        super().load_state_dict(state_dict)
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for key, p in zip(saved_ids, params, strict=True):
+            saved = state_dict["state"].get(key)
+            if p.dtype not in _LOW_PRECISION or not saved:
+                continue
+            for name, value in saved.items():
+                if isinstance(value, torch.Tensor) and value.is_floating_point():
+                    self.state[p][name] = value.to(p.device, torch.float32, copy=True)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("_moved", False)
+        self.__dict__.setdefault("_d_prev", 1e-6)

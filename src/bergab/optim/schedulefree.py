@@ -1,0 +1,612 @@
+"""Schedule-free SGD and AdamW (Defazio et al., 2024): no learning-rate schedule needed.
+
+Schedule-free methods keep two sequences and evaluate the gradient at a third:
+
+.. math::
+    y_t &= (1-\\beta)\\,z_t + \\beta\\,x_t \\qquad\\text{(where the gradient is taken)} \\\\
+    z_{t+1} &= z_t - \\gamma_t\\, d_t \\qquad\\text{(the SGD / Adam iterate)} \\\\
+    x_{t+1} &= (1-c_{t+1})\\,x_t + c_{t+1}\\,z_{t+1} \\qquad\\text{(a weighted average)}
+
+with :math:`d_t` the gradient at :math:`y_t` (SGD) or the Adam-normalized gradient
+:math:`g_t/(\\sqrt{v_t/(1-\\beta_2^{t+1})}+\\epsilon)` (AdamW), plus the weight decay
+:math:`\\lambda y_t`. The step size :math:`\\gamma_t = \\eta\\,\\min(1, (t+1)/T_w)` includes
+a linear warmup over :math:`T_w` steps, and the averaging weight is
+:math:`c_{t+1} = w_{t+1}/\\sum_{i\\le t+1} w_i` with
+:math:`w_{t+1} = (t+1)^r\\,(\\max_{i\\le t}\\gamma_i)^{p}` (``r``, ``weight_lr_power``).
+
+Only :math:`z` is stored (``state["z"]``): the parameters hold :math:`y` in **train** mode
+and :math:`x` (the average: the weights to evaluate and to ship) in **eval** mode, and
+:meth:`ScheduleFreeSGD.eval` / :meth:`ScheduleFreeSGD.train` convert between the two in
+place (:math:`x = (y-(1-\\beta)z)/\\beta`). ``step()`` in eval mode raises
+:class:`ScheduleFreeEvalModeError`. Unlike the ``schedulefree`` package, a new optimizer
+starts in train mode (with no state, :math:`x = y = z` and the two modes coincide).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, ClassVar
+
+import torch
+
+from bergab._validate import check_int, check_real
+from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
+
+__all__ = [
+    "ScheduleFreeAdamW",
+    "ScheduleFreeEvalModeError",
+    "ScheduleFreeSGD",
+    "recompute_batchnorm_stats",
+    "schedulefree_reference",
+]
+
+Scalar = float | torch.Tensor
+TensorList = list[torch.Tensor] | tuple[torch.Tensor, ...]
+
+#: On CPU the foreach path runs over batches of about this many elements, so that the
+#: several passes of one update find their operands in cache rather than main memory.
+CPU_BATCH_NUMEL = 1 << 17
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+class ScheduleFreeEvalModeError(RuntimeError):
+    """``step()`` was called while a schedule-free optimizer was in eval mode.
+
+    In eval mode the parameters hold the averaged weights x, not the point y where the
+    gradient must be taken; call ``optimizer.train()`` before training steps.
+    """
+
+
+def _pieces(
+    lists: Sequence[Sequence[torch.Tensor]], numel: int | None = None
+) -> Iterator[tuple[list[int], list[list[torch.Tensor]]]]:
+    """Cache-sized batches of parallel tensor lists, for the foreach paths on CPU.
+
+    ``lists`` are parallel lists (params, grads, state, ...) of one device and dtype. On
+    CPU every update here is elementwise (plus sums), so each contiguous tensor is cut into
+    flat views of at most ``numel`` elements (default :data:`CPU_BATCH_NUMEL`) and the views
+    are batched ``numel`` elements at a time: the several passes of one update then find
+    their operands in cache, and main memory is read about once. Off CPU the whole lists
+    are one batch (one launch per op). Yields ``(owners, batch)``: ``owners[j]`` is the
+    index in ``lists[0]`` of the tensor that piece j belongs to.
+
+    Example:
+        >>> a, b = [torch.zeros(5), torch.zeros(2)], [torch.ones(5), torch.ones(2)]
+        >>> [(o, [len(t) for t in ts[0]]) for o, ts in _pieces([a, b], numel=3)]
+        [([0], [3]), ([0, 1], [2, 2])]
+    """
+    numel = CPU_BATCH_NUMEL if numel is None else numel
+    first = lists[0]
+    if not first or first[0].device.type != "cpu":
+        yield list(range(len(first))), [list(ts) for ts in lists]
+        return
+    owners: list[int] = []
+    batch: list[list[torch.Tensor]] = [[] for _ in lists]
+    size = 0
+    for i, t in enumerate(first):
+        n = t.numel()
+        if n > numel and all(ts[i].is_contiguous() for ts in lists):
+            flats = [ts[i].view(-1) for ts in lists]
+            cuts = [(start, min(start + numel, n)) for start in range(0, n, numel)]
+        else:  # small or non-contiguous: the whole tensor is one piece
+            flats, cuts = [ts[i] for ts in lists], [(0, n)]
+        for start, stop in cuts:
+            for out, flat in zip(batch, flats, strict=True):
+                out.append(flat if len(cuts) == 1 else flat[start:stop])
+            owners.append(i)
+            size += stop - start
+            if size >= numel:
+                yield owners, batch
+                owners, batch, size = [], [[] for _ in lists], 0
+    if owners:
+        yield owners, batch
+
+
+def schedulefree_reference(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    zs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor] | None,
+    *,
+    lr: Scalar,
+    ckp1: Scalar,
+    beta1: float,
+    weight_decay: float,
+    beta2: float = 0.0,
+    eps: float = 0.0,
+    bias_correction2: Scalar = 1.0,
+) -> None:
+    """The readable per-tensor schedule-free step (``params`` hold y; all updated in place).
+
+    .. math::
+        d &= g \\;\\text{(SGD)}\\quad\\text{or}\\quad
+            v \\leftarrow \\beta_2 v + (1-\\beta_2) g^2,\\;
+            d = \\frac{g}{\\sqrt{v/b_2}+\\epsilon} \\;\\text{(AdamW)},\\qquad
+            d \\leftarrow d + \\lambda y \\\\
+        y &\\leftarrow (1-c)\\,y + c\\,z + \\gamma\\,(\\beta_1(1-c)-1)\\,d,\\qquad
+        z \\leftarrow z - \\gamma\\, d
+
+    The y update is x's averaging step and the interpolation y = (1-β)z + βx folded
+    together, so x never needs to be stored.
+
+    Args:
+        params: the parameters, holding y (train mode).
+        grads: gradients at y.
+        zs: the base iterates z.
+        exp_avg_sqs: second-moment buffers v (AdamW), or ``None`` for SGD.
+        lr: γ, the step size of this step (warmup included); a 0-d tensor when compiled.
+        ckp1: c, the averaging weight of this step; a 0-d tensor when compiled.
+        beta1: the interpolation β (``momentum`` for SGD, ``betas[0]`` for AdamW).
+        weight_decay: λ, applied at y after normalization.
+        beta2, eps: AdamW's second-moment decay and ε.
+        bias_correction2: :math:`b_2 = 1-\\beta_2^{t+1}` (AdamW).
+
+    Example:
+        >>> y, z = [torch.tensor([1.0])], [torch.tensor([1.0])]
+        >>> schedulefree_reference(y, [torch.tensor([2.0])], z, None, lr=0.1, ckp1=1.0,
+        ...                        beta1=0.9, weight_decay=0.0)
+        >>> round(y[0].item(), 6), round(z[0].item(), 6)  # first step: y moves by lr*g
+        (0.8, 0.8)
+    """
+    for i, (y, g, z) in enumerate(zip(params, grads, zs, strict=True)):
+        d = g
+        if exp_avg_sqs is not None:
+            v = exp_avg_sqs[i]
+            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            vv = v.float() if v.dtype in _LOW_PRECISION else v
+            d = (g / ((vv / bias_correction2).sqrt() + eps)).to(g.dtype)
+        if weight_decay != 0:
+            d = d + weight_decay * y
+        y.lerp_(z, ckp1)
+        y.add_(d * (lr * (beta1 * (1 - ckp1) - 1)))
+        z.sub_(d * lr)
+
+
+def _schedulefree_foreach(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    zs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor] | None,
+    *,
+    lr: float,
+    ckp1: float,
+    beta1: float,
+    weight_decay: float,
+    beta2: float = 0.0,
+    eps: float = 0.0,
+    bias_correction2: float = 1.0,
+) -> None:
+    # the same step on lists of tensors of one device and dtype
+    scale = 1.0
+    d: TensorList
+    if exp_avg_sqs is not None:
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+        # g / (sqrt(v / b2) + eps) == sqrt(b2) * g / (sqrt(v) + eps * sqrt(b2))
+        root = math.sqrt(bias_correction2)
+        if exp_avg_sqs[0].dtype in _LOW_PRECISION:
+            d = torch._foreach_sqrt([v.float() for v in exp_avg_sqs])
+            torch._foreach_add_(d, eps * root)
+            torch._foreach_reciprocal_(d)
+            torch._foreach_mul_(d, [g.float() for g in grads])
+            d = [t.to(g.dtype) for t, g in zip(d, grads, strict=True)]
+        else:
+            d = torch._foreach_sqrt(exp_avg_sqs)
+            torch._foreach_add_(d, eps * root)
+            torch._foreach_reciprocal_(d)
+            torch._foreach_mul_(d, grads)
+        scale = root
+        if weight_decay != 0:
+            torch._foreach_add_(d, params, alpha=weight_decay / scale)
+    elif weight_decay != 0:
+        d = torch._foreach_add(grads, params, alpha=weight_decay)
+    else:
+        d = grads
+    torch._foreach_lerp_(params, zs, ckp1)
+    torch._foreach_add_(params, d, alpha=scale * lr * (beta1 * (1 - ckp1) - 1))
+    torch._foreach_add_(zs, d, alpha=-scale * lr)
+
+
+class _ScheduleFree(Optimizer):
+    """Shared machinery of ScheduleFreeSGD and ScheduleFreeAdamW."""
+
+    impls: ClassVar[tuple[str, ...]] = ("reference", "foreach", "compiled")
+    adaptive: ClassVar[bool] = False
+
+    def __init__(self, params: Iterable[Any], defaults: dict[str, Any], *, impl: str) -> None:
+        defaults = {**defaults, "train_mode": True, "weight_sum": 0.0, "lr_max": -1.0}
+        self._pending: dict[int, tuple[float, float]] = {}
+        super().__init__(params, defaults, impl=impl)
+
+    # ------------------------------------------------------------------ hyperparameters
+    def _beta(self, group: dict[str, Any]) -> float:
+        return float(group["betas"][0]) if self.adaptive else float(group["momentum"])
+
+    def _validate_common(self, group: dict[str, Any]) -> None:
+        check_real("lr", group["lr"], low=0.0)
+        check_real("weight_decay", group["weight_decay"], low=0.0)
+        group["warmup_steps"] = check_int("warmup_steps", group["warmup_steps"], low=0)
+        check_real("r", group["r"], low=0.0)
+        check_real("weight_lr_power", group["weight_lr_power"], low=0.0)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a param group; it joins in the optimizer's current mode (train or eval)."""
+        mode = self.training if getattr(self, "param_groups", None) else True
+        super().add_param_group(param_group)
+        self.param_groups[-1]["train_mode"] = mode
+
+    def _scheduled_lr(self, group: dict[str, Any]) -> float:
+        """γ for the group's next step: lr · lr_scale · warmup factor."""
+        k = int(group["step"])
+        warm = int(group["warmup_steps"])
+        factor = (k + 1) / warm if k < warm else 1.0
+        return float(group["lr"]) * float(group["lr_scale"]) * factor
+
+    def _next_weights(self, group: dict[str, Any]) -> tuple[float, float, float, float]:
+        """(γ, c, lr_max, weight_sum) of the group's next step, without changing state."""
+        lr = self._scheduled_lr(group)
+        lr_max = max(lr, float(group["lr_max"]))
+        weight = (group["step"] + 1) ** group["r"] * lr_max ** group["weight_lr_power"]
+        weight_sum = float(group["weight_sum"]) + weight
+        ckp1 = weight / weight_sum if weight_sum != 0 else 0.0
+        return lr, ckp1, lr_max, weight_sum
+
+    @property
+    def effective_lr(self) -> list[float]:
+        """γ, the step size of each group's next step: ``lr * lr_scale`` times the warmup factor
+        ``min(1, (step + 1) / warmup_steps)``. It is the step of the base iterate z
+        (:math:`z \\leftarrow z - \\gamma d`).
+
+        Example:
+            >>> w = torch.nn.Parameter(torch.zeros(1))
+            >>> ScheduleFreeSGD([w], lr=1.0, warmup_steps=4).effective_lr
+            [0.25]
+        """
+        return [self._scheduled_lr(g) for g in self.param_groups]
+
+    @property
+    def averaging_weight(self) -> list[float]:
+        """c, the weight the next step gives the new z in the average x (per group).
+
+        Example:
+            >>> w = torch.nn.Parameter(torch.zeros(1))
+            >>> ScheduleFreeSGD([w], lr=1.0).averaging_weight  # the first average is z itself
+            [1.0]
+        """
+        return [self._next_weights(g)[1] for g in self.param_groups]
+
+    # ------------------------------------------------------------------ modes
+    @property
+    def training(self) -> bool:
+        """True when the parameters hold y (train mode), False when they hold x (eval mode)."""
+        return all(bool(g["train_mode"]) for g in self.param_groups)
+
+    @torch.no_grad()
+    def train(self) -> None:
+        """Switch the parameters to y, the point where gradients are taken (no-op if there).
+
+        Call it before training steps (``fit()`` does it for you).
+        """
+        self._set_mode(True)
+
+    @torch.no_grad()
+    def eval(self) -> None:
+        """Switch the parameters to x, the averaged weights to evaluate, save or ship.
+
+        Call it before evaluation and before saving weights (``fit()`` does it for you).
+        """
+        self._set_mode(False)
+
+    def _set_mode(self, train: bool) -> None:
+        for group in self.param_groups:
+            if bool(group["train_mode"]) == train:
+                continue
+            beta = self._beta(group)
+            # y = (1-β) z + β x   <=>   x = y + (1 - 1/β) (z - y)
+            weight = 1 - beta if train else 1 - 1 / beta
+            ps = [p for p in group["params"] if "z" in self.state[p]]
+            for idx in group_by_device_dtype(ps).values():
+                pl = [ps[i] for i in idx]
+                torch._foreach_lerp_(pl, [self.state[p]["z"] for p in pl], weight)
+            group["train_mode"] = train
+
+    # ------------------------------------------------------------------ stepping
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one optimization step (train mode only).
+
+        Args:
+            closure: optional callable that re-evaluates the model and returns the loss.
+
+        Returns:
+            The closure's loss, or ``None``.
+
+        Raises:
+            ScheduleFreeEvalModeError: the optimizer is in eval mode.
+        """
+        if not self.training:
+            raise ScheduleFreeEvalModeError(
+                f"{type(self).__name__}.step() was called in eval mode, where the parameters "
+                "hold the averaged weights x; call optimizer.train() before training steps "
+                "(and optimizer.eval() before evaluating or saving)"
+            )
+        return super().step(closure)
+
+    def _before_step(self) -> None:
+        # the averaging weights advance for every group, with or without gradients
+        self._pending = {}
+        for group in self.param_groups:
+            self._apply_schedules(group)
+            lr, ckp1, lr_max, weight_sum = self._next_weights(group)
+            group["lr_max"], group["weight_sum"] = lr_max, weight_sum
+            self._pending[id(group)] = (lr, ckp1)
+
+    def _init_state(self, group: dict[str, Any], params: Sequence[torch.Tensor]) -> None:
+        for p in params:
+            state = self.state[p]
+            if "z" not in state:
+                state["z"] = p.detach().clone(memory_format=torch.preserve_format)
+                if self.adaptive:
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def _update(
+        self,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        impl: str,
+    ) -> None:
+        lr, ckp1 = self._pending[id(group)]
+        states = [self.state[p] for p in params]
+        zs = [s["z"] for s in states]
+        hyper: dict[str, Any] = {
+            "beta1": self._beta(group),
+            "weight_decay": float(group["weight_decay"]),
+        }
+        vs: list[torch.Tensor] | None = None
+        bc2 = 1.0
+        if self.adaptive:
+            vs = [s["exp_avg_sq"] for s in states]
+            beta2 = float(group["betas"][1])
+            bc2 = 1 - beta2 ** (group["step"] + 1)
+            hyper.update(beta2=beta2, eps=float(group["eps"]))
+        if impl == "reference":
+            schedulefree_reference(
+                params, grads, zs, vs, lr=lr, ckp1=ckp1, bias_correction2=bc2, **hyper
+            )
+        elif impl == "foreach":
+            for idx in group_by_device_dtype(params).values():
+                lists = [[t[i] for i in idx] for t in (params, grads, zs, *([vs] if vs else []))]
+                for _, piece in _pieces(lists):
+                    _schedulefree_foreach(
+                        piece[0],
+                        piece[1],
+                        piece[2],
+                        piece[3] if vs is not None else None,
+                        lr=lr,
+                        ckp1=ckp1,
+                        bias_correction2=bc2,
+                        **hyper,
+                    )
+        else:  # compiled: the changing scalars go in as 0-d tensors (no recompiles)
+            fn = self._compiled(schedulefree_reference)
+            like = params[0]
+            fn(
+                params,
+                grads,
+                zs,
+                vs,
+                lr=lr_tensor(lr, like),
+                ckp1=lr_tensor(ckp1, like),
+                bias_correction2=lr_tensor(bc2, like),
+                **hyper,
+            )
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state dict, mode included.
+
+        The mode (train/eval) comes from the checkpoint, like the parameters do: load the
+        model and the optimizer from the same checkpoint and they agree. A checkpoint
+        saved in eval mode resumes training after ``optimizer.train()``.
+        """
+        super().load_state_dict(state_dict)
+        for g in self.param_groups:
+            g.setdefault("train_mode", True)
+
+
+class ScheduleFreeSGD(_ScheduleFree):
+    """Schedule-free SGD: momentum-like interpolation plus iterate averaging, no schedule.
+
+    .. math::
+        y_t = (1-\\beta) z_t + \\beta x_t,\\quad
+        z_{t+1} = z_t - \\gamma_t (\\nabla f(y_t) + \\lambda y_t),\\quad
+        x_{t+1} = (1-c_{t+1})\\, x_t + c_{t+1}\\, z_{t+1}
+
+    with warmup :math:`\\gamma_t = \\eta\\min(1,(t+1)/T_w)` and
+    :math:`c_{t+1} = w_{t+1}/\\sum_{i\\le t+1} w_i`,
+    :math:`w_t = t^r(\\max_{i<t}\\gamma_i)^p`. Equal to ``schedulefree.SGDScheduleFree``
+    (except that a new optimizer starts in train mode). The parameters hold y in train
+    mode and the average x in eval mode: call :meth:`eval` before evaluating or saving
+    weights and :meth:`train` before training; ``step()`` in eval mode raises
+    :class:`ScheduleFreeEvalModeError`. The mode is saved in ``state_dict()``.
+
+    With BatchNorm, the running statistics were collected at y, not at x: recompute them
+    in eval mode (:func:`recompute_batchnorm_stats`) before evaluating.
+
+    Args:
+        params: parameters or param groups.
+        lr: η ≥ 0 (default 1.0; schedule-free SGD wants 10-50x a tuned SGD lr), a float
+            or a schedule (a schedule multiplies η; the warmup stays on top of it).
+        momentum: β in (0, 1), the interpolation between z and x (default 0.9).
+        weight_decay: λ ≥ 0, added to the gradient at y (float or schedule).
+        warmup_steps: T_w ≥ 0, linear warmup length.
+        r: r ≥ 0, polynomial weighting of the average (0: uniform).
+        weight_lr_power: p ≥ 0, weights ∝ (max lr so far)^p (de-weights warmup iterates).
+        impl: "auto", "reference", "foreach" or "compiled".
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.tensor([2.0, -1.0]))
+        >>> opt = ScheduleFreeSGD([w], lr=0.5, warmup_steps=5)
+        >>> for _ in range(300):
+        ...     opt.zero_grad(); (w ** 2).sum().backward(); opt.step()
+        >>> opt.eval()  # the parameters now hold the average x
+        >>> bool(w.abs().max() < 1e-2), opt.training
+        (True, False)
+
+    References:
+        Defazio, Yang, Mehta, Mishchenko, Khaled & Cutkosky, "The Road Less Scheduled",
+        arXiv:2405.15682.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: Any = 1.0,
+        momentum: float = 0.9,
+        weight_decay: Any = 0.0,
+        warmup_steps: int = 0,
+        r: float = 0.0,
+        weight_lr_power: float = 2.0,
+        *,
+        impl: str = "auto",
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "weight_decay": weight_decay,
+            "warmup_steps": warmup_steps,
+            "r": r,
+            "weight_lr_power": weight_lr_power,
+        }
+        super().__init__(params, defaults, impl=impl)
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        self._validate_common(group)
+        check_real("momentum", group["momentum"], low=0.0, high=1.0, low_open=True, high_open=True)
+
+
+class ScheduleFreeAdamW(_ScheduleFree):
+    """Schedule-free AdamW: the schedule-free average over Adam-normalized steps.
+
+    .. math::
+        v_{t+1} = \\beta_2 v_t + (1-\\beta_2) g_t^2,\\quad
+        d_t = \\frac{g_t}{\\sqrt{v_{t+1}/(1-\\beta_2^{t+1})}+\\epsilon} + \\lambda y_t,\\quad
+        z_{t+1} = z_t - \\gamma_t d_t
+
+    with :math:`g_t = \\nabla f(y_t)`, :math:`y_t = (1-\\beta_1) z_t + \\beta_1 x_t` and x the
+    weighted average of z as in :class:`ScheduleFreeSGD` (no first moment: β1 is the
+    interpolation). Equal to ``schedulefree.AdamWScheduleFree`` (except that a new
+    optimizer starts in train mode). Modes, checkpoints and BatchNorm: see
+    :class:`ScheduleFreeSGD`.
+
+    Args:
+        params: parameters or param groups.
+        lr: η ≥ 0 (default 0.0025), a float or a schedule.
+        betas: (β1, β2): β1 in (0, 1) the interpolation, β2 in [0, 1) the second-moment decay.
+        eps: ε ≥ 0 added to the denominator.
+        weight_decay: λ ≥ 0, applied at y after normalization (float or schedule).
+        warmup_steps: T_w ≥ 0, linear warmup length.
+        r: r ≥ 0, polynomial weighting of the average.
+        weight_lr_power: p ≥ 0, weights ∝ (max lr so far)^p.
+        impl: "auto", "reference", "foreach" or "compiled".
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        >>> opt = ScheduleFreeAdamW([w], lr=0.05, warmup_steps=10)
+        >>> for _ in range(400):
+        ...     opt.zero_grad(); (w ** 2).sum().backward(); opt.step()
+        >>> opt.eval()
+        >>> bool(w.abs().max() < 0.05)
+        True
+
+    References:
+        Defazio et al., "The Road Less Scheduled", arXiv:2405.15682.
+    """
+
+    adaptive = True
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: Any = 0.0025,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: Any = 0.0,
+        warmup_steps: int = 0,
+        r: float = 0.0,
+        weight_lr_power: float = 2.0,
+        *,
+        impl: str = "auto",
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "warmup_steps": warmup_steps,
+            "r": r,
+            "weight_lr_power": weight_lr_power,
+        }
+        super().__init__(params, defaults, impl=impl)
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        self._validate_common(group)
+        betas = group["betas"]
+        if isinstance(betas, str | bytes) or not isinstance(betas, Sequence) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        b1 = check_real("betas[0]", betas[0], low=0.0, high=1.0, low_open=True, high_open=True)
+        b2 = check_real("betas[1]", betas[1], low=0.0, high=1.0, high_open=True)
+        group["betas"] = (b1, b2)
+        check_real("eps", group["eps"], low=0.0)
+
+
+@torch.no_grad()
+def recompute_batchnorm_stats(
+    model: torch.nn.Module, batches: Iterable[Any], num_batches: int = 50
+) -> int:
+    """Recompute BatchNorm running statistics at the current weights (e.g. schedule-free x).
+
+    A schedule-free model trained in train mode collected its BatchNorm statistics at y;
+    in eval mode the weights are x and those statistics are stale. This resets every
+    BatchNorm's running mean/var and re-estimates them (cumulative average) over up to
+    ``num_batches`` batches of inputs, with the model in train mode and gradients off, then
+    restores the model's train/eval flags.
+
+    Args:
+        model: the model (its parameters already switched with ``optimizer.eval()``).
+        batches: an iterable of model inputs, or of ``(inputs, targets)`` pairs.
+        num_batches: how many batches to use (≥ 1).
+
+    Returns:
+        The number of batches used.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+        >>> recompute_batchnorm_stats(net, [torch.randn(8, 3) for _ in range(3)])
+        3
+        >>> net[1].num_batches_tracked.item(), net.training
+        (3, True)
+    """
+    num_batches = check_int("num_batches", num_batches, low=1)
+    bns = [b for b in model.modules() if isinstance(b, torch.nn.modules.batchnorm._BatchNorm)]
+    flags = {m: m.training for m in model.modules()}
+    momenta = {b: b.momentum for b in bns}
+    for b in bns:
+        b.reset_running_stats()
+        b.momentum = None  # cumulative moving average: every batch counts the same
+    model.train()
+    used = 0
+    try:
+        for batch in batches:
+            if used >= num_batches:
+                break
+            inputs = batch[0] if isinstance(batch, list | tuple) else batch
+            model(inputs)
+            used += 1
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
+        for b, mom in momenta.items():
+            b.momentum = mom
+    return used
