@@ -153,3 +153,26 @@ def test_build_schedule_policies() -> None:
     assert auto_lr.build_schedule(0.5, 10)(10) == 0.0
     with pytest.raises(ValueError, match=r"total_steps must be an integer in \[2, inf\)"):
         auto_lr.build_schedule(0.5, 1, "one_cycle")
+
+
+def test_fit_lr_auto_trains_like_the_schedule_auto_schedule_builds() -> None:
+    from bergab.training import fit
+
+    kw = {"optimizer": "adamw", "batch_size": 32, "seed": 5}
+    model, data = problem(1)
+    auto = auto_lr.auto_schedule(
+        model, data, nn.functional.mse_loss, total_steps=40, device="cpu", **kw
+    )
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    h_auto = fit(model, data, nn.functional.mse_loss, lr="auto", max_steps=40, progress=False, **kw)
+    auto_weights = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(init)
+    h_ref = fit(
+        model, data, nn.functional.mse_loss, lr=auto.schedule, max_steps=40, progress=False, **kw
+    )
+    assert h_auto.info["auto_lr"]["peak"] == auto.peak
+    assert h_auto.info["auto_lr"]["policy"] == "cosine"
+    assert h_auto.steps["lr"] == h_ref.steps["lr"]
+    assert h_auto.steps["loss"] == h_ref.steps["loss"]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, auto_weights[k]), k
