@@ -750,6 +750,7 @@ class Trainer:
             name = type(cb).__name__
             counts[name] = counts.get(name, 0) + 1
             cb_states.append({"key": f"{name}#{counts[name]}", "state": cb.state_dict()})
+        limit = self.stop_reason in ("epochs", "max_steps")
         return {
             "format": CHECKPOINT_FORMAT,
             "model": self.model.state_dict(),
@@ -775,8 +776,9 @@ class Trainer:
                 "elapsed": self.elapsed,
                 "lr_control": self._lr.state_dict(),
                 "auto": self._auto,
-                "should_stop": self.should_stop,
-                "stop_reason": self.stop_reason,
+                # a run stopped by its length limits may be extended; any other stop holds
+                "should_stop": self.should_stop and not limit,
+                "stop_reason": None if limit else self.stop_reason,
             },
             "rng": rng_state(),
         }
