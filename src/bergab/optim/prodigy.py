@@ -295,6 +295,12 @@ class Prodigy(Optimizer):
     step whose gradients are all zero (‖s‖₁ = 0) updates the moments but neither d nor
     the parameters, and does not advance ``k`` (as ``prodigyopt``).
 
+    **16-bit weights**: the state is kept in float32, but the first steps (about
+    :math:`d_0\\eta` = 1e-6) are far below the resolution of float16/bfloat16 weights, so
+    the weights do not move, :math:`x_0 - x` stays 0 and d never grows (``prodigyopt``
+    stalls the same way). Train with float32 master weights (autocast) or raise ``d0`` to
+    about the weights' resolution (1e-2 for bfloat16).
+
     Args:
         params: parameters or param groups.
         lr: η > 0 multiplies the learned step (default 1.0; leave it unless unstable), a
