@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from bergab._commands.train import add_threads_argument, report, set_threads
+
 __all__ = ["demo_config", "register"]
 
 _EPILOG = """\
@@ -27,6 +29,8 @@ examples:
   bergab demo                    # about 10-20 seconds on 2 CPU cores
   bergab demo --out /tmp/demo    # write the plots somewhere else
   bergab demo --quick            # a 2-epoch smoke run
+  bergab demo --threads 2        # torch on 2 threads (default 1: the MLP is tiny, and
+                                 # extra threads only add overhead on a busy machine)
 
 The same run as a config file: examples/digits.toml (bergab train examples/digits.toml).
 Writes into the output directory (default runs/demo, replaced on each run):
@@ -76,12 +80,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", metavar="DIR", default="runs/demo", help="output directory")
     p.add_argument("--quick", action="store_true", help="a short smoke run (2 epochs)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_threads_argument(p, default=1)
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from bergab import config
-    from bergab._commands.train import report
 
     cfg = config.validate(demo_config(args.quick, args.out, progress=not args.no_progress))
+    set_threads(args)
     return report(config.train(cfg, say=print))

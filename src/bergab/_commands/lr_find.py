@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from bergab._commands.train import add_common_arguments, overrides
+from bergab._commands.train import add_common_arguments, overrides, set_threads
 
 __all__ = ["format_suggestions", "register"]
 
@@ -79,6 +79,7 @@ def _run(args: argparse.Namespace) -> int:
     from bergab import config
 
     cfg = config.load(args.config, overrides(args))
+    set_threads(args)
     result = config.find_lr(cfg)
     print(
         f"range test on {cfg.task.name} with {cfg.optimizer.name}: {len(result.lrs)} steps "

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from bergab._commands.train import add_threads_argument, report, set_threads
+
 __all__ = ["register"]
 
 _EPILOG = """\
@@ -51,11 +53,12 @@ def register(subparsers: Any) -> None:
         metavar="KEY.PATH=VALUE",
         help="override a value of the run's config (e.g. fit.progress=false); repeatable",
     )
+    add_threads_argument(p, default=None)
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from bergab import config
-    from bergab._commands.train import report
 
+    set_threads(args)
     return report(config.resume(args.run_dir, args.set, say=print))

@@ -15,7 +15,14 @@ import argparse
 import sys
 from typing import Any
 
-__all__ = ["add_common_arguments", "overrides", "register", "report"]
+__all__ = [
+    "add_common_arguments",
+    "add_threads_argument",
+    "overrides",
+    "register",
+    "report",
+    "set_threads",
+]
 
 _EPILOG = """\
 examples:
@@ -43,6 +50,30 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
         help="override a config value (a TOML value, e.g. fit.max_steps=5); repeatable",
     )
     p.add_argument("--out", metavar="DIR", default=None, help="the run directory (output.dir)")
+    add_threads_argument(p, default=None)
+
+
+def add_threads_argument(p: argparse.ArgumentParser, default: int | None) -> None:
+    """``--threads N``: torch's intra-op CPU threads (``torch.set_num_threads``)."""
+    shown = "torch's default" if default is None else str(default)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=default,
+        metavar="N",
+        help=f"CPU threads for torch (default: {shown}); small models run fastest with 1",
+    )
+
+
+def set_threads(args: argparse.Namespace) -> None:
+    """Apply ``--threads`` (checked: an int >= 1)."""
+    n = getattr(args, "threads", None)
+    if n is not None:
+        import torch
+
+        from bergab._validate import check_int
+
+        torch.set_num_threads(check_int("--threads", n, low=1))
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
@@ -98,4 +129,5 @@ def _run(args: argparse.Namespace) -> int:
     from bergab import config
 
     cfg = config.load(args.config, overrides(args))
+    set_threads(args)
     return report(config.train(cfg, say=print))
