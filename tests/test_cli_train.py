@@ -463,3 +463,33 @@ def test_lr_find_prints_the_suggestions_and_writes_the_plot(
     assert plot.read_bytes()[:4] == b"\x89PNG"
     data = json.loads(plot.with_suffix(".json").read_text())
     assert data["suggestions"] == ref.suggestions
+
+
+def test_a_diverging_run_exits_1_and_keeps_its_logs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = write(
+        tmp_path / "div.toml",
+        """\
+        [task]
+        name = "linreg"
+        [optimizer]
+        name = "sgd"
+        [schedule]
+        lr = 1.0
+        [fit]
+        max_steps = 50
+        progress = false
+        [output]
+        plots = false
+        """,
+    )
+    run = tmp_path / "run"
+    assert main(["train", str(cfg), "--out", str(run)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("training stopped: loss is inf at step")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["error"].startswith("loss is inf at step")
+    assert (run / "logs" / "steps.csv").is_file()
+    assert not (run / "model.pt").exists()

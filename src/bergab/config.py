@@ -831,6 +831,8 @@ class RunResult:
         interrupted: stopped by Ctrl-C (a checkpoint was written).
         final: the last values of each logged quantity (``loss``, ``val_loss``, metrics).
         files: the files written, relative to ``run_dir``.
+        error: why training stopped early on a NaN/inf (``nan_policy = "stop"``), else
+            ``None``; the history up to that step is kept and plotted.
     """
 
     @property
@@ -850,6 +852,7 @@ class RunResult:
     interrupted: bool
     final: dict[str, float]
     files: list[str] = field(default_factory=list)
+    error: str | None = None
 
     def summary_table(self) -> str:
         """A short two-column summary: chosen lr, steps, final losses and metrics, time."""
@@ -876,7 +879,9 @@ class RunResult:
         rows.append(("time", took))
         rows.append(("run directory", str(self.run_dir)))
         if self.interrupted:
-            rows.append(("status", "interrupted (checkpoint written)"))
+            rows.append(("status", "interrupted"))
+        if self.error is not None:
+            rows.append(("status", "stopped: non-finite loss or gradient"))
         w = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
 
@@ -917,7 +922,7 @@ class _Interrupt:
     SIGINT interrupts at once (the last regular checkpoint stays the resume point).
     """
 
-    def __init__(self, say: Callable[[str], None] | None) -> None:
+    def __init__(self) -> None:
         from bergab.training import Callback
 
         self.requested = False
@@ -925,7 +930,6 @@ class _Interrupt:
         self._armed = False
         self._before: tuple[int, int] | None = None
         self.trainer: Any = None
-        self._say = say
         outer = self
 
         class _Hook(Callback):
@@ -1077,7 +1081,7 @@ def train(
             false), or the config is invalid.
     """
     from bergab.auto_lr import auto_schedule
-    from bergab.training import fit
+    from bergab.training import NonFiniteError, fit
 
     t0 = time.perf_counter()
     tell = say or (lambda _msg: None)
@@ -1092,7 +1096,7 @@ def train(
     )
     auto = None
     find_seconds = 0.0
-    interrupt = _Interrupt(say)
+    interrupt = _Interrupt()
     if cfg.auto:
         tell(
             f"range test: {cfg.lr_find.steps} steps, lr {cfg.lr_find.start_lr:g} .. "
@@ -1157,6 +1161,7 @@ def train(
     es = cfg.fit.early_stopping
     history: Any = None
     interrupted = False
+    error: str | None = None
     with interrupt.installed():
         try:
             history = fit(
@@ -1178,11 +1183,14 @@ def train(
             interrupted = True
             if interrupt.trainer is not None:
                 history = interrupt.trainer.history
+        except NonFiniteError as exc:  # nan_policy = "stop": a result, with its history
+            error = str(exc)
+            history = exc.history
     if history is None:  # interrupted before training started (e.g. in the range test)
         from bergab.training import History
 
         history = History()
-    elif not interrupted:
+    elif not interrupted and error is None:
         torch.save(task.model.state_dict(), run_dir / "model.pt")
     files = []
     if cfg.output.plots:
@@ -1200,6 +1208,7 @@ def train(
         lr_find_seconds=find_seconds,
         interrupted=interrupted,
         final=_final_values(history),
+        error=error,
     )
     summary = {
         "task": task.name,
@@ -1218,6 +1227,7 @@ def train(
         "steps": steps,
         "stop_reason": history.stop_reason,
         "interrupted": interrupted,
+        "error": error,
         "final": result.final,
         "best": history.best,
         "seconds": result.seconds,

@@ -37,6 +37,8 @@ history.png, model.pt and summary.json.
 
 Ctrl-C writes a checkpoint, prints how to continue (bergab resume RUN_DIR) and exits
 with code 130. A config mistake prints one line naming the key and exits with code 2.
+A NaN/inf loss (with fit.nan_policy = "stop") keeps the logs and plots, says at which
+step and exits with code 1.
 """
 
 
@@ -112,6 +114,9 @@ def register(subparsers: Any) -> None:
 def report(result: Any) -> int:
     """Print a run's summary (or how to resume it) and return the exit code."""
     print(result.summary_table())
+    if result.error is not None:
+        print(f"training stopped: {result.error}", file=sys.stderr)
+        return 1
     if not result.interrupted:
         return 0
     if result.resumable:
