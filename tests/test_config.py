@@ -58,6 +58,10 @@ ERRORS = [
         with_(fit={"clip_norm": 1.0, "clip_value": 1.0}),
         "fit.clip_value: set fit.clip_norm or fit.clip_value, not both",
     ),
+    (
+        with_(fit={"device": "gpu"}),
+        'fit.device: must be "auto" or a torch device ("cpu", "cuda:1", ...), got "gpu"',
+    ),
     (with_(lr_find={"steps": 1}), "lr_find.steps: must be >= 2, got 1"),
     (with_(lr_find={"smoothing": 1.0}), "lr_find.smoothing: must be < 1, got 1.0"),
     (with_(lr_find={"mode": "log"}), 'lr_find.mode: must be one of "exp" or "linear", got "log"'),

@@ -126,7 +126,7 @@ class ConfigError(ValueError):
 # =========================================================================== TOML
 
 
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _toml_string(text: str) -> str:
@@ -135,7 +135,7 @@ def _toml_string(text: str) -> str:
 
 
 def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else _toml_string(key)
+    return key if _BARE_KEY.fullmatch(key) else _toml_string(key)
 
 
 def _toml_value(value: Any) -> str:  # noqa: PLR0911 (one return per TOML type)
@@ -540,6 +540,7 @@ def validate(data: Mapping[str, Any]) -> RunConfig:
     _check_schedule(cfg.schedule)
     if cfg.fit.clip_norm is not None and cfg.fit.clip_value is not None:
         raise ConfigError("fit.clip_value", "set fit.clip_norm or fit.clip_value, not both")
+    _device(cfg, torch.nn.Linear(1, 1))  # checks fit.device
     return cfg
 
 
@@ -790,6 +791,24 @@ def _sweep_batch_size(cfg: RunConfig, task: Any) -> int:
     return len(task.train) if bs == "full" else int(bs)
 
 
+def _device(cfg: RunConfig, model: torch.nn.Module) -> torch.device:
+    """``fit.device`` resolved as ``fit`` resolves it (``"auto"``: the model's device if not
+    the CPU, else CUDA when available, else the CPU)."""
+    if cfg.fit.device != "auto":
+        try:
+            return torch.device(cfg.fit.device)
+        except RuntimeError:
+            raise ConfigError(
+                "fit.device",
+                f'must be "auto" or a torch device ("cpu", "cuda:1", ...), '
+                f"got {_show(cfg.fit.device)}",
+            ) from None
+    p = next(model.parameters(), None)
+    if p is not None and p.device.type != "cpu":
+        return p.device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def find_lr(cfg: RunConfig) -> Any:
     """Run the range test of ``bergab lr-find`` on the config's task and optimizer.
 
@@ -802,7 +821,7 @@ def find_lr(cfg: RunConfig) -> Any:
     from bergab.lr_finder import lr_find
 
     task = build_task(cfg)
-    device = None if cfg.fit.device == "auto" else cfg.fit.device
+    device = _device(cfg, task.model)
     return lr_find(
         task.model,
         task.train,
@@ -1114,7 +1133,7 @@ def train(
                 warmup_steps=cfg.schedule.get("warmup_steps", 0),
                 batch_size=_sweep_batch_size(cfg, task),
                 accumulation_steps=cfg.fit.accumulation_steps,
-                device=None if cfg.fit.device == "auto" else cfg.fit.device,
+                device=_device(cfg, task.model),
                 seed=cfg.fit.seed,
                 lr_find_kwargs=cfg.lr_find.model_dump(),
                 warn=False,
