@@ -165,11 +165,23 @@ SPECS: list[Spec] = [
     ),
     # --- layer-wise family (layerwise.py): no torch class; test_optim_layerwise.py checks the
     # formulas. The last row of each class is its richest configuration.
-    Spec("lars", optim.LARS, {"lr": 1.0, "trust_coefficient": 0.01}),
+    Spec(
+        "lars",
+        optim.LARS,
+        {"lr": 1.0, "trust_coefficient": 0.01},
+        converge={
+            "quadratic": {"lr": 0.3, "steps": 400, "loss": 1e-4},
+            "rosenbrock": {"lr": 0.1, "steps": 3000, "loss": 1e-3},
+        },
+    ),
     Spec(
         "lars-no-momentum-wd",
         optim.LARS,
         {"lr": 2.0, "momentum": 0.0, "weight_decay": 0.01, "trust_coefficient": 0.01},
+        converge={
+            "quadratic": {"lr": 1.0, "steps": 1000, "loss": 1e-4},
+            "rosenbrock": {"lr": 3.0, "steps": 1500, "loss": 0.1},
+        },
     ),
     Spec(
         "lars-nesterov-wd-exclude-1d",
@@ -182,6 +194,10 @@ SPECS: list[Spec] = [
             "trust_coefficient": 0.02,
             "eps": 1e-6,
             "exclude_from_adaptation": lambda p: p.ndim == 1,
+        },
+        converge={  # the problems' one tensor is 1-D: plain Nesterov momentum
+            "quadratic": {"lr": 0.01, "steps": 200, "loss": 1e-4},
+            "rosenbrock": {"lr": 0.001, "steps": 1200, "loss": 1e-2},
         },
     ),
     Spec("lamb", optim.LAMB, {"lr": 0.01}),
