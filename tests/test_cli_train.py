@@ -308,7 +308,10 @@ def test_ctrl_c_checkpoints_and_resume_is_bitwise_exact(
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
     capsys.readouterr()
+    assert json.loads((cut / "summary.json").read_text())["threads"] == 1
+    torch.set_num_threads(2)
     assert main(["resume", str(cut)]) == 0
+    assert torch.get_num_threads() == 1  # resume runs on the run's own thread count
     assert_same_weights(state(cut / "model.pt"), state(whole / "model.pt"))
     a = json.loads((whole / "summary.json").read_text())
     b = json.loads((cut / "summary.json").read_text())

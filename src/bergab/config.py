@@ -1175,6 +1175,9 @@ def train(
         if auto is not None:
             header += f"\n{auto.describe()} (range test curve: lr_find.json)"
         (run_dir / CONFIG_NAME).write_text(dumps_toml(resolved.to_dict(), header), "utf-8")
+        # written again at the end; the thread count is needed by a resume after a crash
+        started = {"task": task.name, "status": "running", "threads": torch.get_num_threads()}
+        (run_dir / "summary.json").write_text(json.dumps(started) + "\n", "utf-8")
 
     fit_kwargs = cfg.fit.model_dump(exclude={"early_stopping"})
     es = cfg.fit.early_stopping
@@ -1243,6 +1246,7 @@ def train(
             "confidence": auto.result.confidence,
             "suggestions": auto.result.suggestions,
         },
+        "status": "interrupted" if interrupted else "failed" if error else "finished",
         "steps": steps,
         "stop_reason": history.stop_reason,
         "interrupted": interrupted,
@@ -1251,6 +1255,7 @@ def train(
         "best": history.best,
         "seconds": result.seconds,
         "lr_find_seconds": find_seconds,
+        "threads": torch.get_num_threads(),  # bergab resume uses the same by default
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", "utf-8")
     result.files = sorted(p.name for p in run_dir.iterdir())

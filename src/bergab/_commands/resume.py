@@ -24,8 +24,9 @@ examples:
 
 Reads RUN_DIR/config.toml (the resolved config: with lr = "auto" the chosen schedule,
 so no new range test) and RUN_DIR/checkpoints/last.pt, and continues where the run
-stopped (Ctrl-C, a crash, a killed job). The final weights are bitwise those of a run
-never interrupted (on the CPU). A run that finished stays finished. --set changes the
+stopped (Ctrl-C, a crash, a killed job), on as many torch threads as the run used
+(unless --threads says otherwise). The final weights are bitwise those of a run never
+interrupted (on the CPU). A run that finished stays finished. --set changes the
 config for the rest of the run; anything but fit.progress or fit.device makes it
 differ from the uninterrupted run.
 """
@@ -58,7 +59,15 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import contextlib
+    import json
+    from pathlib import Path
+
     from bergab import config
 
+    if args.threads is None:  # the thread count the run used: same sums, same weights
+        summary = Path(args.run_dir) / "summary.json"
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            args.threads = int(json.loads(summary.read_text(encoding="utf-8"))["threads"])
     set_threads(args)
     return report(config.resume(args.run_dir, args.set, say=print))
