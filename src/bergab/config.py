@@ -231,6 +231,10 @@ class TaskSection(BaseModel):
 
     The function must return a :class:`bergab.tasks.Task`. When the task function takes
     a ``seed`` and the config gives none, ``fit.seed`` is used.
+
+    Example:
+        >>> TaskSection(name="digits", hidden=32).model_extra
+        {'hidden': 32}
     """
 
     model_config = ConfigDict(strict=True, extra="allow")
@@ -240,7 +244,12 @@ class TaskSection(BaseModel):
 class OptimizerSection(BaseModel):
     """``[optimizer]``: ``name`` for :func:`bergab.optim.create` (default ``"adamw"``);
     other keys are its arguments (``weight_decay``, ``betas``, ``momentum``, ...). The
-    learning rate is set in ``[schedule]``, not here."""
+    learning rate is set in ``[schedule]``, not here.
+
+    Example:
+        >>> OptimizerSection().name
+        'adamw'
+    """
 
     model_config = ConfigDict(strict=True, extra="allow")
     name: str = "adamw"
@@ -248,7 +257,12 @@ class OptimizerSection(BaseModel):
 
 class LRFindSection(BaseModel):
     """``[lr_find]``: the range test's sweep, for ``lr = "auto"`` and ``bergab lr-find``
-    (see :func:`bergab.lr_find`)."""
+    (see :func:`bergab.lr_find`).
+
+    Example:
+        >>> LRFindSection().steps, LRFindSection().end_lr
+        (100, 10.0)
+    """
 
     model_config = _STRICT
     start_lr: Annotated[float, Field(gt=0)] = 1e-7
@@ -261,7 +275,12 @@ class LRFindSection(BaseModel):
 
 class EarlyStoppingSection(BaseModel):
     """``[fit.early_stopping]``: stop when ``monitor`` stops improving (see
-    ``bergab.training.EarlyStopping``)."""
+    ``bergab.training.EarlyStopping``).
+
+    Example:
+        >>> EarlyStoppingSection(patience=3).monitor
+        'val_loss'
+    """
 
     model_config = _STRICT
     monitor: str = "val_loss"
@@ -307,7 +326,12 @@ class FitSection(BaseModel):
 
 
 class OutputSection(BaseModel):
-    """``[output]``: where the run's files go (default ``runs/<task name>``)."""
+    """``[output]``: where the run's files go (default ``runs/<task name>``).
+
+    Example:
+        >>> OutputSection().overwrite
+        False
+    """
 
     model_config = _STRICT
     dir: str | None = None
@@ -557,6 +581,13 @@ def load(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
     Raises:
         FileNotFoundError: no such file.
         ConfigError: invalid TOML or an invalid config (one line, with the key path).
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "run.toml"
+        >>> _ = path.write_text("[task]\\nname = 'linreg'\\n[fit]\\nmax_steps = 100\\n")
+        >>> load(path, ["fit.max_steps=5"]).fit.max_steps
+        5
     """
     p = Path(path)
     if not p.is_file():
@@ -638,6 +669,11 @@ def build_task(cfg: RunConfig) -> Any:
     Raises:
         ConfigError: the task rejected an argument (``task.<key>: ...``) or returned
             something that is not a Task.
+
+    Example:
+        >>> task = build_task(validate({"task": {"name": "linreg", "n_train": 40}}))
+        >>> task.name, len(task.train)
+        ('linreg', 40)
     """
     from bergab.tasks import Task
 
@@ -671,6 +707,14 @@ def check_optimizer(cfg: RunConfig) -> None:
 
     Raises:
         ConfigError: ``optimizer.name`` unknown, or ``optimizer.<key>`` rejected.
+
+    Example:
+        >>> cfg = RunConfig(task=TaskSection(name="linreg"),
+        ...                 optimizer=OptimizerSection(name="sgd", momentum=-1.0))
+        >>> check_optimizer(cfg)
+        Traceback (most recent call last):
+        ...
+        bergab.config.ConfigError: optimizer.momentum: must be in [0, inf), got -1.0
     """
     from bergab import optim
 
@@ -817,6 +861,13 @@ def find_lr(cfg: RunConfig) -> Any:
 
     Returns:
         The :class:`bergab.lr_finder.LRFindResult`.
+
+    Example:
+        >>> cfg = validate({"task": {"name": "linreg", "standardize": True},
+        ...                 "lr_find": {"steps": 30}, "fit": {"batch_size": 100}})
+        >>> res = find_lr(cfg)
+        >>> len(res.lrs) <= 30, res.suggestion > 0
+        (True, True)
     """
     from bergab.lr_finder import lr_find
 
@@ -852,6 +903,19 @@ class RunResult:
         files: the files written, relative to ``run_dir``.
         error: why training stopped early on a NaN/inf (``nan_policy = "stop"``), else
             ``None``; the history up to that step is kept and plotted.
+
+    Example:
+        >>> cfg = validate({"task": {"name": "linreg"}, "schedule": {"lr": 0.1}})
+        >>> r = RunResult(Path("runs/x"), cfg, None, None, steps=10, seconds=1.5,
+        ...               lr_find_seconds=0.0, interrupted=False, final={"final_val_loss": 0.25})
+        >>> print(r.summary_table())
+        task            linreg
+        optimizer       adamw
+        schedule        constant(lr=0.1)
+        steps           10
+        final val loss  0.25
+        time            1.5 s
+        run directory   runs/x
     """
 
     @property
@@ -1098,6 +1162,18 @@ def train(
     Raises:
         ConfigError: the run directory already holds a run (and ``output.overwrite`` is
             false), or the config is invalid.
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp()) / "run"
+        >>> cfg = validate({"task": {"name": "linreg", "standardize": True},
+        ...                 "schedule": {"lr": 0.1}, "fit": {"max_steps": 20, "progress": False},
+        ...                 "output": {"dir": str(out), "plots": False}})
+        >>> result = train(cfg)
+        >>> result.steps, result.interrupted, (out / "model.pt").is_file()
+        (20, False, True)
+        >>> resume(out).steps  # a finished run stays finished
+        20
     """
     from bergab.auto_lr import auto_schedule
     from bergab.training import NonFiniteError, fit
@@ -1283,7 +1359,7 @@ def resume(
         say: where progress messages go.
 
     Returns:
-        The :class:`RunResult`.
+        The :class:`RunResult` (see :func:`train` for an example).
     """
     path = Path(run_dir)
     if not (path / CONFIG_NAME).is_file():
