@@ -176,6 +176,9 @@ class DoG(Optimizer):
 
     impls: ClassVar[tuple[str, ...]] = ("reference", "foreach", "compiled")
     layerwise: ClassVar[bool] = False
+    #: ``effective_lr`` is the step size of the *last* step (η depends on its gradient):
+    #: read it after ``step()`` to log the value a step used.
+    effective_lr_timing: ClassVar[str] = "last"
 
     def __init__(
         self,

@@ -393,6 +393,9 @@ class _Hypergradient(Optimizer):
     """Shared machinery: α per group, its rescaling with lr, the clamp, effective_lr."""
 
     impls: ClassVar[tuple[str, ...]] = ("reference", "foreach", "compiled")
+    #: ``effective_lr`` is the α of the *last* step (α is adapted from that step's
+    #: gradient): read it after ``step()`` to log the value a step used.
+    effective_lr_timing: ClassVar[str] = "last"
 
     def _validate_common(self, group: dict[str, Any]) -> None:
         check_real("lr", group["lr"], low=0.0)

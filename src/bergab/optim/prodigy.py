@@ -333,6 +333,8 @@ class Prodigy(Optimizer):
     """
 
     impls: ClassVar[tuple[str, ...]] = ("reference", "foreach", "compiled")
+    #: ``effective_lr`` is the step size of the *next* step (it uses the current d).
+    effective_lr_timing: ClassVar[str] = "next"
 
     def __init__(
         self,

@@ -214,6 +214,8 @@ class _ScheduleFree(Optimizer):
 
     impls: ClassVar[tuple[str, ...]] = ("reference", "foreach", "compiled")
     adaptive: ClassVar[bool] = False
+    #: ``effective_lr`` is the step size of the *next* step (known before it).
+    effective_lr_timing: ClassVar[str] = "next"
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any], *, impl: str) -> None:
         defaults = {**defaults, "train_mode": True, "weight_sum": 0.0, "lr_max": -1.0}
