@@ -373,7 +373,9 @@ SLOW_TASK = """\
 
 
 @pytest.mark.slow
-def test_sigint_to_the_installed_executable_then_resume(tmp_path: Path) -> None:
+def test_sigint_to_the_installed_executable_then_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write(tmp_path / "slow_task_cli.py", SLOW_TASK)
     cfg = write(
         tmp_path / "slow.toml",
@@ -417,23 +419,14 @@ def test_sigint_to_the_installed_executable_then_resume(tmp_path: Path) -> None:
     step = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["fit"]["step"]
     assert 0 < step < 200
 
-    done = subprocess.run(
-        [str(BERGAB), "resume", str(run)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    # the uninterrupted run, in this process (the same module is importable from tmp_path)
-    sys.path.insert(0, str(tmp_path))
+    # resume (in this process: the executable's start-up was tested above) and the
+    # uninterrupted run; the task module is importable from the working directory
+    monkeypatch.chdir(tmp_path)
     try:
+        assert main(["resume", str(run)]) == 0
         whole = config.load(cfg, [f'output.dir="{tmp_path / "whole"}"', "output.plots=false"])
         config.train(whole)
     finally:
-        sys.path.remove(str(tmp_path))
         sys.modules.pop("slow_task_cli", None)
     assert_same_weights(state(run / "model.pt"), state(tmp_path / "whole" / "model.pt"))
 
