@@ -489,3 +489,21 @@ def test_a_diverging_run_exits_1_and_keeps_its_logs(
     assert summary["error"].startswith("loss is inf at step")
     assert (run / "logs" / "steps.csv").is_file()
     assert not (run / "model.pt").exists()
+
+
+def test_resume_with_a_larger_max_steps_trains_a_finished_run_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = write(tmp_path / "digits.toml", DIGITS)
+    whole, short = tmp_path / "whole", tmp_path / "short"
+    assert main(["train", str(cfg), "--out", str(whole)]) == 0
+    assert main(["train", str(cfg), "--out", str(short), "--set", "fit.max_steps=25"]) == 0
+    assert json.loads((short / "summary.json").read_text())["steps"] == 25
+    capsys.readouterr()
+    assert main(["resume", str(short)]) == 0  # finished: nothing more to do
+    assert "the run already finished at step 25 (max_steps)" in capsys.readouterr().out
+    assert json.loads((short / "summary.json").read_text())["steps"] == 25
+    assert main(["resume", str(short), "--set", "fit.max_steps=60"]) == 0
+    capsys.readouterr()
+    assert json.loads((short / "summary.json").read_text())["steps"] == 60
+    assert_same_weights(state(short / "model.pt"), state(whole / "model.pt"))

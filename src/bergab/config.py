@@ -1096,6 +1096,33 @@ def _prepare_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
+def _load_last(run_dir: Path) -> dict[str, Any]:
+    from bergab.training import load_checkpoint
+
+    return load_checkpoint(run_dir / "checkpoints" / "last.pt")
+
+
+def _finished_run(run_dir: Path, total: int) -> Any:
+    """The History of a run that has nothing left to do, else ``None``.
+
+    A run is finished when its checkpoint reached the planned number of steps or was
+    stopped for good (early stopping, ``tol``). ``fit(resume=True)`` on such a run would
+    return at once but still rewrite ``last.pt`` with the process's current random state,
+    which would break an exact continuation with a larger ``max_steps`` later.
+    """
+    from bergab.training import History
+
+    if not (run_dir / "checkpoints" / "last.pt").is_file():
+        return None
+    ckpt = _load_last(run_dir)
+    state = ckpt["fit"]
+    if int(state["step"]) < total and not state.get("should_stop"):
+        return None
+    history = History()
+    history.load_state_dict(ckpt["history"])
+    return history
+
+
 def _final_values(history: Any) -> dict[str, float]:
     out: dict[str, float] = {}
     last = history.last or {}
@@ -1260,30 +1287,39 @@ def train(
     history: Any = None
     interrupted = False
     error: str | None = None
-    with interrupt.installed():
-        try:
-            history = fit(
-                task.model,
-                task.train,
-                task.loss_fn,
-                val_data=task.val,
-                optimizer=factory,
-                lr=schedule,
-                metrics=task.metrics,
-                callbacks=[*callbacks, interrupt.callback],
-                early_stopping=None if es is None else es.model_dump(),
-                checkpoint_dir=run_dir / "checkpoints",
-                log_dir=run_dir / "logs",
-                resume=resume,
-                **{**fit_kwargs, "batch_size": _batch_size(cfg, task)},
-            )
-        except KeyboardInterrupt:
-            interrupted = True
-            if interrupt.trainer is not None:
-                history = interrupt.trainer.history
-        except NonFiniteError as exc:  # nan_policy = "stop": a result, with its history
-            error = str(exc)
-            history = exc.history
+    finished = _finished_run(run_dir, total) if resume else None
+    if finished is not None:  # nothing left to train: don't let fit rewrite the checkpoint
+        history = finished
+        tell(
+            f"the run already finished at step {len(history)} ({history.stop_reason}); to "
+            "train on, pass e.g. --set fit.max_steps=N with a larger N"
+        )
+        task.model.load_state_dict(_load_last(run_dir)["model"])
+    else:
+        with interrupt.installed():
+            try:
+                history = fit(
+                    task.model,
+                    task.train,
+                    task.loss_fn,
+                    val_data=task.val,
+                    optimizer=factory,
+                    lr=schedule,
+                    metrics=task.metrics,
+                    callbacks=[*callbacks, interrupt.callback],
+                    early_stopping=None if es is None else es.model_dump(),
+                    checkpoint_dir=run_dir / "checkpoints",
+                    log_dir=run_dir / "logs",
+                    resume=resume,
+                    **{**fit_kwargs, "batch_size": _batch_size(cfg, task)},
+                )
+            except KeyboardInterrupt:
+                interrupted = True
+                if interrupt.trainer is not None:
+                    history = interrupt.trainer.history
+            except NonFiniteError as exc:  # nan_policy = "stop": a result with its history
+                error = str(exc)
+                history = exc.history
     if history is None:  # interrupted before training started (e.g. in the range test)
         from bergab.training import History
 

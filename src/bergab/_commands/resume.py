@@ -20,15 +20,15 @@ __all__ = ["register"]
 _EPILOG = """\
 examples:
   bergab resume runs/digits
-  bergab resume runs/digits --set fit.progress=false
+  bergab resume runs/digits --set fit.max_steps=2000   # train a finished run on
 
 Reads RUN_DIR/config.toml (the resolved config: with lr = "auto" the chosen schedule,
 so no new range test) and RUN_DIR/checkpoints/last.pt, and continues where the run
 stopped (Ctrl-C, a crash, a killed job), on as many torch threads as the run used
 (unless --threads says otherwise). The final weights are bitwise those of a run never
-interrupted (on the CPU). A run that finished stays finished. --set changes the
-config for the rest of the run; anything but fit.progress or fit.device makes it
-differ from the uninterrupted run.
+interrupted (on the CPU). A finished run is continued only when --set raises
+fit.max_steps (or fit.epochs); other --set values (but fit.progress, fit.device) make
+the rest of the run differ from an uninterrupted one.
 """
 
 
@@ -52,7 +52,7 @@ def register(subparsers: Any) -> None:
         action="append",
         default=[],
         metavar="KEY.PATH=VALUE",
-        help="override a value of the run's config (e.g. fit.progress=false); repeatable",
+        help="override a value of the run's config (e.g. fit.max_steps=2000); repeatable",
     )
     add_threads_argument(p, default=None)
     p.set_defaults(func=_run)
