@@ -1290,10 +1290,12 @@ def train(
     finished = _finished_run(run_dir, total) if resume else None
     if finished is not None:  # nothing left to train: don't let fit rewrite the checkpoint
         history = finished
-        tell(
-            f"the run already finished at step {len(history)} ({history.stop_reason}); to "
-            "train on, pass e.g. --set fit.max_steps=N with a larger N"
+        hint = (
+            "; to train on, pass e.g. --set fit.max_steps=N with a larger N"
+            if history.stop_reason in ("max_steps", "epochs")
+            else ""
         )
+        tell(f"the run already finished at step {len(history)} ({history.stop_reason}){hint}")
         task.model.load_state_dict(_load_last(run_dir)["model"])
     else:
         with interrupt.installed():
