@@ -17,7 +17,7 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/bergab schedule examples/schedules/warmup_cosine.json --steps 1000 --plot runs/demo/schedule.png
+	$(BIN)/bergab demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q src tests
