@@ -46,7 +46,7 @@ TensorList = list[torch.Tensor] | tuple[torch.Tensor, ...]
 
 #: On CPU the foreach path runs over batches of about this many elements, so that the
 #: several passes of one update find their operands in cache rather than main memory.
-CPU_BATCH_NUMEL = 1 << 17
+CPU_BATCH_NUMEL = 1 << 18
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
