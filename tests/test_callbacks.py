@@ -300,6 +300,18 @@ def test_tensorboard_event_file_holds_the_scalars(tmp_path: Path) -> None:
     assert [e.step for e in acc.Scalars("val/loss")] == [2, 4]
 
 
+def test_event_file_crc_matches_tensorboards() -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as reference
+
+    from bergab.training.loggers import masked_crc32c
+
+    g = torch.Generator().manual_seed(0)
+    for n in [0, 1, 3, 4, 7, 8, 9, 63, 64, 200]:
+        data = bytes(torch.randint(0, 256, (n,), generator=g).tolist())
+        assert masked_crc32c(data) == reference(data)
+
+
 def test_progress_bar_shows_loss_lr_and_speed() -> None:
     pytest.importorskip("tqdm")
     x, y = data()

@@ -299,6 +299,19 @@ def test_crash_and_resume_is_bitwise_identical(name: str, tmp_path: Path) -> Non
     ]
     lines = [json.loads(s) for s in (tmp_path / "logs" / "records.jsonl").read_text().splitlines()]
     assert strip_time(ref_lines) == strip_time(lines)
+    if name == "tensors":  # TensorBoard: the undone steps are purged on resume
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        ref_acc, acc = (
+            EventAccumulator(str(tmp_path / "ref_logs")),
+            EventAccumulator(str(tmp_path / "logs")),
+        )
+        ref_acc.Reload()
+        acc.Reload()
+        assert len(list((tmp_path / "logs").glob("events.out.tfevents.*"))) == 2
+        for tag in ("train/loss", "lr/lr", "val/loss"):
+            got = [(e.step, e.value) for e in acc.Scalars(tag)]
+            assert got == [(e.step, e.value) for e in ref_acc.Scalars(tag)]
 
 
 def test_resume_without_a_checkpoint_starts_fresh_and_a_finished_run_stays_finished(

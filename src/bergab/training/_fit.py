@@ -253,6 +253,14 @@ def _accepts_lr(factory: Callable[..., Any]) -> bool:
     return any(p.name == "lr" or p.kind is p.VAR_KEYWORD for p in params)
 
 
+def _foreach_norm(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The 2-norm of every tensor (one foreach kernel where torch has it)."""
+    fn = getattr(torch, "_foreach_norm", None)
+    if fn is not None:
+        return list(fn(tensors))
+    return [torch.linalg.vector_norm(t) for t in tensors]
+
+
 def _overrides(cb: Callback, hook: str) -> bool:
     return hook in vars(cb) or getattr(type(cb), hook) is not getattr(Callback, hook)
 
@@ -680,6 +688,11 @@ class Trainer:
         scaled = self._build_optimizer(lr)
         opt = self.optimizer
         self._params = [p for g in opt.param_groups for p in g["params"]]
+        self._uniform = len({(p.dtype, p.device) for p in self._params}) <= 1
+        self._move = not (
+            isinstance(self._source, _data.TensorSource)
+            and all(t.device == self.device for t in self._source.tensors)
+        )
         self._sf = callable(getattr(opt, "train", None)) and callable(getattr(opt, "eval", None))
         if self.precision == "fp16":
             self.scaler = torch.amp.GradScaler(self.device.type)
@@ -942,51 +955,70 @@ class Trainer:
             raise ValueError("train_data yielded no batches")
         self._end_epoch()
 
+    def _forward_backward(self, batch: Any, weight: float | None) -> torch.Tensor:
+        """One micro-batch: forward under autocast, backward (scaled); the detached loss."""
+        x, y = self.batch_fn(batch)
+        if self._move:
+            x = _data.to_device(x, self.device)
+            y = _data.to_device(y, self.device)
+        if self._autocast_dtype is None:
+            loss = self.loss_fn(_data.forward(self.model, x), y)
+        else:
+            with torch.autocast(device_type=self.device.type, dtype=self._autocast_dtype):
+                loss = self.loss_fn(_data.forward(self.model, x), y)
+        if weight is not None:
+            loss = loss * weight
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        return loss.detach()
+
+    def _loss_and_grad_norm(self, loss: torch.Tensor) -> tuple[float, float]:
+        """Unscale, clip, and bring the loss and the gradient norm to the host (one sync)."""
+        if loss.ndim != 0:
+            raise ValueError(
+                f"loss_fn must return a scalar (0-d) tensor, got shape {tuple(loss.shape)}"
+            )
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.clip_norm is not None:
+            total = torch.nn.utils.clip_grad_norm_(self._params, self.clip_norm)
+            dt = torch.promote_types(loss.dtype, total.dtype)
+            loss_v, gn_v = torch.stack([loss.to(dt), total.to(loss.device, dt)]).tolist()
+            return loss_v, gn_v
+        grads = [p.grad for p in self._params if p.grad is not None]
+        if not grads:
+            return loss.item(), 0.0
+        # per-tensor norms in one foreach kernel, combined on the host (math.hypot: no
+        # overflow), read back together with the loss
+        norms = _foreach_norm(grads)
+        if loss.device.type == "cpu" and len(norms) <= 64:
+            values = [n.item() for n in norms]  # no sync to wait for: .item() is cheapest
+            loss_v = loss.item()
+        elif self._uniform and norms[0].dtype == loss.dtype and norms[0].device == loss.device:
+            values = torch.stack([*norms, loss]).tolist()  # one device->host copy
+            loss_v = values.pop()
+        else:
+            values = torch.stack([n.to(loss.device, torch.float64) for n in norms]).tolist()
+            loss_v = loss.item()
+        if self.clip_value is not None:
+            torch.nn.utils.clip_grad_value_(self._params, self.clip_value)
+        return loss_v, math.hypot(*values)
+
     def _train_step(self, micro: list[Any]) -> None:
-        model = self.model
         opt = self.optimizer
         scaler = self.scaler
-        device = self.device
         k = len(micro)
-        pairs = [self.batch_fn(b) for b in micro]
-        weights: list[float] | None = None
-        if k > 1:
-            sizes = [_data.batch_len(y) for _, y in pairs]
-            total = sum(sizes)
-            weights = [s / total for s in sizes]
-        loss_sum: torch.Tensor | None = None
-        for i, (x, y) in enumerate(pairs):
-            x = _data.to_device(x, device)
-            y = _data.to_device(y, device)
-            with self._autocast():
-                loss = self.loss_fn(_data.forward(model, x), y)
-            if weights is not None:
-                loss = loss * weights[i]
-            if scaler is not None:
-                scaler.scale(loss).backward()
-            else:
-                loss.backward()
-            d = loss.detach()
-            loss_sum = d if loss_sum is None else loss_sum + d
-        assert loss_sum is not None
-        if loss_sum.ndim != 0:
-            raise ValueError(
-                f"loss_fn must return a scalar (0-d) tensor, got shape {tuple(loss_sum.shape)}"
-            )
-
-        # gradients: unscale, norm, clip
-        if scaler is not None:
-            scaler.unscale_(opt)
-        if self.clip_norm is not None:
-            gnorm = torch.nn.utils.clip_grad_norm_(self._params, self.clip_norm)
+        if k == 1:
+            loss = self._forward_backward(micro[0], None)
         else:
-            gnorm = torch.nn.utils.get_total_norm(
-                [p.grad for p in self._params if p.grad is not None]
-            )
-            if self.clip_value is not None:
-                torch.nn.utils.clip_grad_value_(self._params, self.clip_value)
-        dt = torch.promote_types(loss_sum.dtype, gnorm.dtype)
-        loss_v, gn_v = torch.stack([loss_sum.to(dt), gnorm.to(device, dt)]).tolist()  # one sync
+            sizes = [_data.batch_len(self.batch_fn(b)[1]) for b in micro]
+            total = sum(sizes)
+            loss = self._forward_backward(micro[0], sizes[0] / total)
+            for b, n in zip(micro[1:], sizes[1:], strict=True):
+                loss = loss + self._forward_backward(b, n / total)
+        loss_v, gn_v = self._loss_and_grad_norm(loss)
 
         groups = opt.param_groups
         lrs = [g["lr"] for g in groups]

@@ -1,7 +1,8 @@
 """Loggers: the step and evaluation records of :func:`bergab.fit` written to files.
 
 ``fit(log_dir=...)`` adds :class:`CSVLogger` and :class:`JSONLLogger` always, and
-:class:`TensorBoardLogger` when TensorBoard is installed. They are callbacks, so they
+:class:`TensorBoardLogger` when TensorBoard is installed (the logger itself writes event
+files without it). They are callbacks, so they
 can also be passed in ``callbacks=`` (e.g. a TensorBoard logger writing elsewhere).
 
 Files in ``log_dir``:
@@ -36,6 +37,10 @@ import csv
 import json
 import math
 import os
+import socket
+import struct
+import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -206,11 +211,136 @@ class JSONLLogger(_FileLogger):
         f.write(line + "\n")
 
 
-class TensorBoardLogger(Callback):
-    """Write the records as TensorBoard scalars (needs ``tensorboard``: ``bergab[log]``).
+# ----------------------------------------------------------------------------- TensorBoard
+def _crc32c_tables() -> tuple[list[int], ...]:
+    t0 = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        t0.append(c)
+    tables = [t0]
+    for _ in range(3):  # slicing-by-4: the tables for bytes 1, 2, 3 positions further on
+        prev = tables[-1]
+        tables.append([(prev[i] >> 8) ^ t0[prev[i] & 0xFF] for i in range(256)])
+    return tuple(tables)
 
-    Step records go under ``train/`` (``train/loss``, ``train/grad_norm``, ``lr/lr``,
-    ...), evaluation records under ``val/`` and ``epoch/``, all against the step.
+
+_T0, _T1, _T2, _T3 = _crc32c_tables()
+_LITTLE = sys.byteorder == "little"
+
+
+def masked_crc32c(data: bytes) -> int:
+    """TFRecord's masked CRC-32C (Castagnoli) of ``data`` (slicing-by-4 in pure Python).
+
+    Example:
+        >>> hex(masked_crc32c(b"123456789"))  # CRC-32C check value 0xe3069283, masked
+        '0xc78ab0e5'
+    """
+    t0, t1, t2, t3 = _T0, _T1, _T2, _T3
+    crc = 0xFFFFFFFF
+    n4 = len(data) // 4 * 4 if _LITTLE else 0
+    if n4:
+        for word in memoryview(data)[:n4].cast("I"):
+            x = crc ^ word
+            crc = t3[x & 0xFF] ^ t2[(x >> 8) & 0xFF] ^ t1[(x >> 16) & 0xFF] ^ t0[x >> 24]
+    for b in data[n4:]:
+        crc = t0[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    crc ^= 0xFFFFFFFF
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    n &= 0xFFFFFFFFFFFFFFFF
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _field(tag: int, payload: bytes) -> bytes:
+    return bytes([tag]) + _varint(len(payload)) + payload
+
+
+class _EventFile:
+    """A TensorBoard event file written directly: TFRecords of hand-encoded ``Event``s.
+
+    About 15 µs per step of scalars, against several hundred with ``SummaryWriter``
+    (which builds protobuf objects and runs a pure-Python CRC in a second thread).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
+        path = folder / name
+        n = 0
+        while path.exists():
+            n += 1
+            path = folder / f"{name}.{n}"
+        self.path = path
+        self._f = path.open("wb")
+        self._tags: dict[str, bytes] = {}
+        self._write(b"\x09" + struct.pack("<d", time.time()) + _field(0x1A, b"brain.Event:2"))
+
+    def _write(self, event: bytes) -> None:
+        header = struct.pack("<Q", len(event))
+        self._f.write(
+            header
+            + struct.pack("<I", masked_crc32c(header))
+            + event
+            + struct.pack("<I", masked_crc32c(event))
+        )
+
+    def scalars(self, step: int, values: list[tuple[str, float]]) -> None:
+        """One ``Event`` at ``step`` holding a ``Summary`` with every (tag, value)."""
+        parts = []
+        for tag, value in values:
+            prefix = self._tags.get(tag)
+            if prefix is None:
+                encoded = tag.encode()
+                prefix = self._tags[tag] = b"\x0a" + _varint(len(encoded)) + encoded + b"\x15"
+            val = prefix + struct.pack("<f", value)
+            parts.append(b"\x0a" + _varint(len(val)) + val)
+        summary = b"".join(parts)
+        self._write(
+            b"\x09"
+            + struct.pack("<d", time.time())
+            + b"\x10"
+            + _varint(step)
+            + _field(0x2A, summary)
+        )
+
+    def purge_from(self, step: int) -> None:
+        """A ``SessionLog.START`` at ``step``: TensorBoard hides events from ``step`` on."""
+        self._write(
+            b"\x09" + struct.pack("<d", time.time()) + b"\x10" + _varint(step) + b"\x32\x02\x08\x01"
+        )
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+_SKIP = frozenset(("step", "epoch", "time", "skipped"))
+
+
+class TensorBoardLogger(Callback):
+    """Write the records as TensorBoard scalars (view with ``tensorboard --logdir``).
+
+    Step records go under ``train/`` (``train/loss``, ``train/grad_norm``,
+    ``train/loss_scale``) and ``lr/`` (``lr/lr``, ``lr/effective_lr``, ...), evaluation
+    records under ``val/`` and ``epoch/``, all against the step. The event file is
+    written directly (no ``SummaryWriter``), which keeps logging every step cheap; it is
+    flushed at checkpoints and epoch ends. After a resume or a rollback the events of the
+    undone steps are purged (a ``SessionLog.START`` at the restored step, as
+    ``SummaryWriter(purge_step=...)`` does).
 
     Args:
         log_dir: the event-file folder.
@@ -222,72 +352,67 @@ class TensorBoardLogger(Callback):
 
     def __init__(self, log_dir: str | os.PathLike[str]) -> None:
         self.log_dir = Path(log_dir)
-        self._writer: Any = None
-        self._reopen = False
+        self._file: _EventFile | None = None
+        self._purge = False
+        self._step_tags: dict[str, str] = {}
 
     def on_fit_start(self, trainer: Trainer) -> None:
-        from bergab._validate import require
+        self._file = _EventFile(self.log_dir)
+        if trainer.resumed:
+            self._file.purge_from(trainer.step + 1)
+        self._purge = False
 
-        require("tensorboard", "log")
-        from torch.utils.tensorboard import SummaryWriter
-
-        purge = trainer.step + 1 if trainer.resumed else None
-        self._writer = SummaryWriter(str(self.log_dir), purge_step=purge)
-        self._reopen = False
-
-    @staticmethod
-    def _tag(key: str) -> str:
-        if key == "lr" or key.startswith(("lr_", "effective_lr")):
-            return f"lr/{key}"
-        return f"train/{key}"
+    def _tag(self, key: str) -> str:
+        tag = self._step_tags.get(key)
+        if tag is None:
+            lr = key == "lr" or key.startswith(("lr_", "effective_lr"))
+            tag = self._step_tags[key] = f"lr/{key}" if lr else f"train/{key}"
+        return tag
 
     def on_batch_end(self, trainer: Trainer, logs: Mapping[str, Any]) -> None:
-        w = self._writer
-        if w is None:
+        f = self._file
+        if f is None:
             return
         step = logs["step"]
-        if self._reopen:  # a rollback restored an earlier step: purge what came after it
-            from torch.utils.tensorboard import SummaryWriter
-
-            w.close()
-            w = self._writer = SummaryWriter(str(self.log_dir), purge_step=step)
-            self._reopen = False
-        for key, value in logs.items():
-            if key in ("step", "epoch", "time", "skipped") or value is None:
-                continue
-            w.add_scalar(self._tag(key), value, step)
+        if self._purge:  # a rollback restored an earlier step: hide what came after it
+            f.purge_from(step)
+            self._purge = False
+        f.scalars(
+            step,
+            [(self._tag(k), v) for k, v in logs.items() if k not in _SKIP and v is not None],
+        )
 
     def write_record(self, record: Mapping[str, Any]) -> None:
         """Write an evaluation record (``fit`` calls this for every record it makes)."""
-        w = self._writer
-        if w is None:
+        f = self._file
+        if f is None:
             return
-        step = record["step"]
+        values = []
         for key, value in record.items():
-            if key in ("step", "epoch", "time") or not isinstance(value, (int, float)):
+            if key in _SKIP or isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
-            tag = f"val/{key[4:]}" if key.startswith("val_") else f"epoch/{key}"
-            w.add_scalar(tag, value, step)
+            values.append((f"val/{key[4:]}" if key.startswith("val_") else f"epoch/{key}", value))
+        f.scalars(record["step"], values)
 
     def on_epoch_end(self, trainer: Trainer, logs: Mapping[str, Any]) -> None:
-        if self._writer is not None:
-            self._writer.flush()
+        if self._file is not None:
+            self._file.flush()
 
     def on_fit_end(self, trainer: Trainer) -> None:
         self.close()
 
     def close(self) -> None:
         """Flush and close the event file (idempotent)."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def state_dict(self) -> dict[str, Any]:
         """Nothing but a flush: events after a checkpoint are purged on resume."""
-        if self._writer is not None:
-            self._writer.flush()
+        if self._file is not None:
+            self._file.flush()
         return {}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """After a rollback (writer open), reopen at the next step, purging undone steps."""
-        self._reopen = self._writer is not None
+        """After a rollback (file open), purge the undone steps at the next step."""
+        self._purge = self._file is not None
