@@ -346,6 +346,62 @@ def adam_hd_reference(
         p.sub_((_adam_direction(m, v, b1, b2, eps) * lr).to(p.dtype))
 
 
+def _adam_hd_moments(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    *,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+) -> None:
+    """Adam's moment update alone (tensors without a previous direction)."""
+    for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs, strict=True):
+        if weight_decay != 0:
+            g = g.add(p, alpha=weight_decay)
+        m.lerp_(g, 1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+
+
+def _adam_hd_stats_moments(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    prev_bias: Sequence[tuple[Scalar, Scalar]],
+    *,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+) -> torch.Tensor:
+    """Pass 1 of the compiled path: the statistics against u_{t-1}, then the new moments."""
+    stats = adam_hd_statistics(
+        params, grads, exp_avgs, exp_avg_sqs, prev_bias, eps=eps, weight_decay=weight_decay
+    )
+    _adam_hd_moments(
+        params, grads, exp_avgs, exp_avg_sqs, beta1=beta1, beta2=beta2, eps=eps,
+        weight_decay=weight_decay,
+    )  # fmt: skip
+    return stats
+
+
+def _adam_hd_step(
+    params: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    bias_corrections: Sequence[tuple[Scalar, Scalar]],
+    *,
+    lr: Scalar,
+    eps: float,
+) -> None:
+    """Pass 2 of the compiled path: θ ← θ − α m̂/(√v̂ + ε) with the updated moments."""
+    for p, m, v, (b1, b2) in zip(params, exp_avgs, exp_avg_sqs, bias_corrections, strict=True):
+        p.sub_((_adam_direction(m, v, b1, b2, eps) * lr).to(p.dtype))
+
+
 def _adam_hd_foreach_moments(
     params: list[torch.Tensor],
     grads: list[torch.Tensor],
@@ -740,41 +796,36 @@ class HypergradientAdam(_Hypergradient):
                 for _, pc in _pieces(lists):
                     dirs = _foreach_direction(pc[1], pc[2], b1, b2, eps)
                     torch._foreach_add_(pc[0], dirs, alpha=-alpha)
-        else:
-            sub = [params[i] for i in idx_fresh]
-            args = (
-                sub,
-                [grads[i] for i in idx_fresh],
-                [m[i] for i in idx_fresh],
-                [v[i] for i in idx_fresh],
-            )
-            if not idx_fresh:
-                stats = [0.0, 0.0, 0.0]
-            elif impl == "reference":
-                prev_bias = [bias(steps[i]) for i in idx_fresh]
-                stats = adam_hd_statistics(*args, prev_bias, eps=eps, weight_decay=wd).tolist()
-            else:
-                like = params[0]
-                prev_bias_t = [tuple(lr_tensor(b, like) for b in bias(steps[i])) for i in idx_fresh]
-                fn = self._compiled(adam_hd_statistics)
-                stats = fn(*args, prev_bias_t, eps=eps, weight_decay=wd).tolist()
+        elif impl == "reference":
+            sub_p, sub_g, sub_m, sub_v = ([t[i] for i in idx_fresh] for t in (params, grads, m, v))
+            prev_bias = [bias(steps[i]) for i in idx_fresh]
+            stats = [0.0, 0.0, 0.0]
+            if idx_fresh:
+                stats = adam_hd_statistics(
+                    sub_p, sub_g, sub_m, sub_v, prev_bias, eps=eps, weight_decay=wd
+                ).tolist()
             alpha = self._new_alpha(group, stats)
-            if impl == "reference":
-                adam_hd_reference(
-                    params, grads, m, v, [bias(k + 1) for k in steps], lr=alpha, **hyper
-                )
-            else:
-                like = params[0]
-                fn = self._compiled(adam_hd_reference)
-                fn(
-                    params,
-                    grads,
-                    m,
-                    v,
-                    [tuple(lr_tensor(b, like) for b in bias(k + 1)) for k in steps],
-                    lr=lr_tensor(alpha, like),
-                    **hyper,
-                )
+            adam_hd_reference(params, grads, m, v, [bias(k + 1) for k in steps], lr=alpha, **hyper)
+        else:  # compiled: the foreach structure (moments in pass 1), each pass one kernel
+            like = params[0]
+
+            def tensors(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+                b1, b2 = bias(k)
+                return lr_tensor(b1, like), lr_tensor(b2, like)
+
+            stale = [i for i, f in enumerate(fresh) if not f]
+            stats = [0.0, 0.0, 0.0]
+            if idx_fresh:
+                args = [[t[i] for i in idx_fresh] for t in (params, grads, m, v)]
+                prev = [tensors(steps[i]) for i in idx_fresh]
+                stats = self._compiled(_adam_hd_stats_moments)(*args, prev, **hyper).tolist()
+            if stale:
+                args = [[t[i] for i in stale] for t in (params, grads, m, v)]
+                self._compiled(_adam_hd_moments)(*args, **hyper)
+            alpha = self._new_alpha(group, stats)
+            self._compiled(_adam_hd_step)(
+                params, m, v, [tensors(k + 1) for k in steps], lr=lr_tensor(alpha, like), eps=eps
+            )
         for s in states:
             s["step"] = int(s["step"]) + 1
             s["last_step"] = int(group["step"])
