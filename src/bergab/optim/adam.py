@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 
@@ -35,11 +35,25 @@ CPU_BATCH_NUMEL = 1 << 18
 # ---------------------------------------------------------------------------- helpers
 def _value(t: torch.Tensor) -> Scalar:
     """A 0-d state tensor as a number: a Python float when eager (exact bias corrections,
-    as torch computes them), a float64 0-d tensor under ``torch.compile`` (so a changing
-    step count never triggers a recompile)."""
+    as torch computes them), the tensor itself under ``torch.compile`` (so a changing step
+    count never triggers a recompile)."""
     if torch.compiler.is_compiling():
-        return t.to(torch.float64) if t.device.type == "cpu" else t
+        return t
     return t.item()
+
+
+def _hoist(*scalars: Scalar) -> tuple[Scalar, ...]:
+    """Return ``scalars`` unchanged when eager; under ``torch.compile`` compute them once.
+
+    Inductor inlines a 0-d expression such as ``1 - beta ** step`` into every elementwise
+    loop that reads it, evaluating ``pow`` once per element (several times slower than
+    the memory traffic on CPU). Stacking the scalars materializes them in a tiny buffer
+    first, as torch's own compiled optimizers do (stack at least two: a stack of one is a
+    view, and inductor would inline it again).
+    """
+    if torch.compiler.is_compiling():
+        return tuple(torch.stack([torch.as_tensor(s) for s in scalars]).unbind())
+    return scalars
 
 
 def _add_scaled_(p: torch.Tensor, t: torch.Tensor, scale: Scalar) -> None:
@@ -243,15 +257,15 @@ def adam_reference(
         if amsgrad:
             torch.maximum(max_exp_avg_sqs[i], v, out=max_exp_avg_sqs[i])
             second = max_exp_avg_sqs[i]
-        bias1 = 1 - beta1**t
-        bias2 = 1 - beta2**t
+        bias1, bias2 = _hoist(1 - beta1**t, 1 - beta2**t)
         # 2) the step
         if variant == "radam":
             rho_inf = 2 / (1 - beta2) - 1
             rho_t = rho_inf - 2 * t * beta2**t / bias2
             if isinstance(rho_t, torch.Tensor):  # compiled: select, don't branch on data
-                rect = _rectifier(rho_t, rho_inf)
-                adaptive = torch.where(rho_t > 5, rect * bias2**0.5 / (_root(second) + eps), 1.0)
+                rho, scale = _hoist(rho_t, _rectifier(rho_t, rho_inf) * bias2**0.5)
+                on = cast(torch.Tensor, rho) > 5
+                adaptive = torch.where(on, scale / (_root(second) + eps), 1.0)
                 _add_scaled_(p, m * adaptive, -lr / bias1)
             elif rho_t > 5:
                 rect = _rectifier(rho_t, rho_inf)
@@ -262,8 +276,10 @@ def adam_reference(
         denom = (_root(second) / bias2**0.5).add_(eps)
         if variant == "nadam":
             assert mu_products is not None
-            mu = beta1 * (1 - 0.5 * 0.96 ** (t * momentum_decay))
-            mu_next = beta1 * (1 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
+            mu, mu_next = _hoist(
+                beta1 * (1 - 0.5 * 0.96 ** (t * momentum_decay)),
+                beta1 * (1 - 0.5 * 0.96 ** ((t + 1) * momentum_decay)),
+            )
             mu_products[i].mul_(mu)
             prod = _value(mu_products[i])
             _add_ratio_(p, d, denom, -lr * (1 - mu) / (1 - prod))
