@@ -51,6 +51,8 @@ def default_batch_fn(batch: Any) -> tuple[Any, Any]:
         >>> default_batch_fn({"x": 1, "y": 2})
         (1, 2)
     """
+    if type(batch) is tuple and len(batch) == 2:  # the common case, checked first
+        return batch[0], batch[1]
     if isinstance(batch, Mapping):
         xk = next((k for k in _INPUT_KEYS if k in batch), None)
         yk = next((k for k in _TARGET_KEYS if k in batch), None)
@@ -73,6 +75,8 @@ def default_batch_fn(batch: Any) -> tuple[Any, Any]:
 
 def forward(model: torch.nn.Module, inputs: Any) -> Any:
     """Call the model: ``model(**inputs)`` for a dict, ``model(*inputs)`` for a tuple."""
+    if isinstance(inputs, torch.Tensor):
+        return model(inputs)
     if isinstance(inputs, Mapping):
         return model(**inputs)
     if isinstance(inputs, (list, tuple)):

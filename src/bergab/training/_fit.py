@@ -59,6 +59,7 @@ MAX_ROLLBACKS = 10
 MAX_CONSECUTIVE_SKIPS = 100
 
 _LAST = "last.pt"
+_END = object()
 
 
 class NonFiniteError(FloatingPointError):
@@ -942,8 +943,8 @@ class Trainer:
         nb = src.num_batches
         empty = start == 0
         while True:
-            micro = list(islice(batches, k))
-            if not micro:
+            micro = list(islice(batches, k)) if k > 1 else [next(batches, _END)]
+            if not micro or micro[0] is _END:
                 break
             empty = False
             self._train_step(micro)
