@@ -136,6 +136,28 @@ def test_early_stopping_restores_the_best_weights_whatever_ended_the_run(ending:
     assert not all(torch.equal(p, q) for p, q in zip(snapshots[last], snapshots[3], strict=True))
 
 
+def test_ctrl_c_ends_the_run_cleanly_and_restores_the_best_weights(tmp_path: Path) -> None:
+    x, y = data()
+    values = [2.0, 1.0, 3.0, 4.0]
+    snapshots: dict[int, list[torch.Tensor]] = {}
+
+    def on_val(t: Any, logs: Any) -> None:
+        snapshots[t.step] = weights(t.model)
+        if t.step == 4:
+            raise KeyboardInterrupt
+
+    m = model()
+    es = EarlyStopping("val_score", patience=10)
+    with pytest.raises(KeyboardInterrupt):
+        fit(m, (x, y), mse, val_data=(x, y), metrics={"score": scripted(values)},
+            optimizer="sgd", lr=0.05, epochs=8, batch_size="full", log_dir=tmp_path,
+            callbacks=[es, LambdaCallback(on_validation_end=on_val)], progress=False)  # fmt: skip
+    assert es.best_step == 2
+    assert all(torch.equal(p, q) for p, q in zip(weights(m), snapshots[2], strict=True))
+    lines = (tmp_path / "steps.csv").read_text().splitlines()
+    assert len(lines) == 1 + 4  # the files were flushed and closed
+
+
 def test_early_stopping_validates_and_needs_validation() -> None:
     with pytest.raises(ValueError, match="patience"):
         EarlyStopping(patience=-1)

@@ -768,6 +768,11 @@ BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"accumulation_steps": 0}, ValueError, "accumulation_steps"),
     ({"precision": "16"}, ValueError, "precision must be one of '32', 'bf16', 'fp16'"),
     ({"device": "nonsense"}, ValueError, "device must be"),
+    *(
+        [({"device": "cuda"}, ValueError, "CUDA is not available")]
+        if not torch.cuda.is_available()
+        else []
+    ),
     ({"nan_policy": "ignore"}, ValueError, "nan_policy must be one of 'stop', 'skip', 'rollback'"),
     ({"nan_policy": "rollback"}, ValueError, "needs checkpoint_dir"),
     ({"checkpoint_every": 5}, ValueError, "checkpoint_every needs checkpoint_dir"),

@@ -238,12 +238,15 @@ def _resolve_device(device: Any, model: nn.Module) -> torch.device:
     if not isinstance(device, (str, torch.device)):
         raise TypeError(f"device must be 'auto', a str or a torch.device, got {device!r}")
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except RuntimeError:
         raise ValueError(
             f"device must be 'auto' or a torch device such as 'cpu', 'cuda', 'cuda:1'; "
             f"got {device!r}"
         ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}, but CUDA is not available; use 'cpu' or 'auto'")
+    return dev
 
 
 def _accepts_lr(factory: Callable[..., Any]) -> bool:
