@@ -340,6 +340,25 @@ def test_resume_without_a_checkpoint_starts_fresh_and_a_finished_run_stays_finis
     assert h5.steps["loss"][:10] == h.steps["loss"]
 
 
+def test_a_finished_run_resumed_again_keeps_its_checkpoint_and_extends_exactly(
+    tmp_path: Path,
+) -> None:
+    x, y = data()
+    kw: dict[str, Any] = {"batch_size": 8, "seed": 0, "val_data": (x, y), "progress": False}
+    fit(mlp(), (x, y), mse, max_steps=7, checkpoint_dir=tmp_path, **kw)  # stops mid-epoch
+    first = load_checkpoint(tmp_path / "last.pt")
+    torch.rand(5)  # the caller's RNG moves on
+    fit(mlp(), (x, y), mse, max_steps=7, checkpoint_dir=tmp_path, resume=True, **kw)
+    again = load_checkpoint(tmp_path / "last.pt")
+    assert_same_tensors(first["rng"], again["rng"])
+    assert_same_tensors(first["model"], again["model"])
+    m_long, m_ext = mlp(), mlp()
+    fit(m_long, (x, y), mse, max_steps=13, **kw)
+    fit(m_ext, (x, y), mse, max_steps=13, checkpoint_dir=tmp_path, resume=True, **kw)
+    for p, q in zip(m_long.parameters(), m_ext.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
 def test_checkpoint_loads_with_weights_only_and_holds_everything(tmp_path: Path) -> None:
     x, y = data()
     fit(mlp(), (x, y), mse, val_data=(x, y), epochs=1, batch_size=8, precision="fp16", seed=0,

@@ -797,7 +797,8 @@ class Trainer:
                 "should_stop": self.should_stop and not limit,
                 "stop_reason": None if limit else self.stop_reason,
             },
-            "rng": rng_state(),
+            # restored but not yet in use (a resume inside an epoch): save it as it was
+            "rng": self._pending_rng if self._pending_rng is not None else rng_state(),
         }
 
     def _save_checkpoint(self) -> None:
