@@ -76,6 +76,23 @@ def _check_betas(betas: Any) -> tuple[float, float]:
     return b1, b2
 
 
+def _hoist(*scalars: Scalar) -> tuple[Scalar, ...]:
+    """``scalars`` unchanged when eager; under ``torch.compile``, computed once.
+
+    Inductor inlines a 0-d expression such as ``1 - beta ** step`` into every elementwise
+    loop that reads it and evaluates ``pow`` once per vector of elements, which costs more
+    than the memory traffic on CPU. Stacking two or more scalars materializes them in a
+    tiny buffer first (a stack of one would be a view and be inlined again, so a single
+    scalar is stacked with a zero).
+    """
+    if torch.compiler.is_compiling():
+        parts = [torch.as_tensor(s) for s in scalars]
+        if len(parts) == 1:
+            parts.append(torch.zeros_like(parts[0]))
+        return tuple(torch.stack(parts).unbind())[: len(scalars)]
+    return scalars
+
+
 def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     """``num / den``, or 1 where either is 0 (a zero tensor or a zero update keeps lr)."""
     return torch.where((num > 0) & (den > 0), num / den, torch.ones_like(num))
@@ -133,10 +150,12 @@ def lars_reference(
             w_norm = torch.linalg.vector_norm(p)
             g_norm = torch.linalg.vector_norm(g)
             # where a norm is 0 the ratio is 1 (a plain SGD step for that tensor)
-            trust = torch.where(
-                (w_norm > 0) & (g_norm > 0),
-                trust_coefficient * w_norm / (g_norm + weight_decay * w_norm + eps),
-                torch.ones_like(w_norm),
+            (trust,) = _hoist(
+                torch.where(
+                    (w_norm > 0) & (g_norm > 0),
+                    trust_coefficient * w_norm / (g_norm + weight_decay * w_norm + eps),
+                    torch.ones_like(w_norm),
+                )
             )
             d = d * trust
         if momentum != 0:
@@ -414,8 +433,9 @@ def lamb_reference(
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
         m_hat, v_hat = m, v
         if bias_correction:
-            m_hat = m / (1 - beta1**t)
-            v_hat = v / (1 - beta2**t)
+            bias1, bias2 = _hoist(1 - beta1**t, 1 - beta2**t)
+            m_hat = m / bias1
+            v_hat = v / bias2
         # 2) the direction, with decoupled weight decay
         u = m_hat / (v_hat.sqrt() + eps)
         if decay:
@@ -427,8 +447,8 @@ def lamb_reference(
         w_norm = torch.linalg.vector_norm(p)
         if clamp_value is not None:
             w_norm = w_norm.clamp(max=clamp_value)
-        ratio = _ratio(w_norm, torch.linalg.vector_norm(u))
-        p.sub_(u * (ratio * lr))
+        (step,) = _hoist(_ratio(w_norm, torch.linalg.vector_norm(u)) * lr)
+        p.sub_(u * step)
 
 
 def _lamb_foreach(
@@ -453,25 +473,24 @@ def _lamb_foreach(
     torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
     bias1 = 1 - beta1**step if bias_correction else 1.0
     bias2 = 1 - beta2**step if bias_correction else 1.0
-    # m̂/(√v̂ + ε) = (√bias2 / bias1) · m / (√v + ε√bias2): u is built in the sqrt buffer
-    u = torch._foreach_sqrt(v)
-    torch._foreach_add_(u, eps * bias2**0.5)
-    torch._foreach_reciprocal_(u)
-    torch._foreach_mul_(u, m)
-    torch._foreach_mul_(u, bias2**0.5 / bias1)
+    # u = m̂/(√v̂ + ε) + λw = c·r with c = √bias2/bias1 and r = m/(√v + ε√bias2) + (λ/c)·w:
+    # r is built in place in the sqrt buffer, and c cancels in the trust ratio ||w||/||u||
+    c = bias2**0.5 / bias1
+    r = torch._foreach_sqrt(v)
+    torch._foreach_add_(r, eps * bias2**0.5)
+    torch._foreach_reciprocal_(r)
+    torch._foreach_mul_(r, m)
     if weight_decay != 0:
-        torch._foreach_add_(u, params, alpha=weight_decay)
+        torch._foreach_add_(r, params, alpha=weight_decay / c)
     if adam:
-        torch._foreach_add_(params, u, alpha=-lr)
+        torch._foreach_add_(params, r, alpha=-lr * c)
         return
     w_norms = _norms(params)
-    u_norms = _norms(u)
-    scales = []
-    for wn, un in zip(w_norms, u_norms, strict=True):
+    r_norms = _norms(r)
+    for p, ri, wn, rn in zip(params, r, w_norms, r_norms, strict=True):
         wn = wn if clamp_value is None else min(wn, clamp_value)
-        scales.append(-lr * (wn / un if wn > 0 and un > 0 else 1.0))
-    torch._foreach_mul_(u, scales)
-    torch._foreach_add_(params, u)
+        # the step is lr * ratio * u = lr * (wn / (c * rn)) * c * r
+        p.add_(ri, alpha=-lr * (wn / rn if wn > 0 and rn > 0 else c))
 
 
 class LAMB(Optimizer):

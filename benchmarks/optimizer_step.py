@@ -1,0 +1,567 @@
+"""Time per ``step()`` of every bergab optimizer beside torch's implementations, as a ratio
+to the memory-traffic floor.
+
+For each size N (default 1M, 16M and 64M float32 parameters in 64 equal tensors, with
+fixed random gradients) and each algorithm, in one run:
+
+- every bergab implementation of it (``reference``, ``foreach``, ``fused``, ``compiled``:
+  whatever the class lists), plus which one ``impl="auto"`` picks;
+- torch's ``default``, ``foreach=True`` and ``fused=True`` versions of the same algorithm
+  where torch has it (those that raise for the device are left out), and the authors'
+  package where one is installed (prodigyopt, schedulefree, dog).
+
+**Time.** The median of ``--repeats`` steps, each timed on its own after warm-up steps
+(state allocated; ``compiled`` compiled — its first step, compilation included, is
+reported as the warm-up). ``torch._dynamo`` is reset before each compiled case, so every
+compiled case compiles from scratch (inductor's on-disk cache may still help).
+
+**Floor.** ``bytes_per_param × N / peak bandwidth``. ``bytes_per_param`` is what one step
+must read and write per parameter (float32: parameter, gradient and each state tensor read
+once, parameter and state written once), from :data:`BYTES_PER_PARAM`, or for an
+optimizer not in that table from its state after a step: ``(3 + 2k) × 4`` bytes with ``k``
+parameter-sized state tensors (marked ``*``). The peak bandwidth is the best of
+``torch.add(a, b, out=c)`` and ``copy_`` on 64M floats and torch's fused AdamW on 64M
+parameters (bytes over time), measured at the start of the run. At 1M parameters the
+working set fits in a large last-level cache, so ratios below 1 are possible there.
+
+**Memory.** The peak extra memory one steady-state ``step()`` holds above what was
+resident before it. On CPU: in a fresh subprocess per size (with glibc told to return
+every allocation of 64 KiB or more to the system on free, so a temporary cannot hide in
+cached memory), the kernel's resident-set high-water mark is reset just before the step
+and read right after (``/proc/self/clear_refs``, ``VmHWM``). Compiled cases are measured
+only with ``--memory-compiled`` (they would compile again there). On CUDA:
+``torch.cuda.max_memory_allocated`` over the step.
+
+Examples::
+
+    python benchmarks/optimizer_step.py --sizes 1M,16M --markdown
+    python benchmarks/optimizer_step.py --optimizers adamw,lamb --sizes 16M --repeats 7
+    python benchmarks/optimizer_step.py --device cuda --sizes 64M --markdown
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import (
+    MALLOC_ENV,
+    format_machine_info,
+    machine_info,
+    markdown_table,
+    median_time,
+    parse_size,
+    peak_bandwidth,
+    rss_peak_during,
+    sync,
+    text_table,
+)
+
+from bergab import optim
+
+# Bytes one float32 step must read and write per parameter (extend it as algorithms land):
+# parameter r+w (8), gradient r (4), each state tensor r+w (8).
+BYTES_PER_PARAM: dict[str, int] = {
+    "sgd": 12,
+    "momentum": 20,
+    "nesterov": 20,
+    "adagrad": 20,  # state: sum of squares
+    "rmsprop": 20,  # state: square average (no momentum, not centered by default)
+    "adam": 28,  # exp_avg, exp_avg_sq
+    "adamw": 28,
+    "nadam": 28,  # + a scalar mu product
+    "radam": 28,
+    "amsgrad": 36,  # + max_exp_avg_sq
+    "lars": 20,  # momentum buffer; the per-tensor norms read w and g a second time
+    "lamb": 28,  # exp_avg, exp_avg_sq; the norm of the update needs a second pass
+}
+
+# torch.optim class and keyword arguments with the same defaults as the bergab name.
+TORCH_EQUIVALENT: dict[str, tuple[str, dict[str, Any]]] = {
+    "sgd": ("SGD", {"lr": 1e-3}),
+    "momentum": ("SGD", {"lr": 1e-3, "momentum": 0.9}),
+    "nesterov": ("SGD", {"lr": 1e-3, "momentum": 0.9, "nesterov": True}),
+    "adagrad": ("Adagrad", {}),
+    "rmsprop": ("RMSprop", {}),
+    "adam": ("Adam", {}),
+    "amsgrad": ("Adam", {"amsgrad": True}),
+    "adamw": ("AdamW", {}),
+    "nadam": ("NAdam", {}),
+    "radam": ("RAdam", {}),
+}
+TORCH_VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "foreach": {"foreach": True},
+    "fused": {"fused": True},
+}
+
+# The authors' packages, where installed: (module, class, keyword arguments).
+EXTERNAL_EQUIVALENT: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "prodigy": ("prodigyopt", "Prodigy", {}),
+    "schedulefree_sgd": ("schedulefree", "SGDScheduleFree", {}),
+    "schedulefree_adamw": ("schedulefree", "AdamWScheduleFree", {}),
+    "dog": ("dog", "DoG", {}),
+    "ldog": ("dog", "LDoG", {}),
+}
+
+# Keyword arguments for the bergab optimizer when its defaults do not suit a benchmark.
+BERGAB_KWARGS: dict[str, dict[str, Any]] = {}
+
+Builder = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
+
+
+@dataclass
+class Case:
+    algo: str  # the bergab registry name
+    family: str  # "bergab", "torch" or the package name
+    impl: str  # bergab impl; torch "default"/"foreach"/"fused"; "package"
+    build: Builder
+
+    @property
+    def key(self) -> str:
+        return f"{self.algo}/{self.family}/{self.impl}"
+
+
+# ---------------------------------------------------------------------------- cases
+def algorithms(selected: Sequence[str] | None) -> list[str]:
+    """The registry names to run: one per (class, preset), preferring table names."""
+    chosen: dict[tuple[Any, ...], str] = {}
+    for name in optim.names():
+        cls, preset = optim._registry._REGISTRY[name]
+        ident = (cls, tuple(sorted((k, repr(v)) for k, v in preset.items())))
+        best = chosen.get(ident)
+        rank = (name not in BYTES_PER_PARAM, name not in EXTERNAL_EQUIVALENT, len(name), name)
+        if best is None or rank < (
+            best not in BYTES_PER_PARAM,
+            best not in EXTERNAL_EQUIVALENT,
+            len(best),
+            best,
+        ):
+            chosen[ident] = name
+    names = sorted(chosen.values())
+    if selected:
+        unknown = [s for s in selected if s not in optim.names()]
+        if unknown:
+            raise SystemExit(f"unknown optimizer(s) {unknown}; known: {', '.join(optim.names())}")
+        names = list(selected)
+    return names
+
+
+def cases_for(algo: str, *, compiled: bool) -> list[Case]:
+    cls, _ = optim._registry._REGISTRY[algo]
+    kw = BERGAB_KWARGS.get(algo, {})
+    out = []
+    for impl in cls.impls:
+        if impl == "compiled" and not compiled:
+            continue
+        out.append(
+            Case(
+                algo, "bergab", impl, lambda ps, impl=impl: optim.create(algo, ps, impl=impl, **kw)
+            )
+        )
+    if algo in TORCH_EQUIVALENT:
+        name, tkw = TORCH_EQUIVALENT[algo]
+        tcls = getattr(torch.optim, name)
+        for variant, flags in TORCH_VARIANTS.items():
+            out.append(
+                Case(algo, "torch", variant, lambda ps, flags=flags: tcls(ps, **tkw, **flags))
+            )
+    if algo in EXTERNAL_EQUIVALENT:
+        module, clsname, ekw = EXTERNAL_EQUIVALENT[algo]
+        try:
+            ecls = getattr(importlib.import_module(module), clsname)
+        except ImportError:
+            pass
+        else:
+            out.append(Case(algo, module, "package", lambda ps: ecls(ps, **ekw)))
+    return out
+
+
+def auto_impl(algo: str, params: list[torch.nn.Parameter]) -> str:
+    opt = optim.create(algo, params, **BERGAB_KWARGS.get(algo, {}))
+    if not isinstance(opt, optim.Optimizer):
+        return "?"
+    return opt._select_impl(params)
+
+
+def make_params(
+    numel: int, tensors: int, device: str
+) -> tuple[list[torch.nn.Parameter], torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    init = torch.randn(numel, generator=gen).to(device)
+    params = [torch.nn.Parameter(x.clone()) for x in init.chunk(tensors)]
+    for p in params:
+        p.grad = 1e-2 * torch.randn(p.shape, generator=gen).to(device)
+    return params, init
+
+
+def reset(params: list[torch.nn.Parameter], init: torch.Tensor) -> None:
+    with torch.no_grad():
+        for p, x in zip(params, init.chunk(len(params)), strict=True):
+            p.copy_(x)
+
+
+def start(opt: torch.optim.Optimizer) -> None:
+    if callable(getattr(opt, "train", None)):  # schedule-free optimizers step in train mode
+        opt.train()
+
+
+def state_bytes_per_param(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter]) -> int:
+    """``(3 + 2k) × itemsize`` with k parameter-sized state tensors (the default rule)."""
+    k = sum(
+        1
+        for v in opt.state[params[0]].values()
+        if isinstance(v, torch.Tensor) and v.numel() == params[0].numel()
+    )
+    return (3 + 2 * k) * params[0].element_size()
+
+
+# ---------------------------------------------------------------------------- measuring
+def time_case(
+    case: Case,
+    params: list[torch.nn.Parameter],
+    init: torch.Tensor,
+    repeats: int,
+    device: str,
+) -> dict[str, Any]:
+    reset(params, init)
+    if case.impl == "compiled":
+        torch._dynamo.reset()
+    res: dict[str, Any] = {"key": case.key, "algo": case.algo, "family": case.family}
+    res["impl"] = case.impl
+    try:
+        opt = case.build(params)
+        start(opt)
+        sync(device)
+        t0 = time.perf_counter()
+        opt.step()
+        sync(device)
+        res["first_step_s"] = time.perf_counter() - t0
+        res["state_bytes_per_param"] = state_bytes_per_param(opt, params)
+        warm = 3 if case.impl == "compiled" else 2
+        med, times = median_time(opt.step, repeats=repeats, device=device, warmup=warm)
+        res["seconds"] = med
+        res["times"] = times
+        finite = all(bool(torch.isfinite(p).all()) for p in params[:2])
+        if not finite:
+            res["note"] = "parameters became non-finite"
+        del opt
+    except Exception as exc:
+        res["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+    gc.collect()
+    return res
+
+
+def memory_worker(args: argparse.Namespace) -> int:
+    """Subprocess entry: peak extra memory of one step for each requested case."""
+    numel = args.worker_size
+    wanted = set(args.worker_cases.split(","))
+    for algo in sorted({k.split("/")[0] for k in wanted}):
+        for case in cases_for(algo, compiled=True):
+            if case.key not in wanted:
+                continue
+            params, _ = make_params(numel, args.tensors, "cpu")
+            out: dict[str, Any] = {"key": case.key}
+            try:
+                opt = case.build(params)
+                start(opt)
+                for _ in range(3):
+                    opt.step()
+                gc.collect()
+                out["bytes"] = rss_peak_during(opt.step)
+                del opt
+            except Exception as exc:
+                out["error"] = f"{type(exc).__name__}: {exc}"[:160]
+            del params
+            gc.collect()
+            print(json.dumps(out), flush=True)
+    return 0
+
+
+def measure_memory_cpu(numel: int, keys: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--memory-worker",
+        "--worker-size",
+        str(numel),
+        "--worker-cases",
+        ",".join(keys),
+        "--tensors",
+        str(args.tensors),
+    ]
+    env = {**os.environ, **MALLOC_ENV}
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    out: dict[str, Any] = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            item = json.loads(line)
+            out[item["key"]] = item.get("bytes", item.get("error"))
+    if proc.returncode != 0:
+        print(f"memory worker failed: {proc.stderr[-400:]}", file=sys.stderr)
+    return out
+
+
+def measure_memory_cuda(
+    case: Case, params: list[torch.nn.Parameter], init: torch.Tensor, device: str
+) -> int | str:
+    reset(params, init)
+    try:
+        opt = case.build(params)
+        start(opt)
+        for _ in range(3):
+            opt.step()
+        sync(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        opt.step()
+        sync(device)
+        peak = torch.cuda.max_memory_allocated(device) - before
+        del opt
+        return int(peak)
+    except Exception as exc:
+        return f"{type(exc).__name__}"
+
+
+# ---------------------------------------------------------------------------- report
+def fmt_ms(seconds: float | None) -> str:
+    return "—" if seconds is None else f"{seconds * 1e3:.2f}"
+
+
+def fmt_ratio(x: float | None) -> str:
+    return "—" if x is None or not math.isfinite(x) else f"{x:.2f}"
+
+
+def fmt_mb(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, str):
+        return "error"
+    return f"{value / 2**20:.1f}"
+
+
+def summarize(results: list[dict[str, Any]], algo: str, numel: int, bw: float) -> dict[str, Any]:
+    rows = [r for r in results if r["algo"] == algo and "seconds" in r]
+    ours = {r["impl"]: r for r in rows if r["family"] == "bergab"}
+    theirs = [r for r in rows if r["family"] != "bergab"]
+    nbytes = BYTES_PER_PARAM.get(algo)
+    derived = nbytes is None
+    if derived:
+        nbytes = next((r["state_bytes_per_param"] for r in ours.values()), None)
+    floor = None if nbytes is None else nbytes * numel / bw
+    fastest = min(ours.values(), key=lambda r: r["seconds"], default=None)
+    auto = ours.get(results_auto(results, algo))
+    best_theirs = min(theirs, key=lambda r: r["seconds"], default=None)
+    return {
+        "algo": algo,
+        "bytes": None if nbytes is None else f"{nbytes}{'*' if derived else ''}",
+        "floor": floor,
+        "auto": auto,
+        "fastest": fastest,
+        "theirs": best_theirs,
+    }
+
+
+def results_auto(results: list[dict[str, Any]], algo: str) -> str:
+    return next((r["auto"] for r in results if r.get("auto_of") == algo), "?")
+
+
+def ratio(r: dict[str, Any] | None, floor: float | None) -> float | None:
+    if r is None or floor is None:
+        return None
+    return r["seconds"] / floor
+
+
+def report(
+    numel: int,
+    results: list[dict[str, Any]],
+    memory: dict[str, Any],
+    bw: float,
+    algos: list[str],
+    *,
+    tensors: int,
+    markdown: bool,
+) -> str:
+    table = markdown_table if markdown else text_table
+    lines = [f"### {numel / 2**20:g}M parameters in {tensors} tensors (float32)", ""]
+    summary_rows = []
+    for algo in algos:
+        s = summarize(results, algo, numel, bw)
+        auto, fast, th = s["auto"], s["fastest"], s["theirs"]
+        vs = None if auto is None or th is None else auto["seconds"] / th["seconds"]
+        mem_auto = memory.get(auto["key"]) if auto else None
+        mem_th = memory.get(th["key"]) if th else None
+        summary_rows.append(
+            [
+                algo,
+                s["bytes"] or "—",
+                fmt_ms(s["floor"]),
+                f"{auto['impl']}: {fmt_ms(auto['seconds'])} ({fmt_ratio(ratio(auto, s['floor']))}×)"
+                if auto
+                else "—",
+                f"{fast['impl']}: {fmt_ms(fast['seconds'])} ({fmt_ratio(ratio(fast, s['floor']))}×)"
+                if fast
+                else "—",
+                f"{th['family']} {th['impl']}: {fmt_ms(th['seconds'])} "
+                f"({fmt_ratio(ratio(th, s['floor']))}×)"
+                if th
+                else "—",
+                fmt_ratio(vs),
+                f"{fmt_mb(mem_auto)} / {fmt_mb(mem_th)}" if th else fmt_mb(mem_auto),
+            ]
+        )
+    lines.append(
+        table(
+            [
+                "algorithm",
+                "B/param",
+                "floor ms",
+                "bergab auto: ms (× floor)",
+                "bergab fastest",
+                "other fastest",
+                "auto ÷ other fastest",
+                "extra MB: auto / other",
+            ],
+            summary_rows,
+        )
+    )
+    lines += ["", "All cases:", ""]
+    rows = []
+    for algo in algos:
+        s = summarize(results, algo, numel, bw)
+        for r in results:
+            if r["algo"] != algo or "auto_of" in r:
+                continue
+            label = f"{r['family']} {r['impl']}"
+            if r["family"] == "bergab" and r["impl"] == results_auto(results, algo):
+                label += " (auto)"
+            if "error" in r:
+                rows.append([algo, label, "—", "—", "—", "—", r["error"]])
+                continue
+            rows.append(
+                [
+                    algo,
+                    label,
+                    fmt_ms(r["seconds"]),
+                    fmt_ratio(ratio(r, s["floor"])),
+                    f"{r['first_step_s']:.2f}",
+                    fmt_mb(memory.get(r["key"])),
+                    r.get("note", ""),
+                ]
+            )
+    lines.append(
+        table(
+            ["algorithm", "implementation", "ms/step", "× floor", "first step s", "extra MB", ""],
+            rows,
+        )
+    )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- main
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: python benchmarks/optimizer_step.py --sizes 1M,16M --markdown",
+    )
+    p.add_argument("--sizes", default="1M,16M,64M", help="comma list, e.g. 1M,16M,64M")
+    p.add_argument("--optimizers", default="", help="comma list of bergab names (default all)")
+    p.add_argument("--repeats", type=int, default=5, help="timed steps per case (median)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    p.add_argument("--markdown", action="store_true", help="print markdown tables")
+    p.add_argument("--tensors", type=int, default=64, help="tensors the parameters split into")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--no-compiled", action="store_true", help="skip the compiled paths")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--memory-compiled", action="store_true", help="measure compiled memory too")
+    p.add_argument("--json", default="", help="also write every measurement to this file")
+    p.add_argument("--memory-worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--worker-size", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--worker-cases", default="", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    if args.memory_worker:
+        return memory_worker(args)
+    device = args.device
+    sizes = [parse_size(s) for s in args.sizes.split(",") if s]
+    algos = algorithms([s for s in args.optimizers.split(",") if s] or None)
+
+    info = machine_info(device)
+    print(f"# optimizer step benchmark\n\n{format_machine_info(info)}\n", flush=True)
+    probes = [peak_bandwidth(device, numel=1 << 26, tensors=args.tensors)]
+    everything: dict[str, Any] = {"machine": info, "bandwidth": probes, "sizes": {}}
+    for numel in sizes:
+        params, init = make_params(numel, args.tensors, device)
+        results: list[dict[str, Any]] = []
+        memory: dict[str, Any] = {}
+        for algo in algos:
+            results.append({"algo": algo, "auto_of": algo, "auto": auto_impl(algo, params)})
+            for case in cases_for(algo, compiled=not args.no_compiled):
+                r = time_case(case, params, init, args.repeats, device)
+                results.append(r)
+                status = r.get("error") or f"{fmt_ms(r.get('seconds'))} ms"
+                print(f"  {numel / 2**20:g}M {case.key}: {status}", file=sys.stderr, flush=True)
+                if not args.no_memory and device.startswith("cuda"):
+                    memory[case.key] = measure_memory_cuda(case, params, init, device)
+        del params, init
+        gc.collect()
+        if not args.no_memory and not device.startswith("cuda"):
+            keys = [
+                r["key"]
+                for r in results
+                if "seconds" in r and (r["impl"] != "compiled" or args.memory_compiled)
+            ]
+            memory = measure_memory_cpu(numel, keys, args)
+        everything["sizes"][str(numel)] = {"results": results, "memory": memory}
+        # the machine's load changes: probe again after each size, keep the best
+        probes.append(peak_bandwidth(device, numel=1 << 26, tensors=args.tensors))
+    best = {k: max(p.get(k, 0.0) for p in probes) for k in probes[0]}
+    print(
+        "peak bandwidth (best of probes at the start and after each size): "
+        + ", ".join(f"{k} {v / 1e9:.1f} GB/s" for k, v in best.items())
+        + "\nfloor = bytes per parameter × N / best; × floor = time / floor\n",
+        flush=True,
+    )
+    for numel in sizes:
+        data = everything["sizes"][str(numel)]
+        text = report(
+            numel,
+            data["results"],
+            data["memory"],
+            best["best"],
+            algos,
+            tensors=args.tensors,
+            markdown=args.markdown,
+        )
+        print(text + "\n", flush=True)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(everything, f, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
