@@ -119,7 +119,8 @@ def param_groups(
 
     Args:
         model: the module whose ``named_parameters()`` are grouped.
-        weight_decay: the decay of the decayed groups (a float ≥ 0 or a schedule).
+        weight_decay: the decay of the decayed groups (a float ≥ 0, or a schedule for
+            bergab optimizers).
         no_decay: which parameters get no decay: a predicate ``(name, param, module) ->
             bool`` (``module`` owns the parameter), a list of name substrings
             (``["bias", "norm"]``), or ``None`` (decay everything). Default:
