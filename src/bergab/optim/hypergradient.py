@@ -217,19 +217,6 @@ def sgd_hd_reference(
             p.add_(u, alpha=-lr)
 
 
-def _sgd_hd_foreach_statistics(
-    params: list[torch.Tensor],
-    grads: list[torch.Tensor],
-    prev: list[torch.Tensor],
-    *,
-    weight_decay: float,
-) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-    g = torch._foreach_add(grads, params, alpha=weight_decay) if weight_decay != 0 else grads
-    prod = torch._foreach_mul(g, prev)
-    dots = [t.sum() for t in prod]
-    return dots, list(torch._foreach_norm(g)), list(torch._foreach_norm(prev))
-
-
 def _sgd_hd_foreach(
     params: list[torch.Tensor],
     grads: list[torch.Tensor],
@@ -568,23 +555,18 @@ class HypergradientSGD(_Hypergradient):
         ]
         sub_p = [params[i] for i in idx_fresh]
         sub_g = [grads[i] for i in idx_fresh]
-        if not idx_fresh:
-            stats = [0.0, 0.0, 0.0]
-        elif impl == "reference":
-            stats = sgd_hd_statistics(sub_p, sub_g, prev, weight_decay=wd).tolist()
-        elif impl == "compiled":
-            fn = self._compiled(sgd_hd_statistics)
-            stats = fn(sub_p, sub_g, prev, weight_decay=wd).tolist()
-        else:
-            parts: list[list[torch.Tensor]] = [[], [], []]
+        # (eagerly for every impl: BLAS dot products run at memory speed, inductor's CPU
+        # reductions did not; foreach takes cache-sized pieces)
+        stats = [0.0, 0.0, 0.0]
+        if idx_fresh and impl == "foreach":
+            total = torch.zeros(3, dtype=torch.float64)
             for key in group_by_device_dtype(sub_p).values():
                 lists = [[t[i] for i in key] for t in (sub_p, sub_g, prev)]
                 for _, pc in _pieces(lists):
-                    dots, gn, un = _sgd_hd_foreach_statistics(*pc, weight_decay=wd)
-                    parts[0].extend(t.double() for t in dots)
-                    parts[1].extend(t.double() ** 2 for t in gn)
-                    parts[2].extend(t.double() ** 2 for t in un)
-            stats = [float(torch.stack(ps).sum()) for ps in parts]
+                    total += sgd_hd_statistics(*pc, weight_decay=wd).cpu()
+            stats = total.tolist()
+        elif idx_fresh:
+            stats = sgd_hd_statistics(sub_p, sub_g, prev, weight_decay=wd).tolist()
         alpha = self._new_alpha(group, stats)
         # 2) the SGD step with the new α
         bufs: list[torch.Tensor | None] = [s.get("momentum_buffer") for s in states]
