@@ -88,6 +88,14 @@ BYTES_PER_PARAM: dict[str, int] = {
     "amsgrad": 36,  # + max_exp_avg_sq
     "lars": 20,  # momentum buffer; the per-tensor norms read w and g a second time
     "lamb": 28,  # exp_avg, exp_avg_sq; the norm of the update needs a second pass
+    # self-tuning: x0 is only read; the global step size (d, η, α) needs a second pass
+    "schedulefree_sgd": 20,  # z
+    "schedulefree_adamw": 28,  # z, exp_avg_sq
+    "prodigy": 40,  # exp_avg, exp_avg_sq, s; x0 read
+    "dog": 16,  # x0 read
+    "ldog": 16,  # x0 read
+    "hypergradient_sgd": 20,  # previous direction
+    "hypergradient_adam": 28,  # exp_avg, exp_avg_sq
 }
 
 # torch.optim class and keyword arguments with the same defaults as the bergab name.
