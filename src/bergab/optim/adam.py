@@ -75,18 +75,25 @@ def _add_ratio_(p: torch.Tensor, num: torch.Tensor, den: torch.Tensor, scale: Sc
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-def _root(x: torch.Tensor) -> torch.Tensor:
+def _root(x: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
     """``sqrt(x)``, in float32 for 16-bit tensors so that an ε added to it does not vanish
-    (1e-8 rounds to 0 in float16); torch's fused kernels compute in float32 likewise."""
-    return x.float().sqrt_() if x.dtype in _LOW_PRECISION else x.sqrt()
+    (1e-8 rounds to 0 in float16); torch's fused kernels compute in float32 likewise.
+    ``inplace=True`` overwrites ``x`` (a temporary of ours) where the dtype allows."""
+    if x.dtype in _LOW_PRECISION:
+        return x.float().sqrt_()
+    return x.sqrt_() if inplace else x.sqrt()
 
 
-def _foreach_root(xs: TensorList) -> TensorList:
-    """:func:`_root` of each tensor in ``xs``."""
+def _foreach_root(xs: TensorList, *, inplace: bool = False) -> TensorList:
+    """:func:`_root` of each tensor in ``xs`` (no new allocation with ``inplace=True``:
+    on CPU, fresh temporaries cost page faults that show at large sizes)."""
     if xs and xs[0].dtype in _LOW_PRECISION:
         up = [x.float() for x in xs]
         torch._foreach_sqrt_(up)
         return up
+    if inplace:
+        torch._foreach_sqrt_(xs)
+        return xs
     return torch._foreach_sqrt(xs)
 
 
@@ -144,11 +151,12 @@ def batches(indices: list[int], params: Sequence[torch.Tensor]) -> Iterator[list
     run: list[int] = []
     size = 0
     for i in indices:
-        run.append(i)
-        size += params[i].numel()
-        if size >= CPU_BATCH_NUMEL:
+        n = params[i].numel()
+        if run and size + n > CPU_BATCH_NUMEL:
             yield run
             run, size = [], 0
+        run.append(i)
+        size += n
     if run:
         yield run
 

@@ -88,7 +88,7 @@ def rmsprop_reference(
         if eps_inside_sqrt:
             denom = (s.float() if s.dtype in _LOW_PRECISION else s).add(eps).sqrt_()
         else:
-            denom = _root(s).add_(eps)
+            denom = _root(s, inplace=centered).add_(eps)
         if momentum > 0:
             buf = momentum_buffers[i]
             buf.mul_(momentum).addcdiv_(d, denom)
@@ -126,18 +126,21 @@ def _rmsprop_foreach(
     torch._foreach_mul_(square_avgs, alpha)
     torch._foreach_addcmul_(square_avgs, d, d, value=1 - alpha)
     var: TensorList = square_avgs
-    if centered:
+    if centered:  # var is then a temporary of ours, updated in place below
         torch._foreach_lerp_(grad_avgs, d, 1 - alpha)
         var = torch._foreach_addcmul(square_avgs, grad_avgs, grad_avgs, value=-1)
     if eps_inside_sqrt:
         if var[0].dtype in _LOW_PRECISION:  # float32, or eps would round to 0
             denom: TensorList = [x.float() for x in var]
             torch._foreach_add_(denom, eps)
+        elif centered:
+            denom = var
+            torch._foreach_add_(denom, eps)
         else:
             denom = torch._foreach_add(var, eps)
         torch._foreach_sqrt_(denom)
     else:
-        denom = _foreach_root(var)
+        denom = _foreach_root(var, inplace=centered)
         torch._foreach_add_(denom, eps)
     if momentum > 0:
         torch._foreach_mul_(momentum_buffers, momentum)
