@@ -76,18 +76,15 @@ def _adagrad_foreach(
     params: list[torch.Tensor],
     grads: list[torch.Tensor],
     state_sums: list[torch.Tensor],
-    state_steps: list[torch.Tensor],
     *,
+    t: float,
     lr: float,
     lr_decay: float,
     weight_decay: float,
     eps: float,
     maximize: bool,
 ) -> None:
-    # every tensor here shares device, dtype and step count
-    for s in state_steps:
-        s += 1
-    t = state_steps[0].item()
+    # every tensor here shares device and dtype; t is their step count after this step
     d: TensorList = torch._foreach_neg(grads) if maximize else grads
     if weight_decay != 0:
         if maximize:  # d is already our own copy
@@ -211,16 +208,12 @@ class Adagrad(Optimizer):
                     **hyper,
                 )
         elif impl == "foreach":
-            for key_idx in group_by_step(params, steps).values():
-                for idx in batches(key_idx, params):
-                    _adagrad_foreach(
-                        [params[i] for i in idx],
-                        [grads[i] for i in idx],
-                        [sums[i] for i in idx],
-                        [steps[i] for i in idx],
-                        lr=lr,
-                        **hyper,
-                    )
+            for idx in group_by_step(params, steps).values():
+                for i in idx:  # count the step once per group (the same for all its tensors)
+                    steps[i] += 1
+                t = steps[idx[0]].item()
+                for ps, gs, ss in batches([params, grads, sums], idx):
+                    _adagrad_foreach(ps, gs, ss, t=t, lr=lr, **hyper)
         elif impl == "reference":
             adagrad_reference(params, grads, sums, steps, lr=lr, **hyper)
         else:  # compiled

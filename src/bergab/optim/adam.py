@@ -97,6 +97,13 @@ def _foreach_root(xs: TensorList, *, inplace: bool = False) -> TensorList:
     return torch._foreach_sqrt(xs)
 
 
+def _nadam_mu(t: Scalar, beta1: float, momentum_decay: float) -> tuple[Scalar, Scalar]:
+    """NAdam's momentum schedule at steps t and t + 1: β1 (1 − ½ · 0.96^(t ψ))."""
+    mu = beta1 * (1 - 0.5 * 0.96 ** (t * momentum_decay))
+    mu_next = beta1 * (1 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
+    return mu, mu_next
+
+
 def _rectifier(rho_t: Scalar, rho_inf: float) -> Scalar:
     """RAdam's variance rectification term r_t (real only where rho_t > 4)."""
     return ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
@@ -133,31 +140,45 @@ def group_by_step(
     return dict(groups)
 
 
-def batches(indices: list[int], params: Sequence[torch.Tensor]) -> Iterator[list[int]]:
-    """Split ``indices`` into runs of about :data:`CPU_BATCH_NUMEL` elements on CPU.
+def batches(
+    lists: Sequence[Sequence[torch.Tensor]], indices: list[int]
+) -> Iterator[list[list[torch.Tensor]]]:
+    """The entries ``indices`` of the parallel ``lists`` (params, grads, states), in batches.
 
-    On CPU each foreach op is a loop over tensors; running all the ops of an update on a
-    cache-sized batch before moving on reads main memory once instead of once per op.
-    On accelerators the whole list is one batch (one kernel launch per op).
+    On CPU each foreach op is a loop over tensors, so running every op of an update over
+    the whole parameter list streams it through main memory once per op. Here the lists are
+    cut into batches of at most :data:`CPU_BATCH_NUMEL` elements, whole tensors or flat
+    slices of large contiguous ones, so that all the ops of an update find their operands
+    in cache. On accelerators the whole list is one batch (one kernel launch per op).
 
     Example:
-        >>> ps = [torch.zeros(CPU_BATCH_NUMEL), torch.zeros(10), torch.zeros(10)]
-        >>> list(batches([0, 1, 2], ps))
-        [[0], [1, 2]]
+        >>> big, small = torch.zeros(CPU_BATCH_NUMEL + 5), torch.zeros(10)
+        >>> [[t.numel() for t in ps] for (ps,) in batches([[big, small, small]], [0, 1, 2])]
+        [[262144], [5, 10, 10]]
     """
-    if not indices or params[indices[0]].device.type != "cpu":
-        yield indices
+    if not indices:
         return
-    run: list[int] = []
+    lead = lists[0]
+    if lead[indices[0]].device.type != "cpu":
+        yield [[seq[i] for i in indices] for seq in lists]
+        return
+    run: list[list[torch.Tensor]] = [[] for _ in lists]
     size = 0
     for i in indices:
-        n = params[i].numel()
-        if run and size + n > CPU_BATCH_NUMEL:
-            yield run
-            run, size = [], 0
-        run.append(i)
-        size += n
-    if run:
+        n = lead[i].numel()
+        pieces: list[list[torch.Tensor]] = [[seq[i]] for seq in lists]
+        if n > CPU_BATCH_NUMEL and all(seq[i].is_contiguous() for seq in lists):
+            flat = [seq[i].view(-1) for seq in lists]
+            pieces = [list(f.split(CPU_BATCH_NUMEL)) for f in flat]
+        for k in range(len(pieces[0])):
+            m = pieces[0][k].numel()
+            if size and size + m > CPU_BATCH_NUMEL:
+                yield run
+                run, size = [[] for _ in lists], 0
+            for r, piece in zip(run, pieces, strict=True):
+                r.append(piece[k])
+            size += m
+    if size or run[0]:
         yield run
 
 
@@ -284,10 +305,7 @@ def adam_reference(
         denom = (_root(second) / bias2**0.5).add_(eps)
         if variant == "nadam":
             assert mu_products is not None
-            mu, mu_next = _hoist(
-                beta1 * (1 - 0.5 * 0.96 ** (t * momentum_decay)),
-                beta1 * (1 - 0.5 * 0.96 ** ((t + 1) * momentum_decay)),
-            )
+            mu, mu_next = _hoist(*_nadam_mu(t, beta1, momentum_decay))
             mu_products[i].mul_(mu)
             prod = _value(mu_products[i])
             _add_ratio_(p, d, denom, -lr * (1 - mu) / (1 - prod))
@@ -303,9 +321,9 @@ def _adam_foreach(
     exp_avgs: list[torch.Tensor],
     exp_avg_sqs: list[torch.Tensor],
     max_exp_avg_sqs: list[torch.Tensor],
-    state_steps: list[torch.Tensor],
-    mu_products: list[torch.Tensor] | None,
     *,
+    t: float,
+    mu_product: float,
     lr: float,
     beta1: float,
     beta2: float,
@@ -317,10 +335,8 @@ def _adam_foreach(
     variant: str,
     momentum_decay: float,
 ) -> None:
-    # every tensor here shares device, dtype, step count (and NAdam's mu product)
-    for s in state_steps:
-        s += 1
-    t = state_steps[0].item()
+    # every tensor here shares device and dtype; the caller has counted the step: t is the
+    # step count after it, mu_product NAdam's product of mu up to it (all tensors alike)
     d: TensorList = torch._foreach_neg(grads) if maximize else grads
     if weight_decay != 0:
         if decoupled_weight_decay:
@@ -353,15 +369,11 @@ def _adam_foreach(
     denom = _foreach_root(second)
     torch._foreach_add_(denom, eps * bias2**0.5)
     if variant == "nadam":
-        assert mu_products is not None
-        mu = beta1 * (1 - 0.5 * 0.96 ** (t * momentum_decay))
-        mu_next = beta1 * (1 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
-        torch._foreach_mul_(mu_products, mu)
-        prod = mu_products[0].item()
+        mu, mu_next = _nadam_mu(t, beta1, momentum_decay)
         scale = -lr * bias2**0.5
-        torch._foreach_addcdiv_(params, d, denom, value=scale * (1 - mu) / (1 - prod))
+        torch._foreach_addcdiv_(params, d, denom, value=scale * (1 - mu) / (1 - mu_product))
         torch._foreach_addcdiv_(
-            params, exp_avgs, denom, value=scale * mu_next / (1 - prod * mu_next)
+            params, exp_avgs, denom, value=scale * mu_next / (1 - mu_product * mu_next)
         )
     else:
         torch._foreach_addcdiv_(params, exp_avgs, denom, value=-lr * bias2**0.5 / bias1)
@@ -449,16 +461,27 @@ class _AdamFamily(Optimizer):
                 )
         elif impl == "foreach":
             counters = [steps] if mus is None else [steps, mus]
-            for key_idx in group_by_step(params, *counters).values():
-                for idx in batches(key_idx, params):
+            lists = [params, grads, m, v, vmax] if amsgrad else [params, grads, m, v]
+            for idx in group_by_step(params, *counters).values():
+                # count the step once per group (the same count for all its tensors)
+                for i in idx:
+                    steps[i] += 1
+                t = steps[idx[0]].item()
+                prod = 1.0
+                if mus is not None:
+                    mu, _ = _nadam_mu(t, beta1, more["momentum_decay"])
+                    for i in idx:
+                        mus[i].mul_(mu)
+                    prod = mus[idx[0]].item()
+                for batch in batches(lists, idx):
                     _adam_foreach(
-                        [params[i] for i in idx],
-                        [grads[i] for i in idx],
-                        [m[i] for i in idx],
-                        [v[i] for i in idx],
-                        [vmax[i] for i in idx] if amsgrad else [],
-                        [steps[i] for i in idx],
-                        None if mus is None else [mus[i] for i in idx],
+                        batch[0],
+                        batch[1],
+                        batch[2],
+                        batch[3],
+                        batch[4] if amsgrad else [],
+                        t=t,
+                        mu_product=prod,
                         lr=lr,
                         **hyper,
                         **more,

@@ -103,7 +103,6 @@ def _rmsprop_foreach(
     square_avgs: list[torch.Tensor],
     grad_avgs: list[torch.Tensor],
     momentum_buffers: list[torch.Tensor],
-    state_steps: list[torch.Tensor],
     *,
     lr: float,
     alpha: float,
@@ -114,9 +113,7 @@ def _rmsprop_foreach(
     eps_inside_sqrt: bool,
     maximize: bool,
 ) -> None:
-    # every tensor here shares device and dtype
-    for st in state_steps:
-        st += 1
+    # every tensor here shares device and dtype (the caller counts the steps)
     d: TensorList = torch._foreach_neg(grads) if maximize else grads
     if weight_decay != 0:
         if maximize:  # d is already our own copy
@@ -271,15 +268,20 @@ class RMSprop(Optimizer):
         bufs = [s["momentum_buffer"] for s in states] if hyper["momentum"] > 0 else []
         steps = [s["step"] for s in states]
         if impl == "foreach":
-            for dev_idx in group_by_device_dtype(params).values():
-                for idx in batches(dev_idx, params):
+            for st in steps:
+                st += 1
+            lists = [params, grads, v]
+            lists += [gavg] if gavg else []
+            lists += [bufs] if bufs else []
+            for idx in group_by_device_dtype(params).values():
+                for batch in batches(lists, idx):
+                    ps, gs, vs, *rest = batch
                     _rmsprop_foreach(
-                        [params[i] for i in idx],
-                        [grads[i] for i in idx],
-                        [v[i] for i in idx],
-                        [gavg[i] for i in idx] if gavg else [],
-                        [bufs[i] for i in idx] if bufs else [],
-                        [steps[i] for i in idx],
+                        ps,
+                        gs,
+                        vs,
+                        rest[0] if gavg else [],
+                        rest[-1] if bufs else [],
                         lr=lr,
                         **hyper,
                     )
