@@ -137,6 +137,14 @@ def test_resume_restores_the_distance_and_gradient_sum() -> None:
         opt2 = cls(qs, reps_rel=1e-3)
         opt2.load_state_dict(sd)
         assert opt2.effective_lr == opt.effective_lr
+        if cls is optim.DoG:  # the running max distance and the gradient sum came back
+            for key in ("rbar", "G"):
+                assert opt2.param_groups[0][key] == opt.param_groups[0][key] > 0
+        else:
+            for p, q in zip(ps, qs, strict=True):
+                assert opt2.state[q]["rbar"] == opt.state[p]["rbar"] > 0
+                assert opt2.state[q]["G"] == opt.state[p]["G"]
+                assert torch.equal(opt2.state[q]["x0"], opt.state[p]["x0"])
         for _ in range(15):
             grads = grads_for(ps, gen)
             for p, q, g in zip(ps, qs, grads, strict=True):

@@ -36,7 +36,7 @@ import torch
 
 from bergab._validate import check_choice, check_real
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
-from bergab.optim.schedulefree import _pieces
+from bergab.optim.schedulefree import _pieces, _scratch
 
 __all__ = ["Prodigy", "prodigy_reference_accumulate", "prodigy_reference_step"]
 
@@ -213,6 +213,8 @@ def _prodigy_foreach_accumulate(
     ss: list[torch.Tensor],
     exp_avgs: list[torch.Tensor] | None,
     exp_avg_sqs: list[torch.Tensor],
+    tmp: list[torch.Tensor],
+    tmp_grad: list[torch.Tensor],
     *,
     d: float,
     d0: float,
@@ -224,12 +226,15 @@ def _prodigy_foreach_accumulate(
     decouple: bool,
     safeguard_warmup: bool,
 ) -> tuple[float, float]:
+    # tmp (the state's dtype) takes x0 - x and then |s|; tmp_grad g + λx (coupled decay)
+    g: TensorList = grads
     if weight_decay != 0 and not decouple:
-        g: TensorList = torch._foreach_add(grads, params, alpha=weight_decay)
-    else:
-        g = grads
-    diff = torch._foreach_sub(p0s, params)
-    num = sum(_dot64(a, b) for a, b in zip(g, diff, strict=True))
+        for t, gi, x in zip(tmp_grad, grads, params, strict=True):
+            torch.add(gi, x, alpha=weight_decay, out=t)
+        g = tmp_grad
+    num = torch.zeros((), dtype=torch.float64, device=params[0].device)
+    for t, gi, x0, x in zip(tmp, g, p0s, params, strict=True):
+        num += _dot64(gi, torch.sub(x0, x, out=t))
     if exp_avgs is not None:
         torch._foreach_mul_(exp_avgs, beta1)
         torch._foreach_add_(exp_avgs, g, alpha=d * (1 - beta1))
@@ -237,7 +242,9 @@ def _prodigy_foreach_accumulate(
     torch._foreach_addcmul_(exp_avg_sqs, g, g, value=d * d * (1 - beta2))
     torch._foreach_mul_(ss, beta3)
     torch._foreach_add_(ss, g, alpha=d / d0 * (d if safeguard_warmup else dlr))
-    den = sum(_l1_64(t) for t in ss)
+    den = torch.zeros_like(num)
+    for t, si in zip(tmp, ss, strict=True):
+        den += torch.abs(si, out=t).sum().double()
     return float(num) * (d / d0 * dlr), float(den)
 
 
@@ -246,6 +253,8 @@ def _prodigy_foreach_step(
     grads: list[torch.Tensor],
     exp_avgs: list[torch.Tensor] | None,
     exp_avg_sqs: list[torch.Tensor],
+    tmp: list[torch.Tensor],
+    tmp_grad: list[torch.Tensor],
     *,
     dlr: float,
     d_new: float,
@@ -253,28 +262,22 @@ def _prodigy_foreach_step(
     weight_decay: float,
     decouple: bool,
 ) -> None:
-    low = exp_avg_sqs[0].dtype in _LOW_PRECISION
-    denom = torch._foreach_sqrt([v.float() for v in exp_avg_sqs] if low else exp_avg_sqs)
-    torch._foreach_add_(denom, d_new * eps)
+    # tmp (the state's dtype) takes the denominator, tmp_grad g + λx (β1 = 0, coupled decay)
+    for t, v in zip(tmp, exp_avg_sqs, strict=True):
+        torch.sqrt(v, out=t)
+    torch._foreach_add_(tmp, d_new * eps)
+    num: TensorList = grads
+    if exp_avgs is not None:
+        num, scale = exp_avgs, -dlr
+    else:
+        scale = -dlr * d_new
+        if weight_decay != 0 and not decouple:
+            for t, g, x in zip(tmp_grad, grads, params, strict=True):
+                torch.add(g, x, alpha=weight_decay, out=t)
+            num = tmp_grad
     if weight_decay != 0 and decouple:
         torch._foreach_add_(params, params, alpha=-weight_decay * dlr)
-    if exp_avgs is not None:
-        num: TensorList = exp_avgs
-        scale = -dlr
-    else:
-        if weight_decay != 0 and not decouple:
-            num = torch._foreach_add(grads, params, alpha=weight_decay)
-        else:
-            num = grads
-        scale = -dlr * d_new
-    if low:
-        torch._foreach_reciprocal_(denom)
-        torch._foreach_mul_(denom, [t.float() for t in num])
-        torch._foreach_add_(
-            params, [t.to(p.dtype) for t, p in zip(denom, params, strict=True)], alpha=scale
-        )
-    else:
-        torch._foreach_addcdiv_(params, num, denom, value=scale)
+    torch._foreach_addcdiv_(params, num, tmp, value=scale)
 
 
 class Prodigy(Optimizer):
@@ -540,6 +543,8 @@ class Prodigy(Optimizer):
                             pc[3],
                             pc[5] if m is not None else None,
                             pc[4],
+                            _scratch(self, pc[4]),
+                            _scratch(self, pc[1], slot=1),
                             d=d,
                             d0=d0,
                             dlr=dlr,
@@ -618,6 +623,8 @@ class Prodigy(Optimizer):
                         pc[1],
                         pc[3] if m is not None else None,
                         pc[2],
+                        _scratch(self, pc[2]),
+                        _scratch(self, pc[1], slot=1),
                         dlr=dlr,
                         d_new=d_new,
                         **hyper,

@@ -104,6 +104,42 @@ def _pieces(
         yield owners, batch
 
 
+def _scratch(
+    owner: Any,
+    tensors: Sequence[torch.Tensor],
+    slot: int = 0,
+    dtype: torch.dtype | None = None,
+) -> list[torch.Tensor]:
+    """Temporaries for the foreach paths: views shaped like ``tensors`` into one buffer that
+    ``owner`` (the optimizer) keeps per (device, dtype, slot) and reuses every step.
+
+    Freshly allocated temporaries of a megabyte or more cost page faults on every step on
+    CPU (glibc hands such blocks back to the system on free); with a kept buffer the
+    fast paths allocate nothing in the steady state. ``dtype`` defaults to the tensors'.
+
+    Example:
+        >>> class Owner: pass
+        >>> a, b = torch.zeros(2, 3), torch.zeros(4)
+        >>> [t.shape for t in _scratch(Owner(), [a, b])]
+        [torch.Size([2, 3]), torch.Size([4])]
+    """
+    buffers: dict[tuple[Any, ...], torch.Tensor] = owner.__dict__.setdefault("_scratch_buffers", {})
+    dtype = tensors[0].dtype if dtype is None else dtype
+    # each view starts 64-byte aligned like a fresh allocation: vectorized reductions then
+    # sum in the same order as on a new tensor (the paths agree to the last bit)
+    align = max(1, 64 // torch.empty((), dtype=dtype).element_size())
+    sizes = [-(-t.numel() // align) * align for t in tensors]
+    key = (tensors[0].device, dtype, slot)
+    buf = buffers.get(key)
+    if buf is None or buf.numel() < sum(sizes):
+        buf = buffers[key] = torch.empty(sum(sizes), dtype=dtype, device=tensors[0].device)
+    out, offset = [], 0
+    for t, size in zip(tensors, sizes, strict=True):
+        out.append(buf[offset : offset + t.numel()].view(t.shape))
+        offset += size
+    return out
+
+
 def schedulefree_reference(
     params: list[torch.Tensor],
     grads: list[torch.Tensor],
@@ -169,6 +205,7 @@ def _schedulefree_foreach(
     grads: list[torch.Tensor],
     zs: list[torch.Tensor],
     exp_avg_sqs: list[torch.Tensor] | None,
+    tmp: list[torch.Tensor],
     *,
     lr: float,
     ckp1: float,
@@ -178,32 +215,27 @@ def _schedulefree_foreach(
     eps: float = 0.0,
     bias_correction2: float = 1.0,
 ) -> None:
-    # the same step on lists of tensors of one device and dtype
+    # the same step on lists of tensors of one device and dtype; ``tmp`` (float32 for
+    # 16-bit AdamW) receives the direction d, so nothing is allocated
     scale = 1.0
-    d: TensorList
+    d: TensorList = grads
     if exp_avg_sqs is not None:
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
         # g / (sqrt(v / b2) + eps) == sqrt(b2) * g / (sqrt(v) + eps * sqrt(b2))
-        root = math.sqrt(bias_correction2)
-        if exp_avg_sqs[0].dtype in _LOW_PRECISION:
-            d = torch._foreach_sqrt([v.float() for v in exp_avg_sqs])
-            torch._foreach_add_(d, eps * root)
-            torch._foreach_reciprocal_(d)
-            torch._foreach_mul_(d, [g.float() for g in grads])
-            d = [t.to(g.dtype) for t, g in zip(d, grads, strict=True)]
-        else:
-            d = torch._foreach_sqrt(exp_avg_sqs)
-            torch._foreach_add_(d, eps * root)
-            torch._foreach_reciprocal_(d)
-            torch._foreach_mul_(d, grads)
-        scale = root
+        scale = math.sqrt(bias_correction2)
+        for t, v in zip(tmp, exp_avg_sqs, strict=True):
+            torch.sqrt(v, out=t)
+        torch._foreach_add_(tmp, eps * scale)
+        torch._foreach_reciprocal_(tmp)
+        torch._foreach_mul_(tmp, grads)
         if weight_decay != 0:
-            torch._foreach_add_(d, params, alpha=weight_decay / scale)
+            torch._foreach_add_(tmp, params, alpha=weight_decay / scale)
+        d = tmp
     elif weight_decay != 0:
-        d = torch._foreach_add(grads, params, alpha=weight_decay)
-    else:
-        d = grads
+        for t, g, p in zip(tmp, grads, params, strict=True):
+            torch.add(g, p, alpha=weight_decay, out=t)
+        d = tmp
     torch._foreach_lerp_(params, zs, ckp1)
     torch._foreach_add_(params, d, alpha=scale * lr * (beta1 * (1 - ckp1) - 1))
     torch._foreach_add_(zs, d, alpha=-scale * lr)
@@ -381,11 +413,14 @@ class _ScheduleFree(Optimizer):
             for idx in group_by_device_dtype(params).values():
                 lists = [[t[i] for i in idx] for t in (params, grads, zs, *([vs] if vs else []))]
                 for _, piece in _pieces(lists):
+                    low = piece[0][0].dtype in _LOW_PRECISION and vs is not None
+                    tmp = _scratch(self, piece[0], dtype=torch.float32 if low else None)
                     _schedulefree_foreach(
                         piece[0],
                         piece[1],
                         piece[2],
                         piece[3] if vs is not None else None,
+                        tmp,
                         lr=lr,
                         ckp1=ckp1,
                         bias_correction2=bc2,
