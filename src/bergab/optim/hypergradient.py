@@ -52,7 +52,7 @@ import torch
 
 from bergab._validate import check_choice, check_real
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
-from bergab.optim.schedulefree import _pieces
+from bergab.optim.schedulefree import _pieces, _scratch
 
 __all__ = [
     "HypergradientAdam",
@@ -222,21 +222,30 @@ def _sgd_hd_foreach(
     grads: list[torch.Tensor],
     bufs: list[torch.Tensor],
     dirs: list[torch.Tensor],
+    tmp: list[torch.Tensor],
+    tmp2: list[torch.Tensor],
     *,
     lr: float,
     momentum: float,
     nesterov: bool,
     weight_decay: float,
 ) -> None:
-    # every buffer exists (first momentum steps go through the reference loop)
-    g: TensorList = (
-        torch._foreach_add(grads, params, alpha=weight_decay) if weight_decay != 0 else grads
-    )
+    # every buffer exists (first momentum steps go through the reference loop); tmp takes
+    # g + λx and tmp2 Nesterov's g + μb, so nothing is allocated
+    g: TensorList = grads
+    if weight_decay != 0:
+        for t, gi, p in zip(tmp, grads, params, strict=True):
+            torch.add(gi, p, alpha=weight_decay, out=t)
+        g = tmp
     u: TensorList = g
     if momentum != 0:
         torch._foreach_mul_(bufs, momentum)
         torch._foreach_add_(bufs, g)
-        u = torch._foreach_add(g, bufs, alpha=momentum) if nesterov else bufs
+        u = bufs
+        if nesterov:
+            for t, gi, b in zip(tmp2, g, bufs, strict=True):
+                torch.add(gi, b, alpha=momentum, out=t)
+            u = tmp2
     if dirs:
         torch._foreach_copy_(dirs, u)
     torch._foreach_add_(params, u, alpha=-lr)
@@ -346,25 +355,28 @@ def _adam_hd_foreach_moments(
     grads: list[torch.Tensor],
     m: list[torch.Tensor],
     v: list[torch.Tensor],
+    tmp_g: list[torch.Tensor],
+    tmp_u: list[torch.Tensor],
     *,
     prev_bias: tuple[float, float] | None,
     beta1: float,
     beta2: float,
     eps: float,
     weight_decay: float,
-) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-    """Pass 1: the statistics against the previous direction, then the new moments."""
-    g: TensorList = (
-        torch._foreach_add(grads, params, alpha=weight_decay) if weight_decay != 0 else grads
-    )
-    stats: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] = ([], [], [])
+) -> list[torch.Tensor]:
+    """Pass 1: the statistics against the previous direction (``[g·u, ‖g‖², ‖u‖²]`` per
+    tensor, empty without one), then the new moments. tmp_g takes g + λx, tmp_u u."""
+    g: TensorList = grads
+    if weight_decay != 0:
+        for t, gi, p in zip(tmp_g, grads, params, strict=True):
+            torch.add(gi, p, alpha=weight_decay, out=t)
+        g = tmp_g
+    stats: list[torch.Tensor] = []
     if prev_bias is not None:
-        b1, b2 = prev_bias
-        u = _foreach_direction(m, v, b1, b2, eps)
-        gnorm = torch._foreach_norm(g)
-        unorm = torch._foreach_norm(u)
-        torch._foreach_mul_(u, g)
-        stats = ([t.sum() for t in u], list(gnorm), list(unorm))
+        u = _foreach_direction(m, v, *prev_bias, eps, tmp_u)
+        for gi, ui in zip(g, u, strict=True):
+            gf, uf = gi.reshape(-1).to(ui.dtype), ui.reshape(-1)
+            stats.append(torch.stack([_dot(gf, uf), _dot(gf, gf), _dot(uf, uf)]))
     torch._foreach_lerp_(m, g, 1 - beta1)
     torch._foreach_mul_(v, beta2)
     torch._foreach_addcmul_(v, g, g, value=1 - beta2)
@@ -372,16 +384,22 @@ def _adam_hd_foreach_moments(
 
 
 def _foreach_direction(
-    m: list[torch.Tensor], v: list[torch.Tensor], b1: float, b2: float, eps: float
+    m: list[torch.Tensor],
+    v: list[torch.Tensor],
+    b1: float,
+    b2: float,
+    eps: float,
+    out: list[torch.Tensor],
 ) -> list[torch.Tensor]:
-    low = v[0].dtype in _LOW_PRECISION
+    """Adam's direction into ``out`` (float32 for 16-bit moments)."""
     # (m / b1) / (sqrt(v / b2) + eps) == m * sqrt(b2)/b1 / (sqrt(v) + eps sqrt(b2))
-    denom = torch._foreach_sqrt([t.float() for t in v] if low else v)
-    torch._foreach_add_(denom, eps * math.sqrt(b2))
-    torch._foreach_reciprocal_(denom)
-    torch._foreach_mul_(denom, [t.float() for t in m] if low else m)
-    torch._foreach_mul_(denom, math.sqrt(b2) / b1)
-    return [t.to(x.dtype) for t, x in zip(denom, m, strict=True)] if low else list(denom)
+    for t, vi in zip(out, v, strict=True):
+        torch.sqrt(vi, out=t)
+    torch._foreach_add_(out, eps * math.sqrt(b2))
+    torch._foreach_reciprocal_(out)
+    torch._foreach_mul_(out, m)
+    torch._foreach_mul_(out, math.sqrt(b2) / b1)
+    return out
 
 
 class _Hypergradient(Optimizer):
@@ -591,6 +609,8 @@ class HypergradientSGD(_Hypergradient):
                         pc[1],
                         pc[2] if momentum != 0 else [],
                         pc[-1] if not heavy_ball else [],
+                        _scratch(self, pc[0]),
+                        _scratch(self, pc[0], slot=1),
                         lr=alpha,
                         **hyper,
                     )
@@ -708,27 +728,36 @@ class HypergradientAdam(_Hypergradient):
         hyper: dict[str, Any] = {"beta1": beta1, "beta2": beta2, "eps": eps, "weight_decay": wd}
         if impl == "foreach":
             # pass 1: statistics against u_{t-1}, then the new moments (they do not need α)
-            parts: list[list[torch.Tensor]] = [[], [], []]
+            parts: list[torch.Tensor] = []
             by_key: dict[tuple[Any, ...], list[int]] = defaultdict(list)
             for i, p in enumerate(params):
                 by_key[(p.device, p.dtype, steps[i], fresh[i])].append(i)
+
+            def tmp_u(pieces: list[torch.Tensor]) -> list[torch.Tensor]:
+                low = pieces[0].dtype in _LOW_PRECISION
+                return _scratch(self, pieces, slot=1, dtype=torch.float32 if low else None)
+
             for (_, _, k, is_fresh), key in by_key.items():
                 lists = [[t[i] for i in key] for t in (params, grads, m, v)]
                 for _, pc in _pieces(lists):
-                    dots, gn, un = _adam_hd_foreach_moments(
-                        *pc, prev_bias=bias(k) if is_fresh else None, **hyper
+                    parts += _adam_hd_foreach_moments(
+                        pc[0],
+                        pc[1],
+                        pc[2],
+                        pc[3],
+                        _scratch(self, pc[0]),
+                        tmp_u(pc[0]),
+                        prev_bias=bias(k) if is_fresh else None,
+                        **hyper,
                     )
-                    parts[0].extend(t.double() for t in dots)
-                    parts[1].extend(t.double() ** 2 for t in gn)
-                    parts[2].extend(t.double() ** 2 for t in un)
-            stats = [float(torch.stack(ps).sum()) if ps else 0.0 for ps in parts]
+            stats = torch.stack(parts).double().sum(0).tolist() if parts else [0.0] * 3
             alpha = self._new_alpha(group, stats)
             # pass 2: the step
             for (_, _, k, _), key in by_key.items():
                 b1, b2 = bias(k + 1)
                 lists = [[t[i] for i in key] for t in (params, m, v)]
                 for _, pc in _pieces(lists):
-                    dirs = _foreach_direction(pc[1], pc[2], b1, b2, eps)
+                    dirs = _foreach_direction(pc[1], pc[2], b1, b2, eps, tmp_u(pc[0]))
                     torch._foreach_add_(pc[0], dirs, alpha=-alpha)
         elif impl == "reference":
             sub_p, sub_g, sub_m, sub_v = ([t[i] for i in idx_fresh] for t in (params, grads, m, v))
