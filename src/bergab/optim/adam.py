@@ -48,18 +48,19 @@ def _hoist(*scalars: Scalar) -> tuple[Scalar, ...]:
     Inductor inlines a 0-d expression such as ``1 - beta ** step`` into every elementwise
     loop that reads it, evaluating ``pow`` once per element (several times slower than
     the memory traffic on CPU). Stacking the scalars materializes them in a tiny buffer
-    first, as torch's own compiled optimizers do (stack at least two: a stack of one is a
-    view, and inductor would inline it again).
+    first, as torch's own compiled optimizers do (a stack of one is a view that inductor
+    would inline again, so a lone scalar is stacked twice).
     """
     if torch.compiler.is_compiling():
-        return tuple(torch.stack([torch.as_tensor(s) for s in scalars]).unbind())
+        ts = [torch.as_tensor(s) for s in scalars]
+        return tuple(torch.stack(ts if len(ts) > 1 else ts * 2).unbind()[: len(ts)])
     return scalars
 
 
 def _add_scaled_(p: torch.Tensor, t: torch.Tensor, scale: Scalar) -> None:
     """``p += scale * t`` for a float scale (eager) or a 0-d tensor scale (compiled)."""
     if isinstance(scale, torch.Tensor):
-        p.add_(t * scale)
+        p.add_(t * _hoist(scale)[0])
     else:
         p.add_(t, alpha=scale)
 
@@ -67,7 +68,7 @@ def _add_scaled_(p: torch.Tensor, t: torch.Tensor, scale: Scalar) -> None:
 def _add_ratio_(p: torch.Tensor, num: torch.Tensor, den: torch.Tensor, scale: Scalar) -> None:
     """``p += scale * num / den`` for a float scale (eager) or a 0-d tensor scale (compiled)."""
     if isinstance(scale, torch.Tensor):
-        p.add_(num / den * scale)
+        p.add_(num / den * _hoist(scale)[0])
     else:
         p.addcdiv_(num, den, value=scale)
 
@@ -286,23 +287,24 @@ def adam_reference(
         if amsgrad:
             torch.maximum(max_exp_avg_sqs[i], v, out=max_exp_avg_sqs[i])
             second = max_exp_avg_sqs[i]
-        bias1, bias2 = _hoist(1 - beta1**t, 1 - beta2**t)
+        bias1, bias2, root2 = _hoist(1 - beta1**t, 1 - beta2**t, (1 - beta2**t) ** 0.5)
         # 2) the step
         if variant == "radam":
             rho_inf = 2 / (1 - beta2) - 1
             rho_t = rho_inf - 2 * t * beta2**t / bias2
             if isinstance(rho_t, torch.Tensor):  # compiled: select, don't branch on data
-                rho, scale = _hoist(rho_t, _rectifier(rho_t, rho_inf) * bias2**0.5)
-                on = cast(torch.Tensor, rho) > 5
-                adaptive = torch.where(on, scale / (_root(second) + eps), 1.0)
+                rho, scale = _hoist(rho_t, _rectifier(rho_t, rho_inf) * root2)
+                adaptive = torch.where(
+                    cast(torch.Tensor, rho) > 5, scale / (_root(second) + eps), 1.0
+                )
                 _add_scaled_(p, m * adaptive, -lr / bias1)
             elif rho_t > 5:
                 rect = _rectifier(rho_t, rho_inf)
-                _add_ratio_(p, m, _root(second).add_(eps), -lr * rect * bias2**0.5 / bias1)
+                _add_ratio_(p, m, _root(second).add_(eps), -lr * rect * root2 / bias1)
             else:
                 _add_scaled_(p, m, -lr / bias1)
             continue
-        denom = (_root(second) / bias2**0.5).add_(eps)
+        denom = (_root(second) / root2).add_(eps)
         if variant == "nadam":
             assert mu_products is not None
             mu, mu_next = _hoist(*_nadam_mu(t, beta1, momentum_decay))
