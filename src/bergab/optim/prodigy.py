@@ -70,24 +70,26 @@ def _axpy_(
     return y.add_(x, alpha=alpha)
 
 
-def _dot64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a · b`` as a float64 0-d tensor: BLAS ``dot`` in the tensors' dtype (float32 for
-    16-bit) when eager, a fusable sum in float64 under ``torch.compile``. Every path calls
-    this on the same tensors, so they agree to the last bit where the pieces are equal
-    (the D numerator cancels: small differences in it grow)."""
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a · b`` as a 0-d tensor: BLAS ``dot`` when eager (float32 for 16-bit inputs), a
+    fusable float64 sum under ``torch.compile``. Every eager path calls it on the same
+    tensors, so the paths agree to the last bit (the D numerator cancels: differences in
+    it grow)."""
     if torch.compiler.is_compiling():
         return (a * b).sum(dtype=torch.float64)
-    dtype = torch.promote_types(a.dtype, b.dtype)
-    dtype = torch.float32 if dtype in _LOW_PRECISION else dtype
-    return torch.dot(a.reshape(-1).to(dtype), b.reshape(-1).to(dtype)).double()
+    if a.dtype != b.dtype or a.dtype in _LOW_PRECISION:
+        dtype = torch.promote_types(a.dtype, b.dtype)
+        dtype = torch.float32 if dtype in _LOW_PRECISION else dtype
+        a, b = a.to(dtype), b.to(dtype)
+    return torch.dot(a.reshape(-1), b.reshape(-1))
 
 
-def _l1_64(s: torch.Tensor) -> torch.Tensor:
-    """``‖s‖₁`` as a float64 0-d tensor: summed in s's dtype when eager (as ``prodigyopt``),
-    in float64 under ``torch.compile`` (a fused reduction there)."""
+def _l1(s: torch.Tensor) -> torch.Tensor:
+    """``‖s‖₁`` as a 0-d tensor (``abs().sum()``: torch.linalg.vector_norm(s, 1) is 10x
+    slower on CPU; a fused float64 sum under ``torch.compile``)."""
     if torch.compiler.is_compiling():
         return s.abs().sum(dtype=torch.float64)
-    return s.abs().sum().double()  # (torch.linalg.vector_norm(s, 1) is 10x slower on CPU)
+    return s.abs().sum()
 
 
 def prodigy_reference_accumulate(
@@ -127,32 +129,32 @@ def prodigy_reference_accumulate(
         beta1, beta2, beta3, weight_decay, decouple, safeguard_warmup: hyperparameters.
 
     Returns:
-        ``(numerator, denominator)`` as float64 0-d tensors:
-        :math:`\\sum \\tfrac{d}{d_0} d\\eta\\,\\langle g, x_0 - x\\rangle` and
-        :math:`\\sum \\|s\\|_1` over these tensors (after the update of s).
+        ``(dots, norms)``: float64 tensors with one entry per tensor,
+        :math:`\\langle g, x_0 - x\\rangle` (the caller adds
+        :math:`\\tfrac{d}{d_0} d\\eta` times each to the numerator, in order, as
+        ``prodigyopt`` does) and :math:`\\|s\\|_1` after the update of s.
 
     Example:
         >>> x, g = [torch.tensor([1.0])], [torch.tensor([2.0])]
         >>> x0, s = [torch.tensor([1.5])], [torch.zeros(1)]
         >>> m, v = [torch.zeros(1)], [torch.zeros(1)]
-        >>> num, den = prodigy_reference_accumulate(x, g, x0, s, m, v, d=1.0, d0=1.0, dlr=1.0,
-        ...     beta1=0.9, beta2=0.99, beta3=0.9, weight_decay=0.0, decouple=True,
+        >>> dots, norms = prodigy_reference_accumulate(x, g, x0, s, m, v, d=1.0, d0=1.0,
+        ...     dlr=1.0, beta1=0.9, beta2=0.99, beta3=0.9, weight_decay=0.0, decouple=True,
         ...     safeguard_warmup=False)
-        >>> num.item(), den.item(), round(m[0].item(), 6)
-        (1.0, 2.0, 0.2)
+        >>> dots.tolist(), norms.tolist(), round(m[0].item(), 6)
+        ([1.0], [2.0], 0.2)
     """
-    num = torch.zeros((), dtype=torch.float64, device=params[0].device if params else None)
-    den = torch.zeros_like(num)
+    dots, norms = [], []
     for i, (x, g, x0, s, v) in enumerate(zip(params, grads, p0s, ss, exp_avg_sqs, strict=True)):
         if weight_decay != 0 and not decouple:
             g = g + weight_decay * x
-        num = num + d / d0 * dlr * _dot64(g, x0 - x)
+        dots.append(_dot(g, x0 - x))
         if exp_avgs is not None:
             _axpy_(exp_avgs[i].mul_(beta1), g, d * (1 - beta1))
         _axpy_(v.mul_(beta2), g, d * d * (1 - beta2), g)
         _axpy_(s.mul_(beta3), g, d / d0 * (d if safeguard_warmup else dlr))
-        den = den + _l1_64(s)
-    return num, den
+        norms.append(_l1(s))
+    return torch.stack(dots).double(), torch.stack(norms).double()
 
 
 def prodigy_reference_step(
@@ -225,16 +227,16 @@ def _prodigy_foreach_accumulate(
     weight_decay: float,
     decouple: bool,
     safeguard_warmup: bool,
-) -> tuple[float, float]:
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     # tmp (the state's dtype) takes x0 - x and then |s|; tmp_grad g + λx (coupled decay)
     g: TensorList = grads
     if weight_decay != 0 and not decouple:
         for t, gi, x in zip(tmp_grad, grads, params, strict=True):
             torch.add(gi, x, alpha=weight_decay, out=t)
         g = tmp_grad
-    num = torch.zeros((), dtype=torch.float64, device=params[0].device)
-    for t, gi, x0, x in zip(tmp, g, p0s, params, strict=True):
-        num += _dot64(gi, torch.sub(x0, x, out=t))
+    dots = [
+        _dot(gi, torch.sub(x0, x, out=t)) for t, gi, x0, x in zip(tmp, g, p0s, params, strict=True)
+    ]
     if exp_avgs is not None:
         torch._foreach_mul_(exp_avgs, beta1)
         torch._foreach_add_(exp_avgs, g, alpha=d * (1 - beta1))
@@ -242,10 +244,8 @@ def _prodigy_foreach_accumulate(
     torch._foreach_addcmul_(exp_avg_sqs, g, g, value=d * d * (1 - beta2))
     torch._foreach_mul_(ss, beta3)
     torch._foreach_add_(ss, g, alpha=d / d0 * (d if safeguard_warmup else dlr))
-    den = torch.zeros_like(num)
-    for t, si in zip(tmp, ss, strict=True):
-        den += torch.abs(si, out=t).sum().double()
-    return float(num) * (d / d0 * dlr), float(den)
+    norms = [torch.abs(si, out=t).sum() for t, si in zip(tmp, ss, strict=True)]
+    return dots, norms
 
 
 def _prodigy_foreach_step(
@@ -524,12 +524,13 @@ class Prodigy(Optimizer):
             ss = [s["s"] for s in states]
             wd = float(group["weight_decay"])
             impl = self._select_impl(params)
+            dots: list[torch.Tensor] = []
+            norms: list[torch.Tensor] = []
             if impl == "reference":
                 n, dn = prodigy_reference_accumulate(
                     params, grads, p0, ss, m, v, d=d, d0=d0, dlr=dlr, weight_decay=wd, **hyper
                 )
-                delta += n.item()
-                denom += dn.item()
+                dots, norms = [n], [dn]
             elif impl == "foreach":
                 for idx in group_by_device_dtype(params).values():
                     lists = [[t[i] for i in idx] for t in (params, grads, p0, ss, v)]
@@ -551,8 +552,8 @@ class Prodigy(Optimizer):
                             weight_decay=wd,
                             **hyper,
                         )
-                        delta += n_
-                        denom += dn_
+                        dots.append(torch.stack(n_).double())
+                        norms.append(torch.stack(dn_).double())
             else:  # compiled
                 like = params[0]
                 fn = self._compiled(prodigy_reference_accumulate)
@@ -569,8 +570,14 @@ class Prodigy(Optimizer):
                     weight_decay=wd,
                     **hyper,
                 )
-                delta += n.item()
-                denom += dn.item()
+                dots, norms = [n], [dn]
+            # one device sync per group; then summed in order in float64, as prodigyopt
+            both = torch.cat([torch.cat(dots), torch.cat(norms)]).cpu().tolist()
+            coef = d / d0 * dlr
+            for x in both[: len(both) // 2]:
+                delta += coef * x
+            for y in both[len(both) // 2 :]:
+                denom += y
         self._d_prev = d
         self._moved = denom != 0
         if not self._moved:  # no information: neither d nor the parameters move

@@ -123,21 +123,28 @@ def _scratch(
         >>> [t.shape for t in _scratch(Owner(), [a, b])]
         [torch.Size([2, 3]), torch.Size([4])]
     """
-    buffers: dict[tuple[Any, ...], torch.Tensor] = owner.__dict__.setdefault("_scratch_buffers", {})
+    cache: dict[tuple[Any, ...], Any] = owner.__dict__.setdefault("_scratch_buffers", {})
     dtype = tensors[0].dtype if dtype is None else dtype
+    key = (tensors[0].device, dtype, slot)
+    shapes = tuple(t.shape for t in tensors)
+    views: list[torch.Tensor] | None = cache.get((*key, shapes))
+    if views is not None:
+        return views
     # each view starts 64-byte aligned like a fresh allocation: vectorized reductions then
     # sum in the same order as on a new tensor (the paths agree to the last bit)
     align = max(1, 64 // torch.empty((), dtype=dtype).element_size())
     sizes = [-(-t.numel() // align) * align for t in tensors]
-    key = (tensors[0].device, dtype, slot)
-    buf = buffers.get(key)
+    buf = cache.get(key)
     if buf is None or buf.numel() < sum(sizes):
-        buf = buffers[key] = torch.empty(sum(sizes), dtype=dtype, device=tensors[0].device)
-    out, offset = [], 0
+        buf = cache[key] = torch.empty(sum(sizes), dtype=dtype, device=tensors[0].device)
+        for old in [k for k in cache if len(k) == 4 and k[:3] == key]:
+            del cache[old]  # views into the previous buffer
+    views, offset = [], 0
     for t, size in zip(tensors, sizes, strict=True):
-        out.append(buf[offset : offset + t.numel()].view(t.shape))
+        views.append(buf[offset : offset + t.numel()].view(t.shape))
         offset += size
-    return out
+    cache[(*key, shapes)] = views
+    return views
 
 
 def schedulefree_reference(
