@@ -10,10 +10,12 @@ fixed random gradients) and each algorithm, in one run:
   where torch has it (those that raise for the device are left out), and the authors'
   package where one is installed (prodigyopt, schedulefree, dog).
 
-**Time.** The median of ``--repeats`` steps, each timed on its own after warm-up steps
-(state allocated; ``compiled`` compiled — its first step, compilation included, is
-reported as the warm-up). ``torch._dynamo`` is reset before each compiled case, so every
-compiled case compiles from scratch (inductor's on-disk cache may still help).
+**Time.** All implementations of one algorithm are built on the same parameters and
+stepped in turn, one step each per round, so that a change in the machine's load hits
+them alike; each time is the median over ``--repeats`` rounds, after the first step
+(state allocation; compilation for ``compiled``, reported as its warm-up) and 3 warm-up
+rounds. ``torch._dynamo`` is reset before each algorithm, so every compiled case compiles
+from scratch (inductor's on-disk cache may still help).
 
 **Floor.** ``bytes_per_param × N / peak bandwidth``. ``bytes_per_param`` is what one step
 must read and write per parameter (float32: parameter, gradient and each state tensor read
@@ -47,6 +49,7 @@ import importlib
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -63,7 +66,6 @@ from _common import (
     format_machine_info,
     machine_info,
     markdown_table,
-    median_time,
     parse_size,
     peak_bandwidth,
     rss_peak_during,
@@ -239,39 +241,66 @@ def state_bytes_per_param(opt: torch.optim.Optimizer, params: list[torch.nn.Para
 
 
 # ---------------------------------------------------------------------------- measuring
-def time_case(
-    case: Case,
+def _error(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+
+
+def time_interleaved(
+    cases: list[Case],
     params: list[torch.nn.Parameter],
     init: torch.Tensor,
     repeats: int,
     device: str,
-) -> dict[str, Any]:
+) -> list[dict[str, Any]]:
+    """Time every case of one algorithm side by side, in rounds.
+
+    All the optimizers are built on the same parameters and stepped in turn, one step
+    each per round, so a change in the machine's load hits every implementation alike;
+    each case's time is the median over the rounds. The first step (state allocation,
+    compilation) is timed separately and warm-up rounds precede the timed ones.
+    """
     reset(params, init)
-    if case.impl == "compiled":
-        torch._dynamo.reset()
-    res: dict[str, Any] = {"key": case.key, "algo": case.algo, "family": case.family}
-    res["impl"] = case.impl
-    try:
-        opt = case.build(params)
-        start(opt)
-        sync(device)
-        t0 = time.perf_counter()
-        opt.step()
-        sync(device)
-        res["first_step_s"] = time.perf_counter() - t0
-        res["state_bytes_per_param"] = state_bytes_per_param(opt, params)
-        warm = 3 if case.impl == "compiled" else 2
-        med, times = median_time(opt.step, repeats=repeats, device=device, warmup=warm)
-        res["seconds"] = med
-        res["times"] = times
-        finite = all(bool(torch.isfinite(p).all()) for p in params[:2])
-        if not finite:
+    torch._dynamo.reset()  # compiled cases compile from scratch
+    live: list[tuple[dict[str, Any], torch.optim.Optimizer]] = []
+    results = []
+    for case in cases:
+        res: dict[str, Any] = {"key": case.key, "algo": case.algo, "family": case.family}
+        res["impl"] = case.impl
+        results.append(res)
+        try:
+            opt = case.build(params)
+            start(opt)
+            sync(device)
+            t0 = time.perf_counter()
+            opt.step()
+            sync(device)
+            res["first_step_s"] = time.perf_counter() - t0
+            res["state_bytes_per_param"] = state_bytes_per_param(opt, params)
+            live.append((res, opt))
+        except Exception as exc:  # report it and go on with the other cases
+            res["error"] = _error(exc)
+    for round_ in range(3 + repeats):  # 3 warm-up rounds (compiled code may specialize)
+        for res, opt in live:
+            if "error" in res:
+                continue
+            try:
+                sync(device)
+                t0 = time.perf_counter()
+                opt.step()
+                sync(device)
+                if round_ >= 3:
+                    res.setdefault("times", []).append(time.perf_counter() - t0)
+            except Exception as exc:
+                res["error"] = _error(exc)
+    for res, _ in live:
+        if "error" not in res:
+            res["seconds"] = statistics.median(res["times"])
+    if not all(bool(torch.isfinite(p).all()) for p in params[:2]):
+        for res in results:
             res["note"] = "parameters became non-finite"
-        del opt
-    except Exception as exc:
-        res["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+    del live
     gc.collect()
-    return res
+    return results
 
 
 def memory_worker(args: argparse.Namespace) -> int:
@@ -293,7 +322,7 @@ def memory_worker(args: argparse.Namespace) -> int:
                 out["bytes"] = rss_peak_during(opt.step)
                 del opt
             except Exception as exc:
-                out["error"] = f"{type(exc).__name__}: {exc}"[:160]
+                out["error"] = _error(exc)
             del params
             gc.collect()
             print(json.dumps(out), flush=True)
@@ -460,7 +489,9 @@ def report(
             if r["family"] == "bergab" and r["impl"] == results_auto(results, algo):
                 label += " (auto)"
             if "error" in r:
-                rows.append([algo, label, "—", "—", "—", "—", r["error"]])
+                missing = r["family"] == "torch" and "unexpected keyword" in r["error"]
+                note = f"torch has no {r['impl']} {algo}" if missing else r["error"]
+                rows.append([algo, label, "—", "—", "—", "—", note])
                 continue
             rows.append(
                 [
@@ -500,6 +531,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--memory-compiled", action="store_true", help="measure compiled memory too")
     p.add_argument("--json", default="", help="also write every measurement to this file")
+    p.add_argument("--from-json", default="", help="print the report of a saved --json run")
     p.add_argument("--memory-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--worker-size", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--worker-cases", default="", help=argparse.SUPPRESS)
@@ -517,22 +549,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = [parse_size(s) for s in args.sizes.split(",") if s]
     algos = algorithms([s for s in args.optimizers.split(",") if s] or None)
 
+    if args.from_json:
+        with open(args.from_json, encoding="utf-8") as f:
+            print(render(json.load(f), markdown=args.markdown))
+        return 0
     info = machine_info(device)
-    print(f"# optimizer step benchmark\n\n{format_machine_info(info)}\n", flush=True)
+    print(f"(started {format_machine_info(info)})", file=sys.stderr, flush=True)
     probes = [peak_bandwidth(device, numel=1 << 26, tensors=args.tensors)]
-    everything: dict[str, Any] = {"machine": info, "bandwidth": probes, "sizes": {}}
+    everything: dict[str, Any] = {
+        "machine": info,
+        "bandwidth": probes,
+        "tensors": args.tensors,
+        "algos": algos,
+        "sizes": {},
+    }
     for numel in sizes:
         params, init = make_params(numel, args.tensors, device)
         results: list[dict[str, Any]] = []
         memory: dict[str, Any] = {}
         for algo in algos:
             results.append({"algo": algo, "auto_of": algo, "auto": auto_impl(algo, params)})
-            for case in cases_for(algo, compiled=not args.no_compiled):
-                r = time_case(case, params, init, args.repeats, device)
+            cases = cases_for(algo, compiled=not args.no_compiled)
+            for r in time_interleaved(cases, params, init, args.repeats, device):
                 results.append(r)
                 status = r.get("error") or f"{fmt_ms(r.get('seconds'))} ms"
-                print(f"  {numel / 2**20:g}M {case.key}: {status}", file=sys.stderr, flush=True)
-                if not args.no_memory and device.startswith("cuda"):
+                print(f"  {numel / 2**20:g}M {r['key']}: {status}", file=sys.stderr, flush=True)
+            if not args.no_memory and device.startswith("cuda"):
+                for case in cases:
                     memory[case.key] = measure_memory_cuda(case, params, init, device)
         del params, init
         gc.collect()
@@ -546,29 +589,58 @@ def main(argv: Sequence[str] | None = None) -> int:
         everything["sizes"][str(numel)] = {"results": results, "memory": memory}
         # the machine's load changes: probe again after each size, keep the best
         probes.append(peak_bandwidth(device, numel=1 << 26, tensors=args.tensors))
-    best = {k: max(p.get(k, 0.0) for p in probes) for k in probes[0]}
-    print(
-        "peak bandwidth (best of probes at the start and after each size): "
-        + ", ".join(f"{k} {v / 1e9:.1f} GB/s" for k, v in best.items())
-        + "\nfloor = bytes per parameter × N / best; × floor = time / floor\n",
-        flush=True,
-    )
-    for numel in sizes:
-        data = everything["sizes"][str(numel)]
-        text = report(
-            numel,
-            data["results"],
-            data["memory"],
-            best["best"],
-            algos,
-            tensors=args.tensors,
-            markdown=args.markdown,
-        )
-        print(text + "\n", flush=True)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(everything, f, indent=1, default=str)
+    print(render(everything, markdown=args.markdown), flush=True)
     return 0
+
+
+def render(everything: dict[str, Any], *, markdown: bool) -> str:
+    """The report of a run (also from a saved ``--json`` file, via ``--from-json``)."""
+    probes = everything["bandwidth"]
+    best = {k: max(p.get(k, 0.0) for p in probes) for k in probes[0]}
+    sizes = everything["sizes"]
+    algos = everything.get("algos") or list(
+        dict.fromkeys(r["algo"] for d in sizes.values() for r in d["results"])
+    )
+    out = [
+        "# optimizer step benchmark",
+        "",
+        format_machine_info(everything["machine"]),
+        "",
+        "peak bandwidth (best of probes at the start and after each size): "
+        + ", ".join(f"{k} {v / 1e9:.1f} GB/s" for k, v in best.items()),
+        "floor = bytes per parameter × N / best; × floor = time / floor; "
+        "* = bytes derived from the optimizer's state",
+        "",
+    ]
+    for numel, data in sizes.items():
+        warm = [
+            r["first_step_s"]
+            for r in data["results"]
+            if r.get("impl") == "compiled" and "first_step_s" in r
+        ]
+        if warm:
+            out.append(
+                f"compiled warm-up at {int(numel) / 2**20:g}M (first step, compilation "
+                f"included): {min(warm):.0f}–{max(warm):.0f} s, median "
+                f"{sorted(warm)[len(warm) // 2]:.0f} s over {len(warm)} optimizers"
+            )
+            out.append("")
+        out.append(
+            report(
+                int(numel),
+                data["results"],
+                data["memory"],
+                best["best"],
+                algos,
+                tensors=everything.get("tensors", 64),
+                markdown=markdown,
+            )
+        )
+        out.append("")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
