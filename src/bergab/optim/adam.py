@@ -6,6 +6,18 @@ the whole family (``variant="adam"|"nadam"|"radam"``, ``amsgrad``,
 Adam/AdamW also run on torch's fused kernels. Each parameter keeps its own step count
 (``state["step"]``, a float32 0-d CPU tensor as in torch), so bias corrections match
 torch exactly, including for parameters that skipped steps.
+
+Speed, measured on CPU (16M float32 parameters in 64 tensors, one thread, time per
+``step()``; the memory-traffic floor is 7 words per parameter, about 12 ms there):
+
+- ``impl="auto"`` is torch's fused kernel for Adam and AdamW (about 1.05× the floor) and
+  the foreach path for NAdam and RAdam, which runs every op of the update on cache-sized
+  batches: about 3× the floor, yet 2× (NAdam) to 7× (RAdam) faster than torch's own
+  for-loop and foreach implementations, which stream each op through main memory.
+- ``impl="compiled"`` (``torch.compile`` of :func:`adam_reference`, step sizes passed as
+  tensors so an lr schedule never recompiles) reaches about 1.15-1.2× the floor, but its
+  first step compiles for one to three minutes with 64 tensors on two busy cores (seconds
+  for a handful of small tensors), so ``auto`` never picks it.
 """
 
 from __future__ import annotations
@@ -23,9 +35,6 @@ __all__ = ["Adam", "AdamW", "NAdam", "RAdam", "adam_reference"]
 
 Scalar = float | torch.Tensor
 TensorList = list[torch.Tensor] | tuple[torch.Tensor, ...]
-
-#: Adam-family variants :func:`adam_reference` implements.
-VARIANTS = ("adam", "nadam", "radam")
 
 #: On CPU the foreach paths run over batches of about this many elements, so that the
 #: several passes of one update find their operands in cache instead of main memory.
