@@ -290,6 +290,30 @@ def test_cpu_batched_foreach_equals_reference(cls, kw, monkeypatch: pytest.Monke
         torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize(("cls", "kw"), [(c, k) for c, _, k in TORCH_TWINS], ids=TWIN_IDS)
+def test_foreach_with_and_without_kept_scratch_equals_reference(cls, kw) -> None:
+    # batches of up to 16 CPU tensors use kept scratch buffers, larger ones allocate
+    for count in (3, 20):
+        gen = torch.Generator().manual_seed(count)
+        a = [torch.nn.Parameter(torch.randn(5, generator=gen, dtype=torch.float64))]
+        a += [torch.nn.Parameter(torch.randn(2, 3, generator=gen, dtype=torch.float64))]
+        a = (a * count)[:count]
+        a = [torch.nn.Parameter(p.detach().clone()) for p in a]
+        b = [torch.nn.Parameter(p.detach().clone()) for p in a]
+        extra = {"maximize": True, "weight_decay": 0.1}
+        kw = {**kw, **extra}
+        oa, ob = cls(a, **kw, impl="foreach"), cls(b, **kw, impl="reference")
+        for step in range(15):
+            for x, y in zip(a, b, strict=True):
+                x.grad = torch.sin(x.detach() * (step + 1))
+                y.grad = torch.sin(y.detach() * (step + 1))
+            oa.step()
+            ob.step()
+        for x, y in zip(a, b, strict=True):
+            torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-14)
+        assert bool(oa.__dict__.get("_scratch_buffers")) == (count <= 16)
+
+
 @pytest.mark.parametrize("impl", ["reference", "foreach"])
 @pytest.mark.parametrize(
     ("cls", "kw"),

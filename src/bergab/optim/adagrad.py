@@ -17,14 +17,15 @@ from bergab._validate import check_choice, check_real
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
 from bergab.optim.adam import (
     Scalar,
-    TensorList,
     _add_ratio_,
     _foreach_root,
     _root,
     _value,
     batches,
+    foreach_direction,
     group_by_step,
     new_step,
+    scratch,
 )
 
 __all__ = ["Adagrad", "adagrad_reference"]
@@ -82,6 +83,8 @@ def _adagrad_foreach(
     params: list[torch.Tensor],
     grads: list[torch.Tensor],
     state_sums: list[torch.Tensor],
+    tmp_d: list[torch.Tensor] | None = None,
+    tmp_std: list[torch.Tensor] | None = None,
     *,
     t: float,
     lr: float,
@@ -90,15 +93,11 @@ def _adagrad_foreach(
     eps: float,
     maximize: bool,
 ) -> None:
-    # every tensor here shares device and dtype; t is their step count after this step
-    d: TensorList = torch._foreach_neg(grads) if maximize else grads
-    if weight_decay != 0:
-        if maximize:  # d is already our own copy
-            torch._foreach_add_(d, params, alpha=weight_decay)
-        else:
-            d = torch._foreach_add(grads, params, alpha=weight_decay)
+    # every tensor here shares device and dtype; t is their step count after this step;
+    # tmp_d and tmp_std are kept scratch for the temporaries, or None
+    d = foreach_direction(grads, params, maximize=maximize, weight_decay=weight_decay, out=tmp_d)
     torch._foreach_addcmul_(state_sums, d, d)
-    std = _foreach_root(state_sums)
+    std = _foreach_root(state_sums, out=tmp_std)
     torch._foreach_add_(std, eps)
     torch._foreach_addcdiv_(params, d, std, value=-lr / (1 + (t - 1) * lr_decay))
 
@@ -218,8 +217,10 @@ class Adagrad(Optimizer):
                 for i in idx:  # count the step once per group (the same for all its tensors)
                     steps[i] += 1
                 t = steps[idx[0]].item()
+                direction = hyper["maximize"] or hyper["weight_decay"] != 0
                 for ps, gs, ss in batches([params, grads, sums], idx):
-                    _adagrad_foreach(ps, gs, ss, t=t, lr=lr, **hyper)
+                    tmp_d = scratch(self, ps, 0) if direction else None
+                    _adagrad_foreach(ps, gs, ss, tmp_d, scratch(self, ps, 1), t=t, lr=lr, **hyper)
         elif impl == "reference":
             adagrad_reference(params, grads, sums, steps, lr=lr, **hyper)
         else:  # compiled

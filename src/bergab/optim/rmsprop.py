@@ -26,7 +26,9 @@ from bergab.optim.adam import (
     _foreach_root,
     _root,
     batches,
+    foreach_direction,
     new_step,
+    scratch,
 )
 
 __all__ = ["RMSprop", "rmsprop_reference"]
@@ -110,6 +112,8 @@ def _rmsprop_foreach(
     square_avgs: list[torch.Tensor],
     grad_avgs: list[torch.Tensor],
     momentum_buffers: list[torch.Tensor],
+    tmp_d: list[torch.Tensor] | None = None,
+    tmp_denom: list[torch.Tensor] | None = None,
     *,
     lr: float,
     alpha: float,
@@ -120,19 +124,20 @@ def _rmsprop_foreach(
     eps_inside_sqrt: bool,
     maximize: bool,
 ) -> None:
-    # every tensor here shares device and dtype (the caller counts the steps)
-    d: TensorList = torch._foreach_neg(grads) if maximize else grads
-    if weight_decay != 0:
-        if maximize:  # d is already our own copy
-            torch._foreach_add_(d, params, alpha=weight_decay)
-        else:
-            d = torch._foreach_add(grads, params, alpha=weight_decay)
+    # every tensor here shares device and dtype (the caller counts the steps); tmp_d and
+    # tmp_denom are kept scratch for the temporaries, or None
+    d = foreach_direction(grads, params, maximize=maximize, weight_decay=weight_decay, out=tmp_d)
     torch._foreach_mul_(square_avgs, alpha)
     torch._foreach_addcmul_(square_avgs, d, d, value=1 - alpha)
     var: TensorList = square_avgs
     if centered:  # var is then a temporary of ours, updated in place below
         torch._foreach_lerp_(grad_avgs, d, 1 - alpha)
-        var = torch._foreach_addcmul(square_avgs, grad_avgs, grad_avgs, value=-1)
+        if tmp_denom is None:
+            var = torch._foreach_addcmul(square_avgs, grad_avgs, grad_avgs, value=-1)
+        else:
+            for o, v, a in zip(tmp_denom, square_avgs, grad_avgs, strict=True):
+                torch.addcmul(v, a, a, value=-1, out=o)
+            var = tmp_denom
     if eps_inside_sqrt:
         if var[0].dtype in _LOW_PRECISION:  # float32, or eps would round to 0
             denom: TensorList = [x.float() for x in var]
@@ -140,11 +145,15 @@ def _rmsprop_foreach(
         elif centered:
             denom = var
             torch._foreach_add_(denom, eps)
+        elif tmp_denom is not None:
+            for o, v in zip(tmp_denom, var, strict=True):
+                torch.add(v, eps, out=o)
+            denom = tmp_denom
         else:
             denom = torch._foreach_add(var, eps)
         torch._foreach_sqrt_(denom)
     else:
-        denom = _foreach_root(var, inplace=centered)
+        denom = _foreach_root(var, inplace=centered, out=None if centered else tmp_denom)
         torch._foreach_add_(denom, eps)
     if momentum > 0:
         torch._foreach_mul_(momentum_buffers, momentum)
@@ -280,6 +289,7 @@ class RMSprop(Optimizer):
             lists = [params, grads, v]
             lists += [gavg] if gavg else []
             lists += [bufs] if bufs else []
+            direction = hyper["maximize"] or hyper["weight_decay"] != 0  # d is a temporary
             for idx in group_by_device_dtype(params).values():
                 for batch in batches(lists, idx):
                     ps, gs, vs, *rest = batch
@@ -289,6 +299,8 @@ class RMSprop(Optimizer):
                         vs,
                         rest[0] if gavg else [],
                         rest[-1] if bufs else [],
+                        scratch(self, ps, 0) if direction else None,
+                        scratch(self, ps, 1),
                         lr=lr,
                         **hyper,
                     )
