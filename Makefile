@@ -31,7 +31,9 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/optimizer_step.py --markdown
+	$(BIN)/python benchmarks/fit_overhead.py
+	$(BIN)/python benchmarks/lr_find_quality.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
