@@ -489,6 +489,67 @@ def test_suggestions_on_a_known_curve() -> None:
     assert suggest([1e-3, 1e-2], [1.0, 0.5]) == {}
 
 
+def _soft_minimum_reference(lrs: np.ndarray, loss: np.ndarray, tau: float = 0.05) -> float:
+    """The published formula, written plainly: softmin-weighted mean of log10(lr), / 10."""
+    start = float(np.median(loss[: max(1, len(loss) // 10)]))
+    low = float(np.min(loss))
+    num = den = 0.0
+    for lr, value in zip(lrs, loss, strict=True):
+        w = math.exp(-(value - low) / (start - low) / tau)
+        num += w * math.log10(lr)
+        den += w
+    return 10 ** (num / den) / 10
+
+
+def test_soft_minimum_matches_the_formula_on_random_curves() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        n = int(rng.integers(20, 150))
+        lrs = np.logspace(-7, 1, n)
+        loss = 3.0 + rng.normal(size=n).cumsum() * 0.1
+        loss[: n // 10] = loss[: n // 10].max() + 1.0  # the start lies above the minimum
+        got = suggest(lrs, loss)["soft_minimum"]
+        assert got == pytest.approx(_soft_minimum_reference(lrs, loss), rel=1e-12)
+
+
+def test_soft_minimum_known_answers() -> None:
+    lrs = np.logspace(-6, 0, 121)
+    logs = np.log10(lrs)
+    # a parabola in log-lr, sampled symmetrically about 1e-3: the centroid is its vertex
+    s = suggest(lrs, 1.0 + (logs + 3) ** 2)
+    assert s["soft_minimum"] == pytest.approx(1e-4, rel=1e-9)
+    assert s["minimum"] == pytest.approx(1e-4, rel=1e-9)
+    # an exactly flat bottom over 1e-3..1e-1 with steep walls: the geometric centre, 1e-2
+    flat = np.where(
+        logs < -3, 1.0 + 5 * (-3 - logs), np.where(logs > -1, 1.0 + 5 * (logs + 1), 1.0)
+    )
+    flat[:12] = 20.0
+    s = suggest(lrs, flat)
+    assert s["soft_minimum"] == pytest.approx(1e-2 / 10, rel=0.02)
+    assert s["minimum"] == pytest.approx(1e-3 / 10)  # argmin: the first point of the floor
+    # a curve that never falls below its start level: the soft minimum is the plain minimum
+    rising = 1.0 + np.maximum(np.arange(121.0) - 20, 0)
+    assert suggest(lrs, rising)["soft_minimum"] == suggest(lrs, rising)["minimum"]
+
+
+def test_soft_minimum_is_stable_on_a_noisy_flat_bottom() -> None:
+    # a descent, a wide flat bottom over 0.05..0.5 with noise, then a blow-up: the argmin
+    # wanders over the whole bottom from one noise draw to the next, the soft minimum not
+    lrs = np.logspace(-7, 1, 100)
+    logs = np.log10(lrs)
+    base = (
+        1.0 + 0.5 * (1 - np.tanh(3 * (logs + 2))) + np.where(logs > -0.3, 40 * (logs + 0.3) ** 2, 0)
+    )
+    rng = np.random.default_rng(1)
+    soft, hard = [], []
+    for _ in range(30):
+        s = suggest(lrs, base + 0.005 * rng.normal(size=lrs.size))
+        soft.append(s["soft_minimum"])
+        hard.append(s["minimum"])
+    assert max(hard) / min(hard) > 4.0
+    assert max(soft) / min(soft) < 1.5
+
+
 def test_flat_curve_warns_with_low_confidence() -> None:
     x, y = _data()
 

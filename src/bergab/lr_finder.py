@@ -18,7 +18,7 @@ Example:
     >>> res = lr_find(model, (x, y), torch.nn.functional.mse_loss, optimizer="sgd",
     ...               start_lr=1e-4, end_lr=10, steps=60, batch_size=32)
     >>> 1e-3 < res.suggestion < 1.0, sorted(res.suggestions)
-    (True, ['minimum', 'slide', 'steep', 'valley'])
+    (True, ['minimum', 'slide', 'soft_minimum', 'steep', 'valley'])
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from bergab import optim as _optim
 from bergab._validate import check_choice, check_int, check_real
 
 __all__ = [
+    "SOFT_MINIMUM_TEMPERATURE",
     "SUGGESTION_RULE",
     "LRFindResult",
     "LRFindWarning",
@@ -99,12 +100,33 @@ def _slide(logs: np.ndarray, smoothed: np.ndarray, width: int, thresh: float) ->
     return 0
 
 
+#: Temperature of ``soft_minimum``, as a fraction of the loss drop (see :func:`suggest`).
+SOFT_MINIMUM_TEMPERATURE = 0.05
+
+
+def _soft_minimum(logs: np.ndarray, smoothed: np.ndarray, i_min: int) -> float:
+    """Softmin-weighted mean of log10(lr): the centre of the bottom of the curve."""
+    drop = _start_level(smoothed) - float(smoothed[i_min])
+    if not drop > 0 or not math.isfinite(drop):
+        return float(logs[i_min])
+    u = (smoothed - smoothed[i_min]) / drop  # 0 at the minimum, 1 at the start level
+    w = np.exp(-u / SOFT_MINIMUM_TEMPERATURE)
+    return float(np.sum(w * logs) / np.sum(w))
+
+
 def suggest(lrs: ArrayLike, smoothed: ArrayLike) -> dict[str, float]:
     """The suggestions read off a range-test curve (all on the smoothed loss).
 
     With ``i*`` the index of the smallest smoothed loss and ``ℓ = log10(lr)``:
 
     - ``minimum``: ``lrs[i*] / 10`` (the loss is lowest there; a tenth of it is safe).
+    - ``soft_minimum``: ``minimum`` with the argmin replaced by a soft-argmin over the
+      curve, so that it does not jump along a flat bottom:
+      ``10^ℓ̄ / 10`` with ``ℓ̄ = Σ w_i ℓ_i / Σ w_i``, ``w_i = exp(-u_i / τ)``,
+      ``u_i = (s_i - s_min) / (s_start - s_min)`` (0 at the minimum, 1 at the start level
+      ``s_start``, the median of the first 10% of the curve) and ``τ = 0.05``
+      (:data:`SOFT_MINIMUM_TEMPERATURE`): a point 5% of the drop above the minimum
+      weighs ``1/e`` of it. Falls back to ``minimum`` when the curve never drops.
     - ``steep``: the lr where the loss falls fastest, ``argmin dL/dℓ`` between the first
       10% of the points and ``i*`` (torch-lr-finder and Lightning take it over the whole
       curve after skipping its first 10 points).
@@ -121,15 +143,15 @@ def suggest(lrs: ArrayLike, smoothed: ArrayLike) -> dict[str, float]:
         smoothed: the smoothed loss at each of them.
 
     Returns:
-        ``{"minimum", "steep", "valley", "slide"}`` -> learning rate; empty when the curve
-        has fewer than 3 points.
+        ``{"minimum", "soft_minimum", "steep", "valley", "slide"}`` -> learning rate;
+        empty when the curve has fewer than 3 points.
 
     Example:
         >>> lrs = np.logspace(-5, 0, 51)
         >>> loss = 1 / (1 + (lrs / 1e-3)) + (lrs / 0.1) ** 2  # falls around 1e-3, blows up
         >>> s = suggest(lrs, loss)
-        >>> [f"{s[k]:.0e}" for k in ("minimum", "steep", "valley")]
-        ['2e-03', '1e-03', '7e-04']
+        >>> [f"{s[k]:.0e}" for k in ("minimum", "soft_minimum", "steep", "valley")]
+        ['2e-03', '1e-03', '1e-03', '7e-04']
     """
     lr = np.asarray(lrs, dtype=np.float64)
     sm = np.asarray(smoothed, dtype=np.float64)
@@ -138,6 +160,7 @@ def suggest(lrs: ArrayLike, smoothed: ArrayLike) -> dict[str, float]:
     logs = np.log10(lr)
     i_min = int(np.argmin(sm))
     out = {"minimum": float(lr[i_min] / 10.0)}
+    out["soft_minimum"] = float(10 ** _soft_minimum(logs, sm, i_min) / 10.0)
     skip = len(sm) // 10  # the EMA's first points are noisy; torch-lr-finder skips 10 too
     if i_min - skip >= 2:
         grad = np.gradient(sm[skip : i_min + 1], logs[skip : i_min + 1])
