@@ -141,6 +141,7 @@ def sgd_hd_statistics(
     prev_directions: list[torch.Tensor],
     *,
     weight_decay: float,
+    norms: bool = True,
 ) -> torch.Tensor:
     """The hypergradient statistics of SGD-HD for these tensors.
 
@@ -148,6 +149,8 @@ def sgd_hd_statistics(
         params, grads: parameters θ and gradients.
         prev_directions: :math:`u_{t-1}`, the previous step's directions.
         weight_decay: λ (the gradient is :math:`g = \\nabla f + \\lambda\\theta`).
+        norms: also compute the norms (only the multiplicative rule needs them; without,
+            g and u are read once, by one dot product, and the norms are returned as 0).
 
     Returns:
         float64 tensor ``[Σ g·u, Σ ‖g‖², Σ ‖u‖²]``.
@@ -156,6 +159,9 @@ def sgd_hd_statistics(
         >>> sgd_hd_statistics([torch.zeros(2)], [torch.tensor([1.0, 2.0])],
         ...                   [torch.tensor([3.0, 1.0])], weight_decay=0.0).tolist()
         [5.0, 5.0, 10.0]
+        >>> sgd_hd_statistics([torch.zeros(2)], [torch.tensor([1.0, 2.0])],
+        ...                   [torch.tensor([3.0, 1.0])], weight_decay=0.0, norms=False).tolist()
+        [5.0, 0.0, 0.0]
     """
     dots, gsq, usq = [], [], []
     for p, g, u in zip(params, grads, prev_directions, strict=True):
@@ -163,8 +169,11 @@ def sgd_hd_statistics(
             g = g.add(p, alpha=weight_decay)
         gf, uf = g.reshape(-1), u.reshape(-1)
         dots.append(_dot(gf, uf))
-        gsq.append(_dot(gf, gf))
-        usq.append(_dot(uf, uf))
+        if norms:
+            gsq.append(_dot(gf, gf))
+            usq.append(_dot(uf, uf))
+    if not norms:
+        gsq = usq = [torch.zeros((), dtype=torch.float64)] * len(dots)
     return _stats(dots, gsq, usq)
 
 
@@ -359,13 +368,16 @@ def _adam_hd_foreach_moments(
     tmp_u: list[torch.Tensor],
     *,
     prev_bias: tuple[float, float] | None,
+    norms: bool,
     beta1: float,
     beta2: float,
     eps: float,
     weight_decay: float,
 ) -> list[torch.Tensor]:
-    """Pass 1: the statistics against the previous direction (``[g·u, ‖g‖², ‖u‖²]`` per
-    tensor, empty without one), then the new moments. tmp_g takes g + λx, tmp_u u."""
+    """Pass 1 over one cache-sized batch: the statistics against the previous direction,
+    then the new moments (they do not need α). Returns per tensor a float64
+    ``[g·u, ‖g‖², ‖u‖²]`` (only ``[g·u]`` without ``norms``; nothing without a previous
+    direction). tmp_g takes g + λx, tmp_u the direction."""
     g: TensorList = grads
     if weight_decay != 0:
         for t, gi, p in zip(tmp_g, grads, params, strict=True):
@@ -373,14 +385,28 @@ def _adam_hd_foreach_moments(
         g = tmp_g
     stats: list[torch.Tensor] = []
     if prev_bias is not None:
-        u = _foreach_direction(m, v, *prev_bias, eps, tmp_u)
-        for gi, ui in zip(g, u, strict=True):
-            gf, uf = gi.reshape(-1).to(ui.dtype), ui.reshape(-1)
-            stats.append(torch.stack([_dot(gf, uf), _dot(gf, gf), _dot(uf, uf)]))
+        # u = c·r (see _foreach_direction): the dots take r, c is applied in float64
+        r, c = _foreach_direction(m, v, *prev_bias, eps, tmp_u)
+        scale = torch.tensor([c, 1.0, c * c] if norms else [c], dtype=torch.float64)
+        for gi, ri in zip(g, r, strict=True):
+            gf, rf = gi.reshape(-1).to(ri.dtype), ri.reshape(-1)
+            dots = [_dot(gf, rf), _dot(gf, gf), _dot(rf, rf)] if norms else [_dot(gf, rf)]
+            stats.append(torch.stack(dots).double() * scale)
     torch._foreach_lerp_(m, g, 1 - beta1)
     torch._foreach_mul_(v, beta2)
     torch._foreach_addcmul_(v, g, g, value=1 - beta2)
     return stats
+
+
+def _foreach_denominator(
+    v: list[torch.Tensor], b2: float, eps: float, out: list[torch.Tensor]
+) -> list[torch.Tensor]:
+    """``√v + ε√b2`` into ``out`` (float32 for 16-bit moments): Adam's denominator scaled by
+    √b2, since (m/b1)/(√(v/b2) + ε) = (√b2/b1) · m/(√v + ε√b2)."""
+    for t, vi in zip(out, v, strict=True):
+        torch.sqrt(vi, out=t)
+    torch._foreach_add_(out, eps * math.sqrt(b2))
+    return out
 
 
 def _foreach_direction(
@@ -390,16 +416,13 @@ def _foreach_direction(
     b2: float,
     eps: float,
     out: list[torch.Tensor],
-) -> list[torch.Tensor]:
-    """Adam's direction into ``out`` (float32 for 16-bit moments)."""
-    # (m / b1) / (sqrt(v / b2) + eps) == m * sqrt(b2)/b1 / (sqrt(v) + eps sqrt(b2))
-    for t, vi in zip(out, v, strict=True):
-        torch.sqrt(vi, out=t)
-    torch._foreach_add_(out, eps * math.sqrt(b2))
-    torch._foreach_reciprocal_(out)
-    torch._foreach_mul_(out, m)
-    torch._foreach_mul_(out, math.sqrt(b2) / b1)
-    return out
+) -> tuple[list[torch.Tensor], float]:
+    """Adam's direction u = c·r as ``(r, c)``: r = m/(√v + ε√b2) in ``out``, c = √b2/b1
+    (three passes over cached operands; the scalar c is applied by the caller)."""
+    den = _foreach_denominator(v, b2, eps, out)
+    for t, mi in zip(den, m, strict=True):
+        torch.div(mi, t, out=t)
+    return out, math.sqrt(b2) / b1
 
 
 class _Hypergradient(Optimizer):
@@ -576,15 +599,16 @@ class HypergradientSGD(_Hypergradient):
         # (eagerly for every impl: BLAS dot products run at memory speed, inductor's CPU
         # reductions did not; foreach takes cache-sized pieces)
         stats = [0.0, 0.0, 0.0]
+        norms = bool(group["multiplicative"])  # the additive rule needs only g·u
         if idx_fresh and impl == "foreach":
             total = torch.zeros(3, dtype=torch.float64)
             for key in group_by_device_dtype(sub_p).values():
                 lists = [[t[i] for i in key] for t in (sub_p, sub_g, prev)]
                 for _, pc in _pieces(lists):
-                    total += sgd_hd_statistics(*pc, weight_decay=wd).cpu()
+                    total += sgd_hd_statistics(*pc, weight_decay=wd, norms=norms).cpu()
             stats = total.tolist()
         elif idx_fresh:
-            stats = sgd_hd_statistics(sub_p, sub_g, prev, weight_decay=wd).tolist()
+            stats = sgd_hd_statistics(sub_p, sub_g, prev, weight_decay=wd, norms=norms).tolist()
         alpha = self._new_alpha(group, stats)
         # 2) the SGD step with the new α
         bufs: list[torch.Tensor | None] = [s.get("momentum_buffer") for s in states]
@@ -727,7 +751,9 @@ class HypergradientAdam(_Hypergradient):
         idx_fresh = [i for i, f in enumerate(fresh) if f]
         hyper: dict[str, Any] = {"beta1": beta1, "beta2": beta2, "eps": eps, "weight_decay": wd}
         if impl == "foreach":
-            # pass 1: statistics against u_{t-1}, then the new moments (they do not need α)
+            # pass 1: statistics against u_{t-1}, then the new moments (they do not need α);
+            # the additive rule needs only g·u, the norms only the multiplicative one
+            norms = bool(group["multiplicative"])
             parts: list[torch.Tensor] = []
             by_key: dict[tuple[Any, ...], list[int]] = defaultdict(list)
             for i, p in enumerate(params):
@@ -748,17 +774,19 @@ class HypergradientAdam(_Hypergradient):
                         _scratch(self, pc[0]),
                         tmp_u(pc[0]),
                         prev_bias=bias(k) if is_fresh else None,
+                        norms=norms,
                         **hyper,
                     )
-            stats = torch.stack(parts).double().sum(0).tolist() if parts else [0.0] * 3
+            stats = torch.stack(parts).sum(0).tolist() if parts else [0.0] * 3
+            stats += [0.0] * (3 - len(stats))
             alpha = self._new_alpha(group, stats)
-            # pass 2: the step
+            # pass 2: the step θ -= α·c·m/(√v + ε√b2), the direction never materialized
             for (_, _, k, _), key in by_key.items():
                 b1, b2 = bias(k + 1)
                 lists = [[t[i] for i in key] for t in (params, m, v)]
                 for _, pc in _pieces(lists):
-                    dirs = _foreach_direction(pc[1], pc[2], b1, b2, eps, tmp_u(pc[0]))
-                    torch._foreach_add_(pc[0], dirs, alpha=-alpha)
+                    den = _foreach_denominator(pc[2], b2, eps, tmp_u(pc[0]))
+                    torch._foreach_addcdiv_(pc[0], pc[1], den, value=-alpha * math.sqrt(b2) / b1)
         elif impl == "reference":
             sub_p, sub_g, sub_m, sub_v = ([t[i] for i in idx_fresh] for t in (params, grads, m, v))
             prev_bias = [bias(steps[i]) for i in idx_fresh]
