@@ -27,6 +27,7 @@ import torch
 
 from bergab._validate import check_choice, check_real
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
+from bergab.optim.adam import scratch
 
 __all__ = ["LAMB", "LARS", "lamb_reference", "lars_reference"]
 
@@ -187,25 +188,28 @@ def _lars_foreach(
         for i, wn, gn in zip(todo, w_norms, g_norms, strict=True):
             if wn > 0 and gn > 0:
                 trust[i] = trust_coefficient * wn / (gn + weight_decay * wn + eps)
+    # The batch is one tensor or a few small ones (the norms above read w and g into
+    # cache); each line below is one in-cache pass, and nothing is allocated.
     if momentum == 0:
         # w <- w - lr*rho*(g + wd*w) = (1 - lr*rho*wd) * w - lr*rho*g
-        if weight_decay != 0:
-            torch._foreach_mul_(params, [1 - lr * t * weight_decay for t in trust])
-        torch._foreach_add_(params, torch._foreach_mul(grads, [-lr * t for t in trust]))
+        for p, g, t in zip(params, grads, trust, strict=True):
+            if weight_decay != 0:
+                p.mul_(1 - lr * t * weight_decay)
+            p.add_(g, alpha=-lr * t)
         return
-    # d = rho * (g + wd * w), in a buffer of our own
-    if weight_decay != 0:
-        d = torch._foreach_add(grads, params, alpha=weight_decay)
-        torch._foreach_mul_(d, trust)
-    else:
-        d = torch._foreach_mul(grads, trust)
-    torch._foreach_mul_(bufs, momentum)
-    torch._foreach_add_(bufs, d)
-    if nesterov:
-        torch._foreach_add_(d, bufs, alpha=momentum)
-        torch._foreach_add_(params, d, alpha=-lr)
-    else:
+    # b <- mu*b + rho*g + rho*wd*w
+    for b, g, p, t in zip(bufs, grads, params, trust, strict=True):
+        b.mul_(momentum).add_(g, alpha=t)
+        if weight_decay != 0:
+            b.add_(p, alpha=t * weight_decay)
+    if not nesterov:  # w <- w - lr*b
         torch._foreach_add_(params, bufs, alpha=-lr)
+        return
+    # Nesterov: w <- w - lr*(rho*(g + wd*w) + mu*b) = (1 - lr*rho*wd)*w - lr*rho*g - lr*mu*b
+    for b, g, p, t in zip(bufs, grads, params, trust, strict=True):
+        if weight_decay != 0:
+            p.mul_(1 - lr * t * weight_decay)
+        p.add_(g, alpha=-lr * t).add_(b, alpha=-lr * momentum)
 
 
 class LARS(Optimizer):
@@ -466,8 +470,10 @@ def _lamb_foreach(
     clamp_value: float | None,
     bias_correction: bool,
     adam: bool,
+    tmp: list[torch.Tensor] | None = None,
 ) -> None:
-    # one batch of tensors sharing device, dtype and step count
+    # one batch of tensors sharing device, dtype and step count; tmp (kept scratch shaped
+    # like the batch, or None to allocate) takes the direction
     torch._foreach_lerp_(m, grads, 1 - beta1)
     torch._foreach_mul_(v, beta2)
     torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
@@ -476,10 +482,15 @@ def _lamb_foreach(
     # u = m̂/(√v̂ + ε) + λw = c·r with c = √bias2/bias1 and r = m/(√v + ε√bias2) + (λ/c)·w:
     # r is built in place in the sqrt buffer, and c cancels in the trust ratio ||w||/||u||
     c = bias2**0.5 / bias1
-    r = torch._foreach_sqrt(v)
+    if tmp is None:
+        r = list(torch._foreach_sqrt(v))
+    else:
+        r = tmp
+        for t, vi in zip(r, v, strict=True):
+            torch.sqrt(vi, out=t)
     torch._foreach_add_(r, eps * bias2**0.5)
-    torch._foreach_reciprocal_(r)
-    torch._foreach_mul_(r, m)
+    for t, mi in zip(r, m, strict=True):
+        torch.div(mi, t, out=t)
     if weight_decay != 0:
         torch._foreach_add_(r, params, alpha=weight_decay / c)
     if adam:
@@ -618,6 +629,7 @@ class LAMB(Optimizer):
                         [grads[i] for i in idx],
                         [m[i] for i in idx],
                         [v[i] for i in idx],
+                        tmp=scratch(self, [params[i] for i in idx]),
                         step=step,
                         lr=lr,
                         weight_decay=wd,
