@@ -8,10 +8,12 @@ TensorBoard when installed), so it also computes the gradient norm and reads the
 and the gradient norm back every step. The hand loop does only the forward, backward and
 optimizer step (and ``.item()`` of nothing).
 
-Time per step is measured inside the loop (from the end of the first step to the end of
-the last), so the one-off setup (building the optimizer, opening log files) is left out;
-it is reported separately as ``setup``. Repeats alternate the two loops; the table shows
-medians. Target (issue 4): ``fit`` at most 3% slower per step.
+Time per step runs from the end of the first step to the return of the loop (for fit:
+its last epoch record, and writing the log lines it still holds in memory and closing its
+files), divided by the steps after the first; the one-off setup before the first step
+(building the optimizer, opening log files) is left out and reported separately as
+``setup``. Repeats alternate the two loops; the table shows medians. Target (issue 4):
+``fit`` at most 3% slower per step.
 
 Run: ``python benchmarks/fit_overhead.py [--tasks digits charlm] [--repeats 7]
 [--threads 1]``.
@@ -45,7 +47,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 def hand_loop(
     task: Any, model: torch.nn.Module, batch_size: int, epochs: int, seed: int
 ) -> list[tuple[float, float]]:
-    """The plain loop; returns (wall, CPU) time after every step."""
+    """The plain loop; returns (wall, CPU) time after every step, and at its end."""
     x, y = task.train.tensors
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(seed)
@@ -61,13 +63,15 @@ def hand_loop(
             opt.step()
             opt.zero_grad(set_to_none=True)
             stamps.append((time.perf_counter(), time.process_time()))
+    stamps.append((time.perf_counter(), time.process_time()))  # the loop's end
     return stamps
 
 
 def fit_loop(
     task: Any, model: torch.nn.Module, batch_size: int, epochs: int, seed: int
 ) -> tuple[list[tuple[float, float]], float]:
-    """``bergab.fit`` with progress and logging on; returns (wall, CPU) times and setup time."""
+    """``bergab.fit`` with progress and logging on: (wall, CPU) times after every step and
+    at its return, and the setup time (before the first step, less one step)."""
     stamps: list[tuple[float, float]] = []
     clock = LambdaCallback(
         on_batch_end=lambda t, logs: stamps.append((time.perf_counter(), time.process_time()))
@@ -86,14 +90,17 @@ def fit_loop(
             progress=True,
             callbacks=[clock],
         )
-        total = time.perf_counter() - t0
-    loop = (stamps[-1][0] - stamps[0][0]) * len(stamps) / (len(stamps) - 1)
-    return stamps, total - loop
+        stamps.append((time.perf_counter(), time.process_time()))  # fit returned
+        setup = stamps[0][0] - t0 - (stamps[-1][0] - stamps[0][0]) / (len(stamps) - 2)
+    return stamps, setup
 
 
 def per_step(stamps: list[tuple[float, float]]) -> tuple[float, float]:
-    """(wall, CPU) seconds per step from the end of the first step to the end of the last."""
-    n = len(stamps) - 1
+    """(wall, CPU) seconds per step from the end of the first step to the loop's end.
+
+    ``stamps`` holds one entry per step and a last one at the end of the loop.
+    """
+    n = len(stamps) - 2  # the steps after the first
     return (stamps[-1][0] - stamps[0][0]) / n, (stamps[-1][1] - stamps[0][1]) / n
 
 
@@ -125,7 +132,7 @@ def main() -> None:
                         hand_t.append(per_step(stamps))
                 else:
                     stamps, setup = fit_loop(base, model, cfg["batch_size"], cfg["epochs"], seed=r)
-                    steps = len(stamps)
+                    steps = len(stamps) - 1
                     if r:
                         fit_t.append(per_step(stamps))
                         setups.append(setup)

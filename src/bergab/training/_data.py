@@ -188,12 +188,21 @@ class TensorSource(_IndexedSource):
         self.tensors = tensors
         super().__init__(len(tensors[0]), batch_size, shuffle, seed)
 
-    def _take(self, idx: torch.Tensor | slice) -> Any:
-        if isinstance(idx, slice) and idx.start == 0 and idx.stop >= self.n:
-            return self.tensors
-        if isinstance(idx, torch.Tensor) and self.tensors[0].device != idx.device:
-            idx = idx.to(self.tensors[0].device)
-        return tuple(t[idx] for t in self.tensors)
+    def batches(
+        self, epoch: int, start: int, epoch_state: Mapping[str, Any] | None
+    ) -> Iterator[Any]:
+        tensors = self.tensors
+        if self.batch_size >= self.n:  # one batch, not shuffled: the tensors themselves
+            if start == 0:
+                yield tensors
+            return
+        order = self._order(epoch)
+        if order is not None and order.device != tensors[0].device:
+            order = order.to(tensors[0].device)  # once an epoch, not once a batch
+        bs = self.batch_size
+        for i in range(start * bs, self.n, bs):
+            idx = slice(i, i + bs) if order is None else order[i : i + bs]
+            yield tuple([t[idx] for t in tensors])
 
 
 class DatasetSource(_IndexedSource):

@@ -22,7 +22,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -257,12 +257,14 @@ def _accepts_lr(factory: Callable[..., Any]) -> bool:
     return any(p.name == "lr" or p.kind is p.VAR_KEYWORD for p in params)
 
 
-def _foreach_norm(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The 2-norm of every tensor (one foreach kernel where torch has it)."""
-    fn = getattr(torch, "_foreach_norm", None)
-    if fn is not None:
-        return list(fn(tensors))
+def _norms_one_by_one(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     return [torch.linalg.vector_norm(t) for t in tensors]
+
+
+#: The 2-norm of every tensor of a list (one foreach kernel where torch has it).
+_foreach_norm: Callable[[list[torch.Tensor]], Sequence[torch.Tensor]] = getattr(
+    torch, "_foreach_norm", _norms_one_by_one
+)
 
 
 def _overrides(cb: Callback, hook: str) -> bool:
@@ -961,7 +963,7 @@ class Trainer:
         self._end_epoch()
 
     def _forward_backward(self, batch: Any, weight: float | None) -> torch.Tensor:
-        """One micro-batch: forward under autocast, backward (scaled); the detached loss."""
+        """One micro-batch: forward under autocast, backward (scaled); the (weighted) loss."""
         x, y = self.batch_fn(batch)
         if self._move:
             x = _data.to_device(x, self.device)
@@ -977,7 +979,7 @@ class Trainer:
             self.scaler.scale(loss).backward()
         else:
             loss.backward()
-        return loss.detach()
+        return loss  # backward freed its graph: only read from now on (no detach op)
 
     def _loss_and_grad_norm(self, loss: torch.Tensor) -> tuple[float, float]:
         """Unscale, clip, and bring the loss and the gradient norm to the host (one sync)."""
@@ -990,7 +992,8 @@ class Trainer:
         if self.clip_norm is not None:
             total = torch.nn.utils.clip_grad_norm_(self._params, self.clip_norm)
             dt = torch.promote_types(loss.dtype, total.dtype)
-            loss_v, gn_v = torch.stack([loss.to(dt), total.to(loss.device, dt)]).tolist()
+            pair = torch.stack([loss.detach().to(dt), total.to(loss.device, dt)])
+            loss_v, gn_v = pair.tolist()
             return loss_v, gn_v
         grads = [p.grad for p in self._params if p.grad is not None]
         if not grads:
@@ -998,11 +1001,11 @@ class Trainer:
         # per-tensor norms in one foreach kernel, combined on the host (math.hypot: no
         # overflow), read back together with the loss
         norms = _foreach_norm(grads)
-        if loss.device.type == "cpu" and len(norms) <= 64:
+        if loss.is_cpu and len(norms) <= 64:
             values = [n.item() for n in norms]  # no sync to wait for: .item() is cheapest
             loss_v = loss.item()
         elif self._uniform and norms[0].dtype == loss.dtype and norms[0].device == loss.device:
-            values = torch.stack([*norms, loss]).tolist()  # one device->host copy
+            values = torch.stack([*norms, loss.detach()]).tolist()  # one device->host copy
             loss_v = values.pop()
         else:
             values = torch.stack([n.to(loss.device, torch.float64) for n in norms]).tolist()
@@ -1020,9 +1023,9 @@ class Trainer:
         else:
             sizes = [_data.batch_len(self.batch_fn(b)[1]) for b in micro]
             total = sum(sizes)
-            loss = self._forward_backward(micro[0], sizes[0] / total)
+            loss = self._forward_backward(micro[0], sizes[0] / total).detach()
             for b, n in zip(micro[1:], sizes[1:], strict=True):
-                loss = loss + self._forward_backward(b, n / total)
+                loss = loss + self._forward_backward(b, n / total).detach()
         loss_v, gn_v = self._loss_and_grad_norm(loss)
 
         groups = opt.param_groups

@@ -48,9 +48,9 @@ class ProgressBar(Callback):
     """A ``tqdm.auto`` bar over the optimizer steps with loss, lr and val_loss.
 
     tqdm shows the speed (steps/s) and the time left; the postfix shows the last loss,
-    the lr of the first param group and the last validation loss. The postfix is
-    refreshed at most every ``min_interval`` seconds so the bar costs next to nothing
-    per step.
+    the lr of the first param group and the last validation loss. The bar (count and
+    postfix) is updated at most every ``min_interval`` seconds, so a step costs it one
+    clock reading.
 
     Args:
         file: where to draw (default: tqdm's, i.e. stderr).
@@ -89,21 +89,18 @@ class ProgressBar(Callback):
         self._lr_key = "lr" if len(trainer.optimizer.param_groups) == 1 else "lr_0"
 
     def on_batch_end(self, trainer: Trainer, logs: Mapping[str, Any]) -> None:
-        bar = self.bar
-        if bar is None:
-            return
-        bar.update(trainer.step - bar.n)  # also right after a rollback (a negative update)
         self._logs = logs
         now = time.perf_counter()
-        if now - self._last >= self.min_interval:
+        if now - self._last >= self.min_interval and self.bar is not None:
             self._last = now
             self._postfix(logs)
+            self.bar.update(trainer.step - self.bar.n)  # negative right after a rollback
 
-    def _postfix(self, logs: Mapping[str, Any], refresh: bool = False) -> None:
+    def _postfix(self, logs: Mapping[str, Any]) -> None:
         post = f"loss={_fmt(logs.get('loss'))}, lr={_fmt(logs.get(self._lr_key))}"
         if self._val is not None:
             post += f", val_loss={_fmt(self._val)}"
-        self.bar.set_postfix_str(post, refresh=refresh)
+        self.bar.set_postfix_str(post, refresh=False)  # drawn by the update that follows
 
     def on_validation_end(self, trainer: Trainer, logs: Mapping[str, Any]) -> None:
         self._val = logs.get("val_loss")
@@ -111,6 +108,7 @@ class ProgressBar(Callback):
     def on_fit_end(self, trainer: Trainer) -> None:
         if self.bar is not None:
             if self._logs is not None:
-                self._postfix(self._logs, refresh=True)
+                self._postfix(self._logs)
+            self.bar.update(trainer.step - self.bar.n)
             self.bar.close()
             self.bar = None
