@@ -579,7 +579,7 @@ def test_clear_curve_has_high_confidence_and_no_warning() -> None:
         )
     assert res.confidence >= 0.5
     assert res.reasons == []
-    assert res.suggestion == res.suggestions["minimum"]
+    assert res.suggestion == res.suggestions["soft_minimum"]
     # SGD on this least-squares problem is stable below 2/L; the suggestion is below that
     xtx = (x.T @ x / len(x)).double()
     lmax = 2 * torch.linalg.eigvalsh(xtx)[-1].item()
