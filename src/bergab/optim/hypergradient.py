@@ -604,8 +604,12 @@ class HypergradientSGD(_Hypergradient):
             total = torch.zeros(3, dtype=torch.float64)
             for key in group_by_device_dtype(sub_p).values():
                 lists = [[t[i] for i in key] for t in (sub_p, sub_g, prev)]
+                # one call over all the cache-sized pieces (few small ops per step)
+                cut: list[list[torch.Tensor]] = [[], [], []]
                 for _, pc in _pieces(lists):
-                    total += sgd_hd_statistics(*pc, weight_decay=wd, norms=norms).cpu()
+                    for dst, src in zip(cut, pc, strict=True):
+                        dst += src
+                total += sgd_hd_statistics(*cut, weight_decay=wd, norms=norms).cpu()
             stats = total.tolist()
         elif idx_fresh:
             stats = sgd_hd_statistics(sub_p, sub_g, prev, weight_decay=wd, norms=norms).tolist()
