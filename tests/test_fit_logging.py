@@ -4,6 +4,8 @@ exception."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -146,3 +148,75 @@ def test_tensorboard_values_beyond_float32_are_infinite(tmp_path: Path) -> None:
     wall = [e.wall_time for e in acc.Scalars("train/loss")]
     assert wall == sorted(wall)  # each step's own wall time
     assert wall[0] > 1e9
+
+
+# ----------------------------------------------------------------------------- text
+def reference_csv(records: list[dict[str, Any]], cols: list[str]) -> str:
+    """What the csv module writes, row by row."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(cols)
+    for r in records:
+        writer.writerow([r.get(c) for c in cols])
+    return buf.getvalue()
+
+
+def reference_jsonl(records: list[dict[str, Any]]) -> str:
+    """json.dumps of every record, non-finite numbers as null."""
+    clean = [{k: None if isinstance(v, float) and not math.isfinite(v) else v
+              for k, v in r.items()} for r in records]  # fmt: skip
+    return "".join(json.dumps(r) + "\n" for r in clean)
+
+
+def random_records(n: int, seed: int) -> list[dict[str, Any]]:
+    g = torch.Generator().manual_seed(seed)
+    special = [math.nan, math.inf, -math.inf, -0.0, 0.0, 1e16, 1e-7, 123456789.0, 2.0**-1074]
+    out = []
+    for step in range(1, n + 1):
+        u = torch.rand(4, generator=g, dtype=torch.float64).tolist()
+        pick = int(torch.randint(0, 40, (1,), generator=g))
+        loss = special[pick] if pick < len(special) else math.exp(40 * u[0] - 20)
+        eff = None if pick % 3 == 0 else u[1] * 10.0 ** int(torch.randint(-9, 3, (1,), generator=g))
+        out.append({"step": step * 97, "epoch": -pick, "loss": loss, "grad_norm": u[2] * 1e-3,
+                    "lr%": u[3], "effective_lr": eff, "skipped": pick % 2 == 0,
+                    "time": step / 7})  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_batched_csv_and_jsonl_text_is_what_csv_and_json_write(seed: int, tmp_path: Path) -> None:
+    records = random_records(300, seed)
+    for cls in (CSVLogger, JSONLLogger):
+        log = cls(tmp_path, flush_steps=128)
+        log.on_fit_start(SimpleNamespace(resumed=False, step=0))
+        for r in records:
+            log.on_batch_end(None, r)
+        log.close()
+    with (tmp_path / "steps.csv").open(newline="") as f:
+        assert f.read() == reference_csv(records, list(records[0]))
+    assert (tmp_path / "steps.jsonl").read_text() == reference_jsonl(records)
+
+
+def test_records_of_other_shapes_fall_back_to_the_csv_and_json_modules(tmp_path: Path) -> None:
+    records: list[dict[str, Any]] = [
+        {"step": 1, "loss": 0.5, "note": 'a "quoted", text'},  # a string: quoted in CSV
+        {"step": 2, "loss": 0.25},  # a key missing: empty in CSV
+        {"loss": 0.125, "step": 3, "extra": 1},  # other key order and an extra key
+        {"step": 4, "loss": torch.tensor(2.0).item(), "note": None},
+    ]
+    for cls in (CSVLogger, JSONLLogger):
+        log = cls(tmp_path, flush_steps=1000)
+        log.on_fit_start(SimpleNamespace(resumed=False, step=0))
+        for r in records:
+            log.on_batch_end(None, r)
+        log.close()
+    with (tmp_path / "steps.csv").open(newline="") as f:
+        assert f.read() == reference_csv(records, ["step", "loss", "note"])
+    assert (tmp_path / "steps.jsonl").read_text() == reference_jsonl(records)
+    one = CSVLogger(tmp_path / "one")
+    one.on_fit_start(SimpleNamespace(resumed=False, step=0))
+    for r in [{"x": None}, {"x": 1.5}]:
+        one.on_batch_end(None, r)
+    one.close()
+    with (tmp_path / "one" / "steps.csv").open(newline="") as f:
+        assert f.read() == reference_csv([{"x": None}, {"x": 1.5}], ["x"])

@@ -190,6 +190,45 @@ class _FileLogger(Callback):
             f.seek(0, os.SEEK_END)
 
 
+_PLAIN = frozenset((int, float, bool, type(None)))
+#: text of a value in CSV / JSON where it differs from ``str(value)``
+_CSV_TEXT = {"None": ""}
+_JSON_TEXT = {
+    "True": "true",
+    "False": "false",
+    "None": "null",
+    "nan": "null",  # strict JSON has no NaN or infinity
+    "inf": "null",
+    "-inf": "null",
+}
+
+
+def _text_columns(
+    records: Sequence[Mapping[str, Any]], keys: Sequence[str], fix: Mapping[str, str]
+) -> list[list[str]] | None:
+    """The values of ``keys`` in ``records`` as columns of text: ``str``, then ``fix``.
+
+    Column by column, so the loops run in C (``map``) rather than record by record. For
+    the types allowed, ``str`` is what ``csv`` and ``json`` write (``repr`` for floats).
+
+    Returns:
+        One list of strings per key, or ``None`` when a record lacks a key or a value is
+        not an int, float, bool or None (the caller then formats record by record).
+    """
+    get = itemgetter(*keys)
+    try:
+        rows = list(map(get, records)) if len(keys) > 1 else [(get(r),) for r in records]
+    except KeyError:
+        return None
+    columns = []
+    for column in zip(*rows, strict=True):
+        if not _PLAIN.issuperset(map(type, column)):
+            return None
+        text = list(map(str, column))
+        columns.append(list(map(fix.get, text, text)))
+    return columns
+
+
 class CSVLogger(_FileLogger):
     """Write ``steps.csv`` and ``records.csv`` into ``log_dir``.
 
@@ -216,12 +255,11 @@ class CSVLogger(_FileLogger):
             cols = self._columns[kind] = list(records[0])
             if os.fstat(self._files[kind].fileno()).st_size == 0:
                 writer.writerow(cols)
-        try:  # every record has every column: one C-level getter per row
-            get = itemgetter(*cols)
-            rows = [get(r) for r in records] if len(cols) > 1 else [(get(r),) for r in records]
-        except KeyError:
-            rows = [[r.get(c) for c in cols] for r in records]
-        writer.writerows(rows)
+        columns = _text_columns(records, cols, _CSV_TEXT) if len(cols) > 1 else None
+        if columns is None:  # the csv module, row by row (quoting, missing keys)
+            writer.writerows([[r.get(c) for c in cols] for r in records])
+        else:  # numbers need no quoting: the same text as csv.writer, its "\r\n" included
+            self._files[kind].write("\r\n".join(map(",".join, zip(*columns, strict=True))) + "\r\n")
 
 
 def _clean(value: Any) -> Any:
@@ -251,10 +289,17 @@ class JSONLLogger(_FileLogger):
     suffix = ".jsonl"
 
     def _write(self, kind: str, records: Sequence[Mapping[str, Any]]) -> None:
+        keys = list(records[0])
         if kind == "steps" and self._columns["steps"] is None:
-            self._columns["steps"] = list(records[0])
-        text = "\n".join(map(_encode_json, records))
-        if "NaN" in text or "Infinity" in text:
+            self._columns["steps"] = keys
+        columns = None
+        if keys and len(set(map(tuple, records))) == 1:  # the same keys in the same order
+            columns = _text_columns(records, keys, _JSON_TEXT)
+        if columns is not None:  # json.dumps's text: '{"key": value, ...}'
+            names = [json.dumps(k).replace("%", "%%") for k in keys]
+            line = "{" + ", ".join(f"{name}: %s" for name in names) + "}"
+            text = "\n".join(map(line.__mod__, zip(*columns, strict=True)))
+        else:
             text = "\n".join(_encode_json({k: _clean(v) for k, v in r.items()}) for r in records)
         self._files[kind].write(text + "\n")
 
