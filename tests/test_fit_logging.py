@@ -220,3 +220,53 @@ def test_records_of_other_shapes_fall_back_to_the_csv_and_json_modules(tmp_path:
     one.close()
     with (tmp_path / "one" / "steps.csv").open(newline="") as f:
         assert f.read() == reference_csv([{"x": None}, {"x": 1.5}], ["x"])
+
+
+# ----------------------------------------------------------------------------- TensorBoard bytes
+def test_tensorboard_events_encoded_as_a_matrix_equal_the_one_by_one_bytes(tmp_path: Path) -> None:
+    from bergab.training.loggers import _EventFile
+
+    g = torch.Generator().manual_seed(0)
+    f = _EventFile(tmp_path)
+    tags = ["train/loss", "train/grad_norm", "lr/lr", "lr/effective_lr"]
+    specials = [math.nan, math.inf, -math.inf, 1e39, -1e39, 3.4028235e38, 1e-46, -0.0]
+    for first, n in [(1, 60), (100, 28), (128, 200), (16000, 384), (2**21, 50)]:
+        steps = list(range(first, first + n))
+        values = torch.randn(n, len(tags), generator=g, dtype=torch.float64) * 1e3
+        values[::7, 1] = torch.tensor(specials * (len(values[::7]) // len(specials) + 1))[
+            : len(values[::7])
+        ]
+        walls = (1.7e9 + torch.rand(n, generator=g, dtype=torch.float64) * 1e6).tolist()
+        one_by_one = [
+            f.scalars_event(w, s, list(zip(tags, row, strict=True)))
+            for w, s, row in zip(walls, steps, values.tolist(), strict=True)
+        ]
+        if ((first + n - 1).bit_length() + 6) // 7 != (first.bit_length() + 6) // 7:
+            with pytest.raises(ValueError, match="varints of one length"):
+                f.scalar_rows(walls, steps, tags, values.numpy())
+            continue
+        assert f.scalar_rows(walls, steps, tags, values.numpy()) == f.frame(one_by_one)
+    f.close()
+
+
+def test_tensorboard_runs_with_missing_values_and_step_widths_read_back(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    log = TensorBoardLogger(tmp_path, flush_steps=10_000)
+    log.on_fit_start(SimpleNamespace(resumed=False, step=0))
+    expected = []
+    for step in range(1, 400):  # varints of 1 and 2 bytes; eff. lr None for a while
+        rec = {**record(step), "effective_lr": None if 150 <= step < 160 else step / 1000}
+        log.on_batch_end(None, rec)
+        if step % 100 == 0:
+            log.write_record({"step": step, "epoch": 0, "loss": 1.0 / step})
+        expected.append(rec)
+    log.close()
+    acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    acc.Reload()
+    got = [(e.step, e.value) for e in acc.Scalars("train/grad_norm")]
+    assert got == [(r["step"], pytest.approx(r["grad_norm"], rel=1e-7)) for r in expected]
+    eff = [(e.step, e.value) for e in acc.Scalars("lr/effective_lr")]
+    assert [s for s, _ in eff] == [r["step"] for r in expected if r["effective_lr"] is not None]
+    assert [e.step for e in acc.Scalars("epoch/loss")] == [100, 200, 300]

@@ -45,7 +45,8 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -355,8 +356,9 @@ def masked_crc32c(data: bytes) -> int:
     return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
 
 
-def _masked_crc32c_rows(rows: np.ndarray) -> list[int]:
-    """:func:`masked_crc32c` of every row of a ``uint8`` matrix, vectorized over the rows."""
+def _masked_crc32c_rows(rows: np.ndarray) -> np.ndarray:
+    """:func:`masked_crc32c` of every row of a ``uint8`` matrix (``uint32``), vectorized over
+    the rows."""
     n4 = rows.shape[1] // 4 * 4
     words = np.ascontiguousarray(rows[:, :n4]).view("<u4")
     t0, t1, t2, t3 = _NP_T0, _NP_T1, _NP_T2, _NP_T3
@@ -368,7 +370,7 @@ def _masked_crc32c_rows(rows: np.ndarray) -> list[int]:
         crc = t0[(crc ^ rows[:, j]) & 0xFF] ^ (crc >> 8)
     crc ^= np.uint32(0xFFFFFFFF)
     masked: np.ndarray = ((crc >> 15) | (crc << 17)) + np.uint32(0xA282EAD8)  # wraps mod 2**32
-    return masked.tolist()
+    return masked
 
 
 def masked_crc32c_many(messages: Sequence[bytes]) -> list[int]:
@@ -398,7 +400,8 @@ def masked_crc32c_many(messages: Sequence[bytes]) -> list[int]:
                 out[i] = masked_crc32c(messages[i])
             continue
         rows = np.frombuffer(b"".join([messages[i] for i in idx]), dtype=np.uint8)
-        for i, c in zip(idx, _masked_crc32c_rows(rows.reshape(len(idx), length)), strict=True):
+        crcs = _masked_crc32c_rows(rows.reshape(len(idx), length)).tolist()
+        for i, c in zip(idx, crcs, strict=True):
             out[i] = c
     return out
 
@@ -451,31 +454,83 @@ class _EventFile:
         version = b"\x09" + _F64.pack(time.time()) + _field(0x1A, b"brain.Event:2")
         self.write_events([version])
 
-    def write_events(self, events: Sequence[bytes]) -> None:
-        """Append serialized ``Event``s as TFRecords (length, its CRC, data, its CRC)."""
+    def _record_head(self, n: int) -> bytes:
+        """A TFRecord's first 12 bytes: the length and its masked CRC (cached by length)."""
+        head = self._length_crcs.get(n)
+        if head is None:
+            length = _U64.pack(n)
+            head = self._length_crcs[n] = length + _U32.pack(masked_crc32c(length))
+        return head
+
+    def frame(self, events: Sequence[bytes]) -> bytes:
+        """Serialized ``Event``s as TFRecords (length, its CRC, data, its CRC)."""
         crcs = masked_crc32c_many(events)
         parts: list[bytes] = []
         for event, crc in zip(events, crcs, strict=True):
-            n = len(event)
-            head = self._length_crcs.get(n)
-            if head is None:  # the header depends on the length only
-                length = _U64.pack(n)
-                head = self._length_crcs[n] = length + _U32.pack(masked_crc32c(length))
-            parts += (head, event, _U32.pack(crc))
-        self._f.write(b"".join(parts))
+            parts += (self._record_head(len(event)), event, _U32.pack(crc))
+        return b"".join(parts)
+
+    def write_events(self, events: Sequence[bytes]) -> None:
+        """Append serialized ``Event``s as TFRecords."""
+        self._f.write(self.frame(events))
+
+    def write(self, data: bytes) -> None:
+        """Append bytes made by :meth:`frame` or :meth:`scalar_rows`."""
+        self._f.write(data)
+
+    def _head(self, tag: str) -> bytes:
+        """``Summary.value`` (field 1) up to the float: its length, the tag, simple_value's key."""
+        head = self._heads.get(tag)
+        if head is None:  # Summary.Value: field 1 (tag), field 2 (simple_value, float)
+            encoded = tag.encode()
+            inner = b"\x0a" + _varint(len(encoded)) + encoded + b"\x15"
+            head = self._heads[tag] = b"\x0a" + _varint(len(inner) + 4) + inner
+        return head
+
+    def scalar_rows(
+        self, walls: Sequence[float], steps: Sequence[int], tags: Sequence[str], values: np.ndarray
+    ) -> bytes:
+        """TFRecords of one scalar ``Event`` per row of ``values`` (n × len(tags)) at once.
+
+        The events of a run share their layout (the tags, the varint length of the step),
+        so they are rows of one byte matrix: a template with the constant bytes, the
+        varying fields (wall time, step, float32 values, CRC) written column-wise. The
+        bytes are those of :meth:`frame` of :meth:`scalars_event` row by row.
+        """
+        n = len(steps)
+        width = max(1, (steps[0].bit_length() + 6) // 7)  # varint bytes of the step
+        if any(max(1, (s.bit_length() + 6) // 7) != width for s in (min(steps), max(steps))):
+            raise ValueError("scalar_rows: the steps need varints of one length")
+        heads = [self._head(t) for t in tags]
+        prefix = b"\x09" + bytes(8) + b"\x10" + bytes(width)
+        prefix += b"\x2a" + _varint(sum(len(h) + 4 for h in heads))
+        template = prefix + b"".join(h + bytes(4) for h in heads)
+        size = len(template)
+        rows = np.empty((n, 12 + size + 4), dtype=np.uint8)
+        rows[:, :12] = np.frombuffer(self._record_head(size), dtype=np.uint8)
+        event = rows[:, 12 : 12 + size]
+        event[:] = np.frombuffer(template, dtype=np.uint8)
+        event[:, 1:9] = np.asarray(walls, dtype="<f8").view(np.uint8).reshape(n, 8)
+        s = np.asarray(steps, dtype=np.uint64)
+        for i in range(width):  # little-endian base-128 digits, continuation bit on all but last
+            event[:, 10 + i] = ((s >> np.uint64(7 * i)) & 0x7F) | (0x80 if i < width - 1 else 0)
+        with np.errstate(over="ignore"):  # beyond float32: infinite, as struct gives below
+            f32 = np.ascontiguousarray(values, dtype=np.float64).astype("<f4").view(np.uint8)
+        at = len(prefix)
+        for j, head in enumerate(heads):
+            at += len(head)
+            event[:, at : at + 4] = f32[:, 4 * j : 4 * j + 4]
+            at += 4
+        rows[:, 12 + size :] = _masked_crc32c_rows(event).astype("<u4").view(np.uint8).reshape(n, 4)
+        return rows.tobytes()
 
     def scalars_event(
         self, wall_time: float, step: int, values: Sequence[tuple[str, Any]]
     ) -> bytes:
         """An ``Event`` at ``step`` holding a ``Summary`` with every (tag, float value)."""
         parts: list[bytes] = []
-        heads = self._heads
         for tag, value in values:
-            head = heads.get(tag)
-            if head is None:  # Summary.Value: field 1 (tag), field 2 (simple_value, float)
-                encoded = tag.encode()
-                inner = b"\x0a" + _varint(len(encoded)) + encoded + b"\x15"
-                head = heads[tag] = b"\x0a" + _varint(len(inner) + 4) + inner
+            head = self._head(tag)
             try:
                 packed = _F32.pack(value)
             except OverflowError:  # beyond float32: infinite, as a float32 cast gives
@@ -504,6 +559,14 @@ class _EventFile:
 
 
 _SKIP = frozenset(("step", "epoch", "time", "skipped"))
+
+
+def _layout(item: tuple[float, Mapping[str, Any], bool]) -> tuple[Any, ...] | None:
+    """What pending step records of one encoded run share: keys and the step's varint length."""
+    _, record, evaluation = item
+    if evaluation:
+        return None
+    return (*record, (record["step"].bit_length() + 6) // 7)
 
 
 class TensorBoardLogger(Callback):
@@ -586,16 +649,40 @@ class TensorBoardLogger(Callback):
             values.append((f"val/{key[4:]}" if key.startswith("val_") else f"epoch/{key}", value))
         return values
 
+    def _encode(self, run: Iterable[tuple[float, Mapping[str, Any], bool]]) -> bytes:
+        """TFRecords of a run of pending records of one layout (see :func:`_layout`)."""
+        f = self._file
+        assert f is not None
+        items = list(run)
+        _, first, evaluation = items[0]
+        if not evaluation and len(items) >= _MIN_VECTORIZED:
+            keys = [k for k in first if k not in _SKIP]
+            get = itemgetter(*keys)
+            rows = [get(rec) for _, rec, _ in items] if len(keys) > 1 else []
+            values = None
+            if rows and not any(None in row for row in rows):  # None: a key left out
+                try:
+                    values = np.array(rows, dtype=np.float64)
+                except (TypeError, ValueError):  # not numbers: event by event below
+                    values = None
+            if values is not None:
+                return f.scalar_rows(
+                    [w for w, _, _ in items],
+                    [rec["step"] for _, rec, _ in items],
+                    [self._tag(k) for k in keys],
+                    values.reshape(len(items), len(keys)),
+                )
+        return f.frame(
+            [f.scalars_event(w, rec["step"], self._values(rec, ev)) for w, rec, ev in items]
+        )
+
     def flush(self) -> None:
         """Write the pending events and flush the file to the operating system."""
         f = self._file
         if f is None:
             return
         if self._pending:
-            encode, values = f.scalars_event, self._values
-            f.write_events(
-                [encode(wall, rec["step"], values(rec, ev)) for wall, rec, ev in self._pending]
-            )
+            f.write(b"".join(self._encode(run) for _, run in groupby(self._pending, _layout)))
             self._pending = []
         f.flush()
         self._deadline = time.monotonic() + self.flush_secs
