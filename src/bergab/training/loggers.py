@@ -682,7 +682,10 @@ class TensorBoardLogger(Callback):
         if f is None:
             return
         if self._pending:
-            f.write(b"".join(self._encode(run) for _, run in groupby(self._pending, _layout)))
+            # step events first, so that evaluation records do not cut their runs short (the
+            # file order does not matter to TensorBoard: it reads the steps)
+            pending = [p for p in self._pending if not p[2]] + [p for p in self._pending if p[2]]
+            f.write(b"".join(self._encode(run) for _, run in groupby(pending, _layout)))
             self._pending = []
         f.flush()
         self._deadline = time.monotonic() + self.flush_secs
