@@ -41,6 +41,12 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "digits": {"kwargs": {}, "batch_size": 64, "epochs": 8},
     "digits-wide": {"kwargs": {"hidden": 512}, "batch_size": 128, "epochs": 10},
     "charlm": {"kwargs": {"hidden": 256, "max_chars": 30_000}, "batch_size": 128, "epochs": 1},
+    # a step of about 10 ms on one CPU thread: where the fixed cost stops mattering
+    "charlm-large": {
+        "kwargs": {"hidden": 512, "embed": 32, "max_chars": 20_000},
+        "batch_size": 128,
+        "epochs": 1,
+    },
 }
 
 
