@@ -270,3 +270,46 @@ def test_tensorboard_runs_with_missing_values_and_step_widths_read_back(tmp_path
     eff = [(e.step, e.value) for e in acc.Scalars("lr/effective_lr")]
     assert [s for s, _ in eff] == [r["step"] for r in expected if r["effective_lr"] is not None]
     assert [e.step for e in acc.Scalars("epoch/loss")] == [100, 200, 300]
+
+
+# ----------------------------------------------------------------------------- rollback
+def test_a_nan_rollback_cuts_the_pending_and_written_lines_of_the_undone_steps(
+    tmp_path: Path,
+) -> None:
+    """Checkpoint at step 4, steps 5-6 logged (pending, or written with flush_secs=0), a NaN
+    at step 7: the logs hold steps 1-12 once, those after step 4 with the halved lr (the
+    bergab optimizer's effective lr)."""
+    calls = {"n": 0}
+
+    def nan_at_7(out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        return mse(out, t) * (math.nan if calls["n"] == 7 else 1.0)
+
+    x, y = data()
+    for flush_secs in (1e9, 0.0):
+        calls["n"] = 0
+        logs = tmp_path / f"logs{flush_secs}"
+        loggers: list[Any] = [CSVLogger(logs, flush_secs=flush_secs),
+                              JSONLLogger(logs, flush_secs=flush_secs)]  # fmt: skip
+        if tensorboard_available():
+            loggers.append(TensorBoardLogger(logs, flush_secs=flush_secs))
+        h = fit(model(), (x, y), nan_at_7, optimizer="sgd", lr=0.1, epochs=3, batch_size=4,
+                nan_policy="rollback", checkpoint_dir=tmp_path / f"ckpt{flush_secs}",
+                checkpoint_every=4, callbacks=loggers, seed=0, progress=False)  # fmt: skip
+        assert h.steps["step"] == list(range(1, 13))
+        assert h.steps["effective_lr"] == [0.1] * 4 + [0.05] * 8
+        rows = [json.loads(s) for s in lines(logs / "steps.jsonl")]
+        assert [r["step"] for r in rows] == h.steps["step"]
+        assert [r["effective_lr"] for r in rows] == h.steps["effective_lr"]
+        assert [r["loss"] for r in rows] == h.steps["loss"]
+        with (logs / "steps.csv").open(newline="") as f:
+            assert [float(r["loss"]) for r in csv.DictReader(f)] == h.steps["loss"]
+        if tensorboard_available():
+            from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+            acc = EventAccumulator(str(logs))
+            acc.Reload()
+            got = [(e.step, e.value) for e in acc.Scalars("lr/effective_lr")]
+            assert got == [
+                (s, pytest.approx(lr)) for s, lr in enumerate(h.steps["effective_lr"], 1)
+            ]

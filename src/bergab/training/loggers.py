@@ -547,9 +547,12 @@ class _EventFile:
         self.write_events([self.scalars_event(time.time(), step, values)])
 
     def purge_from(self, step: int) -> None:
-        """A ``SessionLog.START`` at ``step``: TensorBoard hides events from ``step`` on."""
+        """A ``SessionLog.START`` at ``step``: TensorBoard hides events from ``step`` on.
+
+        ``Event.session_log`` is field 7 (key ``0x3a``); ``SessionLog.status`` field 1, 1 = START.
+        """
         self.write_events(
-            [b"\x09" + _F64.pack(time.time()) + b"\x10" + _varint(step) + b"\x32\x02\x08\x01"]
+            [b"\x09" + _F64.pack(time.time()) + b"\x10" + _varint(step) + b"\x3a\x02\x08\x01"]
         )
 
     def flush(self) -> None:
