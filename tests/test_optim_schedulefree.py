@@ -10,7 +10,7 @@ import schedulefree
 import torch
 
 from bergab import optim
-from bergab.optim.schedulefree import _pieces
+from bergab.optim.adam import pieces
 
 SHAPES = [(7,), (3, 5), (2, 3, 4)]
 
@@ -322,8 +322,8 @@ def test_recompute_batchnorm_stats_uses_the_current_weights() -> None:
 def test_pieces_cover_every_element_once() -> None:
     big = [torch.arange(10.0), torch.arange(3.0), torch.zeros(2, 2).t()]  # the last is strided
     seen = [torch.zeros_like(t) for t in big]
-    for owners, (pieces, marks) in _pieces([big, seen], numel=4):
-        for o, piece, mark in zip(owners, pieces, marks, strict=True):
+    for owners, (parts, marks) in pieces([big, seen], numel=4):
+        for o, piece, mark in zip(owners, parts, marks, strict=True):
             assert mark.numel() == piece.numel() <= max(4, big[o].numel())
             mark.add_(1.0)
     assert all(bool((s == 1).all()) for s in seen)

@@ -22,6 +22,7 @@ Speed, measured on CPU (16M float32 parameters in 64 tensors, one thread, time p
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar, cast
@@ -233,46 +234,92 @@ def group_by_step(
     return dict(groups)
 
 
+@functools.lru_cache(maxsize=256)
+def _piece_plan(
+    numels: tuple[int, ...], splittable: tuple[bool, ...], numel: int
+) -> tuple[tuple[tuple[int, ...], tuple[tuple[int, int, int], ...], bool], ...]:
+    """How :func:`pieces` cuts tensors of these sizes: per batch ``(owners, entries,
+    whole)``, each entry ``(i, start, stop)`` (``start < 0``: tensor i whole), ``whole``
+    when no entry is a slice. Cached: a model's layout is the same every step."""
+    plan: list[tuple[tuple[int, ...], tuple[tuple[int, int, int], ...], bool]] = []
+    run: list[tuple[int, int, int]] = []
+    size = 0
+
+    def close() -> None:
+        owners = tuple(i for i, _, _ in run)
+        plan.append((owners, tuple(run), all(a < 0 for _, a, _ in run)))
+
+    for i, (n, split) in enumerate(zip(numels, splittable, strict=True)):
+        cuts = [(a, min(a + numel, n)) for a in range(0, n, numel)] if split else [(-1, n)]
+        for a, b in cuts:
+            m = b - max(a, 0)
+            if run and size + m > numel:
+                close()
+                run, size = [], 0
+            run.append((i, a, b))
+            size += m
+    if run:
+        close()
+    return tuple(plan)
+
+
+def pieces(
+    lists: Sequence[Sequence[torch.Tensor]], numel: int | None = None
+) -> Iterator[tuple[list[int], list[list[torch.Tensor]]]]:
+    """Cache-sized batches of parallel tensor lists, for the foreach paths on CPU.
+
+    ``lists`` are parallel lists (params, grads, state, ...) of one device and dtype. On
+    CPU each foreach op is a loop over tensors, so running every op of an update over the
+    whole list streams it through main memory once per op. Here each contiguous tensor
+    larger than ``numel`` (default :data:`CPU_BATCH_NUMEL`) is cut into flat views of at
+    most ``numel`` elements, and the pieces are batched at most ``numel`` elements at a
+    time (a larger non-contiguous tensor is a batch of its own): the several passes of one
+    update then find their operands in cache. Off CPU the whole lists are one batch (one
+    launch per op). The cut is planned once per layout (:func:`_piece_plan`), so a step
+    pays only for picking the tensors. Yields ``(owners, batch)``: ``owners[j]`` is the
+    index in ``lists[0]`` of the tensor that piece j belongs to.
+
+    Example:
+        >>> a, b = [torch.zeros(5), torch.zeros(2)], [torch.ones(5), torch.ones(2)]
+        >>> [(o, [len(t) for t in ts[0]]) for o, ts in pieces([a, b], numel=3)]
+        [([0], [3]), ([0], [2]), ([1], [2])]
+    """
+    numel = CPU_BATCH_NUMEL if numel is None else numel
+    first = lists[0]
+    if not first:
+        return
+    if first[0].device.type != "cpu":
+        yield list(range(len(first))), [list(ts) for ts in lists]
+        return
+    numels = tuple(t.numel() for t in first)
+    splittable = tuple(
+        n > numel and all(ts[i].is_contiguous() for ts in lists) for i, n in enumerate(numels)
+    )
+    for owners, entries, whole in _piece_plan(numels, splittable, numel):
+        if whole:
+            yield list(owners), [[ts[i] for i in owners] for ts in lists]
+        else:
+            yield (
+                list(owners),
+                [[ts[i] if a < 0 else ts[i].view(-1)[a:b] for i, a, b in entries] for ts in lists],
+            )
+
+
 def batches(
     lists: Sequence[Sequence[torch.Tensor]], indices: list[int]
 ) -> Iterator[list[list[torch.Tensor]]]:
-    """The entries ``indices`` of the parallel ``lists`` (params, grads, states), in batches.
-
-    On CPU each foreach op is a loop over tensors, so running every op of an update over
-    the whole parameter list streams it through main memory once per op. Here the lists are
-    cut into batches of at most :data:`CPU_BATCH_NUMEL` elements, whole tensors or flat
-    slices of large contiguous ones, so that all the ops of an update find their operands
-    in cache. On accelerators the whole list is one batch (one kernel launch per op).
+    """The entries ``indices`` of the parallel ``lists`` (params, grads, states) in the
+    cache-sized batches of :func:`pieces`.
 
     Example:
         >>> big, small = torch.zeros(CPU_BATCH_NUMEL + 5), torch.zeros(10)
         >>> [[t.numel() for t in ps] for (ps,) in batches([[big, small, small]], [0, 1, 2])]
         [[262144], [5, 10, 10]]
     """
-    if not indices:
-        return
-    lead = lists[0]
-    if lead[indices[0]].device.type != "cpu":
-        yield [[seq[i] for i in indices] for seq in lists]
-        return
-    run: list[list[torch.Tensor]] = [[] for _ in lists]
-    size = 0
-    for i in indices:
-        n = lead[i].numel()
-        pieces: list[list[torch.Tensor]] = [[seq[i]] for seq in lists]
-        if n > CPU_BATCH_NUMEL and all(seq[i].is_contiguous() for seq in lists):
-            flat = [seq[i].view(-1) for seq in lists]
-            pieces = [list(f.split(CPU_BATCH_NUMEL)) for f in flat]
-        for k in range(len(pieces[0])):
-            m = pieces[0][k].numel()
-            if size and size + m > CPU_BATCH_NUMEL:
-                yield run
-                run, size = [[] for _ in lists], 0
-            for r, piece in zip(run, pieces, strict=True):
-                r.append(piece[k])
-            size += m
-    if size or run[0]:
-        yield run
+    if indices:
+        sub = [[seq[i] for i in indices] for seq in lists]
+        for _, batch in pieces(sub):
+            yield batch
 
 
 def check_betas(betas: Any) -> tuple[float, float]:

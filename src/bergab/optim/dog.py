@@ -27,7 +27,8 @@ import torch
 
 from bergab._validate import check_real
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
-from bergab.optim.schedulefree import _pieces, _scratch
+from bergab.optim.adam import pieces
+from bergab.optim.schedulefree import _scratch
 
 __all__ = ["DoG", "LDoG", "PolynomialDecayAverager", "dog_reference", "dog_statistics"]
 
@@ -282,7 +283,7 @@ class DoG(Optimizer):
             grad_all: list[torch.Tensor] = []
             for idx in group_by_device_dtype(params).values():
                 lists = [[t[i] for i in idx] for t in (params, grads, x0s)]
-                for owners, pc in _pieces(lists):
+                for owners, pc in pieces(lists):
                     dist, gsq = _dog_foreach_statistics(
                         pc[0], pc[1], pc[2], _scratch(self, pc[0]), weight_decay=wd
                     )
@@ -320,7 +321,7 @@ class DoG(Optimizer):
         else:
             for idx in group_by_device_dtype(params).values():
                 lists = [[t[i] for i in idx] for t in (params, grads)]
-                for owners, pc in _pieces(lists):
+                for owners, pc in pieces(lists):
                     etas_pc = [etas[idx[o]] for o in owners]
                     tmp = _scratch(self, pc[0])
                     _dog_foreach(pc[0], pc[1], etas_pc, tmp, weight_decay=wd)

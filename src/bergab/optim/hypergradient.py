@@ -52,7 +52,8 @@ import torch
 
 from bergab._validate import check_choice, check_real
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
-from bergab.optim.schedulefree import _pieces, _scratch
+from bergab.optim.adam import pieces
+from bergab.optim.schedulefree import _scratch
 
 __all__ = [
     "HypergradientAdam",
@@ -606,7 +607,7 @@ class HypergradientSGD(_Hypergradient):
                 lists = [[t[i] for i in key] for t in (sub_p, sub_g, prev)]
                 # one call over all the cache-sized pieces (few small ops per step)
                 cut: list[list[torch.Tensor]] = [[], [], []]
-                for _, pc in _pieces(lists):
+                for _, pc in pieces(lists):
                     for dst, src in zip(cut, pc, strict=True):
                         dst += src
                 total += sgd_hd_statistics(*cut, weight_decay=wd, norms=norms).cpu()
@@ -631,7 +632,7 @@ class HypergradientSGD(_Hypergradient):
                     lists.append([bufs[i] for i in key])
                 if not heavy_ball:
                     lists.append([dirs[i] for i in key])
-                for _, pc in _pieces(lists):
+                for _, pc in pieces(lists):
                     _sgd_hd_foreach(
                         pc[0],
                         pc[1],
@@ -763,13 +764,13 @@ class HypergradientAdam(_Hypergradient):
             for i, p in enumerate(params):
                 by_key[(p.device, p.dtype, steps[i], fresh[i])].append(i)
 
-            def tmp_u(pieces: list[torch.Tensor]) -> list[torch.Tensor]:
-                low = pieces[0].dtype in _LOW_PRECISION
-                return _scratch(self, pieces, slot=1, dtype=torch.float32 if low else None)
+            def tmp_u(ts: list[torch.Tensor]) -> list[torch.Tensor]:
+                low = ts[0].dtype in _LOW_PRECISION
+                return _scratch(self, ts, slot=1, dtype=torch.float32 if low else None)
 
             for (_, _, k, is_fresh), key in by_key.items():
                 lists = [[t[i] for i in key] for t in (params, grads, m, v)]
-                for _, pc in _pieces(lists):
+                for _, pc in pieces(lists):
                     parts += _adam_hd_foreach_moments(
                         pc[0],
                         pc[1],
@@ -788,7 +789,7 @@ class HypergradientAdam(_Hypergradient):
             for (_, _, k, _), key in by_key.items():
                 b1, b2 = bias(k + 1)
                 lists = [[t[i] for i in key] for t in (params, m, v)]
-                for _, pc in _pieces(lists):
+                for _, pc in pieces(lists):
                     den = _foreach_denominator(pc[2], b2, eps, tmp_u(pc[0]))
                     torch._foreach_addcdiv_(pc[0], pc[1], den, value=-alpha * math.sqrt(b2) / b1)
         elif impl == "reference":

@@ -36,7 +36,8 @@ import torch
 
 from bergab._validate import check_choice, check_real
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
-from bergab.optim.schedulefree import _pieces, _scratch
+from bergab.optim.adam import pieces
+from bergab.optim.schedulefree import _scratch
 
 __all__ = ["Prodigy", "prodigy_reference_accumulate", "prodigy_reference_step"]
 
@@ -536,7 +537,7 @@ class Prodigy(Optimizer):
                     lists = [[t[i] for i in idx] for t in (params, grads, p0, ss, v)]
                     if m is not None:
                         lists.append([m[i] for i in idx])
-                    for _, pc in _pieces(lists):
+                    for _, pc in pieces(lists):
                         n_, dn_ = _prodigy_foreach_accumulate(
                             pc[0],
                             pc[1],
@@ -624,7 +625,7 @@ class Prodigy(Optimizer):
                 lists = [[t[i] for i in idx] for t in (params, grads, v)]
                 if m is not None:
                     lists.append([m[i] for i in idx])
-                for _, pc in _pieces(lists):
+                for _, pc in pieces(lists):
                     _prodigy_foreach_step(
                         pc[0],
                         pc[1],

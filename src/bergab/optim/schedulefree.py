@@ -25,13 +25,14 @@ starts in train mode (with no state, :math:`x = y = z` and the two modes coincid
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
 import torch
 
 from bergab._validate import check_int, check_real
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
+from bergab.optim.adam import pieces
 
 __all__ = [
     "ScheduleFreeAdamW",
@@ -44,10 +45,6 @@ __all__ = [
 Scalar = float | torch.Tensor
 TensorList = list[torch.Tensor] | tuple[torch.Tensor, ...]
 
-#: On CPU the foreach path runs over batches of about this many elements, so that the
-#: several passes of one update find their operands in cache rather than main memory.
-CPU_BATCH_NUMEL = 1 << 18
-
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -57,51 +54,6 @@ class ScheduleFreeEvalModeError(RuntimeError):
     In eval mode the parameters hold the averaged weights x, not the point y where the
     gradient must be taken; call ``optimizer.train()`` before training steps.
     """
-
-
-def _pieces(
-    lists: Sequence[Sequence[torch.Tensor]], numel: int | None = None
-) -> Iterator[tuple[list[int], list[list[torch.Tensor]]]]:
-    """Cache-sized batches of parallel tensor lists, for the foreach paths on CPU.
-
-    ``lists`` are parallel lists (params, grads, state, ...) of one device and dtype. On
-    CPU every update here is elementwise (plus sums), so each contiguous tensor is cut into
-    flat views of at most ``numel`` elements (default :data:`CPU_BATCH_NUMEL`) and the views
-    are batched ``numel`` elements at a time: the several passes of one update then find
-    their operands in cache, and main memory is read about once. Off CPU the whole lists
-    are one batch (one launch per op). Yields ``(owners, batch)``: ``owners[j]`` is the
-    index in ``lists[0]`` of the tensor that piece j belongs to.
-
-    Example:
-        >>> a, b = [torch.zeros(5), torch.zeros(2)], [torch.ones(5), torch.ones(2)]
-        >>> [(o, [len(t) for t in ts[0]]) for o, ts in _pieces([a, b], numel=3)]
-        [([0], [3]), ([0, 1], [2, 2])]
-    """
-    numel = CPU_BATCH_NUMEL if numel is None else numel
-    first = lists[0]
-    if not first or first[0].device.type != "cpu":
-        yield list(range(len(first))), [list(ts) for ts in lists]
-        return
-    owners: list[int] = []
-    batch: list[list[torch.Tensor]] = [[] for _ in lists]
-    size = 0
-    for i, t in enumerate(first):
-        n = t.numel()
-        if n > numel and all(ts[i].is_contiguous() for ts in lists):
-            flats = [ts[i].view(-1) for ts in lists]
-            cuts = [(start, min(start + numel, n)) for start in range(0, n, numel)]
-        else:  # small or non-contiguous: the whole tensor is one piece
-            flats, cuts = [ts[i] for ts in lists], [(0, n)]
-        for start, stop in cuts:
-            for out, flat in zip(batch, flats, strict=True):
-                out.append(flat if len(cuts) == 1 else flat[start:stop])
-            owners.append(i)
-            size += stop - start
-            if size >= numel:
-                yield owners, batch
-                owners, batch, size = [], [[] for _ in lists], 0
-    if owners:
-        yield owners, batch
 
 
 def _scratch(
@@ -419,9 +371,14 @@ class _ScheduleFree(Optimizer):
         elif impl == "foreach":
             for idx in group_by_device_dtype(params).values():
                 lists = [[t[i] for i in idx] for t in (params, grads, zs, *([vs] if vs else []))]
-                for _, piece in _pieces(lists):
+                direction = vs is not None or hyper["weight_decay"] != 0  # d needs a buffer
+                for _, piece in pieces(lists):
                     low = piece[0][0].dtype in _LOW_PRECISION and vs is not None
-                    tmp = _scratch(self, piece[0], dtype=torch.float32 if low else None)
+                    tmp = (
+                        _scratch(self, piece[0], dtype=torch.float32 if low else None)
+                        if direction
+                        else []
+                    )
                     _schedulefree_foreach(
                         piece[0],
                         piece[1],
