@@ -27,8 +27,7 @@ import torch
 
 from bergab._validate import check_real
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
-from bergab.optim.adam import pieces
-from bergab.optim.schedulefree import _scratch
+from bergab.optim.adam import kept_buffers, pieces
 
 __all__ = ["DoG", "LDoG", "PolynomialDecayAverager", "dog_reference", "dog_statistics"]
 
@@ -285,7 +284,7 @@ class DoG(Optimizer):
                 lists = [[t[i] for i in idx] for t in (params, grads, x0s)]
                 for owners, pc in pieces(lists):
                     dist, gsq = _dog_foreach_statistics(
-                        pc[0], pc[1], pc[2], _scratch(self, pc[0]), weight_decay=wd
+                        pc[0], pc[1], pc[2], kept_buffers(self, pc[0]), weight_decay=wd
                     )
                     owners_all += [idx[o] for o in owners]
                     dist_all += dist
@@ -323,7 +322,7 @@ class DoG(Optimizer):
                 lists = [[t[i] for i in idx] for t in (params, grads)]
                 for owners, pc in pieces(lists):
                     etas_pc = [etas[idx[o]] for o in owners]
-                    tmp = _scratch(self, pc[0])
+                    tmp = kept_buffers(self, pc[0])
                     _dog_foreach(pc[0], pc[1], etas_pc, tmp, weight_decay=wd)
 
     def _step_sizes(

@@ -52,8 +52,7 @@ import torch
 
 from bergab._validate import check_choice, check_real
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
-from bergab.optim.adam import pieces
-from bergab.optim.schedulefree import _scratch
+from bergab.optim.adam import kept_buffers, pieces
 
 __all__ = [
     "HypergradientAdam",
@@ -638,8 +637,8 @@ class HypergradientSGD(_Hypergradient):
                         pc[1],
                         pc[2] if momentum != 0 else [],
                         pc[-1] if not heavy_ball else [],
-                        _scratch(self, pc[0]),
-                        _scratch(self, pc[0], slot=1),
+                        kept_buffers(self, pc[0]),
+                        kept_buffers(self, pc[0], slot=1),
                         lr=alpha,
                         **hyper,
                     )
@@ -766,7 +765,7 @@ class HypergradientAdam(_Hypergradient):
 
             def tmp_u(ts: list[torch.Tensor]) -> list[torch.Tensor]:
                 low = ts[0].dtype in _LOW_PRECISION
-                return _scratch(self, ts, slot=1, dtype=torch.float32 if low else None)
+                return kept_buffers(self, ts, slot=1, dtype=torch.float32 if low else None)
 
             for (_, _, k, is_fresh), key in by_key.items():
                 lists = [[t[i] for i in key] for t in (params, grads, m, v)]
@@ -776,7 +775,7 @@ class HypergradientAdam(_Hypergradient):
                         pc[1],
                         pc[2],
                         pc[3],
-                        _scratch(self, pc[0]),
+                        kept_buffers(self, pc[0]),
                         tmp_u(pc[0]),
                         prev_bias=bias(k) if is_fresh else None,
                         norms=norms,

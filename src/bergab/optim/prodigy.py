@@ -36,8 +36,7 @@ import torch
 
 from bergab._validate import check_choice, check_real
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
-from bergab.optim.adam import pieces
-from bergab.optim.schedulefree import _scratch
+from bergab.optim.adam import kept_buffers, pieces
 
 __all__ = ["Prodigy", "prodigy_reference_accumulate", "prodigy_reference_step"]
 
@@ -545,8 +544,8 @@ class Prodigy(Optimizer):
                             pc[3],
                             pc[5] if m is not None else None,
                             pc[4],
-                            _scratch(self, pc[4]),
-                            _scratch(self, pc[1], slot=1),
+                            kept_buffers(self, pc[4]),
+                            kept_buffers(self, pc[1], slot=1),
                             d=d,
                             d0=d0,
                             dlr=dlr,
@@ -631,8 +630,8 @@ class Prodigy(Optimizer):
                         pc[1],
                         pc[3] if m is not None else None,
                         pc[2],
-                        _scratch(self, pc[2]),
-                        _scratch(self, pc[1], slot=1),
+                        kept_buffers(self, pc[2]),
+                        kept_buffers(self, pc[1], slot=1),
                         dlr=dlr,
                         d_new=d_new,
                         **hyper,

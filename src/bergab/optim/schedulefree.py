@@ -32,7 +32,7 @@ import torch
 
 from bergab._validate import check_int, check_real
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
-from bergab.optim.adam import pieces
+from bergab.optim.adam import kept_buffers, pieces
 
 __all__ = [
     "ScheduleFreeAdamW",
@@ -54,49 +54,6 @@ class ScheduleFreeEvalModeError(RuntimeError):
     In eval mode the parameters hold the averaged weights x, not the point y where the
     gradient must be taken; call ``optimizer.train()`` before training steps.
     """
-
-
-def _scratch(
-    owner: Any,
-    tensors: Sequence[torch.Tensor],
-    slot: int = 0,
-    dtype: torch.dtype | None = None,
-) -> list[torch.Tensor]:
-    """Temporaries for the foreach paths: views shaped like ``tensors`` into one buffer that
-    ``owner`` (the optimizer) keeps per (device, dtype, slot) and reuses every step.
-
-    Freshly allocated temporaries of a megabyte or more cost page faults on every step on
-    CPU (glibc hands such blocks back to the system on free); with a kept buffer the
-    fast paths allocate nothing in the steady state. ``dtype`` defaults to the tensors'.
-
-    Example:
-        >>> class Owner: pass
-        >>> a, b = torch.zeros(2, 3), torch.zeros(4)
-        >>> [t.shape for t in _scratch(Owner(), [a, b])]
-        [torch.Size([2, 3]), torch.Size([4])]
-    """
-    cache: dict[tuple[Any, ...], Any] = owner.__dict__.setdefault("_scratch_buffers", {})
-    dtype = tensors[0].dtype if dtype is None else dtype
-    key = (tensors[0].device, dtype, slot)
-    shapes = tuple(t.shape for t in tensors)
-    views: list[torch.Tensor] | None = cache.get((*key, shapes))
-    if views is not None:
-        return views
-    # each view starts 64-byte aligned like a fresh allocation: vectorized reductions then
-    # sum in the same order as on a new tensor (the paths agree to the last bit)
-    align = max(1, 64 // torch.empty((), dtype=dtype).element_size())
-    sizes = [-(-t.numel() // align) * align for t in tensors]
-    buf = cache.get(key)
-    if buf is None or buf.numel() < sum(sizes):
-        buf = cache[key] = torch.empty(sum(sizes), dtype=dtype, device=tensors[0].device)
-        for old in [k for k in cache if len(k) == 4 and k[:3] == key]:
-            del cache[old]  # views into the previous buffer
-    views, offset = [], 0
-    for t, size in zip(tensors, sizes, strict=True):
-        views.append(buf[offset : offset + t.numel()].view(t.shape))
-        offset += size
-    cache[(*key, shapes)] = views
-    return views
 
 
 def schedulefree_reference(
@@ -375,7 +332,7 @@ class _ScheduleFree(Optimizer):
                 for _, piece in pieces(lists):
                     low = piece[0][0].dtype in _LOW_PRECISION and vs is not None
                     tmp = (
-                        _scratch(self, piece[0], dtype=torch.float32 if low else None)
+                        kept_buffers(self, piece[0], dtype=torch.float32 if low else None)
                         if direction
                         else []
                     )
