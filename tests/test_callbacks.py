@@ -27,19 +27,7 @@ from bergab.training import (
     fit,
 )
 from bergab.training import _fit as fit_module
-
-mse = nn.functional.mse_loss
-
-
-def data(n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, 3, generator=g, dtype=torch.float64)
-    return x, x.sum(1, keepdim=True)
-
-
-def model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Linear(3, 1).double()
+from tests.fit_helpers import data, model, mse
 
 
 def scripted(values: list[float]) -> Callable[[Any, Any], float]:

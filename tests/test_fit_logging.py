@@ -14,23 +14,10 @@ from typing import Any
 
 import pytest
 import torch
-from torch import nn
 
 from bergab.training import CSVLogger, JSONLLogger, LambdaCallback, TensorBoardLogger, fit
 from bergab.training.loggers import masked_crc32c, masked_crc32c_many, tensorboard_available
-
-mse = nn.functional.mse_loss
-
-
-def data(n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, 3, generator=g, dtype=torch.float64)
-    return x, x.sum(1, keepdim=True)
-
-
-def model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Linear(3, 1).double()
+from tests.fit_helpers import data, model, mse
 
 
 def record(step: int) -> dict[str, Any]:
