@@ -9,6 +9,7 @@ import torch
 
 from bergab._validate import check_real
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
+from bergab.optim.adam import batches, foreach_direction, scratch
 
 __all__ = ["SGD", "sgd_reference"]
 
@@ -60,6 +61,8 @@ def _sgd_foreach(
     params: list[torch.Tensor],
     grads: list[torch.Tensor],
     bufs: list[torch.Tensor],
+    tmp_d: list[torch.Tensor] | None = None,
+    tmp_n: list[torch.Tensor] | None = None,
     *,
     lr: float,
     momentum: float,
@@ -68,14 +71,24 @@ def _sgd_foreach(
     weight_decay: float,
     maximize: bool,
 ) -> None:
-    # all buffers exist here (the first step with momentum goes through the reference loop)
-    d: Any = torch._foreach_neg(grads) if maximize else grads
-    if weight_decay != 0:
-        d = torch._foreach_add(d, params, alpha=weight_decay)
+    # all buffers exist here (the first step with momentum goes through the reference
+    # loop); tmp_d and tmp_n are kept scratch for the direction and Nesterov's g + mu b
+    d: Any = foreach_direction(
+        grads, params, maximize=maximize, weight_decay=weight_decay, out=tmp_d
+    )
     if momentum != 0:
         torch._foreach_mul_(bufs, momentum)
         torch._foreach_add_(bufs, d, alpha=1 - dampening)
-        d = torch._foreach_add(d, bufs, alpha=momentum) if nesterov else bufs
+        if not nesterov:
+            d = bufs
+        elif d is not grads:  # d is a temporary of ours
+            torch._foreach_add_(d, bufs, alpha=momentum)
+        elif tmp_n is not None:
+            for o, g, b in zip(tmp_n, grads, bufs, strict=True):
+                torch.add(g, b, alpha=momentum, out=o)
+            d = tmp_n
+        else:
+            d = torch._foreach_add(grads, bufs, alpha=momentum)
     torch._foreach_add_(params, d, alpha=-lr)
 
 
@@ -175,15 +188,22 @@ class SGD(Optimizer):
                 )
         elif impl in ("reference", "fused") or first:
             sgd_reference(params, grads, bufs, lr=lr, **hyper)
-        elif impl == "foreach":
+        elif impl == "foreach":  # in cache-sized batches on CPU, temporaries kept
+            heavy = hyper["momentum"] != 0
+            own_d = hyper["maximize"] or hyper["weight_decay"] != 0
+            lists: list[list[Any]] = [params, grads, bufs] if heavy else [params, grads]
             for idx in group_by_device_dtype(params).values():
-                _sgd_foreach(
-                    [params[i] for i in idx],
-                    [grads[i] for i in idx],
-                    [bufs[i] for i in idx],  # type: ignore[misc]
-                    lr=lr,
-                    **hyper,
-                )
+                for batch in batches(lists, idx):
+                    ps = batch[0]
+                    _sgd_foreach(
+                        ps,
+                        batch[1],
+                        batch[2] if heavy else [],
+                        scratch(self, ps, 0) if own_d else None,
+                        scratch(self, ps, 1) if heavy and hyper["nesterov"] else None,
+                        lr=lr,
+                        **hyper,
+                    )
         else:  # compiled
             fn = self._compiled(sgd_reference)
             fn(params, grads, bufs, lr=lr_tensor(lr, params[0]), **hyper)
