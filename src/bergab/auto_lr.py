@@ -70,7 +70,7 @@ class AutoLR:
         >>> r = LRFindResult.from_curve([1e-3, 1e-2, 1e-1], [1.0, 0.5, 0.9])
         >>> a = AutoLR(r.cosine(10), r.suggestion, "cosine", 10, r)
         >>> a.describe()
-        'lr="auto": peak 0.001 (rule minimum, confidence 0.25), cosine over 10 steps'
+        'lr="auto": peak 0.001 (rule soft_minimum, confidence 0.25), cosine over 10 steps'
     """
 
     schedule: schedules.Schedule

@@ -60,7 +60,7 @@ def format_suggestions(result: Any) -> str:
         >>> from bergab.lr_finder import LRFindResult
         >>> r = LRFindResult.from_curve([1e-3, 1e-2, 1e-1, 1.0], [1.0, 0.8, 0.3, 2.0])
         >>> print(format_suggestions(r).splitlines()[:2])
-        ['rule           lr', 'minimum      0.01  *']
+        ['rule                lr', 'soft_minimum      0.01  *']
     """
     rows = [("rule", "lr", "")]
     for name, lr in sorted(result.suggestions.items(), key=lambda kv: kv[0] != result.rule):
