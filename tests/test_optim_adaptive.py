@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from bergab import landscapes, minimize, optim
-from bergab.optim import adam as adam_module
+from bergab.optim import _foreach as fe
 
 SHAPES = [(7,), (3, 5), (2, 3, 4)]
 
@@ -278,11 +278,11 @@ def test_auto_uses_torch_fused_kernels_where_they_exist() -> None:
 @pytest.mark.parametrize(("cls", "kw"), [(c, k) for c, _, k in TORCH_TWINS], ids=TWIN_IDS)
 def test_cpu_batched_foreach_equals_reference(cls, kw, monkeypatch: pytest.MonkeyPatch) -> None:
     # tiny batches: every foreach op runs over several runs of tensors and of flat slices
-    monkeypatch.setattr(adam_module, "CPU_BATCH_NUMEL", 10)
-    sizes = [[t.numel() for t in ps] for (ps,) in adam_module.batches([make_params(0)], [0, 1, 2])]
+    monkeypatch.setattr(fe, "CPU_BATCH_NUMEL", 10)
+    sizes = [[t.numel() for t in ps] for (ps,) in fe.batches([make_params(0)], [0, 1, 2])]
     assert sizes == [[7], [10], [5], [10], [10], [4]]
     transposed = [torch.zeros(4, 6).t(), torch.zeros(3)]  # not contiguous: kept whole
-    assert [len(ps) for (ps,) in adam_module.batches([transposed], [0, 1])] == [1, 1]
+    assert [len(ps) for (ps,) in fe.batches([transposed], [0, 1])] == [1, 1]
     a, b = make_params(8), make_params(8)
     run_with_gaps(cls(a, **kw, impl="foreach"), a, 30)
     run_with_gaps(cls(b, **kw, impl="reference"), b, 30)

@@ -10,7 +10,7 @@ import schedulefree
 import torch
 
 from bergab import optim
-from bergab.optim.adam import pieces
+from bergab.optim._foreach import pieces
 
 SHAPES = [(7,), (3, 5), (2, 3, 4)]
 

@@ -15,17 +15,15 @@ import torch
 
 from bergab._validate import check_choice, check_real
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
+from bergab.optim._foreach import batches, foreach_direction, scratch
 from bergab.optim.adam import (
     Scalar,
     _add_ratio_,
     _foreach_root,
     _root,
     _value,
-    batches,
-    foreach_direction,
     group_by_step,
     new_step,
-    scratch,
 )
 
 __all__ = ["Adagrad", "adagrad_reference"]

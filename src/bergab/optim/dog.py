@@ -27,7 +27,7 @@ import torch
 
 from bergab._validate import check_real
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
-from bergab.optim.adam import kept_buffers, pieces
+from bergab.optim._foreach import kept_buffers, pieces
 
 __all__ = ["DoG", "LDoG", "PolynomialDecayAverager", "dog_reference", "dog_statistics"]
 

@@ -52,7 +52,7 @@ import torch
 
 from bergab._validate import check_choice, check_real
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
-from bergab.optim.adam import kept_buffers, pieces
+from bergab.optim._foreach import kept_buffers, pieces
 
 __all__ = [
     "HypergradientAdam",

@@ -27,7 +27,7 @@ import torch
 
 from bergab._validate import check_choice, check_real
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
-from bergab.optim.adam import scratch
+from bergab.optim._foreach import scratch
 
 __all__ = ["LAMB", "LARS", "lamb_reference", "lars_reference"]
 

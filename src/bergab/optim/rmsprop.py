@@ -17,6 +17,7 @@ import torch
 
 from bergab._validate import check_choice, check_real
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
+from bergab.optim._foreach import batches, foreach_direction, scratch
 from bergab.optim.adam import (
     _LOW_PRECISION,
     Scalar,
@@ -25,10 +26,7 @@ from bergab.optim.adam import (
     _add_scaled_,
     _foreach_root,
     _root,
-    batches,
-    foreach_direction,
     new_step,
-    scratch,
 )
 
 __all__ = ["RMSprop", "rmsprop_reference"]

@@ -9,7 +9,7 @@ import torch
 
 from bergab._validate import check_real
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
-from bergab.optim.adam import batches, foreach_direction, scratch
+from bergab.optim._foreach import batches, foreach_direction, scratch
 
 __all__ = ["SGD", "sgd_reference"]
 
