@@ -36,7 +36,7 @@ class Spec:
         return self.torch_cls(params, **kw)
 
 
-_FUSED = ("reference", "foreach", "fused")  # optimizers with a torch fused kernel
+_FUSED = ("reference", "foreach", "fused")  # a torch fused kernel or bergab's CPU kernel
 
 
 class _SGDScheduleFreeTrain(schedulefree.SGDScheduleFree):
@@ -168,7 +168,8 @@ SPECS: list[Spec] = [
     Spec(
         "lars",
         optim.LARS,
-        {"lr": 1.0, "trust_coefficient": 0.01},
+        impls=_FUSED,
+        kwargs={"lr": 1.0, "trust_coefficient": 0.01},
         converge={
             "quadratic": {"lr": 0.3, "steps": 400, "loss": 1e-4},
             "rosenbrock": {"lr": 0.1, "steps": 3000, "loss": 1e-3},
@@ -177,7 +178,8 @@ SPECS: list[Spec] = [
     Spec(
         "lars-no-momentum-wd",
         optim.LARS,
-        {"lr": 2.0, "momentum": 0.0, "weight_decay": 0.01, "trust_coefficient": 0.01},
+        impls=_FUSED,
+        kwargs={"lr": 2.0, "momentum": 0.0, "weight_decay": 0.01, "trust_coefficient": 0.01},
         converge={
             "quadratic": {"lr": 1.0, "steps": 1000, "loss": 1e-4},
             "rosenbrock": {"lr": 3.0, "steps": 1500, "loss": 0.1},
@@ -186,7 +188,8 @@ SPECS: list[Spec] = [
     Spec(
         "lars-nesterov-wd-exclude-1d",
         optim.LARS,
-        {
+        impls=_FUSED,
+        kwargs={
             "lr": 0.5,
             "momentum": 0.8,
             "nesterov": True,
@@ -200,17 +203,19 @@ SPECS: list[Spec] = [
             "rosenbrock": {"lr": 0.001, "steps": 1200, "loss": 1e-2},
         },
     ),
-    Spec("lamb", optim.LAMB, {"lr": 0.01}),
+    Spec("lamb", optim.LAMB, {"lr": 0.01}, impls=_FUSED),
     Spec(
         "lamb-no-clamp-no-bias-correction",
         optim.LAMB,
         {"lr": 0.01, "clamp_value": None, "bias_correction": False, "weight_decay": 0.0},
+        impls=_FUSED,
     ),
-    Spec("lamb-adam", optim.LAMB, {"lr": 0.01, "adam": True, "weight_decay": 0.05}),
+    Spec("lamb-adam", optim.LAMB, {"lr": 0.01, "adam": True, "weight_decay": 0.05}, impls=_FUSED),
     Spec(
         "lamb-clamp-wd-betas",
         optim.LAMB,
         {"lr": 0.02, "betas": (0.8, 0.99), "eps": 1e-5, "weight_decay": 0.1, "clamp_value": 1.0},
+        impls=_FUSED,
     ),
     # --- self-tuning family (schedulefree.py, prodigy.py, dog.py, hypergradient.py): the
     # authors' packages are the reference; hypergradient rows are checked against the paper's

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import torch
 
 from bergab._validate import check_choice, check_real
+from bergab.optim import _native
 
 __all__ = ["IMPLS", "Optimizer", "group_by_device_dtype"]
 
@@ -59,8 +60,9 @@ class Optimizer(torch.optim.Optimizer):
         defaults: the hyperparameter defaults of the algorithm.
         impl: ``"auto"`` (fastest path known to be correct for the device and dtype),
             ``"reference"`` (readable per-tensor loop), ``"foreach"``, ``"fused"``
-            (torch's fused kernel where it exists) or ``"compiled"`` (``torch.compile``
-            of the update; compiles once per group layout, lr passed as a tensor).
+            (torch's fused kernel where it exists, else bergab's own CPU kernel, see
+            :mod:`bergab.optim._native`) or ``"compiled"`` (``torch.compile`` of the
+            update; compiles once per group layout, lr passed as a tensor).
 
     Example:
         >>> from bergab.optim import SGD
@@ -76,6 +78,9 @@ class Optimizer(torch.optim.Optimizer):
     schedulable: ClassVar[tuple[str, ...]] = ("lr", "weight_decay")
     #: Implementations this algorithm has, besides "auto".
     impls: ClassVar[tuple[str, ...]] = ("reference", "foreach", "compiled")
+    #: The family of bergab's own CPU kernels (``csrc/<native>.c``) behind ``"fused"``,
+    #: for algorithms torch has no fused kernel for; ``None``: "fused" is torch's.
+    native: ClassVar[str | None] = None
 
     def __init__(
         self, params: Iterable[Any], defaults: dict[str, Any], *, impl: str = "auto"
@@ -153,6 +158,11 @@ class Optimizer(torch.optim.Optimizer):
         """The implementation for this group: the user's choice, or the best known one."""
         if self.impl != "auto":
             return self.impl
+        if self.native is not None:
+            grads = [p.grad for p in params if p.grad is not None]
+            if _native.supports(params, grads) and _native.library(self.native) is not None:
+                return "fused"
+            return "foreach"
         if "fused" in self.impls and all(
             p.dtype in _FLOAT_DTYPES and p.device.type in ("cpu", "cuda") for p in params
         ):

@@ -10,15 +10,20 @@ whatever the scale of its gradients:
   by ``‖w‖ / ‖u‖``.
 
 Each has a readable per-tensor reference (:func:`lars_reference`, :func:`lamb_reference`),
-a ``foreach`` path and a ``compiled`` path (``torch.compile`` of the reference). The
-norms are per tensor, so the update of a tensor can only start once its whole gradient
-has been read: on CPU the ``foreach`` path therefore walks the tensors in cache-sized
-batches (norms, then the update, while the batch is still in cache) instead of making
-one pass over all parameters per operation.
+a ``foreach`` path, a ``compiled`` path (``torch.compile`` of the reference) and a
+``fused`` path on CPU (bergab's C kernels, ``csrc/layerwise.c``; what ``auto`` picks for
+float32/float64 CPU tensors). The norms are per tensor, so the update of a tensor can only
+start once its whole gradient has been read: every fast path works tensor by tensor (or
+in cache-sized batches), computing the norms and then updating while the tensor is still
+in cache. The fused LARS kernel also computes the new ‖w‖² while it updates, and keeps
+it for the next step (recomputed if anything else changed the parameter meanwhile), so a
+step reads each gradient twice (once from memory) and each parameter once.
 """
 
 from __future__ import annotations
 
+import ctypes
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -26,6 +31,7 @@ from typing import Any
 import torch
 
 from bergab._validate import check_choice, check_real
+from bergab.optim import _native
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
 from bergab.optim._foreach import scratch
 
@@ -253,7 +259,9 @@ class LARS(Optimizer):
             (adapt none: plain momentum SGD; useful as a group option) or a predicate
             ``tensor -> bool`` naming the tensors to exclude. A group may set its own
             ``exclude_from_adaptation`` bool.
-        impl: "auto" (= "foreach"), "reference", "foreach" or "compiled".
+        impl: "auto", "reference", "foreach", "fused" (bergab's CPU kernel: contiguous
+            float32/float64 CPU tensors) or "compiled". "auto" is "fused" where it
+            applies, else "foreach".
 
     Example:
         >>> w = torch.nn.Parameter(torch.tensor([2.0, -1.0]))
@@ -268,7 +276,8 @@ class LARS(Optimizer):
         arXiv:1708.03888.
     """
 
-    impls = ("reference", "foreach", "compiled")
+    impls = ("reference", "foreach", "fused", "compiled")
+    native = "layerwise"
 
     def __init__(
         self,
@@ -284,6 +293,8 @@ class LARS(Optimizer):
         impl: str = "auto",
     ) -> None:
         self._exclude: Callable[[torch.Tensor], bool] | None = None
+        # fused path: id(p) -> (p._version, p.data_ptr(), ||p||^2 after the last step)
+        self._w_sqnorms: dict[int, tuple[int, int, float]] = {}
         if callable(exclude_from_adaptation):
             self._exclude = exclude_from_adaptation
             exclude_flag = False
@@ -348,6 +359,8 @@ class LARS(Optimizer):
         bufs = [self.state[p]["momentum_buffer"] for p in params] if hyper["momentum"] else []
         if impl == "reference":
             lars_reference(params, grads, bufs, lr=lr, weight_decay=wd, adapt=adapt, **hyper)
+        elif impl == "fused":
+            self._lars_fused(params, grads, bufs, lr=lr, weight_decay=wd, adapt=adapt, **hyper)
         elif impl == "foreach":
             for key_idx in group_by_device_dtype(params).values():
                 for idx in _batches(key_idx, params):
@@ -372,9 +385,45 @@ class LARS(Optimizer):
                 **hyper,
             )
 
+    def _lars_fused(
+        self,
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        bufs: list[torch.Tensor],
+        *,
+        lr: float,
+        momentum: float,
+        weight_decay: float,
+        trust_coefficient: float,
+        eps: float,
+        nesterov: bool,
+        adapt: Sequence[bool],
+    ) -> None:
+        lib = _native.check_available(self.native or "", [params, grads, *([bufs] if bufs else [])])
+        carried = self._w_sqnorms
+        per_tensor: list[float] = []
+        for p, a in zip(params, adapt, strict=True):
+            kept = carried.get(id(p))
+            known = kept[2] if kept is not None and kept[:2] == (p._version, p.data_ptr()) else -1.0
+            per_tensor += (1.0 if a else 0.0, known)
+        out = _native.doubles([0.0] * (2 * len(params)))
+        hp = (lr, momentum, weight_decay, trust_coefficient, eps, 1.0 if nesterov else 0.0)
+        # without momentum the buffer pointers are never read: pass the gradients
+        lists = [params, grads, bufs if bufs else grads]
+        _native.call(lib, "lars", lists, _native.doubles(hp), _native.doubles(per_tensor), out)
+        for i, (p, a) in enumerate(zip(params, adapt, strict=True)):
+            if a:
+                carried[id(p)] = (p._version, p.data_ptr(), out[2 * i + 1])
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load the state; the fused path's kept parameter norms are recomputed."""
+        self._w_sqnorms = {}
+        super().load_state_dict(state_dict)
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("_exclude", None)
+        self.__dict__.setdefault("_w_sqnorms", {})
 
 
 # ---------------------------------------------------------------------------- LAMB
@@ -533,7 +582,9 @@ class LAMB(Optimizer):
         clamp_value: c > 0 clamping ‖w‖ in the trust ratio, or ``None``.
         bias_correction: divide the moments by :math:`1-\\beta^t`.
         adam: trust ratio fixed at 1.
-        impl: "auto" (= "foreach"), "reference", "foreach" or "compiled".
+        impl: "auto", "reference", "foreach", "fused" (bergab's CPU kernel: contiguous
+            float32/float64 CPU tensors) or "compiled". "auto" is "fused" where it
+            applies, else "foreach".
 
     Example:
         >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
@@ -548,7 +599,8 @@ class LAMB(Optimizer):
         minutes", arXiv:1904.00962.
     """
 
-    impls = ("reference", "foreach", "compiled")
+    impls = ("reference", "foreach", "fused", "compiled")
+    native = "layerwise"
 
     def __init__(
         self,
@@ -572,6 +624,7 @@ class LAMB(Optimizer):
             "bias_correction": bias_correction,
             "adam": adam,
         }
+        self._scratch: dict[torch.dtype, torch.Tensor] = {}  # the fused path's direction
         super().__init__(params, defaults, impl=impl)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
@@ -618,6 +671,8 @@ class LAMB(Optimizer):
         v = [s["exp_avg_sq"] for s in states]
         if impl == "reference":
             lamb_reference(params, grads, m, v, steps, lr=lr, weight_decay=wd, **hyper)
+        elif impl == "fused":
+            self._lamb_fused(params, grads, m, v, steps, lr=lr, weight_decay=wd, **hyper)
         elif impl == "foreach":
             by_key: dict[tuple[Any, ...], list[int]] = defaultdict(list)
             for i, p in enumerate(params):
@@ -651,3 +706,50 @@ class LAMB(Optimizer):
                 weight_decay=lr_tensor(wd, like) if wd != 0 else 0.0,
                 **hyper,
             )
+
+    def _lamb_fused(
+        self,
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        m: list[torch.Tensor],
+        v: list[torch.Tensor],
+        steps: list[int],
+        *,
+        lr: float,
+        beta1: float,
+        beta2: float,
+        eps: float,
+        weight_decay: float,
+        clamp_value: float | None,
+        bias_correction: bool,
+        adam: bool,
+    ) -> None:
+        lib = _native.check_available(self.native or "", [params, grads, m, v])
+        biases: list[float] = []
+        for t in steps:
+            biases += (1 - beta1**t, 1 - beta2**t) if bias_correction else (1.0, 1.0)
+        clamp = math.inf if clamp_value is None else clamp_value
+        hp = (lr, beta1, beta2, eps, weight_decay, clamp, 1.0 if adam else 0.0)
+        # each thread keeps the direction of the tensor it is on in its slice of a kept
+        # buffer (so the second pass over the tensor reads it from cache)
+        threads = _native.threads_for(sum(p.numel() for p in params))
+        largest = max(p.numel() for p in params)
+        buf = self._scratch.get(params[0].dtype)
+        if buf is None or buf.numel() < threads * largest:
+            buf = torch.empty(threads * largest, dtype=params[0].dtype)
+            self._scratch[params[0].dtype] = buf
+        _native.call(
+            lib,
+            "lamb",
+            [params, grads, m, v],
+            _native.doubles(hp),
+            _native.doubles(biases),
+            _native.doubles([0.0] * len(params)),
+            ctypes.c_void_p(buf.data_ptr()),
+            ctypes.c_int64(largest),
+            nthreads=threads,
+        )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("_scratch", {})

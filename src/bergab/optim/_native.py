@@ -1,0 +1,257 @@
+"""bergab's own CPU kernels: one C file per optimizer family, built on first use.
+
+torch has fused CPU kernels for SGD, Adagrad, Adam and AdamW only. For the other
+algorithms an eager step is several passes over memory (one per op), and the norm-first
+methods (LARS, LAMB, DoG, Prodigy, hypergradient descent) need their statistic before any
+element can move. The files in ``csrc/`` do each update in one loop per tensor (plus, for
+the norm-first methods, one reduction pass whose data the update then finds in cache).
+
+They are compiled with the system C compiler (``$CC``, else ``cc``) the first time a
+family is used in a process, ``-O3 -march=native``, and the shared library is cached
+under ``$BERGAB_CACHE_DIR`` (default ``~/.cache/bergab``), keyed by the source, the
+flags and the CPU, so a later process loads it in milliseconds. A build takes about a
+second. Without a compiler, or with ``BERGAB_NATIVE=0`` in the environment, the kernels
+are unavailable: ``impl="auto"`` then uses the foreach path and ``impl="fused"`` raises
+with the reason. Kernels exist for float32 and float64 contiguous CPU tensors; they use
+as many threads as torch does (``torch.get_num_threads()``) when the work is large enough.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+__all__ = [
+    "FLAGS",
+    "NativeUnavailableError",
+    "call",
+    "check_available",
+    "doubles",
+    "library",
+    "supports",
+    "threads_for",
+    "unavailable_reason",
+]
+
+_CSRC = Path(__file__).with_name("csrc")
+
+#: Compiler flags. No ``-ffast-math``: NaN and infinity behave as in torch; only the
+#: reductions are reassociated (``omp simd reduction``), as torch's own are.
+FLAGS = (
+    "-O3",
+    "-march=native",
+    "-fno-math-errno",
+    "-fno-trapping-math",
+    "-fopenmp-simd",
+    "-fPIC",
+    "-shared",
+    "-pthread",
+)
+
+#: Below this many elements per thread a kernel runs on fewer threads.
+MIN_NUMEL_PER_THREAD = 1 << 16
+
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+
+
+class NativeUnavailableError(RuntimeError):
+    """``impl="fused"`` was asked for but bergab's CPU kernels cannot be used here."""
+
+
+def _cpu_id() -> str:
+    """What ``-march=native`` depends on: the CPU model and its flags."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    keep = [ln for ln in text.splitlines() if ln.startswith(("model name", "flags"))][:2]
+    return platform.machine() + "\n" + "\n".join(keep)
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("BERGAB_CACHE_DIR")
+    if root:
+        return Path(root) / "native"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "bergab" / "native"
+
+
+def _build(family: str) -> Path:
+    """The shared library of ``csrc/<family>.c``, compiled if not cached (atomic write)."""
+    source = _CSRC / f"{family}.c"
+    compiler = os.environ.get("CC", "cc")
+    key = hashlib.sha256()
+    for part in (source.read_bytes(), (_CSRC / "common.h").read_bytes()):
+        key.update(part)
+    key.update(" ".join((compiler, *FLAGS, _cpu_id())).encode())
+    target = _cache_dir() / f"{family}-{key.hexdigest()[:16]}.so"
+    if target.exists():
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        out_dir = target.parent
+    except OSError:  # an unwritable home: build in the temporary directory instead
+        out_dir = Path(tempfile.gettempdir()) / "bergab-native"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = out_dir / target.name
+        if target.exists():
+            return target
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
+    os.close(fd)
+    try:
+        cmd = [compiler, *FLAGS, "-o", tmp, str(source), "-lm"]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            detail = (done.stderr or done.stdout).strip().splitlines()
+            raise OSError(f"{' '.join(cmd)} failed: {detail[0] if detail else done.returncode}")
+        os.replace(tmp, target)  # another process may have raced us: same bytes either way
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+@functools.cache
+def _load(family: str) -> ctypes.CDLL | str:
+    """The loaded library, or the reason it is unavailable."""
+    if os.environ.get("BERGAB_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return "disabled by BERGAB_NATIVE=0"
+    try:
+        return ctypes.CDLL(str(_build(family)))
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"could not build bergab's CPU kernels ({e})"
+
+
+def library(family: str) -> ctypes.CDLL | None:
+    """The compiled kernels of ``csrc/<family>.c``, or ``None`` where they cannot be built.
+
+    Example:
+        >>> lib = library("layerwise")
+        >>> lib is None or hasattr(lib, "lars_f32")
+        True
+    """
+    lib = _load(family)
+    return lib if isinstance(lib, ctypes.CDLL) else None
+
+
+def unavailable_reason(family: str) -> str | None:
+    """Why :func:`library` returns ``None`` for ``family`` (``None`` when it does not).
+
+    Example:
+        >>> unavailable_reason("layerwise") is None or isinstance(
+        ...     unavailable_reason("layerwise"), str)
+        True
+    """
+    lib = _load(family)
+    return None if isinstance(lib, ctypes.CDLL) else lib
+
+
+def supports(*lists: Sequence[torch.Tensor]) -> bool:
+    """Whether the kernels can run on these parallel tensor lists: CPU, contiguous, all
+    float32 or all float64, no autograd history needed (parameters are updated in place).
+
+    Example:
+        >>> supports([torch.zeros(3)], [torch.ones(3)])
+        True
+        >>> supports([torch.zeros(3, dtype=torch.float16)])
+        False
+    """
+    first = lists[0]
+    if not first:
+        return False
+    dtype = first[0].dtype
+    if dtype not in _SUFFIX:
+        return False
+    return all(
+        t.device.type == "cpu" and t.dtype == dtype and t.is_contiguous()
+        for ts in lists
+        for t in ts
+    )
+
+
+def threads_for(numel: int) -> int:
+    """Threads for a kernel over ``numel`` elements: torch's count, fewer for small work.
+
+    Example:
+        >>> threads_for(10)
+        1
+    """
+    return max(1, min(torch.get_num_threads(), numel // MIN_NUMEL_PER_THREAD))
+
+
+def check_available(family: str, lists: Sequence[Sequence[torch.Tensor]]) -> ctypes.CDLL:
+    """The library for an explicit ``impl="fused"``, or :class:`NativeUnavailableError`.
+
+    Example:
+        >>> try:
+        ...     check_available("layerwise", [[torch.zeros(2, dtype=torch.float16)]])
+        ... except NativeUnavailableError as e:
+        ...     print(str(e).split(":")[0])
+        impl='fused' needs contiguous float32 or float64 CPU tensors
+    """
+    if not supports(*lists):
+        raise NativeUnavailableError(
+            "impl='fused' needs contiguous float32 or float64 CPU tensors: bergab's own "
+            "kernels are CPU-only (use impl='foreach' or 'compiled' elsewhere)"
+        )
+    lib = library(family)
+    if lib is None:
+        raise NativeUnavailableError(
+            f"impl='fused' is unavailable: {unavailable_reason(family)}; "
+            "use impl='foreach' or 'compiled'"
+        )
+    return lib
+
+
+def doubles(values: Sequence[float]) -> ctypes.Array[ctypes.c_double]:
+    """A C array of doubles (hyperparameters, per-tensor inputs or outputs).
+
+    Example:
+        >>> list(doubles([1.0, 2.5]))
+        [1.0, 2.5]
+    """
+    return (ctypes.c_double * len(values))(*values)
+
+
+def call(
+    lib: ctypes.CDLL,
+    kernel: str,
+    lists: Sequence[Sequence[torch.Tensor]],
+    *args: object,
+    nthreads: int | None = None,
+) -> None:
+    """Run ``kernel`` (its dtype suffix added) on the parallel ``lists``.
+
+    Passes ``n, numel[], ptrs[]`` (``ptrs[k * n + i]`` = list k, tensor i), then ``args``
+    (ctypes values or arrays), then the thread count.
+
+    Example:
+        >>> lib = library("layerwise")
+        >>> if lib is not None:
+        ...     w, g, b = torch.tensor([3.0, 4.0]), torch.tensor([0.0, 1.0]), torch.zeros(2)
+        ...     out = doubles([0.0, 0.0])  # LARS: (trust ratio, new ||w||^2) per tensor
+        ...     call(lib, "lars", [[w], [g], [b]], doubles([1.0, 0.9, 0.0, 0.1, 0.0, 0.0]),
+        ...          doubles([1.0, -1.0]), out)
+        ...     print(w.tolist(), out[0])
+        ... else:
+        ...     print([3.0, 3.5], 0.5)
+        [3.0, 3.5] 0.5
+    """
+    first = lists[0]
+    n = len(first)
+    numels = [t.numel() for t in first]
+    numel_arr = (ctypes.c_int64 * n)(*numels)
+    ptrs = (ctypes.c_void_p * (n * len(lists)))(*[t.data_ptr() for ts in lists for t in ts])
+    fn = getattr(lib, f"{kernel}_{_SUFFIX[first[0].dtype]}")
+    fn.restype = None
+    threads = threads_for(sum(numels)) if nthreads is None else nthreads
+    fn(ctypes.c_int64(n), numel_arr, ptrs, *args, ctypes.c_int(threads))

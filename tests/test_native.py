@@ -1,0 +1,189 @@
+"""bergab's own CPU kernels (``optim/_native.py``, ``optim/csrc``): building, caching,
+falling back, threads, and the LARS/LAMB kernels' carried state.
+
+The kernels' equality to each algorithm's reference is tested with the algorithm (the
+``fused`` rows of ``optim_specs.py`` and the per-family test files); here are the parts
+every family shares.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from bergab import optim
+from bergab.optim import _native
+
+NATIVE = pytest.mark.skipif(
+    _native.library("layerwise") is None, reason="bergab's CPU kernels cannot be built here"
+)
+
+
+def params(seed: int, sizes: tuple[int, ...], dtype: torch.dtype = torch.float64) -> list:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(n, generator=g, dtype=dtype)) for n in sizes]
+
+
+def run(opt: torch.optim.Optimizer, ps: list, steps: int, seed: int, start: int = 0) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    for t in range(start + steps):
+        grads = [torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in ps]
+        if t < start:
+            continue
+        for p, g in zip(ps, grads, strict=True):
+            p.grad = g
+        opt.step()
+
+
+# ---------------------------------------------------------------------------- building
+@NATIVE
+def test_build_is_cached_by_source_and_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BERGAB_CACHE_DIR", str(tmp_path))
+    first = _native._build("layerwise")
+    assert first.parent == tmp_path / "native"
+    assert first.exists()
+    stamp = first.stat().st_mtime_ns
+    assert _native._build("layerwise") == first  # not rebuilt
+    assert first.stat().st_mtime_ns == stamp
+    monkeypatch.setattr(_native, "FLAGS", (*_native.FLAGS, "-DBERGAB_TEST_FLAG=1"))
+    assert _native._build("layerwise") != first  # other flags: another library
+    assert not [p for p in (tmp_path / "native").iterdir() if p.suffix != ".so"]  # no temps
+
+
+def test_a_failed_build_gives_the_reason_and_auto_falls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BERGAB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    _native._load.cache_clear()
+    try:
+        assert _native.library("layerwise") is None
+        assert "could not build" in (_native.unavailable_reason("layerwise") or "")
+        w = params(0, (5,), torch.float32)
+        opt = optim.LARS(w, lr=0.1)
+        assert opt._select_impl(w) == "foreach"
+        w[0].grad = torch.ones(5)
+        opt.step()  # runs, on the foreach path
+        with pytest.raises(_native.NativeUnavailableError, match="could not build"):
+            optim.LARS(w, lr=0.1, impl="fused").step()
+    finally:
+        _native._load.cache_clear()
+
+
+def test_disabled_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BERGAB_NATIVE", "0")
+    _native._load.cache_clear()
+    try:
+        assert _native.library("layerwise") is None
+        assert _native.unavailable_reason("layerwise") == "disabled by BERGAB_NATIVE=0"
+        w = params(0, (3,), torch.float32)
+        assert optim.LAMB(w)._select_impl(w) == "foreach"
+    finally:
+        _native._load.cache_clear()
+
+
+def test_unwritable_cache_builds_in_the_temporary_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")  # mkdir under it fails, for root too
+    monkeypatch.setenv("BERGAB_CACHE_DIR", str(blocker / "cache"))
+    monkeypatch.setattr(_native.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    try:
+        built = _native._build("layerwise")
+    except OSError:
+        pytest.skip("no C compiler")
+    assert built.parent == tmp_path / "tmp" / "bergab-native"
+
+
+@NATIVE
+def test_which_tensors_the_kernels_take() -> None:
+    f32 = [torch.zeros(4), torch.zeros(2, 3)]
+    assert _native.supports(f32, [torch.ones(4), torch.ones(2, 3)])
+    assert not _native.supports(f32, [torch.ones(4), torch.ones(3, 2).t()])  # not contiguous
+    assert not _native.supports([torch.zeros(2), torch.zeros(2, dtype=torch.float64)])
+    assert not _native.supports([torch.zeros(2, dtype=torch.bfloat16)])
+    assert not _native.supports([])
+    bf16 = params(0, (4,), torch.bfloat16)
+    opt = optim.LARS(bf16, lr=0.1)
+    assert opt._select_impl(bf16) == "foreach"
+    bf16[0].grad = torch.ones(4, dtype=torch.bfloat16)
+    with pytest.raises(_native.NativeUnavailableError, match="float32 or float64"):
+        optim.LARS(bf16, lr=0.1, impl="fused").step()
+    assert optim.LARS(f32, lr=0.1)._select_impl(f32) == "fused"
+
+
+def test_threads_for() -> None:
+    assert _native.threads_for(0) == 1
+    assert _native.threads_for(10**12) == torch.get_num_threads()
+
+
+# ---------------------------------------------------------------------------- threads
+@NATIVE
+@pytest.mark.parametrize(
+    ("cls", "kwargs"),
+    [
+        (optim.LARS, {"lr": 0.5, "momentum": 0.9, "weight_decay": 1e-3, "trust_coefficient": 0.02}),
+        (optim.LAMB, {"lr": 0.01, "weight_decay": 0.01}),
+    ],
+)
+@pytest.mark.parametrize("threads", [2, 3, 7])
+def test_split_over_threads_equals_reference(
+    cls: type, kwargs: dict, threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # more threads than tensors, fewer, and empty shares: every tensor updated once
+    monkeypatch.setattr(_native, "MIN_NUMEL_PER_THREAD", 1)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    sizes = (1, 300, 7, 2000, 5, 64)
+    ref, fast = params(1, sizes), params(1, sizes)
+    run(cls(ref, **kwargs, impl="reference"), ref, 60, seed=2)
+    run(cls(fast, **kwargs, impl="fused"), fast, 60, seed=2)
+    for a, b in zip(fast, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+# ---------------------------------------------------------------------------- LARS's kept ‖w‖²
+@NATIVE
+def test_lars_recomputes_the_kept_norm_when_a_parameter_changes() -> None:
+    kw = {"lr": 0.5, "momentum": 0.9, "weight_decay": 1e-3, "trust_coefficient": 0.02}
+    ref, fast = params(3, (50, 20)), params(3, (50, 20))
+    o_ref, o_fast = optim.LARS(ref, **kw, impl="reference"), optim.LARS(fast, **kw, impl="fused")
+    gen = torch.Generator().manual_seed(4)
+    for t in range(30):
+        grads = [torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in ref]
+        for a, b, g in zip(ref, fast, grads, strict=True):
+            a.grad, b.grad = g, g.clone()
+        o_ref.step()
+        o_fast.step()
+        with torch.no_grad():
+            if t == 10:  # the user rescales a parameter in place
+                ref[0].mul_(3.0)
+                fast[0].mul_(3.0)
+            if t == 20:  # or swaps its storage
+                ref[1].data = ref[1].data * 0.5
+                fast[1].data = fast[1].data * 0.5
+    for a, b in zip(fast, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+@NATIVE
+def test_lars_resume_with_the_fused_path_equals_uninterrupted() -> None:
+    kw = {"lr": 0.5, "momentum": 0.9, "weight_decay": 1e-3, "trust_coefficient": 0.02}
+    full = params(5, (40, 9))
+    run(optim.LARS(full, **kw, impl="fused"), full, 40, seed=6)
+    half = params(5, (40, 9))
+    opt = optim.LARS(half, **kw, impl="fused")
+    run(opt, half, 20, seed=6)
+    saved = copy.deepcopy(opt.state_dict())
+    resumed = [torch.nn.Parameter(p.detach().clone()) for p in half]
+    opt2 = optim.LARS(resumed, **kw, impl="fused")
+    opt2.load_state_dict(saved)
+    run(opt2, resumed, 20, seed=6, start=20)
+    for a, b in zip(resumed, full, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
