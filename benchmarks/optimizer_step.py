@@ -254,28 +254,38 @@ def time_interleaved(
 ) -> list[dict[str, Any]]:
     """Time every case of one algorithm side by side, in rounds.
 
-    All the optimizers are built on the same parameters and stepped in turn, one step
-    each per round, so a change in the machine's load hits every implementation alike;
-    each case's time is the median over the rounds. The first step (state allocation,
-    compilation) is timed separately and warm-up rounds precede the timed ones.
+    The optimizers are stepped in turn, one step each per round, so a change in the
+    machine's load hits every implementation alike; each case's time is the median over
+    the rounds. Each case steps its own copy of the parameters and gradients (the same
+    values), as in training, where nothing else touches them between steps: an
+    implementation may carry a quantity from one step to the next (the fused LARS kernel
+    keeps ‖w‖², the fused DoG kernel ‖x − x0‖) and recomputes it when another one has
+    changed the parameters. The first step (state allocation, compilation) is timed
+    separately and warm-up rounds precede the timed ones.
     """
     reset(params, init)
     torch._dynamo.reset()  # compiled cases compile from scratch
     live: list[tuple[dict[str, Any], torch.optim.Optimizer]] = []
     results = []
+    copies: list[list[torch.nn.Parameter]] = []
     for case in cases:
         res: dict[str, Any] = {"key": case.key, "algo": case.algo, "family": case.family}
         res["impl"] = case.impl
         results.append(res)
+        own = [torch.nn.Parameter(p.detach().clone()) for p in params]
+        for q, p in zip(own, params, strict=True):
+            assert p.grad is not None
+            q.grad = p.grad.clone()
+        copies.append(own)
         try:
-            opt = case.build(params)
+            opt = case.build(own)
             start(opt)
             sync(device)
             t0 = time.perf_counter()
             opt.step()
             sync(device)
             res["first_step_s"] = time.perf_counter() - t0
-            res["state_bytes_per_param"] = state_bytes_per_param(opt, params)
+            res["state_bytes_per_param"] = state_bytes_per_param(opt, own)
             live.append((res, opt))
         except Exception as exc:  # report it and go on with the other cases
             res["error"] = _error(exc)
@@ -295,10 +305,10 @@ def time_interleaved(
     for res, _ in live:
         if "error" not in res:
             res["seconds"] = statistics.median(res["times"])
-    if not all(bool(torch.isfinite(p).all()) for p in params[:2]):
-        for res in results:
+    for res, own in zip(results, copies, strict=True):
+        if not all(bool(torch.isfinite(p).all()) for p in own[:2]):
             res["note"] = "parameters became non-finite"
-    del live
+    del live, copies
     gc.collect()
     return results
 
