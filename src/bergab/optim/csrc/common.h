@@ -17,7 +17,8 @@
  * what the update pass can compute for the next step (LARS: the new ‖w‖²), and let the
  * update after a global reduction walk the tensors in reverse order, so that it finds
  * the last-read ones still in cache. (Overlapping one tensor's reduction with the update
- * of the one before did not help: measured slower than reduction-then-update.)
+ * of the one before did not help, for LARS nor for LAMB's in-cache second pass: measured
+ * slower than reduction-then-update.)
  *
  * Each family file includes itself twice (T = float, then T = double) so every kernel
  * exists for float32 (suffix _f32) and float64 (_f64); `#include __FILE__` needs the
