@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 import torch
 
 from bergab._validate import check_choice, check_real
+from bergab.optim import _native
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
 from bergab.optim._foreach import kept_buffers, pieces
 
@@ -344,7 +345,8 @@ class Prodigy(Optimizer):
         arXiv:2306.06101.
     """
 
-    impls: ClassVar[tuple[str, ...]] = ("reference", "foreach", "compiled")
+    impls: ClassVar[tuple[str, ...]] = ("reference", "foreach", "fused", "compiled")
+    native: ClassVar[str | None] = "prodigy"
     #: ``effective_lr`` is the step size of the *next* step (it uses the current d).
     effective_lr_timing: ClassVar[str] = "next"
 
@@ -387,6 +389,8 @@ class Prodigy(Optimizer):
         }
         self._moved = False
         self._d_prev = float(d0)
+        # fused path: the groups whose moments the update pass still owes (id -> True)
+        self._fused_moments: dict[int, bool] = {}
         super().__init__(params, defaults, impl=impl)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
@@ -505,6 +509,7 @@ class Prodigy(Optimizer):
             "decouple": bool(first["decouple"]),
             "safeguard_warmup": bool(first["safeguard_warmup"]),
         }
+        self._fused_moments = {}
         for group in self.param_groups:
             self._apply_schedules(group)
             lr = float(group["lr"]) * float(group["lr_scale"])
@@ -524,6 +529,17 @@ class Prodigy(Optimizer):
             ss = [s["s"] for s in states]
             wd = float(group["weight_decay"])
             impl = self._select_impl(params)
+            coef = d / d0 * dlr
+            if impl == "fused":  # s and the sums here; the moments in the update pass
+                c3 = d / d0 * (d if hyper["safeguard_warmup"] else dlr)
+                coupled = wd if not hyper["decouple"] else 0.0
+                sums = self._fused_sums(params, grads, p0, ss, hp=[hyper["beta3"], c3, coupled])
+                self._fused_moments[id(group)] = True
+                for x in sums[0::2]:
+                    delta += coef * x
+                for y in sums[1::2]:
+                    denom += y
+                continue
             dots: list[torch.Tensor] = []
             norms: list[torch.Tensor] = []
             if impl == "reference":
@@ -573,7 +589,6 @@ class Prodigy(Optimizer):
                 dots, norms = [n], [dn]
             # one device sync per group; then summed in order in float64, as prodigyopt
             both = torch.cat([torch.cat(dots), torch.cat(norms)]).cpu().tolist()
-            coef = d / d0 * dlr
             for x in both[: len(both) // 2]:
                 delta += coef * x
             for y in both[len(both) // 2 :]:
@@ -594,6 +609,28 @@ class Prodigy(Optimizer):
         for group in self.param_groups:
             group.update(d=d, d_max=d_max, d_hat=d_hat, d_numerator=numerator, d_denom=denom)
 
+    def _fused_sums(
+        self,
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        p0s: list[torch.Tensor],
+        ss: list[torch.Tensor],
+        *,
+        hp: list[float],
+    ) -> list[float]:
+        """Pass 1 of the fused step (``csrc/prodigy.c``): s <- β3 s + c3 g and, per tensor,
+        ``<g, x0 - x>`` and ``‖s‖₁`` (interleaved, in the order of ``params``)."""
+        sums = [0.0] * (2 * len(params))
+        for idx in group_by_device_dtype(params).values():
+            lists = [[t[i] for i in idx] for t in (params, grads, p0s, ss)]
+            lib = _native.check_available("prodigy", lists)
+            threads = _native.threads_for(sum(params[i].numel() for i in idx))
+            out = _native.doubles([0.0] * (2 * len(idx) * threads))
+            _native.call(lib, "prodigy_sums", lists, _native.doubles(hp), out, nthreads=threads)
+            for k, i in enumerate(idx):
+                sums[2 * i], sums[2 * i + 1] = out[2 * k], out[2 * k + 1]
+        return sums
+
     def _update(
         self,
         group: dict[str, Any],
@@ -601,12 +638,14 @@ class Prodigy(Optimizer):
         grads: list[torch.Tensor],
         impl: str,
     ) -> None:
-        if not self._moved:
+        # the fused path updates the moments here, also on a step that moves nothing
+        fused = self._fused_moments.pop(id(group), False)
+        if not self._moved and not fused:
             return
         lr = float(group["lr"]) * float(group["lr_scale"])
         if lr == 0:
             return
-        beta1 = group["betas"][0]
+        beta1, beta2 = group["betas"]
         dlr = self._d_prev * lr * self._bias_correction()
         d_new = float(group["d"])
         states = [self.state[p] for p in params]
@@ -617,6 +656,27 @@ class Prodigy(Optimizer):
             "weight_decay": float(group["weight_decay"]),
             "decouple": bool(group["decouple"]),
         }
+        if fused:  # pass 2 of the fused step: m, v and (when d moved) x
+            d = self._d_prev
+            hp = [
+                beta1,
+                beta2,
+                d * (1 - beta1),
+                d * d * (1 - beta2),
+                hyper["weight_decay"],
+                float(hyper["decouple"]),
+                float(m is not None),
+                float(self._moved),
+                dlr,
+                d_new * hyper["eps"],
+                d_new,
+            ]
+            for idx in group_by_device_dtype(params).values():
+                # without β1 the kernel never reads the m list: pass v in its place
+                lists = [[t[i] for i in idx] for t in (params, grads, v, m if m else v)]
+                lib = _native.check_available("prodigy", lists)
+                _native.call(lib, "prodigy_step", lists, _native.doubles(hp))
+            return
         if impl == "reference":
             prodigy_reference_step(params, grads, m, v, dlr=dlr, d_new=d_new, **hyper)
         elif impl == "foreach":
@@ -670,3 +730,4 @@ class Prodigy(Optimizer):
         super().__setstate__(state)
         self.__dict__.setdefault("_moved", False)
         self.__dict__.setdefault("_d_prev", 1e-6)
+        self.__dict__.setdefault("_fused_moments", {})

@@ -1,0 +1,196 @@
+/* Prodigy on CPU: two passes per step. Formulas: bergab/optim/prodigy.py
+ * (prodigy_reference_accumulate, prodigy_reference_step).
+ *
+ * The new estimate d_{k+1} needs two sums over every parameter, <g, x0 - x> and the
+ * l1 norm of the updated s, and the parameter update needs d_{k+1} (in the eps term of
+ * its denominator), so no parameter can move before every gradient has been read. The
+ * work is split so that the two passes move as few bytes as the math allows (48 per
+ * float32 parameter, against 40 for a single pass):
+ *   1. prodigy_sums: reads x, g, x0, s, writes s <- beta3 s + c3 g, and sums
+ *      <g, x0 - x> and |s| per tensor;
+ *   2. (Python: d_{k+1} from the sums, as prodigyopt)
+ *   3. prodigy_step: reads x, g, v, m, writes m, v (the moments need only d_k, but
+ *      updating them here rather than in pass 1 saves reading them twice) and x, walking
+ *      the tensors in REVERSE order of pass 1 so that the last ones it read (x, g) are
+ *      still in the L3 cache.
+ * With coupled weight decay both passes use g + wd x (x before the step). */
+#ifndef T
+#include <string.h>
+
+#include "common.h"
+#define T float
+#define F(name) name##_f32
+#include __FILE__
+#undef T
+#undef F
+#define T double
+#define F(name) name##_f64
+#include __FILE__
+#else
+
+#ifndef SQRT
+#define SQRT(x) _Generic((x), float: sqrtf, default: sqrt)(x)
+#define FABS(x) _Generic((x), float: fabsf, default: fabs)(x)
+#endif
+
+/* ptrs: x, g, x0, s. hp: beta3, c3 (the weight of g in s), wd (coupled decay:
+ * g <- g + wd x; 0 when decoupled).
+ * out: per (thread, tensor) the pair (<g, x0 - x>, ||s||_1): out[2 (tid n + i) + 0/1]. */
+static void F(pd_sums_body)(void *vjob, int tid, int64_t i, int64_t lo, int64_t hi) {
+  Job *j = (Job *)vjob;
+  const T *x = PTR(j, 0, i, T), *g = PTR(j, 1, i, T), *x0 = PTR(j, 2, i, T);
+  T *s = PTR(j, 3, i, T);
+  const T b3 = (T)j->hp[0], c3 = (T)j->hp[1], wd = (T)j->hp[2];
+  const int coupled = j->hp[2] != 0;
+  double dot = 0, l1 = 0;
+  for (int64_t a = lo; a < hi; a += BLOCK) {
+    int64_t b = a + BLOCK < hi ? a + BLOCK : hi;
+    T bd = 0, bl = 0; /* float lanes within a block, double across blocks */
+    if (coupled) {
+#pragma omp simd reduction(+ : bd, bl)
+      for (int64_t k = a; k < b; k++) {
+        T xk = x[k], gk = g[k] + wd * xk;
+        bd += gk * (x0[k] - xk);
+        T sk = s[k] * b3 + c3 * gk;
+        s[k] = sk;
+        bl += FABS(sk);
+      }
+    } else {
+#pragma omp simd reduction(+ : bd, bl)
+      for (int64_t k = a; k < b; k++) {
+        T gk = g[k];
+        bd += gk * (x0[k] - x[k]);
+        T sk = s[k] * b3 + c3 * gk;
+        s[k] = sk;
+        bl += FABS(sk);
+      }
+    }
+    dot += bd;
+    l1 += bl;
+  }
+  double *o = j->out + 2 * ((int64_t)tid * j->n + i);
+  o[0] += dot;
+  o[1] += l1;
+}
+
+/* out: 2 n nthreads doubles (room for every thread); on return out[2i] and out[2i + 1]
+ * hold tensor i's <g, x0 - x> and ||s||_1. */
+void F(prodigy_sums)(int64_t n, const int64_t *numel, void *const *ptrs, const double *hp,
+                     double *out, int nthreads) {
+  if (nthreads < 1) nthreads = 1;
+  if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
+  memset(out, 0, sizeof(double) * 2 * (size_t)n * (size_t)nthreads);
+  Job j = {.n = n, .numel = numel, .ptrs = ptrs, .hp = hp, .out = out,
+           .nthreads = nthreads, .body = F(pd_sums_body)};
+  run_job(&j, SPLIT_ELEMENTS);
+  for (int t = 1; t < j.nthreads; t++)
+    for (int64_t q = 0; q < 2 * n; q++) out[q] += out[2 * (int64_t)t * n + q];
+}
+
+/* ptrs: x, g, v, m (m: any list when has_m == 0, never read), in the caller's order
+ * (walked here in reverse).
+ * hp: beta1, beta2, c1 = d_k (1 - beta1), c2 = d_k^2 (1 - beta2), wd, decouple, has_m,
+ *     move, dlr (= d_k lr, bias correction included), d_{k+1} eps, d_{k+1}.
+ *   g' = g + wd x (coupled decay), m <- beta1 m + c1 g', v <- beta2 v + c2 g'^2, then
+ *   when move != 0 (else x stays):
+ *   x <- x + (-wd dlr) x                                    (decoupled decay)
+ *   x <- x + (-dlr) m / (sqrt(v) + d_{k+1} eps)             (beta1 > 0)
+ *   x <- x + (-dlr d_{k+1}) g' / (sqrt(v) + d_{k+1} eps)    (beta1 = 0) */
+#define STEP_BLOCK 4096
+
+static void F(pd_step_range)(Job *j, int64_t i, int64_t lo, int64_t hi) {
+  T *x = PTR(j, 0, i, T), *v = PTR(j, 2, i, T), *m = PTR(j, 3, i, T);
+  const T *g = PTR(j, 1, i, T);
+  const double *hp = j->hp;
+  const T b1 = (T)hp[0], b2 = (T)hp[1], c1 = (T)hp[2], c2 = (T)hp[3], twd = (T)hp[4];
+  const double wd = hp[4], dlr = hp[8];
+  const int decouple = hp[5] != 0, has_m = hp[6] != 0, move = hp[7] != 0;
+  const int couple = wd != 0 && !decouple, decay = wd != 0 && decouple && move;
+  const T de = (T)hp[9], dec = (T)(-wd * dlr);
+  const T sc = (T)(has_m ? -dlr : -dlr * hp[10]);
+  if (!move) { /* a step without information: the moments only */
+    if (has_m) {
+#pragma omp simd
+      for (int64_t k = lo; k < hi; k++) {
+        T gk = couple ? g[k] + twd * x[k] : g[k];
+        m[k] = m[k] * b1 + c1 * gk;
+        v[k] = v[k] * b2 + c2 * gk * gk;
+      }
+    } else {
+#pragma omp simd
+      for (int64_t k = lo; k < hi; k++) {
+        T gk = couple ? g[k] + twd * x[k] : g[k];
+        v[k] = v[k] * b2 + c2 * gk * gk;
+      }
+    }
+  } else if (has_m && couple) {
+#pragma omp simd
+    for (int64_t k = lo; k < hi; k++) {
+      T xk = x[k], gk = g[k] + twd * xk;
+      T mk = m[k] * b1 + c1 * gk, vk = v[k] * b2 + c2 * gk * gk;
+      m[k] = mk;
+      v[k] = vk;
+      x[k] = xk + sc * (mk / (SQRT(vk) + de));
+    }
+  } else if (has_m) {
+#pragma omp simd
+    for (int64_t k = lo; k < hi; k++) {
+      T gk = g[k];
+      T mk = m[k] * b1 + c1 * gk, vk = v[k] * b2 + c2 * gk * gk;
+      m[k] = mk;
+      v[k] = vk;
+      T xk = decay ? x[k] + dec * x[k] : x[k];
+      x[k] = xk + sc * (mk / (SQRT(vk) + de));
+    }
+  } else if (couple) {
+#pragma omp simd
+    for (int64_t k = lo; k < hi; k++) {
+      T xk = x[k], gk = g[k] + twd * xk;
+      T vk = v[k] * b2 + c2 * gk * gk;
+      v[k] = vk;
+      x[k] = xk + sc * (gk / (SQRT(vk) + de));
+    }
+  } else {
+#pragma omp simd
+    for (int64_t k = lo; k < hi; k++) {
+      T gk = g[k];
+      T vk = v[k] * b2 + c2 * gk * gk;
+      v[k] = vk;
+      T xk = decay ? x[k] + dec * x[k] : x[k];
+      x[k] = xk + sc * (gk / (SQRT(vk) + de));
+    }
+  }
+}
+
+/* The job's tensors are reversed (see prodigy_step); within a piece, blocks go backwards. */
+static void F(pd_step_body)(void *vjob, int tid, int64_t i, int64_t lo, int64_t hi) {
+  (void)tid;
+  Job *j = (Job *)vjob;
+  for (int64_t b = hi; b > lo; b -= STEP_BLOCK) {
+    int64_t a = b - STEP_BLOCK > lo ? b - STEP_BLOCK : lo;
+    F(pd_step_range)(j, i, a, b);
+  }
+}
+
+void F(prodigy_step)(int64_t n, const int64_t *numel, void *const *ptrs, const double *hp,
+                     int nthreads) {
+  /* the tensors in reverse order: the last ones pass 1 read are still in cache */
+  int64_t *rnumel = malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
+  void **rptrs = malloc(sizeof(void *) * 4 * (size_t)(n > 0 ? n : 1));
+  Job j = {.n = n, .numel = numel, .ptrs = ptrs, .hp = hp, .nthreads = nthreads,
+           .body = F(pd_step_body)};
+  if (rnumel != NULL && rptrs != NULL) { /* (without memory for it: forward order) */
+    for (int64_t i = 0; i < n; i++) {
+      rnumel[i] = numel[n - 1 - i];
+      for (int k = 0; k < 4; k++) rptrs[k * n + i] = ptrs[k * n + n - 1 - i];
+    }
+    j.numel = rnumel;
+    j.ptrs = rptrs;
+  }
+  run_job(&j, SPLIT_ELEMENTS);
+  free(rnumel);
+  free(rptrs);
+}
+
+#undef STEP_BLOCK
+#endif
