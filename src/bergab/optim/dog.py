@@ -14,6 +14,14 @@ iterates with :class:`PolynomialDecayAverager` and evaluate the average.
 
 η_t depends on the gradient of step t itself, so :attr:`DoG.effective_lr` reports the η
 of the **most recent** step (``nan`` before the first step, unless ``init_eta`` fixes it).
+
+On CPU (float32/float64) ``impl="auto"`` runs bergab's own kernels (``csrc/dog.c``, see
+:mod:`bergab.optim._native`). A DoG step is two passes over memory: one reads the
+gradients for Σ‖g‖² (and the parameters with weight decay), the other updates x and
+accumulates ‖x_new − x_0‖², which is kept for the next step's r̄ (recomputed when a
+parameter was changed outside the optimizer: its ``_version`` or storage moved, or after
+``load_state_dict``). LDoG's norms are per tensor, so its step is one call that takes the
+tensors one at a time: the norm of g, then the update while the tensor is in cache.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from typing import Any, ClassVar
 import torch
 
 from bergab._validate import check_real
+from bergab.optim import _native
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
 from bergab.optim._foreach import kept_buffers, pieces
 
@@ -173,7 +182,9 @@ class DoG(Optimizer):
         eps: ε > 0 added to the gradient sum.
         init_eta: if given, the first step size, as is (not multiplied by ``lr`` or
             ``lr_scale``); then :math:`r_\\epsilon = 0`.
-        impl: "auto", "reference", "foreach" or "compiled".
+        impl: "auto", "reference", "foreach", "fused" (bergab's CPU kernel: contiguous
+            float32/float64 CPU tensors) or "compiled". "auto" is "fused" where it
+            applies, else "foreach".
 
     Example:
         >>> w = torch.nn.Parameter(torch.tensor([3.0, -2.0]))
@@ -188,7 +199,8 @@ class DoG(Optimizer):
         Size Schedule", ICML 2023, arXiv:2302.12022.
     """
 
-    impls: ClassVar[tuple[str, ...]] = ("reference", "foreach", "compiled")
+    impls: ClassVar[tuple[str, ...]] = ("reference", "foreach", "fused", "compiled")
+    native: ClassVar[str | None] = "dog"
     layerwise: ClassVar[bool] = False
     #: ``effective_lr`` is the step size of the *last* step (η depends on its gradient):
     #: read it after ``step()`` to log the value a step used.
@@ -215,6 +227,9 @@ class DoG(Optimizer):
             "G": None,
             "eta": None,
         }
+        # fused path: id(p) -> (p._version, p.data_ptr(), x0.data_ptr(), ||p - x0||^2),
+        # the distance the last update left, valid while the parameter is untouched
+        self._dist_sq: dict[int, tuple[int, int, int, float]] = {}
         super().__init__(params, defaults, impl=impl)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
@@ -262,7 +277,55 @@ class DoG(Optimizer):
     def _init_state(self, group: dict[str, Any], params: Sequence[torch.Tensor]) -> None:
         for p in params:
             if "x0" not in self.state[p]:
-                self.state[p]["x0"] = p.detach().clone(memory_format=torch.preserve_format)
+                x0 = self.state[p]["x0"] = p.detach().clone(memory_format=torch.preserve_format)
+                self._dist_sq[id(p)] = (p._version, p.data_ptr(), x0.data_ptr(), 0.0)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load the state; the fused path's kept distances are recomputed."""
+        self._dist_sq = {}
+        super().load_state_dict(state_dict)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("_dist_sq", {})
+
+    def _known_dist_sq(self, params: list[torch.Tensor], x0s: list[torch.Tensor]) -> list[float]:
+        """‖x − x0‖² kept from the last fused update, or -1 where it must be recomputed."""
+        known = []
+        for p, x0 in zip(params, x0s, strict=True):
+            kept = self._dist_sq.get(id(p))
+            valid = kept is not None and kept[:3] == (p._version, p.data_ptr(), x0.data_ptr())
+            known.append(kept[3] if valid and kept is not None else -1.0)
+        return known
+
+    def _keep_dist_sq(
+        self, params: list[torch.Tensor], x0s: list[torch.Tensor], dist_sq: Sequence[float]
+    ) -> None:
+        for p, x0, d in zip(params, x0s, dist_sq, strict=True):
+            self._dist_sq[id(p)] = (p._version, p.data_ptr(), x0.data_ptr(), d)
+
+    def _fused(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        """The step with bergab's kernels: ``dog_reduce`` (Σ‖g + λx‖² per tensor, and
+        ‖x − x0‖² where no kept value is valid), the step sizes, then ``dog_update``
+        (x -= η(g + λx), the new ‖x − x0‖² kept for the next step)."""
+        x0s = [self.state[p]["x0"] for p in params]
+        lists = [params, grads, x0s]
+        lib = _native.check_available(self.native or "", lists)
+        wd = _native.doubles([float(group["weight_decay"])])
+        known = self._known_dist_sq(params, x0s)
+        n = len(params)
+        out = _native.doubles([0.0] * (2 * n))
+        stale = _native.doubles([1.0 if k < 0 else 0.0 for k in known])
+        _native.call(lib, "dog_reduce", lists, wd, stale, out)
+        g2 = out[0::2]
+        d2 = [out[2 * i + 1] if k < 0 else k for i, k in enumerate(known)]
+        scale = float(group["lr"]) * float(group["lr_scale"])
+        etas = self._step_sizes(group, params, d2, g2, scale)
+        dist = _native.doubles([0.0] * n)
+        _native.call(lib, "dog_update", lists, wd, _native.doubles(etas), dist)
+        self._keep_dist_sq(params, x0s, dist[:])
 
     def _statistics(
         self,
@@ -306,6 +369,9 @@ class DoG(Optimizer):
         grads: list[torch.Tensor],
         impl: str,
     ) -> None:
+        if impl == "fused":
+            self._fused(group, params, grads)
+            return
         d2, g2 = self._statistics(group, params, grads, impl)
         scale = float(group["lr"]) * float(group["lr_scale"])
         etas = self._step_sizes(group, params, d2, g2, scale)
@@ -395,6 +461,44 @@ class LDoG(DoG):
             ]
             for g in self.param_groups
         ]
+
+    def _fused(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        """The step with bergab's kernel ``ldog``: per tensor its norms, η and the update
+        in one call. Where a tensor's gradient sum G is not yet positive (``eps = 0``)
+        DoG's two calls run instead, so the error is raised before anything moves."""
+        x0s = [self.state[p]["x0"] for p in params]
+        lists = [params, grads, x0s]
+        lib = _native.check_available(self.native or "", lists)
+        init_eta = group["init_eta"]
+        reps = 0.0 if init_eta is not None else float(group["reps_rel"])
+        per_tensor: list[float] = []
+        positive = True
+        for p, known in zip(params, self._known_dist_sq(params, x0s), strict=True):
+            state = self.state[p]
+            if "rbar" in state:
+                rbar, gsum, first = float(state["rbar"]), float(state["G"]), 0.0
+            else:  # as _step_sizes: r_eps from the norm of x0 (x = x0 now)
+                rbar = reps * (1 + float(p.detach().double().norm()))
+                gsum, first = float(group["eps"]), 1.0
+            positive = positive and gsum > 0
+            per_tensor += (rbar, gsum, known, first)
+        if not positive:
+            super()._fused(group, params, grads)
+            return
+        scale = float(group["lr"]) * float(group["lr_scale"])
+        hp = (
+            float(group["weight_decay"]),
+            scale,
+            math.nan if init_eta is None else float(init_eta),
+        )
+        out = _native.doubles([0.0] * (4 * len(params)))
+        _native.call(lib, "ldog", lists, _native.doubles(hp), _native.doubles(per_tensor), out)
+        for i, p in enumerate(params):
+            state = self.state[p]
+            state["rbar"], state["G"], state["eta"] = out[4 * i], out[4 * i + 1], out[4 * i + 2]
+        self._keep_dist_sq(params, x0s, out[3::4])
 
     def _step_sizes(
         self,

@@ -1,0 +1,236 @@
+/* DoG and LDoG on CPU. Formulas: bergab/optim/dog.py (dog_statistics, dog_reference and
+ * the step sizes of DoG._step_sizes / LDoG._step_sizes).
+ *
+ * DoG (one step size per param group) needs two sums over the whole group before any
+ * element moves: sum ||g + wd x||^2 and sum ||x - x0||^2. The distance of the NEW x is
+ * accumulated by the update pass and kept by the caller for the next step, so a step is
+ *   dog_reduce: read g (and x with weight decay): the per-tensor ||g + wd x||^2;
+ *               ||x - x0||^2 only for tensors whose kept distance is stale;
+ *   dog_update: x <- x - eta (g + wd x) and ||x_new - x0||^2, walking the tensors in
+ *               reverse order so that the gradients read last by dog_reduce are still in
+ *               cache.
+ * LDoG (one step size per tensor) needs only the tensor's own sums: ldog does the whole
+ * step in one call, tensor by tensor (its sums, then its update while it is in cache).
+ */
+#ifndef T
+#include "common.h"
+#define T float
+#define F(name) name##_f32
+#include __FILE__
+#undef T
+#undef F
+#define T double
+#define F(name) name##_f64
+#include __FILE__
+#else
+
+/* sum of (a[k] + c b[k])^2 over [0, n) (b NULL: a[k]^2), LANES float accumulators per
+ * block of BLOCK elements, double across blocks */
+static double F(dg_sq)(const T *a, const T *b, T c, int64_t n) {
+  double total = 0;
+  for (int64_t s = 0; s < n; s += BLOCK) {
+    int64_t e = s + BLOCK < n ? s + BLOCK : n;
+    T acc[LANES] = {0};
+    T t = 0;
+    int64_t k = s;
+    if (b) {
+      for (; k + LANES <= e; k += LANES)
+        for (int l = 0; l < LANES; l++) {
+          T x = a[k + l] + c * b[k + l];
+          acc[l] += x * x;
+        }
+      for (; k < e; k++) {
+        T x = a[k] + c * b[k];
+        t += x * x;
+      }
+    } else {
+      for (; k + LANES <= e; k += LANES)
+        for (int l = 0; l < LANES; l++) acc[l] += a[k + l] * a[k + l];
+      for (; k < e; k++) t += a[k] * a[k];
+    }
+    for (int l = 0; l < LANES; l++) t += acc[l];
+    total += t;
+  }
+  return total;
+}
+
+/* the same sum reading four sub-streams at once (a single read-only stream does not reach
+ * the memory bandwidth on one core) */
+#define SUB 512
+static double F(dg_sq4)(const T *a, const T *b, T c, int64_t n) {
+  if (n < 8 * SUB) return F(dg_sq)(a, b, c, n);
+  const int64_t q = n / (4 * SUB) * SUB; /* each sub-stream: q elements, q % SUB == 0 */
+  const T *a1 = a + q, *a2 = a + 2 * q, *a3 = a + 3 * q;
+  double total = 0;
+  for (int64_t s = 0; s < q; s += SUB) {
+    T acc[4][16] = {{0}};
+    if (b) {
+      const T *b1 = b + q, *b2 = b + 2 * q, *b3 = b + 3 * q;
+      for (int64_t k = s; k < s + SUB; k += 16)
+        for (int l = 0; l < 16; l++) {
+          T x0 = a[k + l] + c * b[k + l], x1 = a1[k + l] + c * b1[k + l];
+          T x2 = a2[k + l] + c * b2[k + l], x3 = a3[k + l] + c * b3[k + l];
+          acc[0][l] += x0 * x0;
+          acc[1][l] += x1 * x1;
+          acc[2][l] += x2 * x2;
+          acc[3][l] += x3 * x3;
+        }
+    } else {
+      for (int64_t k = s; k < s + SUB; k += 16)
+        for (int l = 0; l < 16; l++) {
+          acc[0][l] += a[k + l] * a[k + l];
+          acc[1][l] += a1[k + l] * a1[k + l];
+          acc[2][l] += a2[k + l] * a2[k + l];
+          acc[3][l] += a3[k + l] * a3[k + l];
+        }
+    }
+    T t = 0;
+    for (int l = 0; l < 16; l++) t += (acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l]);
+    total += t;
+  }
+  return total + F(dg_sq)(a + 4 * q, b ? b + 4 * q : NULL, c, n - 4 * q);
+}
+
+/* x <- x - eta (g + wd x) over [lo, hi); returns sum (x_new - x0)^2 (float within blocks
+ * of BLOCK elements, double across) */
+static double F(dg_step)(T *x, const T *g, const T *x0, int64_t lo, int64_t hi, T eta, T wd,
+                         int decay) {
+  double total = 0;
+  for (int64_t a = lo; a < hi; a += BLOCK) {
+    int64_t b = a + BLOCK < hi ? a + BLOCK : hi;
+    T t = 0;
+    if (decay) {
+#pragma omp simd reduction(+ : t)
+      for (int64_t k = a; k < b; k++) {
+        T xn = x[k] - eta * (g[k] + wd * x[k]);
+        x[k] = xn;
+        T d = xn - x0[k];
+        t += d * d;
+      }
+    } else {
+#pragma omp simd reduction(+ : t)
+      for (int64_t k = a; k < b; k++) {
+        T xn = x[k] - eta * g[k];
+        x[k] = xn;
+        T d = xn - x0[k];
+        t += d * d;
+      }
+    }
+    total += t;
+  }
+  return total;
+}
+
+/* DoG statistics. ptrs: param, grad, x0. hp: weight_decay. pt: per tensor 1 to compute
+ * ||x - x0||^2 (the kept one is stale), else 0. scratch: 2 doubles per (thread, tensor).
+ * out: per tensor (||g + wd x||^2, ||x - x0||^2 or 0). */
+static void F(dog_reduce_body)(void *vjob, int tid, int64_t i, int64_t lo, int64_t hi) {
+  Job *j = (Job *)vjob;
+  const T *x = PTR(j, 0, i, T), *g = PTR(j, 1, i, T), *x0 = PTR(j, 2, i, T);
+  double *part = (double *)j->scratch + 2 * ((int64_t)tid * j->n + i);
+  if (j->hp[0] != 0)
+    part[0] = F(dg_sq4)(g + lo, x + lo, (T)j->hp[0], hi - lo);
+  else
+    part[0] = F(dg_sq4)(g + lo, NULL, 0, hi - lo);
+  if (j->pt[i] != 0) part[1] = F(dg_sq4)(x + lo, x0 + lo, (T)-1, hi - lo);
+}
+
+/* reduce the per-(thread, tensor) partial sums of `width` doubles into out, in thread
+ * order (deterministic for a given thread count) */
+static void F(dg_gather)(const double *part, double *out, int64_t n, int nt, int width) {
+  for (int64_t r = 0; r < n * width; r++) {
+    double s = 0;
+    for (int t = 0; t < nt; t++) s += part[(int64_t)t * n * width + r];
+    out[r] = s;
+  }
+}
+
+static int F(dg_threads)(int nthreads) {
+  return nthreads < 1 ? 1 : (nthreads > MAX_THREADS ? MAX_THREADS : nthreads);
+}
+
+void F(dog_reduce)(int64_t n, const int64_t *numel, void *const *ptrs, const double *hp,
+                   const double *pt, double *out, int nthreads) {
+  int nt = F(dg_threads)(nthreads);
+  double *part = (double *)calloc((size_t)(2 * n * nt), sizeof(double));
+  if (!part) nt = 1, part = out; /* no memory for partials: one thread writes out */
+  for (int64_t r = 0; part == out && r < 2 * n; r++) out[r] = 0;
+  Job j = {n, numel, ptrs, hp, pt, out, part, 0, nt, F(dog_reduce_body)};
+  run_job(&j, SPLIT_ELEMENTS);
+  if (part != out) {
+    F(dg_gather)(part, out, n, nt, 2);
+    free(part);
+  }
+}
+
+/* DoG/LDoG update, tensors in reverse order. ptrs: param, grad, x0 (reversed: index r is
+ * tensor n-1-r). hp: weight_decay. pt: eta per tensor (original order). scratch: one
+ * double per (thread, tensor). out: per tensor ||x_new - x0||^2. */
+static void F(dog_update_body)(void *vjob, int tid, int64_t r, int64_t lo, int64_t hi) {
+  Job *j = (Job *)vjob;
+  int64_t i = j->n - 1 - r;
+  T *x = PTR(j, 0, r, T);
+  const T *g = PTR(j, 1, r, T), *x0 = PTR(j, 2, r, T);
+  double *part = (double *)j->scratch + ((int64_t)tid * j->n + i);
+  *part = F(dg_step)(x, g, x0, lo, hi, (T)j->pt[i], (T)j->hp[0], j->hp[0] != 0);
+}
+
+void F(dog_update)(int64_t n, const int64_t *numel, void *const *ptrs, const double *hp,
+                   const double *pt, double *out, int nthreads) {
+  int nt = F(dg_threads)(nthreads);
+  int64_t *rnumel = (int64_t *)malloc((size_t)n * sizeof(int64_t));
+  void **rptrs = (void **)malloc((size_t)(3 * n) * sizeof(void *));
+  double *part = (double *)calloc((size_t)(n * nt), sizeof(double));
+  if (!rnumel || !rptrs || !part) { /* no memory: forward, one thread */
+    for (int64_t i = 0; i < n; i++)
+      out[i] = F(dg_step)((T *)ptrs[i], (const T *)ptrs[n + i], (const T *)ptrs[2 * n + i],
+                               0, numel[i], (T)pt[i], (T)hp[0], hp[0] != 0);
+  } else {
+    for (int64_t r = 0; r < n; r++) {
+      rnumel[r] = numel[n - 1 - r];
+      for (int k = 0; k < 3; k++) rptrs[k * n + r] = ptrs[k * n + n - 1 - r];
+    }
+    Job j = {n, rnumel, rptrs, hp, pt, out, part, 0, nt, F(dog_update_body)};
+    run_job(&j, SPLIT_ELEMENTS);
+    F(dg_gather)(part, out, n, nt, 1);
+  }
+  free(rnumel);
+  free(rptrs);
+  free(part);
+}
+
+/* LDoG, the whole step, tensor by tensor: its sums, then its update while
+ * the tensor is still in cache. ptrs: param, grad, x0.
+ * hp: weight_decay, scale (lr * lr_scale), init_eta (NaN: none).
+ * pt: per tensor (rbar, G, ||x - x0||^2 or -1 when stale, 1 on the tensor's first step).
+ * out: per tensor (new rbar, new G, eta, ||x_new - x0||^2).
+ * The caller guarantees G > 0 before the step (it takes the two-call path otherwise). */
+static void F(ldog_body)(void *vjob, int tid, int64_t i, int64_t lo, int64_t hi) {
+  (void)tid;
+  Job *j = (Job *)vjob;
+  const double wd = j->hp[0], scale = j->hp[1], init_eta = j->hp[2];
+  const double *in = j->pt + 4 * i;
+  double *o = j->out + 4 * i;
+  T *x = PTR(j, 0, i, T);
+  const T *g = PTR(j, 1, i, T), *x0 = PTR(j, 2, i, T);
+  double g2 = wd != 0 ? F(dg_sq4)(g + lo, x + lo, (T)wd, hi - lo) : F(dg_sq4)(g + lo, NULL, 0, hi - lo);
+  double d2 = in[2] >= 0 ? in[2] : F(dg_sq4)(x + lo, x0 + lo, (T)-1, hi - lo);
+  /* as LDoG._step_sizes: rbar = max(rbar, sqrt(d2)), G += g2, eta = c rbar / sqrt(G) */
+  double rbar = in[0], dist = sqrt(d2);
+  if (dist > rbar) rbar = dist;
+  double G = in[1] + g2;
+  double eta = scale * rbar / sqrt(G);
+  if (in[3] != 0 && !isnan(init_eta)) eta = init_eta;
+  o[0] = rbar;
+  o[1] = G;
+  o[2] = eta;
+  o[3] = F(dg_step)(x, g, x0, lo, hi, (T)eta, (T)wd, wd != 0);
+}
+
+void F(ldog)(int64_t n, const int64_t *numel, void *const *ptrs, const double *hp,
+             const double *pt, double *out, int nthreads) {
+  Job j = {n, numel, ptrs, hp, pt, out, NULL, 0, nthreads, F(ldog_body)};
+  run_job(&j, SPLIT_TENSORS);
+}
+
+#endif
