@@ -2,18 +2,24 @@
 
 One formula with flags, not four copies: :func:`adam_reference` is the readable update of
 the whole family (``variant="adam"|"nadam"|"radam"``, ``amsgrad``,
-``decoupled_weight_decay``), ``_adam_foreach`` the same update on lists of tensors, and
-Adam/AdamW also run on torch's fused kernels. Each parameter keeps its own step count
-(``state["step"]``, a float32 0-d CPU tensor as in torch), so bias corrections match
-torch exactly, including for parameters that skipped steps.
+``decoupled_weight_decay``), ``_adam_foreach`` the same update on lists of tensors.
+``impl="fused"`` is torch's fused kernel for Adam/AdamW and bergab's own CPU kernel
+(``csrc/adam.c``, see :mod:`bergab.optim._native`) for NAdam and RAdam: the whole update
+of an element in one loop, one pass over memory per step, each operation rounded as in
+:func:`adam_reference`. Each parameter keeps its own step count (``state["step"]``, a
+float32 0-d CPU tensor as in torch), so bias corrections match torch exactly, including
+for parameters that skipped steps; the kernel gets each tensor's factors, computed in
+Python floats, and stores the new float32 counters itself.
 
 Speed, measured on CPU (16M float32 parameters in 64 tensors, one thread, time per
-``step()``; the memory-traffic floor is 7 words per parameter, about 12 ms there):
+``step()``; the memory-traffic floor is 7 words per parameter, about 11 ms there):
 
 - ``impl="auto"`` is torch's fused kernel for Adam and AdamW (about 1.05× the floor) and
-  the foreach path for NAdam and RAdam, which runs every op of the update on cache-sized
-  batches: about 3× the floor, yet 2× (NAdam) to 7× (RAdam) faster than torch's own
-  for-loop and foreach implementations, which stream each op through main memory.
+  bergab's kernel for NAdam (about 1.06×) and RAdam (about 1.0×) on float32/float64 CPU
+  tensors. Elsewhere (other dtypes or devices, or without a C compiler) it is the foreach
+  path, which runs every op of the update on cache-sized batches: about 3.5× the floor,
+  yet 2× (NAdam) to 7× (RAdam) faster than torch's own for-loop and foreach
+  implementations, which stream each op through main memory.
 - ``impl="compiled"`` (``torch.compile`` of :func:`adam_reference`, step sizes passed as
   tensors so an lr schedule never recompiles) reaches about 1.15-1.2× the floor, but its
   first step compiles for one to three minutes with 64 tensors on two busy cores (seconds
@@ -22,6 +28,8 @@ Speed, measured on CPU (16M float32 parameters in 64 tensors, one thread, time p
 
 from __future__ import annotations
 
+import ctypes
+from array import array
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, cast
@@ -29,6 +37,7 @@ from typing import Any, ClassVar, cast
 import torch
 
 from bergab._validate import check_choice, check_real
+from bergab.optim import _native
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
 from bergab.optim._foreach import (
     LOW_PRECISION,
@@ -156,6 +165,55 @@ def group_by_step(
         key = (p.device, p.dtype, *(float(c[i]) for c in counters))
         groups[key].append(i)
     return dict(groups)
+
+
+def _f32(xs: Iterable[float]) -> list[float]:
+    """Each of ``xs`` rounded to float32 (as a float32 0-d tensor holds it), as floats."""
+    return array("f", xs).tolist()
+
+
+def counts_natively(*counters: Sequence[torch.Tensor]) -> bool:
+    """Whether bergab's CPU kernels can store these per-parameter counters (float32 0-d
+    CPU tensors, as :func:`new_step` makes them) instead of a torch op per tensor.
+
+    Example:
+        >>> counts_natively([new_step()]), counts_natively([torch.zeros((), dtype=torch.int64)])
+        (True, False)
+    """
+    return all(
+        isinstance(c, torch.Tensor) and c.dtype is torch.float32 and c.is_cpu and c.dim() == 0
+        for cs in counters
+        for c in cs
+    )
+
+
+def native_runs(
+    family: str | None, params: list[torch.Tensor], *lists: list[torch.Tensor]
+) -> list[tuple[ctypes.CDLL, list[int] | None, list[list[torch.Tensor]]]]:
+    """The calls of one step on bergab's CPU kernels: per dtype, the library, the indices
+    into ``params`` (``None``: all of them) and the parallel lists (empty ones left out).
+
+    Raises :class:`~bergab.optim._native.NativeUnavailableError` (before any state has
+    changed) where the kernels cannot run on these tensors.
+
+    Example:
+        >>> ps = [torch.zeros(2), torch.zeros(3, dtype=torch.float64)]
+        >>> try:
+        ...     print([idx for _, idx, _ in native_runs("adam", ps, ps, [])])
+        ... except _native.NativeUnavailableError:  # no C compiler here
+        ...     print([[0], [1]])
+        [[0], [1]]
+    """
+    assert family is not None
+    kept = [params, *(ts for ts in lists if ts)]
+    dtype = params[0].dtype
+    if all(p.dtype is dtype for p in params):
+        return [(_native.check_available(family, kept), None, kept)]
+    runs: list[tuple[ctypes.CDLL, list[int] | None, list[list[torch.Tensor]]]] = []
+    for idx in group_by_device_dtype(params).values():
+        sub = [[ts[i] for i in idx] for ts in kept]
+        runs.append((_native.check_available(family, sub), idx, sub))
+    return runs
 
 
 def check_betas(betas: Any) -> tuple[float, float]:
@@ -415,7 +473,9 @@ class _AdamFamily(Optimizer):
         mus = [s["mu_product"] for s in states] if self.variant == "nadam" else None
         more = {"variant": self.variant, "momentum_decay": group.get("momentum_decay", 0.0)}
 
-        if impl == "fused":
+        if impl == "fused" and self.native is not None:
+            self._native_update(params, grads, m, v, vmax, steps, mus, lr=lr, **hyper, **more)
+        elif impl == "fused":
             decoupled = hyper.pop("decoupled_weight_decay")
             kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
             for idx in group_by_device_dtype(params).values():
@@ -471,6 +531,89 @@ class _AdamFamily(Optimizer):
         else:  # compiled
             fn = self._compiled(adam_reference)
             fn(params, grads, m, v, vmax, steps, mus, lr=lr_tensor(lr, params[0]), **hyper, **more)
+
+    def _native_update(
+        self,
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        m: list[torch.Tensor],
+        v: list[torch.Tensor],
+        vmax: list[torch.Tensor],
+        steps: list[torch.Tensor],
+        mus: list[torch.Tensor] | None,
+        *,
+        lr: float,
+        beta1: float,
+        beta2: float,
+        eps: float,
+        weight_decay: float,
+        decoupled_weight_decay: bool,
+        amsgrad: bool,
+        maximize: bool,
+        variant: str,
+        momentum_decay: float,
+    ) -> None:
+        """NAdam and RAdam on bergab's CPU kernels (``csrc/adam.c``): one pass per step.
+
+        The per-tensor factors come from each tensor's own step count, computed here in
+        Python floats as :func:`adam_reference` computes them; the new float32 counters
+        (step, NAdam's product of mu) are rounded as torch's float32 ops round them and
+        stored by the kernel (a torch op per 0-d tensor would cost more than the checks
+        and the whole Python side here)."""
+        runs = native_runs(self.native, params, grads, m, v, vmax)
+        counters = [steps] if mus is None else [steps, mus]
+        count = counts_natively(*counters)
+        if count:  # as torch's float32 step += 1 rounds
+            ts = _f32([s.item() + 1.0 for s in steps])
+        else:
+            torch._foreach_add_(steps, 1.0)
+            ts = [s.item() for s in steps]
+        per: list[float] = []
+        if variant == "nadam":
+            assert mus is not None
+            mu_pairs = [cast(tuple[float, float], _nadam_mu(t, beta1, momentum_decay)) for t in ts]
+            if count:  # as torch's float32 tensor *= mu rounds: mu to float32, then x * mu
+                mu32 = _f32([mu for mu, _ in mu_pairs])
+                prods = _f32([c.item() * mu for c, mu in zip(mus, mu32, strict=True)])
+            else:
+                torch._foreach_mul_(mus, [mu for mu, _ in mu_pairs])
+                prods = [c.item() for c in mus]
+            for t, (mu, mu_next), prod in zip(ts, mu_pairs, prods, strict=True):
+                c_grad = -lr * (1 - mu) / (1 - prod)
+                c_avg = -lr * mu_next / (1 - prod * mu_next)
+                per += [c_grad, c_avg, (1 - beta2**t) ** 0.5, t, prod]
+            width = 5
+        else:
+            rho_inf = 2 / (1 - beta2) - 1
+            for t in ts:
+                bias1, bias2 = 1 - beta1**t, 1 - beta2**t
+                rho_t = rho_inf - 2 * t * beta2**t / bias2
+                if rho_t > 5:
+                    rect = cast(float, _rectifier(rho_t, rho_inf))
+                    per += [1.0, -lr * rect * bias2**0.5 / bias1, t]
+                else:
+                    per += [0.0, -lr / bias1, t]
+            width = 3
+        hp = _native.doubles(
+            [
+                1 - beta1,
+                beta2,
+                1 - beta2,
+                eps,
+                weight_decay,
+                1 - lr * weight_decay,
+                maximize,
+                decoupled_weight_decay,
+                amsgrad,
+                count,
+            ]
+        )
+        for lib, idx, lists in runs:
+            pt, own = per, counters
+            if idx is not None:
+                pt = [per[width * i + k] for i in idx for k in range(width)]
+                own = [[c[i] for i in idx] for c in counters]
+            _native.call(lib, variant, [*lists, *own] if count else lists, hp, _native.doubles(pt))
 
 
 class Adam(_AdamFamily):
@@ -622,7 +765,8 @@ class NAdam(_AdamFamily):
         decoupled_weight_decay: decay the weights directly (as AdamW) instead of adding
             λθ to the gradient.
         maximize: ascend instead of descend.
-        impl: "auto", "reference", "foreach" or "compiled" (torch has no fused NAdam).
+        impl: "auto", "reference", "foreach", "fused" (bergab's CPU kernel, float32 or
+            float64 CPU tensors; "auto" picks it there) or "compiled".
 
     Example:
         >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
@@ -638,6 +782,8 @@ class NAdam(_AdamFamily):
     """
 
     variant = "nadam"
+    impls = ("reference", "foreach", "fused", "compiled")
+    native = "adam"
 
     def __init__(
         self,
@@ -687,7 +833,8 @@ class RAdam(_AdamFamily):
         decoupled_weight_decay: decay the weights directly (as AdamW) instead of adding
             λθ to the gradient.
         maximize: ascend instead of descend.
-        impl: "auto", "reference", "foreach" or "compiled" (torch has no fused RAdam).
+        impl: "auto", "reference", "foreach", "fused" (bergab's CPU kernel, float32 or
+            float64 CPU tensors; "auto" picks it there) or "compiled".
 
     Example:
         >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
@@ -703,6 +850,8 @@ class RAdam(_AdamFamily):
     """
 
     variant = "radam"
+    impls = ("reference", "foreach", "fused", "compiled")
+    native = "adam"
 
     def __init__(
         self,

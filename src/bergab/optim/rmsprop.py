@@ -1,11 +1,16 @@
 """RMSprop: gradients divided by a running root-mean-square, optionally centered and with
 momentum; ε outside the square root (torch) or inside it (the textbook form).
 
-torch has no fused RMSprop kernel. ``impl="auto"`` is the foreach path, run on cache-sized
-batches on CPU (at 16M float32 parameters in 64 tensors, one thread: about 30 ms per step,
-3.5× the 5-words-per-parameter floor but about 1.6× faster than torch's for-loop and 2.5×
-faster than its foreach). ``impl="compiled"`` reaches about 1.2× the floor after a first
-step that compiles for about a minute with 64 tensors (seconds for a few small ones).
+torch has no fused RMSprop kernel; ``impl="fused"`` is bergab's own CPU kernel
+(``csrc/rmsprop.c``, see :mod:`bergab.optim._native`): the whole update of an element in
+one loop, one pass over memory per step, each operation rounded as in
+:func:`rmsprop_reference`, and ``impl="auto"`` picks it for float32/float64 CPU tensors
+(at 16M float32 parameters in 64 tensors, one thread: about 7.7 ms per step, 1.0× the
+5-words-per-parameter floor; centered with momentum about 13 ms, 0.95× its 9-word
+floor). Elsewhere ``auto`` is the foreach path, run on cache-sized batches on CPU (about
+28 ms there, 3.5× the floor but about 1.6× faster than torch's for-loop and 2.5× faster
+than its foreach). ``impl="compiled"`` reaches about 1.2× the floor after a first step
+that compiles for about a minute with 64 tensors (seconds for a few small ones).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 import torch
 
 from bergab._validate import check_choice, check_real
+from bergab.optim import _native
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
 from bergab.optim._foreach import batches, foreach_direction, scratch
 from bergab.optim.adam import (
@@ -26,6 +32,8 @@ from bergab.optim.adam import (
     _add_scaled_,
     _foreach_root,
     _root,
+    counts_natively,
+    native_runs,
     new_step,
 )
 
@@ -194,7 +202,8 @@ class RMSprop(Optimizer):
         eps_inside_sqrt: use :math:`\\sqrt{v+\\epsilon}` (textbook) instead of
             :math:`\\sqrt{v}+\\epsilon` (torch).
         maximize: ascend instead of descend.
-        impl: "auto", "reference", "foreach" or "compiled" (torch has no fused RMSprop).
+        impl: "auto", "reference", "foreach", "fused" (bergab's CPU kernel, float32 or
+            float64 CPU tensors; "auto" picks it there) or "compiled".
 
     Example:
         >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
@@ -211,7 +220,8 @@ class RMSprop(Optimizer):
         (the centered form).
     """
 
-    impls = ("reference", "foreach", "compiled")
+    impls = ("reference", "foreach", "fused", "compiled")
+    native = "rmsprop"
 
     def __init__(
         self,
@@ -281,7 +291,30 @@ class RMSprop(Optimizer):
         gavg = [s["grad_avg"] for s in states] if hyper["centered"] else []
         bufs = [s["momentum_buffer"] for s in states] if hyper["momentum"] > 0 else []
         steps = [s["step"] for s in states]
-        if impl == "foreach":
+        if impl == "fused":  # bergab's kernel (csrc/rmsprop.c): one pass per step
+            runs = native_runs(self.native, params, grads, v, gavg, bufs)
+            count = counts_natively(steps)  # the kernel increments the float32 steps
+            if not count:
+                torch._foreach_add_(steps, 1.0)
+            hp = _native.doubles(
+                [
+                    lr,
+                    hyper["alpha"],
+                    1 - hyper["alpha"],
+                    hyper["eps"],
+                    hyper["weight_decay"],
+                    hyper["momentum"],
+                    hyper["maximize"],
+                    hyper["centered"],
+                    hyper["eps_inside_sqrt"],
+                    count,
+                ]
+            )
+            for lib, idx, lists in runs:
+                if count:
+                    lists = [*lists, steps if idx is None else [steps[i] for i in idx]]
+                _native.call(lib, "rmsprop", lists, hp)
+        elif impl == "foreach":
             for st in steps:
                 st += 1
             lists = [params, grads, v]
