@@ -56,7 +56,7 @@
   const T wd = (T)j->hp[4], decay = (T)j->hp[5];                                  \
   const T sign = j->hp[6] != 0 ? (T)-1 : (T)1;                                    \
   /* torch's lerp: m + w (d - m) for a small weight, else d + (w - 1)(d - m) */   \
-  const int small = j->hp[0] < 0.5;                                               \
+  const int small = w < (T)0.5;                                                   \
   const T cw = small ? w : w - (T)1;
 
 /* wdmode: 0 none, 1 L2 (added to the gradient), 2 decoupled */

@@ -31,7 +31,7 @@ static inline __attribute__((always_inline)) void F(rms_range)(
   const T eps = (T)j->hp[3], wd = (T)j->hp[4], mu = (T)j->hp[5];
   const T sign = j->hp[6] != 0 ? (T)-1 : (T)1;
   /* torch's lerp: a + w (d - a) for a small weight, else d + (w - 1)(d - a) */
-  const int small = j->hp[2] < 0.5;
+  const int small = w < (T)0.5;
   const T cw = small ? w : w - (T)1;
 #pragma omp simd
   for (int64_t k = lo; k < hi; k++) {
