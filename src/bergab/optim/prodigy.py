@@ -24,6 +24,17 @@ optionally times Adam's bias correction :math:`\\sqrt{1-\\beta_2^{k+1}}/(1-\\bet
 :math:`d_k` (and the new one only in ε's term), so the step size is known before the step:
 :attr:`Prodigy.effective_lr` reports :math:`d_k\\,\\eta_k` (bias correction included) for the
 next step.
+
+Paths: a readable reference (:func:`prodigy_reference_accumulate` then
+:func:`prodigy_reference_step`), ``foreach``, ``compiled`` and ``fused`` on CPU (bergab's C
+kernels, ``csrc/prodigy.c``; what ``auto`` picks for float32/float64 CPU tensors). No
+parameter can move before :math:`d_{k+1}` is known, and that needs two sums over every
+gradient, so a step is two passes over memory whatever the path. The fused one does it in
+as few bytes as the math allows: pass 1 reads x, g, x0 and s, writes s and sums
+:math:`\\langle g, x_0 - x\\rangle` and :math:`\\|s\\|_1` per tensor; pass 2 (after d is
+updated in Python) reads x, g, m and v and writes m, v and x, walking the tensors in
+reverse so that it finds the last ones pass 1 read still in cache: 48 bytes per float32
+parameter, against 40 for the state update alone.
 """
 
 from __future__ import annotations
@@ -330,7 +341,9 @@ class Prodigy(Optimizer):
         d0: initial estimate :math:`d_0 > 0` (default 1e-6).
         d_coef: c > 0 multiplies the estimate (0.5-2 are typical; the preferred knob).
         growth_rate: γ > 1 caps d's growth per step (default inf: uncapped).
-        impl: "auto", "reference", "foreach" or "compiled".
+        impl: "auto", "reference", "foreach", "fused" (bergab's CPU kernel: contiguous
+            float32/float64 CPU tensors) or "compiled". "auto" is "fused" where it
+            applies, else "foreach".
 
     Example:
         >>> w = torch.nn.Parameter(torch.tensor([3.0, -2.0]))

@@ -96,8 +96,6 @@ void F(prodigy_sums)(int64_t n, const int64_t *numel, void *const *ptrs, const d
  *   x <- x + (-wd dlr) x                                    (decoupled decay)
  *   x <- x + (-dlr) m / (sqrt(v) + d_{k+1} eps)             (beta1 > 0)
  *   x <- x + (-dlr d_{k+1}) g' / (sqrt(v) + d_{k+1} eps)    (beta1 = 0) */
-#define STEP_BLOCK 4096
-
 static void F(pd_step_range)(Job *j, int64_t i, int64_t lo, int64_t hi) {
   T *x = PTR(j, 0, i, T), *v = PTR(j, 2, i, T), *m = PTR(j, 3, i, T);
   const T *g = PTR(j, 1, i, T);
@@ -162,14 +160,12 @@ static void F(pd_step_range)(Job *j, int64_t i, int64_t lo, int64_t hi) {
   }
 }
 
-/* The job's tensors are reversed (see prodigy_step); within a piece, blocks go backwards. */
+/* The job's tensors are reversed (see prodigy_step); within a tensor the walk is forward
+ * (measured: backward blocks within a tensor were slower, the hardware prefetchers lose
+ * the streams at every jump). */
 static void F(pd_step_body)(void *vjob, int tid, int64_t i, int64_t lo, int64_t hi) {
   (void)tid;
-  Job *j = (Job *)vjob;
-  for (int64_t b = hi; b > lo; b -= STEP_BLOCK) {
-    int64_t a = b - STEP_BLOCK > lo ? b - STEP_BLOCK : lo;
-    F(pd_step_range)(j, i, a, b);
-  }
+  F(pd_step_range)((Job *)vjob, i, lo, hi);
 }
 
 void F(prodigy_step)(int64_t n, const int64_t *numel, void *const *ptrs, const double *hp,
@@ -192,5 +188,4 @@ void F(prodigy_step)(int64_t n, const int64_t *numel, void *const *ptrs, const d
   free(rptrs);
 }
 
-#undef STEP_BLOCK
 #endif
