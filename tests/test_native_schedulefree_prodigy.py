@@ -148,7 +148,8 @@ def test_schedulefree_lr_schedule_and_groups(cls) -> None:
 
 # ----------------------------------------------------------------------- Prodigy
 PRODIGY: list[dict[str, Any]] = [
-    {
+    {  # lr != 1, so that safeguard_warmup (d instead of d·lr in s) makes a difference
+        "lr": 0.8,
         "betas": (beta1, 0.99),
         "weight_decay": wd,
         "decouple": decouple,
