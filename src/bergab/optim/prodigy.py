@@ -104,6 +104,13 @@ def _l1(s: torch.Tensor) -> torch.Tensor:
     return s.abs().sum()
 
 
+def _pick(idx: list[int], *lists: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """The tensors at ``idx`` of each list (the lists themselves when ``idx`` is all)."""
+    if len(idx) == len(lists[0]):
+        return list(lists)
+    return [[t[i] for i in idx] for t in lists]
+
+
 def prodigy_reference_accumulate(
     params: list[torch.Tensor],
     grads: list[torch.Tensor],
@@ -402,8 +409,9 @@ class Prodigy(Optimizer):
         }
         self._moved = False
         self._d_prev = float(d0)
-        # fused path: the groups whose moments the update pass still owes (id -> True)
-        self._fused_moments: dict[int, bool] = {}
+        # fused path: the groups whose moments the update pass still owes, with the
+        # indices of their tensors per dtype (id(group) -> [[i, ...], ...])
+        self._fused_moments: dict[int, list[list[int]]] = {}
         super().__init__(params, defaults, impl=impl)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
@@ -546,8 +554,11 @@ class Prodigy(Optimizer):
             if impl == "fused":  # s and the sums here; the moments in the update pass
                 c3 = d / d0 * (d if hyper["safeguard_warmup"] else dlr)
                 coupled = wd if not hyper["decouple"] else 0.0
-                sums = self._fused_sums(params, grads, p0, ss, hp=[hyper["beta3"], c3, coupled])
-                self._fused_moments[id(group)] = True
+                parts = list(group_by_device_dtype(params).values())
+                sums = self._fused_sums(
+                    parts, params, grads, p0, ss, hp=[hyper["beta3"], c3, coupled]
+                )
+                self._fused_moments[id(group)] = parts
                 for x in sums[0::2]:
                     delta += coef * x
                 for y in sums[1::2]:
@@ -622,8 +633,9 @@ class Prodigy(Optimizer):
         for group in self.param_groups:
             group.update(d=d, d_max=d_max, d_hat=d_hat, d_numerator=numerator, d_denom=denom)
 
+    @staticmethod
     def _fused_sums(
-        self,
+        parts: list[list[int]],
         params: list[torch.Tensor],
         grads: list[torch.Tensor],
         p0s: list[torch.Tensor],
@@ -632,14 +644,17 @@ class Prodigy(Optimizer):
         hp: list[float],
     ) -> list[float]:
         """Pass 1 of the fused step (``csrc/prodigy.c``): s <- β3 s + c3 g and, per tensor,
-        ``<g, x0 - x>`` and ``‖s‖₁`` (interleaved, in the order of ``params``)."""
+        ``<g, x0 - x>`` and ``‖s‖₁`` (interleaved, in the order of ``params``); ``parts``:
+        the indices of the tensors of each dtype."""
         sums = [0.0] * (2 * len(params))
-        for idx in group_by_device_dtype(params).values():
-            lists = [[t[i] for i in idx] for t in (params, grads, p0s, ss)]
+        for idx in parts:
+            lists = _pick(idx, params, grads, p0s, ss)
             lib = _native.check_available("prodigy", lists)
-            threads = _native.threads_for(sum(params[i].numel() for i in idx))
+            threads = _native.threads_for(sum(t.numel() for t in lists[0]))
             out = _native.doubles([0.0] * (2 * len(idx) * threads))
             _native.call(lib, "prodigy_sums", lists, _native.doubles(hp), out, nthreads=threads)
+            if len(parts) == 1:
+                return out[: 2 * len(idx)]
             for k, i in enumerate(idx):
                 sums[2 * i], sums[2 * i + 1] = out[2 * k], out[2 * k + 1]
         return sums
@@ -652,8 +667,8 @@ class Prodigy(Optimizer):
         impl: str,
     ) -> None:
         # the fused path updates the moments here, also on a step that moves nothing
-        fused = self._fused_moments.pop(id(group), False)
-        if not self._moved and not fused:
+        fused = self._fused_moments.pop(id(group), None)
+        if not self._moved and fused is None:
             return
         lr = float(group["lr"]) * float(group["lr_scale"])
         if lr == 0:
@@ -669,7 +684,7 @@ class Prodigy(Optimizer):
             "weight_decay": float(group["weight_decay"]),
             "decouple": bool(group["decouple"]),
         }
-        if fused:  # pass 2 of the fused step: m, v and (when d moved) x
+        if fused is not None:  # pass 2 of the fused step: m, v and (when d moved) x
             d = self._d_prev
             hp = [
                 beta1,
@@ -684,10 +699,13 @@ class Prodigy(Optimizer):
                 d_new * hyper["eps"],
                 d_new,
             ]
-            for idx in group_by_device_dtype(params).values():
+            for idx in fused:
                 # without β1 the kernel never reads the m list: pass v in its place
-                lists = [[t[i] for i in idx] for t in (params, grads, v, m if m else v)]
-                lib = _native.check_available("prodigy", lists)
+                lists = _pick(idx, params, grads, v, m if m else v)
+                # (pass 1 checked the parameters and gradients: check the moments only)
+                if lists[2][0].dtype != lists[0][0].dtype:
+                    _native.check_available("prodigy", lists)  # raises
+                lib = _native.check_available("prodigy", lists[2:])
                 _native.call(lib, "prodigy_step", lists, _native.doubles(hp))
             return
         if impl == "reference":
