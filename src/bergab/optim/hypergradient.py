@@ -39,10 +39,18 @@ Differences from the authors' code (gbaydin/hypergradient-descent), on purpose:
 
 :attr:`HypergradientSGD.effective_lr` is the current α of each group: the step size of
 the most recent step (``lr * lr_scale`` before the first).
+
+On CPU (float32/float64) ``impl="auto"`` runs bergab's own kernels (``csrc/hypergradient.c``,
+see :mod:`bergab.optim._native`): a step is two passes over memory, since α needs the dot
+product over the whole group before any parameter moves. The first reads g and the state
+that holds :math:`u_{t-1}`, sums h, and already writes what does not depend on α (SGD: the
+new direction or momentum buffer; Adam: the new moments, :math:`u_{t-1}` recomputed from
+the old ones); the second is :math:`\\theta \\mathrel{-}= \\alpha u_t`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -51,6 +59,7 @@ from typing import Any, ClassVar
 import torch
 
 from bergab._validate import check_choice, check_real
+from bergab.optim import _native
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
 from bergab.optim._foreach import kept_buffers, pieces
 
@@ -428,7 +437,8 @@ def _foreach_direction(
 class _Hypergradient(Optimizer):
     """Shared machinery: α per group, its rescaling with lr, the clamp, effective_lr."""
 
-    impls: ClassVar[tuple[str, ...]] = ("reference", "foreach", "compiled")
+    impls: ClassVar[tuple[str, ...]] = ("reference", "foreach", "fused", "compiled")
+    native: ClassVar[str | None] = "hypergradient"
     #: ``effective_lr`` is the α of the *last* step (α is adapted from that step's
     #: gradient): read it after ``step()`` to log the value a step used.
     effective_lr_timing: ClassVar[str] = "last"
@@ -518,7 +528,9 @@ class HypergradientSGD(_Hypergradient):
         weight_decay: λ ≥ 0, L2 term added to the gradient (float or schedule).
         min_lr, max_lr: bounds for α (default [0, inf)).
         multiplicative: use the normalized multiplicative rule.
-        impl: "auto", "reference", "foreach" or "compiled".
+        impl: "auto", "reference", "foreach", "fused" (bergab's CPU kernel: contiguous
+            float32/float64 CPU tensors) or "compiled". "auto" is "fused" where it
+            applies, else "foreach".
 
     Example:
         >>> w = torch.nn.Parameter(torch.tensor([3.0, -2.0]))
@@ -582,6 +594,9 @@ class HypergradientSGD(_Hypergradient):
         grads: list[torch.Tensor],
         impl: str,
     ) -> None:
+        if impl == "fused":
+            self._fused(group, params, grads)
+            return
         momentum = float(group["momentum"])
         nesterov = bool(group["nesterov"])
         wd = float(group["weight_decay"])
@@ -647,6 +662,39 @@ class HypergradientSGD(_Hypergradient):
                 s["momentum_buffer"] = b
             s["last_step"] = int(group["step"])
 
+    def _fused(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        """The step with bergab's kernels: ``sgd_hd_reduce`` (h over the tensors that took
+        the previous step, and the new direction / momentum buffer), α, then
+        ``sgd_hd_update`` (θ -= α u)."""
+        momentum = float(group["momentum"])
+        nesterov = bool(group["nesterov"])
+        heavy_ball = momentum != 0 and not nesterov
+        states = [self.state[p] for p in params]
+        fresh = self._fresh(group, params)
+        per_tensor: list[float] = []
+        for p, s, f in zip(params, states, fresh, strict=True):
+            new = momentum != 0 and "momentum_buffer" not in s
+            if new:  # the first momentum step: b = 0·b + g = g, torch's convention
+                s["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                f = f and not heavy_ball  # heavy ball's u_{t-1} is that buffer
+            per_tensor += (1.0 if f else 0.0, 1.0 if new else 0.0)
+        bufs = [s["momentum_buffer"] for s in states] if momentum != 0 else grads
+        dirs = grads if heavy_ball else [s["prev_direction"] for s in states]
+        lists = [params, grads, bufs, dirs]  # a list the mode never touches: the grads
+        lib = _native.check_available(self.native or "", lists)
+        mode = 0.0 if momentum == 0 else (2.0 if nesterov else 1.0)
+        norms = 1.0 if group["multiplicative"] else 0.0
+        hp = _native.doubles([mode, float(group["weight_decay"]), norms, momentum])
+        out = _native.doubles([0.0, 0.0, 0.0])
+        _native.call(lib, "sgd_hd_reduce", lists, hp, _native.doubles(per_tensor), out)
+        alpha = self._new_alpha(group, out[:])
+        u = bufs if heavy_ball else dirs
+        _native.call(lib, "sgd_hd_update", [params, u], _native.doubles([alpha]))
+        for s in states:
+            s["last_step"] = int(group["step"])
+
 
 class HypergradientAdam(_Hypergradient):
     """Adam-HD: Adam whose learning rate adapts online by hypergradient descent.
@@ -672,7 +720,9 @@ class HypergradientAdam(_Hypergradient):
         weight_decay: λ ≥ 0, L2 term added to the gradient (float or schedule).
         min_lr, max_lr: bounds for α.
         multiplicative: use the normalized multiplicative rule.
-        impl: "auto", "reference", "foreach" or "compiled".
+        impl: "auto", "reference", "foreach", "fused" (bergab's CPU kernel: contiguous
+            float32/float64 CPU tensors) or "compiled". "auto" is "fused" where it
+            applies, else "foreach".
 
     Example:
         >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
@@ -741,6 +791,9 @@ class HypergradientAdam(_Hypergradient):
         grads: list[torch.Tensor],
         impl: str,
     ) -> None:
+        if impl == "fused":
+            self._fused(group, params, grads)
+            return
         beta1, beta2 = group["betas"]
         eps, wd = float(group["eps"]), float(group["weight_decay"])
         states = [self.state[p] for p in params]
@@ -825,6 +878,49 @@ class HypergradientAdam(_Hypergradient):
                 lr=lr_tensor(alpha, like),
                 **hyper,
             )
+        for s in states:
+            s["step"] = int(s["step"]) + 1
+            s["last_step"] = int(group["step"])
+
+    def _fused(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        """The step with bergab's kernels: ``adam_hd_reduce`` (h against
+        :math:`u_{t-1}` recomputed from the stored moments, then the new moments), α, then
+        ``adam_hd_update`` (θ -= α u_t)."""
+        beta1, beta2 = group["betas"]
+        eps = float(group["eps"])
+        states = [self.state[p] for p in params]
+        lists = [params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]]
+        lib = _native.check_available(self.native or "", lists)
+        steps = [int(s["step"]) for s in states]
+
+        @functools.cache
+        def bias(k: int) -> tuple[float, float, float]:
+            # (1 - beta1^k, 1 - beta2^k) as Adam's direction c·m/(√v + e) needs them:
+            # (c = √b2/b1, e = ε√b2, and 1/b1 for the step)
+            b1, b2 = 1 - beta1**k, 1 - beta2**k
+            return b1, math.sqrt(b2), math.sqrt(b2) / b1
+
+        per_tensor: list[float] = []
+        for k, f in zip(steps, self._fresh(group, params), strict=True):
+            if f:
+                _, root, c = bias(k)
+                per_tensor += (1.0, c, eps * root)
+            else:
+                per_tensor += (0.0, 0.0, 0.0)
+        norms = 1.0 if group["multiplicative"] else 0.0
+        hp = _native.doubles([beta1, beta2, float(group["weight_decay"]), norms])
+        out = _native.doubles([0.0, 0.0, 0.0])
+        _native.call(lib, "adam_hd_reduce", lists, hp, _native.doubles(per_tensor), out)
+        alpha = self._new_alpha(group, out[:])
+        step_args: list[float] = []
+        for k in steps:
+            b1, root, _ = bias(k + 1)
+            step_args += (-alpha * root / b1, eps * root)
+        _native.call(
+            lib, "adam_hd_update", [params, lists[2], lists[3]], _native.doubles(step_args)
+        )
         for s in states:
             s["step"] = int(s["step"]) + 1
             s["last_step"] = int(group["step"])

@@ -1,0 +1,272 @@
+/* Hypergradient descent (SGD-HD, Adam-HD) on CPU. Formulas: bergab/optim/hypergradient.py
+ * (sgd_hd_statistics / sgd_hd_reference, adam_hd_statistics / adam_hd_reference).
+ *
+ * The learning rate alpha of a step needs h = g_t . u_{t-1} summed over the whole param
+ * group before any parameter moves, so a step is two calls:
+ *   *_reduce: reads g and the state that holds u_{t-1}, adds up h (and the norms for the
+ *             multiplicative rule), and already writes everything that does not need
+ *             alpha: the new direction or momentum buffer (SGD), the new moments (Adam);
+ *   *_update: theta <- theta - alpha u_t, walking the tensors in reverse order (the state
+ *             written last by the reduction is the likeliest to be still in cache).
+ * Per step that is SGD: g, u read and u written, then theta, u read and theta written
+ * (24 bytes per float32 parameter); Adam: g, m, v read and m, v written, then theta, m,
+ * v read and theta written (36 bytes); u_{t-1} of Adam is recomputed from the moments.
+ */
+#ifndef T
+#include "common.h"
+#define T float
+#define F(name) name##_f32
+#include __FILE__
+#undef T
+#undef F
+#define T double
+#define F(name) name##_f64
+#include __FILE__
+#else
+
+#ifndef HD_ONCE
+#define HD_ONCE
+#define HD_INLINE static inline __attribute__((always_inline))
+enum { HD_PLAIN = 0, HD_HEAVY_BALL = 1, HD_NESTEROV = 2 };
+static int hd_threads(int nthreads) {
+  return nthreads < 1 ? 1 : (nthreads > MAX_THREADS ? MAX_THREADS : nthreads);
+}
+#endif
+
+/* ------------------------------------------------------------------ SGD-HD reduction */
+/* Over [lo, hi) of one tensor: gd = g + wd p; with stats, h += gd . prev (and |gd|^2,
+ * |prev|^2 with norms), prev = d (plain, Nesterov) or b (heavy ball); then the state of
+ * step t: plain d = gd; heavy ball b = mu b + gd; Nesterov b = mu b + gd, d = gd + mu b.
+ * (mub: mu, or 0 for a buffer created this step: b = gd, torch's first momentum step.) */
+HD_INLINE void F(sgd_hd_piece)(const T *p, const T *g, T *b, T *d, int64_t lo, int64_t hi,
+                               T mu, T mub, T wd, double *sums, const int mode, const int decay,
+                               const int stats, const int norms) {
+  for (int64_t a = lo; a < hi; a += BLOCK) {
+    int64_t e = a + BLOCK < hi ? a + BLOCK : hi;
+    T sd = 0, sg = 0, su = 0;
+#pragma omp simd reduction(+ : sd, sg, su)
+    for (int64_t k = a; k < e; k++) {
+      T gd = decay ? g[k] + wd * p[k] : g[k];
+      T prev = mode == HD_HEAVY_BALL ? b[k] : d[k];
+      if (stats) {
+        sd += gd * prev;
+        if (norms) {
+          sg += gd * gd;
+          su += prev * prev;
+        }
+      }
+      if (mode == HD_PLAIN) {
+        d[k] = gd;
+      } else {
+        T bk = mub * b[k] + gd;
+        b[k] = bk;
+        if (mode == HD_NESTEROV) d[k] = gd + mu * bk;
+      }
+    }
+    sums[0] += sd;
+    sums[1] += sg;
+    sums[2] += su;
+  }
+}
+
+#define HD_SGD_CASE(mode)                                                                  \
+  do {                                                                                     \
+    if (decay) {                                                                           \
+      if (!stats)                                                                          \
+        F(sgd_hd_piece)(p, g, b, d, lo, hi, mu, mub, wd, s, mode, 1, 0, 0);                \
+      else if (norms)                                                                      \
+        F(sgd_hd_piece)(p, g, b, d, lo, hi, mu, mub, wd, s, mode, 1, 1, 1);                \
+      else                                                                                 \
+        F(sgd_hd_piece)(p, g, b, d, lo, hi, mu, mub, wd, s, mode, 1, 1, 0);                \
+    } else {                                                                               \
+      if (!stats)                                                                          \
+        F(sgd_hd_piece)(p, g, b, d, lo, hi, mu, mub, wd, s, mode, 0, 0, 0);                \
+      else if (norms)                                                                      \
+        F(sgd_hd_piece)(p, g, b, d, lo, hi, mu, mub, wd, s, mode, 0, 1, 1);                \
+      else                                                                                 \
+        F(sgd_hd_piece)(p, g, b, d, lo, hi, mu, mub, wd, s, mode, 0, 1, 0);                \
+    }                                                                                      \
+  } while (0)
+
+/* ptrs: param, grad, momentum buffer, direction (unused lists: any tensors of the sizes).
+ * hp: mode (0 plain, 1 heavy ball, 2 Nesterov), weight_decay, norms (1: also |g|^2, |u|^2),
+ * momentum mu. pt: per tensor (1 if it took the previous step (adds to the sums), 1 if
+ * its momentum buffer is new (b = g)).
+ * scratch: 3 doubles per thread. out: (sum g.u, sum |g|^2, sum |u|^2). */
+static void F(sgd_hd_reduce_body)(void *vjob, int tid, int64_t i, int64_t lo, int64_t hi) {
+  Job *j = (Job *)vjob;
+  const T *p = PTR(j, 0, i, T), *g = PTR(j, 1, i, T);
+  T *b = PTR(j, 2, i, T), *d = PTR(j, 3, i, T);
+  const int mode = (int)j->hp[0], decay = j->hp[1] != 0, norms = j->hp[2] != 0;
+  const int stats = j->pt[2 * i] != 0;
+  const T wd = (T)j->hp[1], mu = (T)j->hp[3], mub = j->pt[2 * i + 1] != 0 ? 0 : mu;
+  double *s = (double *)j->scratch + 3 * tid;
+  if (mode == HD_PLAIN)
+    HD_SGD_CASE(HD_PLAIN);
+  else if (mode == HD_HEAVY_BALL)
+    HD_SGD_CASE(HD_HEAVY_BALL);
+  else
+    HD_SGD_CASE(HD_NESTEROV);
+}
+
+static void F(hd_sum_threads)(const double *part, double *out, int nt, int width) {
+  for (int r = 0; r < width; r++) {
+    double s = 0;
+    for (int t = 0; t < nt; t++) s += part[t * width + r];
+    out[r] = s;
+  }
+}
+
+void F(sgd_hd_reduce)(int64_t n, const int64_t *numel, void *const *ptrs, const double *hp,
+                      const double *pt, double *out, int nthreads) {
+  int nt = hd_threads(nthreads);
+  double part[3 * MAX_THREADS] = {0};
+  Job j = {n, numel, ptrs, hp, pt, out, part, 0, nt, F(sgd_hd_reduce_body)};
+  run_job(&j, SPLIT_ELEMENTS);
+  F(hd_sum_threads)(part, out, nt, 3);
+}
+
+/* ------------------------------------------------------------------ Adam-HD reduction */
+/* Over [lo, hi): gd = g + wd p; with stats, r = m / (sqrt(v) + eprev) (u_{t-1} = cprev r),
+ * h += gd . r (and |gd|^2, |r|^2); then m <- lerp(m, gd, 1 - beta1) (torch's formula),
+ * v <- beta2 v + (1 - beta2) gd^2. sums: this piece's (gd . r, |gd|^2, |r|^2). */
+HD_INLINE void F(adam_hd_piece)(const T *p, const T *g, T *m, T *v, int64_t lo, int64_t hi,
+                                T w, T b2, T c2, T wd, T eprev, double *sums,
+                                const int decay, const int stats, const int norms,
+                                const int small) {
+  const T coef = small ? w : w - 1;
+  for (int64_t a = lo; a < hi; a += BLOCK) {
+    int64_t e = a + BLOCK < hi ? a + BLOCK : hi;
+    T sd = 0, sg = 0, su = 0;
+#pragma omp simd reduction(+ : sd, sg, su)
+    for (int64_t k = a; k < e; k++) {
+      T gd = decay ? g[k] + wd * p[k] : g[k];
+      T mk = m[k], vk = v[k];
+      if (stats) {
+        T r = mk / (TSQRT(vk) + eprev);
+        sd += gd * r;
+        if (norms) {
+          sg += gd * gd;
+          su += r * r;
+        }
+      }
+      m[k] = (small ? mk : gd) + coef * (gd - mk);
+      v[k] = vk * b2 + (c2 * gd) * gd;
+    }
+    sums[0] += sd;
+    sums[1] += sg;
+    sums[2] += su;
+  }
+}
+
+/* ptrs: param, grad, exp_avg, exp_avg_sq. hp: beta1, beta2, weight_decay, norms.
+ * pt: per tensor (1 if it took the previous step, cprev = sqrt(b2')/b1',
+ * eprev = eps sqrt(b2') with b1', b2' the previous step's bias corrections).
+ * scratch: 3 doubles per thread. out: (sum g.u, sum |g|^2, sum |u|^2). */
+static void F(adam_hd_reduce_body)(void *vjob, int tid, int64_t i, int64_t lo, int64_t hi) {
+  Job *j = (Job *)vjob;
+  const T *p = PTR(j, 0, i, T), *g = PTR(j, 1, i, T);
+  T *m = PTR(j, 2, i, T), *v = PTR(j, 3, i, T);
+  const T w = (T)(1 - j->hp[0]), b2 = (T)j->hp[1], c2 = (T)(1 - j->hp[1]), wd = (T)j->hp[2];
+  const int decay = j->hp[2] != 0, norms = j->hp[3] != 0, stats = j->pt[3 * i] != 0;
+  const int small = fabs((double)w) < 0.5;
+  const double cprev = j->pt[3 * i + 1];
+  const T eprev = (T)j->pt[3 * i + 2];
+  double s[3] = {0, 0, 0};
+#define HD_ADAM(dc, st, nr)                                                                \
+  (small ? F(adam_hd_piece)(p, g, m, v, lo, hi, w, b2, c2, wd, eprev, s, dc, st, nr, 1)     \
+         : F(adam_hd_piece)(p, g, m, v, lo, hi, w, b2, c2, wd, eprev, s, dc, st, nr, 0))
+  if (decay) {
+    if (!stats)
+      HD_ADAM(1, 0, 0);
+    else if (norms)
+      HD_ADAM(1, 1, 1);
+    else
+      HD_ADAM(1, 1, 0);
+  } else {
+    if (!stats)
+      HD_ADAM(0, 0, 0);
+    else if (norms)
+      HD_ADAM(0, 1, 1);
+    else
+      HD_ADAM(0, 1, 0);
+  }
+#undef HD_ADAM
+  double *acc = (double *)j->scratch + 3 * tid;
+  acc[0] += cprev * s[0];
+  acc[1] += s[1];
+  acc[2] += cprev * cprev * s[2];
+}
+
+void F(adam_hd_reduce)(int64_t n, const int64_t *numel, void *const *ptrs, const double *hp,
+                       const double *pt, double *out, int nthreads) {
+  int nt = hd_threads(nthreads);
+  double part[3 * MAX_THREADS] = {0};
+  Job j = {n, numel, ptrs, hp, pt, out, part, 0, nt, F(adam_hd_reduce_body)};
+  run_job(&j, SPLIT_ELEMENTS);
+  F(hd_sum_threads)(part, out, nt, 3);
+}
+
+/* ------------------------------------------------------------------ the updates */
+/* Both run the tensors in reverse order: the job holds the lists reversed (index r is
+ * tensor n-1-r; scratch_numel = 1 marks the forward order of the fallback) and the
+ * bodies map back for the per-tensor inputs. */
+static void F(hd_reversed)(int64_t n, const int64_t *numel, void *const *ptrs, int lists,
+                           const double *hp, const double *pt, int nthreads,
+                           void (*body)(void *, int, int64_t, int64_t, int64_t)) {
+  int64_t *rnumel = (int64_t *)malloc((size_t)n * sizeof(int64_t));
+  void **rptrs = (void **)malloc((size_t)(lists * n) * sizeof(void *));
+  if (!rnumel || !rptrs) { /* no memory for the reversed lists: forward order */
+    Job j = {n, numel, ptrs, hp, pt, NULL, NULL, 1, hd_threads(nthreads), body};
+    run_job(&j, SPLIT_ELEMENTS);
+  } else {
+    for (int64_t r = 0; r < n; r++) {
+      rnumel[r] = numel[n - 1 - r];
+      for (int k = 0; k < lists; k++) rptrs[k * n + r] = ptrs[k * n + n - 1 - r];
+    }
+    Job j = {n, rnumel, rptrs, hp, pt, NULL, NULL, 0, hd_threads(nthreads), body};
+    run_job(&j, SPLIT_ELEMENTS);
+  }
+  free(rnumel);
+  free(rptrs);
+}
+
+/* the tensor index of the job's index r (see hd_reversed) */
+#define HD_TENSOR(j, r) ((j)->scratch_numel ? (r) : (j)->n - 1 - (r))
+
+/* SGD-HD: p <- p - alpha u. ptrs: param, direction u (d, or b for heavy ball). hp: alpha. */
+static void F(sgd_hd_update_body)(void *vjob, int tid, int64_t r, int64_t lo, int64_t hi) {
+  (void)tid;
+  Job *j = (Job *)vjob;
+  T *p = PTR(j, 0, r, T);
+  const T *u = PTR(j, 1, r, T);
+  const T alpha = (T)j->hp[0];
+#pragma omp simd
+  for (int64_t k = lo; k < hi; k++) p[k] -= alpha * u[k];
+}
+
+void F(sgd_hd_update)(int64_t n, const int64_t *numel, void *const *ptrs, const double *hp,
+                      int nthreads) {
+  F(hd_reversed)(n, numel, ptrs, 2, hp, NULL, nthreads, F(sgd_hd_update_body));
+}
+
+/* Adam-HD: p <- p + coef m / (sqrt(v) + e), coef = -alpha sqrt(b2) / b1, e = eps sqrt(b2)
+ * (Adam's step with the bias corrections b1, b2 of this step folded in).
+ * ptrs: param, exp_avg, exp_avg_sq. pt: per tensor (coef, e). */
+static void F(adam_hd_update_body)(void *vjob, int tid, int64_t r, int64_t lo, int64_t hi) {
+  (void)tid;
+  Job *j = (Job *)vjob;
+  int64_t i = HD_TENSOR(j, r);
+  T *p = PTR(j, 0, r, T);
+  const T *m = PTR(j, 1, r, T), *v = PTR(j, 2, r, T);
+  const T coef = (T)j->pt[2 * i], e = (T)j->pt[2 * i + 1];
+#pragma omp simd
+  for (int64_t k = lo; k < hi; k++) p[k] += coef * (m[k] / (TSQRT(v[k]) + e));
+}
+
+void F(adam_hd_update)(int64_t n, const int64_t *numel, void *const *ptrs, const double *pt,
+                       int nthreads) {
+  F(hd_reversed)(n, numel, ptrs, 3, NULL, pt, nthreads, F(adam_hd_update_body));
+}
+
+#endif
