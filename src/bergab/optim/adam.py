@@ -17,7 +17,7 @@ Speed, measured on CPU (16M float32 parameters in 64 tensors, one thread, time p
 - ``impl="auto"`` is torch's fused kernel for Adam and AdamW (about 1.05× the floor) and
   bergab's kernel for NAdam (about 1.06×) and RAdam (about 1.0×) on float32/float64 CPU
   tensors. Elsewhere (other dtypes or devices, or without a C compiler) it is the foreach
-  path, which runs every op of the update on cache-sized batches: about 3.5× the floor,
+  path, which runs every op of the update on cache-sized batches: about 3× the floor,
   yet 2× (NAdam) to 7× (RAdam) faster than torch's own for-loop and foreach
   implementations, which stream each op through main memory.
 - ``impl="compiled"`` (``torch.compile`` of :func:`adam_reference`, step sizes passed as
