@@ -14,6 +14,7 @@ import torch
 
 from bergab import landscapes, minimize, optim
 from bergab.optim import _foreach as fe
+from bergab.optim import _native
 
 SHAPES = [(7,), (3, 5), (2, 3, 4)]
 
@@ -267,12 +268,15 @@ def test_fused_under_grad_scaler_matches_torch_fused(cls, torch_cls, kw) -> None
 
 
 # ---------------------------------------------------------------- implementation choice
-def test_auto_uses_torch_fused_kernels_where_they_exist() -> None:
+def test_auto_uses_fused_kernels_where_they_exist() -> None:
     ps = make_params(0, torch.float32)
-    for cls in (optim.Adam, optim.AdamW, optim.Adagrad):
+    for cls in (optim.Adam, optim.AdamW, optim.Adagrad):  # torch's fused kernels
+        assert cls.native is None
         assert cls(ps)._select_impl(ps) == "fused"
-    for cls in (optim.RMSprop, optim.NAdam, optim.RAdam):
-        assert cls(ps)._select_impl(ps) in ("foreach", "reference")
+    for cls in (optim.RMSprop, optim.NAdam, optim.RAdam):  # bergab's, where they build
+        assert cls.native is not None
+        built = _native.library(cls.native) is not None
+        assert cls(ps)._select_impl(ps) == ("fused" if built else "foreach")
 
 
 @pytest.mark.parametrize(("cls", "kw"), [(c, k) for c, _, k in TORCH_TWINS], ids=TWIN_IDS)
@@ -364,8 +368,7 @@ BAD_ARGS = [
     (optim.RMSprop, {"momentum": -0.5}, "momentum"),
     (optim.RMSprop, {"eps": -1e-8}, "eps"),
     (optim.RMSprop, {"weight_decay": -1e-2}, "weight_decay"),
-    (optim.RMSprop, {"impl": "fused"}, "impl"),
-    (optim.NAdam, {"impl": "fused"}, "impl"),
+    (optim.RMSprop, {"impl": "fast"}, "impl"),
     (optim.RAdam, {"lr": lambda step: -0.1}, "lr"),  # a schedule is checked where it starts
 ]
 
