@@ -33,6 +33,16 @@
 #define FABS(x) _Generic((x), float: fabsf, default: fabs)(x)
 #endif
 
+/* One element of pass 1: s <- beta3 s + c3 g', dot += g' (x0 - x), l1 += |s|. */
+#define PD_SUMS_ELEMENT(k, dot, l1)                   \
+  do {                                                \
+    T xk_ = x[k], gk_ = coupled ? g[k] + wd * xk_ : g[k]; \
+    dot += gk_ * (x0[k] - xk_);                       \
+    T sk_ = s[k] * b3 + c3 * gk_;                     \
+    s[k] = sk_;                                       \
+    l1 += FABS(sk_);                                  \
+  } while (0)
+
 /* ptrs: x, g, x0, s. hp: beta3, c3 (the weight of g in s), wd (coupled decay:
  * g <- g + wd x; 0 when decoupled).
  * out: per (thread, tensor) the pair (<g, x0 - x>, ||s||_1): out[2 (tid n + i) + 0/1]. */
@@ -43,27 +53,26 @@ static void F(pd_sums_body)(void *vjob, int tid, int64_t i, int64_t lo, int64_t 
   const T b3 = (T)j->hp[0], c3 = (T)j->hp[1], wd = (T)j->hp[2];
   const int coupled = j->hp[2] != 0;
   double dot = 0, l1 = 0;
+  /* LANES independent float accumulators per sum within a block, double across blocks
+   * (measured: a few per cent faster than one vector accumulator per sum) */
   for (int64_t a = lo; a < hi; a += BLOCK) {
     int64_t b = a + BLOCK < hi ? a + BLOCK : hi;
-    T bd = 0, bl = 0; /* float lanes within a block, double across blocks */
+    T ad[LANES] = {0}, al[LANES] = {0};
+    int64_t k = a;
     if (coupled) {
-#pragma omp simd reduction(+ : bd, bl)
-      for (int64_t k = a; k < b; k++) {
-        T xk = x[k], gk = g[k] + wd * xk;
-        bd += gk * (x0[k] - xk);
-        T sk = s[k] * b3 + c3 * gk;
-        s[k] = sk;
-        bl += FABS(sk);
-      }
+      for (; k + LANES <= b; k += LANES)
+#pragma omp simd
+        for (int l = 0; l < LANES; l++) PD_SUMS_ELEMENT(k + l, ad[l], al[l]);
     } else {
-#pragma omp simd reduction(+ : bd, bl)
-      for (int64_t k = a; k < b; k++) {
-        T gk = g[k];
-        bd += gk * (x0[k] - x[k]);
-        T sk = s[k] * b3 + c3 * gk;
-        s[k] = sk;
-        bl += FABS(sk);
-      }
+      for (; k + LANES <= b; k += LANES)
+#pragma omp simd
+        for (int l = 0; l < LANES; l++) PD_SUMS_ELEMENT(k + l, ad[l], al[l]);
+    }
+    T bd = 0, bl = 0;
+    for (; k < b; k++) PD_SUMS_ELEMENT(k, bd, bl);
+    for (int l = 0; l < LANES; l++) {
+      bd += ad[l];
+      bl += al[l];
     }
     dot += bd;
     l1 += bl;
@@ -72,6 +81,7 @@ static void F(pd_sums_body)(void *vjob, int tid, int64_t i, int64_t lo, int64_t 
   o[0] += dot;
   o[1] += l1;
 }
+#undef PD_SUMS_ELEMENT
 
 /* out: 2 n nthreads doubles (room for every thread); on return out[2i] and out[2i + 1]
  * hold tensor i's <g, x0 - x> and ||s||_1. */
