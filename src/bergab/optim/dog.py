@@ -27,6 +27,7 @@ tensors one at a time: the norm of g, then the update while the tensor is in cac
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar
@@ -42,6 +43,20 @@ __all__ = ["DoG", "LDoG", "PolynomialDecayAverager", "dog_reference", "dog_stati
 
 Scalar = float | torch.Tensor
 TensorList = list[torch.Tensor] | tuple[torch.Tensor, ...]
+
+
+def _kernels(opt: Optimizer, lists: Sequence[Sequence[torch.Tensor]]) -> ctypes.CDLL | None:
+    """bergab's kernels for the parallel ``lists`` (params, grads, state...) of a fused
+    step: for an explicit ``impl="fused"`` every list is checked (raising
+    :class:`~bergab.optim._native.NativeUnavailableError`); for ``"auto"``, which chose
+    "fused" after checking params and grads, only the state, and ``None`` (use foreach)
+    where a state tensor does not suit the kernels (e.g. loaded non-contiguous)."""
+    if opt.impl == "fused":
+        return _native.check_available(opt.native or "", [ts for ts in lists if ts])
+    state = [ts for ts in lists[2:] if ts]
+    if state and not _native.supports(lists[0][:1], *state):
+        return None
+    return _native.library(opt.native or "")
 
 
 def dog_statistics(
@@ -291,28 +306,38 @@ class DoG(Optimizer):
 
     def _known_dist_sq(self, params: list[torch.Tensor], x0s: list[torch.Tensor]) -> list[float]:
         """‖x − x0‖² kept from the last fused update, or -1 where it must be recomputed."""
+        kept = self._dist_sq
         known = []
         for p, x0 in zip(params, x0s, strict=True):
-            kept = self._dist_sq.get(id(p))
-            valid = kept is not None and kept[:3] == (p._version, p.data_ptr(), x0.data_ptr())
-            known.append(kept[3] if valid and kept is not None else -1.0)
+            k = kept.get(id(p))
+            valid = (
+                k is not None
+                and k[0] == p._version
+                and k[1] == p.data_ptr()
+                and k[2] == x0.data_ptr()
+            )
+            known.append(k[3] if valid and k is not None else -1.0)
         return known
 
     def _keep_dist_sq(
         self, params: list[torch.Tensor], x0s: list[torch.Tensor], dist_sq: Sequence[float]
     ) -> None:
+        kept = self._dist_sq
         for p, x0, d in zip(params, x0s, dist_sq, strict=True):
-            self._dist_sq[id(p)] = (p._version, p.data_ptr(), x0.data_ptr(), d)
+            kept[id(p)] = (p._version, p.data_ptr(), x0.data_ptr(), d)
 
     def _fused(
-        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+        self,
+        lib: ctypes.CDLL,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        x0s: list[torch.Tensor],
     ) -> None:
         """The step with bergab's kernels: ``dog_reduce`` (Σ‖g + λx‖² per tensor, and
         ‖x − x0‖² where no kept value is valid), the step sizes, then ``dog_update``
         (x -= η(g + λx), the new ‖x − x0‖² kept for the next step)."""
-        x0s = [self.state[p]["x0"] for p in params]
         lists = [params, grads, x0s]
-        lib = _native.check_available(self.native or "", lists)
         wd = _native.doubles([float(group["weight_decay"])])
         known = self._known_dist_sq(params, x0s)
         n = len(params)
@@ -370,8 +395,12 @@ class DoG(Optimizer):
         impl: str,
     ) -> None:
         if impl == "fused":
-            self._fused(group, params, grads)
-            return
+            x0s = [self.state[p]["x0"] for p in params]
+            lib = _kernels(self, [params, grads, x0s])
+            if lib is not None:
+                self._fused(lib, group, params, grads, x0s)
+                return
+            impl = "foreach"
         d2, g2 = self._statistics(group, params, grads, impl)
         scale = float(group["lr"]) * float(group["lr_scale"])
         etas = self._step_sizes(group, params, d2, g2, scale)
@@ -463,14 +492,16 @@ class LDoG(DoG):
         ]
 
     def _fused(
-        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+        self,
+        lib: ctypes.CDLL,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        x0s: list[torch.Tensor],
     ) -> None:
         """The step with bergab's kernel ``ldog``: per tensor its norms, η and the update
         in one call. Where a tensor's gradient sum G is not yet positive (``eps = 0``)
         DoG's two calls run instead, so the error is raised before anything moves."""
-        x0s = [self.state[p]["x0"] for p in params]
-        lists = [params, grads, x0s]
-        lib = _native.check_available(self.native or "", lists)
         init_eta = group["init_eta"]
         reps = 0.0 if init_eta is not None else float(group["reps_rel"])
         per_tensor: list[float] = []
@@ -485,7 +516,7 @@ class LDoG(DoG):
             positive = positive and gsum > 0
             per_tensor += (rbar, gsum, known, first)
         if not positive:
-            super()._fused(group, params, grads)
+            super()._fused(lib, group, params, grads, x0s)
             return
         scale = float(group["lr"]) * float(group["lr_scale"])
         hp = (
@@ -494,7 +525,9 @@ class LDoG(DoG):
             math.nan if init_eta is None else float(init_eta),
         )
         out = _native.doubles([0.0] * (4 * len(params)))
-        _native.call(lib, "ldog", lists, _native.doubles(hp), _native.doubles(per_tensor), out)
+        _native.call(
+            lib, "ldog", [params, grads, x0s], _native.doubles(hp), _native.doubles(per_tensor), out
+        )
         for i, p in enumerate(params):
             state = self.state[p]
             state["rbar"], state["G"], state["eta"] = out[4 * i], out[4 * i + 1], out[4 * i + 2]

@@ -50,6 +50,7 @@ the old ones); the second is :math:`\\theta \\mathrel{-}= \\alpha u_t`.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import math
 from collections import defaultdict
@@ -76,6 +77,20 @@ __all__ = [
 Scalar = float | torch.Tensor
 TensorList = list[torch.Tensor] | tuple[torch.Tensor, ...]
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _kernels(opt: Optimizer, lists: Sequence[Sequence[torch.Tensor]]) -> ctypes.CDLL | None:
+    """bergab's kernels for the parallel ``lists`` (params, grads, state...) of a fused
+    step: for an explicit ``impl="fused"`` every list is checked (raising
+    :class:`~bergab.optim._native.NativeUnavailableError`); for ``"auto"``, which chose
+    "fused" after checking params and grads, only the state, and ``None`` (use foreach)
+    where a state tensor does not suit the kernels (e.g. loaded non-contiguous)."""
+    if opt.impl == "fused":
+        return _native.check_available(opt.native or "", [ts for ts in lists if ts])
+    state = [ts for ts in lists[2:] if ts]
+    if state and not _native.supports(lists[0][:1], *state):
+        return None
+    return _native.library(opt.native or "")
 
 
 def hypergradient_lr(
@@ -595,8 +610,17 @@ class HypergradientSGD(_Hypergradient):
         impl: str,
     ) -> None:
         if impl == "fused":
-            self._fused(group, params, grads)
-            return
+            kept = [
+                self.state[p][k]
+                for p in params
+                for k in ("momentum_buffer", "prev_direction")
+                if k in self.state[p]
+            ]
+            lib = _kernels(self, [params, grads, kept])
+            if lib is not None:
+                self._fused(lib, group, params, grads)
+                return
+            impl = "foreach"
         momentum = float(group["momentum"])
         nesterov = bool(group["nesterov"])
         wd = float(group["weight_decay"])
@@ -663,7 +687,11 @@ class HypergradientSGD(_Hypergradient):
             s["last_step"] = int(group["step"])
 
     def _fused(
-        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+        self,
+        lib: ctypes.CDLL,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
     ) -> None:
         """The step with bergab's kernels: ``sgd_hd_reduce`` (h over the tensors that took
         the previous step, and the new direction / momentum buffer), α, then
@@ -683,7 +711,6 @@ class HypergradientSGD(_Hypergradient):
         bufs = [s["momentum_buffer"] for s in states] if momentum != 0 else grads
         dirs = grads if heavy_ball else [s["prev_direction"] for s in states]
         lists = [params, grads, bufs, dirs]  # a list the mode never touches: the grads
-        lib = _native.check_available(self.native or "", lists)
         mode = 0.0 if momentum == 0 else (2.0 if nesterov else 1.0)
         norms = 1.0 if group["multiplicative"] else 0.0
         hp = _native.doubles([mode, float(group["weight_decay"]), norms, momentum])
@@ -792,8 +819,12 @@ class HypergradientAdam(_Hypergradient):
         impl: str,
     ) -> None:
         if impl == "fused":
-            self._fused(group, params, grads)
-            return
+            moments = [[self.state[p][k] for p in params] for k in ("exp_avg", "exp_avg_sq")]
+            lib = _kernels(self, [params, grads, *moments])
+            if lib is not None:
+                self._fused(lib, group, params, grads, moments)
+                return
+            impl = "foreach"
         beta1, beta2 = group["betas"]
         eps, wd = float(group["eps"]), float(group["weight_decay"])
         states = [self.state[p] for p in params]
@@ -883,7 +914,12 @@ class HypergradientAdam(_Hypergradient):
             s["last_step"] = int(group["step"])
 
     def _fused(
-        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+        self,
+        lib: ctypes.CDLL,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        moments: list[list[torch.Tensor]],
     ) -> None:
         """The step with bergab's kernels: ``adam_hd_reduce`` (h against
         :math:`u_{t-1}` recomputed from the stored moments, then the new moments), α, then
@@ -891,8 +927,7 @@ class HypergradientAdam(_Hypergradient):
         beta1, beta2 = group["betas"]
         eps = float(group["eps"])
         states = [self.state[p] for p in params]
-        lists = [params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]]
-        lib = _native.check_available(self.native or "", lists)
+        lists = [params, grads, *moments]
         steps = [int(s["step"]) for s in states]
 
         @functools.cache
