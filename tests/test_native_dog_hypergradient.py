@@ -257,6 +257,31 @@ def test_params_without_grad(factory: Factory) -> None:
             assert not torch.equal(ps[1], before)
 
 
+@pytest.mark.parametrize(
+    "factory",
+    [
+        dog_factory(optim.DoG, {"weight_decay": 0.01}),
+        dog_factory(optim.LDoG, {"weight_decay": 0.01}),
+        sgd_factory({"weight_decay": 0.01}),
+        sgd_factory({"momentum": 0.9, "weight_decay": 0.01}),
+        sgd_factory({"momentum": 0.9, "nesterov": True}),
+        adam_factory({"weight_decay": 0.01}),
+    ],
+    ids=["dog", "ldog", "sgd", "momentum", "nesterov", "adam"],
+)
+def test_gradients_are_left_alone(factory: Factory) -> None:
+    """The kernels add λθ on the fly and never write the gradients (SGD-HD passes them
+    for the list its mode does not use)."""
+    ps = make_params(SHAPES, torch.float32)
+    opt = factory(ps, impl="fused")
+    gen = torch.Generator().manual_seed(11)
+    for t in range(3):
+        set_grads(ps, gen, t)
+        kept = [grad(p).clone() for p in ps]
+        opt.step()
+        assert all(torch.equal(grad(p), g) for p, g in zip(ps, kept, strict=True))
+
+
 # ---------------------------------------------------------------------------- resume
 @pytest.mark.parametrize(
     "factory",
