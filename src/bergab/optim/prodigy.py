@@ -39,9 +39,10 @@ parameter, against 40 for the state update alone.
 
 from __future__ import annotations
 
+import ctypes
 import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 
@@ -109,6 +110,31 @@ def _pick(idx: list[int], *lists: list[torch.Tensor]) -> list[list[torch.Tensor]
     if len(idx) == len(lists[0]):
         return list(lists)
     return [[t[i] for i in idx] for t in lists]
+
+
+class _FusedPart(NamedTuple):
+    """The tensors of one dtype of a group, for the two kernels of a fused step."""
+
+    lib: ctypes.CDLL
+    idx: list[int]  # their positions in the group's list of parameters with gradients
+    sums_lists: list[list[torch.Tensor]]  # x, g, x0, s
+    step_lists: list[list[torch.Tensor]]  # x, g, v, m (v again without β1)
+
+
+def _fused_sums(plan: list[_FusedPart], n: int, *, hp: list[float]) -> list[float]:
+    """Pass 1 of the fused step (``csrc/prodigy.c``): s <- β3 s + c3 g and, per tensor,
+    ``<g, x0 - x>`` and ``‖s‖₁``, interleaved, for the ``n`` tensors in the plan's order."""
+    sums = [0.0] * (2 * n)
+    hps = _native.doubles(hp)
+    for part in plan:
+        threads = _native.threads_for(sum(t.numel() for t in part.sums_lists[0]))
+        out = _native.doubles([0.0] * (2 * len(part.idx) * threads))
+        _native.call(part.lib, "prodigy_sums", part.sums_lists, hps, out, nthreads=threads)
+        if len(plan) == 1:
+            return out[: 2 * n]
+        for k, i in enumerate(part.idx):
+            sums[2 * i], sums[2 * i + 1] = out[2 * k], out[2 * k + 1]
+    return sums
 
 
 def prodigy_reference_accumulate(
@@ -409,9 +435,9 @@ class Prodigy(Optimizer):
         }
         self._moved = False
         self._d_prev = float(d0)
-        # fused path: the groups whose moments the update pass still owes, with the
-        # indices of their tensors per dtype (id(group) -> [[i, ...], ...])
-        self._fused_moments: dict[int, list[list[int]]] = {}
+        # fused path: the groups whose moments and parameters the update pass still owes,
+        # with their checked tensor lists (id(group) -> one part per dtype)
+        self._fused_moments: dict[int, list[_FusedPart]] = {}
         super().__init__(params, defaults, impl=impl)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
@@ -509,6 +535,7 @@ class Prodigy(Optimizer):
             The closure's loss, or ``None``.
         """
         loss = super().step(closure)
+        self._fused_moments = {}  # (every group's update took its part; drop what is left)
         if self._moved:
             for g in self.param_groups:
                 g["k"] = int(g["k"]) + 1
@@ -544,26 +571,24 @@ class Prodigy(Optimizer):
             dlr = d * lr * bc
             grads = [p.grad for p in params]
             states = [self.state[p] for p in params]
-            m = [s["exp_avg"] for s in states] if beta1 > 0 else None
-            v = [s["exp_avg_sq"] for s in states]
-            p0 = [s["p0"] for s in states]
-            ss = [s["s"] for s in states]
             wd = float(group["weight_decay"])
             impl = self._select_impl(params)
             coef = d / d0 * dlr
             if impl == "fused":  # s and the sums here; the moments in the update pass
+                plan = self._fused_plan(params, grads, states, beta1 > 0)
                 c3 = d / d0 * (d if hyper["safeguard_warmup"] else dlr)
                 coupled = wd if not hyper["decouple"] else 0.0
-                parts = list(group_by_device_dtype(params).values())
-                sums = self._fused_sums(
-                    parts, params, grads, p0, ss, hp=[hyper["beta3"], c3, coupled]
-                )
-                self._fused_moments[id(group)] = parts
+                sums = _fused_sums(plan, len(params), hp=[hyper["beta3"], c3, coupled])
+                self._fused_moments[id(group)] = plan
                 for x in sums[0::2]:
                     delta += coef * x
                 for y in sums[1::2]:
                     denom += y
                 continue
+            m = [s["exp_avg"] for s in states] if beta1 > 0 else None
+            v = [s["exp_avg_sq"] for s in states]
+            p0 = [s["p0"] for s in states]
+            ss = [s["s"] for s in states]
             dots: list[torch.Tensor] = []
             norms: list[torch.Tensor] = []
             if impl == "reference":
@@ -633,31 +658,27 @@ class Prodigy(Optimizer):
         for group in self.param_groups:
             group.update(d=d, d_max=d_max, d_hat=d_hat, d_numerator=numerator, d_denom=denom)
 
-    @staticmethod
-    def _fused_sums(
-        parts: list[list[int]],
+    def _fused_plan(
+        self,
         params: list[torch.Tensor],
         grads: list[torch.Tensor],
-        p0s: list[torch.Tensor],
-        ss: list[torch.Tensor],
-        *,
-        hp: list[float],
-    ) -> list[float]:
-        """Pass 1 of the fused step (``csrc/prodigy.c``): s <- β3 s + c3 g and, per tensor,
-        ``<g, x0 - x>`` and ``‖s‖₁`` (interleaved, in the order of ``params``); ``parts``:
-        the indices of the tensors of each dtype."""
-        sums = [0.0] * (2 * len(params))
-        for idx in parts:
-            lists = _pick(idx, params, grads, p0s, ss)
-            lib = _native.check_available("prodigy", lists)
-            threads = _native.threads_for(sum(t.numel() for t in lists[0]))
-            out = _native.doubles([0.0] * (2 * len(idx) * threads))
-            _native.call(lib, "prodigy_sums", lists, _native.doubles(hp), out, nthreads=threads)
-            if len(parts) == 1:
-                return out[: 2 * len(idx)]
-            for k, i in enumerate(idx):
-                sums[2 * i], sums[2 * i + 1] = out[2 * k], out[2 * k + 1]
-        return sums
+        states: list[dict[str, Any]],
+        has_m: bool,
+    ) -> list[_FusedPart]:
+        """The fused step's tensor lists, per dtype, checked once for both passes."""
+        plan = []
+        for idx in group_by_device_dtype(params).values():
+            x, g = _pick(idx, params, grads)
+            st = [states[i] for i in idx]
+            p0, s, v = ([t[k] for t in st] for k in ("p0", "s", "exp_avg_sq"))
+            m = [t["exp_avg"] for t in st] if has_m else v  # (never read without β1)
+            if self.impl == "auto" and p0[0].dtype == x[0].dtype:
+                # the parameters and gradients were just checked by _select_impl
+                lib = _native.check_available("prodigy", [p0, s, v, m])
+            else:
+                lib = _native.check_available("prodigy", [x, g, p0, s, v, m])
+            plan.append(_FusedPart(lib, idx, [x, g, p0, s], [x, g, v, m]))
+        return plan
 
     def _update(
         self,
@@ -676,9 +697,6 @@ class Prodigy(Optimizer):
         beta1, beta2 = group["betas"]
         dlr = self._d_prev * lr * self._bias_correction()
         d_new = float(group["d"])
-        states = [self.state[p] for p in params]
-        m = [s["exp_avg"] for s in states] if beta1 > 0 else None
-        v = [s["exp_avg_sq"] for s in states]
         hyper: dict[str, Any] = {
             "eps": float(group["eps"]),
             "weight_decay": float(group["weight_decay"]),
@@ -686,28 +704,27 @@ class Prodigy(Optimizer):
         }
         if fused is not None:  # pass 2 of the fused step: m, v and (when d moved) x
             d = self._d_prev
-            hp = [
-                beta1,
-                beta2,
-                d * (1 - beta1),
-                d * d * (1 - beta2),
-                hyper["weight_decay"],
-                float(hyper["decouple"]),
-                float(m is not None),
-                float(self._moved),
-                dlr,
-                d_new * hyper["eps"],
-                d_new,
-            ]
-            for idx in fused:
-                # without β1 the kernel never reads the m list: pass v in its place
-                lists = _pick(idx, params, grads, v, m if m else v)
-                # (pass 1 checked the parameters and gradients: check the moments only)
-                if lists[2][0].dtype != lists[0][0].dtype:
-                    _native.check_available("prodigy", lists)  # raises
-                lib = _native.check_available("prodigy", lists[2:])
-                _native.call(lib, "prodigy_step", lists, _native.doubles(hp))
+            hp = _native.doubles(
+                [
+                    beta1,
+                    beta2,
+                    d * (1 - beta1),
+                    d * d * (1 - beta2),
+                    hyper["weight_decay"],
+                    float(hyper["decouple"]),
+                    float(beta1 > 0),
+                    float(self._moved),
+                    dlr,
+                    d_new * hyper["eps"],
+                    d_new,
+                ]
+            )
+            for part in fused:
+                _native.call(part.lib, "prodigy_step", part.step_lists, hp)
             return
+        states = [self.state[p] for p in params]
+        m = [s["exp_avg"] for s in states] if beta1 > 0 else None
+        v = [s["exp_avg_sq"] for s in states]
         if impl == "reference":
             prodigy_reference_step(params, grads, m, v, dlr=dlr, d_new=d_new, **hyper)
         elif impl == "foreach":
