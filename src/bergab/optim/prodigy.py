@@ -33,8 +33,8 @@ gradient, so a step is two passes over memory whatever the path. The fused one d
 as few bytes as the math allows: pass 1 reads x, g, x0 and s, writes s and sums
 :math:`\\langle g, x_0 - x\\rangle` and :math:`\\|s\\|_1` per tensor; pass 2 (after d is
 updated in Python) reads x, g, m and v and writes m, v and x, walking the tensors in
-reverse so that it finds the last ones pass 1 read still in cache: 48 bytes per float32
-parameter, against 40 for the state update alone.
+reverse (it starts on what pass 1 read last): 48 bytes per float32 parameter, against 40
+for the state update alone (about 1.25x the floor at 16M parameters on one CPU core).
 """
 
 from __future__ import annotations

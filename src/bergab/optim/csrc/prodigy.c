@@ -11,9 +11,14 @@
  *   2. (Python: d_{k+1} from the sums, as prodigyopt)
  *   3. prodigy_step: reads x, g, v, m, writes m, v (the moments need only d_k, but
  *      updating them here rather than in pass 1 saves reading them twice) and x, walking
- *      the tensors in REVERSE order of pass 1 so that the last ones it read (x, g) are
- *      still in the L3 cache.
- * With coupled weight decay both passes use g + wd x (x before the step). */
+ *      the tensors in REVERSE order of pass 1, so that it starts on the x and g pass 1
+ *      read last (the gain is small, ~1-2%: the L3 is a victim cache that pass 2's own
+ *      streams flush).
+ * With coupled weight decay both passes use g + wd x (x before the step).
+ * Measured on the development machine (1 core, 16M float32 parameters in 64 tensors):
+ * the reads of both passes run at about 29 GB/s and are the limit (no gain from software
+ * prefetch, split streams, or removing the sqrt and division), so the two kernels take
+ * about 1.2x the time of a single 40-byte pass at the 43 GB/s of the benchmark floor. */
 #ifndef T
 #include <string.h>
 
