@@ -187,3 +187,29 @@ def test_lars_resume_with_the_fused_path_equals_uninterrupted() -> None:
     run(opt2, resumed, 20, seed=6, start=20)
     for a, b in zip(resumed, full, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+@NATIVE
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "key"),
+    [
+        (optim.LARS, {"lr": 0.5, "trust_coefficient": 0.02}, "momentum_buffer"),
+        (optim.RMSprop, {"lr": 0.01, "momentum": 0.9}, "momentum_buffer"),
+        (optim.DoG, {}, "x0"),
+    ],
+)
+def test_auto_falls_back_when_a_state_tensor_does_not_suit(
+    cls: type, kwargs: dict, key: str
+) -> None:
+    # e.g. a state loaded non-contiguous: auto takes foreach instead of raising
+    ref = [torch.nn.Parameter(torch.randn(4, 6, generator=torch.Generator().manual_seed(8)))]
+    ours = [torch.nn.Parameter(ref[0].detach().clone())]
+    o_ref, o_ours = cls(ref, **kwargs, impl="reference"), cls(ours, **kwargs)
+    run(o_ref, ref, 1, seed=9)
+    run(o_ours, ours, 1, seed=9)
+    state = o_ours.state[ours[0]]
+    state[key] = torch.zeros(6, 4).t().copy_(state[key])  # same values, transposed layout
+    assert o_ours._select_impl(ours) == "foreach"
+    run(o_ref, ref, 5, seed=9, start=1)
+    run(o_ours, ours, 5, seed=9, start=1)
+    torch.testing.assert_close(ours[0], ref[0], rtol=1e-5, atol=1e-6)

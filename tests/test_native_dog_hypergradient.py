@@ -350,9 +350,9 @@ def test_kept_distance_is_the_distance() -> None:
     for t in range(5):
         set_grads(ps, gen, t)
         opt.step()
-    for p in ps:
-        kept = opt._dist_sq[id(p)][3]
-        dist = float(((p.detach() - opt.state[p]["x0"]) ** 2).sum())
+    x0s = [opt.state[p]["x0"] for p in ps]
+    for p, x0, kept in zip(ps, x0s, opt._dist_sq.known(ps, x0s), strict=True):
+        dist = float(((p.detach() - x0) ** 2).sum())
         assert kept == pytest.approx(dist, rel=1e-12)
 
 

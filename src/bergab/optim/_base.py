@@ -18,6 +18,7 @@ in ``_init_state`` and implements ``_update(group, params, grads, impl)``.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -159,8 +160,15 @@ class Optimizer(torch.optim.Optimizer):
         if self.impl != "auto":
             return self.impl
         if self.native is not None:
+            # the parameters, their gradients and their state tensors (step counters aside)
             grads = [p.grad for p in params if p.grad is not None]
-            if _native.supports(params, grads) and _native.library(self.native) is not None:
+            state = [
+                v
+                for p in params
+                for v in self.state[p].values()
+                if isinstance(v, torch.Tensor) and v.dim() > 0
+            ]
+            if _native.supports(params, grads, state) and _native.library(self.native):
                 return "fused"
             return "foreach"
         if "fused" in self.impls and all(
@@ -168,6 +176,18 @@ class Optimizer(torch.optim.Optimizer):
         ):
             return "fused"
         return "foreach"
+
+    def _kernels(self, lists: Sequence[Sequence[torch.Tensor]]) -> ctypes.CDLL:
+        """bergab's CPU kernels for the parallel ``lists`` (params, grads, state...) of a
+        ``"fused"`` step. An explicit ``impl="fused"`` checks every list (raising
+        :class:`~bergab.optim._native.NativeUnavailableError`); ``"auto"`` chose "fused"
+        after :meth:`_select_impl` checked them all."""
+        assert self.native is not None
+        if self.impl == "fused":
+            return _native.check_available(self.native, [ts for ts in lists if ts])
+        lib = _native.library(self.native)
+        assert lib is not None  # _select_impl chose "fused" only where it builds
+        return lib
 
     def _init_state(self, group: dict[str, Any], params: Sequence[torch.Tensor]) -> None:
         """Create the per-parameter state lazily (first step a parameter has a gradient)."""

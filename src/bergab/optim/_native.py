@@ -33,6 +33,7 @@ import torch
 
 __all__ = [
     "FLAGS",
+    "KeptValues",
     "NativeUnavailableError",
     "call",
     "check_available",
@@ -209,6 +210,58 @@ def check_available(family: str, lists: Sequence[Sequence[torch.Tensor]]) -> cty
             "use impl='foreach' or 'compiled'"
         )
     return lib
+
+
+class KeptValues:
+    """Per-parameter floats a fused kernel carries from one step to the next (LARS: the
+    new ‖w‖²; DoG: ‖x − x0‖²), trusted only while nothing else changed the parameter.
+
+    A value is stamped with the parameter's ``_version`` and the storage addresses of the
+    parameter and of the other tensors it depends on; an in-place change (which bumps
+    ``_version``, bergab's kernels do not) or new storage makes it unknown again. Writes
+    through ``p.data`` bypass the version counter and go unseen. Not part of the state
+    dict: clear it when the state is loaded.
+
+    Example:
+        >>> kept, w = KeptValues(), torch.ones(3)
+        >>> kept.keep([w], [3.0])
+        >>> kept.known([w])
+        [3.0]
+        >>> _ = w.mul_(2)  # changed by someone else: recompute
+        >>> kept.known([w])
+        [-1.0]
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[int, tuple[tuple[int, ...], float]] = {}
+
+    @staticmethod
+    def _stamp(p: torch.Tensor, others: tuple[torch.Tensor, ...]) -> tuple[int, ...]:
+        return (p._version, p.data_ptr(), *(t.data_ptr() for t in others))
+
+    def known(self, params: Sequence[torch.Tensor], *others: Sequence[torch.Tensor]) -> list[float]:
+        """The kept value of each parameter, or -1.0 where it must be recomputed.
+        ``others``: parallel lists of the tensors each value also depends on."""
+        out = []
+        for p, *deps in zip(params, *others, strict=True):
+            kept = self._values.get(id(p))
+            valid = kept is not None and kept[0] == self._stamp(p, tuple(deps))
+            out.append(kept[1] if valid and kept is not None else -1.0)
+        return out
+
+    def keep(
+        self,
+        params: Sequence[torch.Tensor],
+        values: Sequence[float],
+        *others: Sequence[torch.Tensor],
+    ) -> None:
+        """Keep ``values`` for ``params`` as they are now (after the kernel's update)."""
+        for p, v, *deps in zip(params, values, *others, strict=True):
+            self._values[id(p)] = (self._stamp(p, tuple(deps)), float(v))
+
+    def clear(self) -> None:
+        """Forget every kept value (after ``load_state_dict``)."""
+        self._values.clear()
 
 
 def doubles(values: Sequence[float]) -> ctypes.Array[ctypes.c_double]:

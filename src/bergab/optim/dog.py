@@ -45,20 +45,6 @@ Scalar = float | torch.Tensor
 TensorList = list[torch.Tensor] | tuple[torch.Tensor, ...]
 
 
-def _kernels(opt: Optimizer, lists: Sequence[Sequence[torch.Tensor]]) -> ctypes.CDLL | None:
-    """bergab's kernels for the parallel ``lists`` (params, grads, state...) of a fused
-    step: for an explicit ``impl="fused"`` every list is checked (raising
-    :class:`~bergab.optim._native.NativeUnavailableError`); for ``"auto"``, which chose
-    "fused" after checking params and grads, only the state, and ``None`` (use foreach)
-    where a state tensor does not suit the kernels (e.g. loaded non-contiguous)."""
-    if opt.impl == "fused":
-        return _native.check_available(opt.native or "", [ts for ts in lists if ts])
-    state = [ts for ts in lists[2:] if ts]
-    if state and not _native.supports(lists[0][:1], *state):
-        return None
-    return _native.library(opt.native or "")
-
-
 def dog_statistics(
     params: list[torch.Tensor],
     grads: list[torch.Tensor],
@@ -242,9 +228,8 @@ class DoG(Optimizer):
             "G": None,
             "eta": None,
         }
-        # fused path: id(p) -> (p._version, p.data_ptr(), x0.data_ptr(), ||p - x0||^2),
-        # the distance the last update left, valid while the parameter is untouched
-        self._dist_sq: dict[int, tuple[int, int, int, float]] = {}
+        # fused path: ||p - x0||^2 that the last update left, valid while p is untouched
+        self._dist_sq = _native.KeptValues()
         super().__init__(params, defaults, impl=impl)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
@@ -293,38 +278,16 @@ class DoG(Optimizer):
         for p in params:
             if "x0" not in self.state[p]:
                 x0 = self.state[p]["x0"] = p.detach().clone(memory_format=torch.preserve_format)
-                self._dist_sq[id(p)] = (p._version, p.data_ptr(), x0.data_ptr(), 0.0)
+                self._dist_sq.keep([p], [0.0], [x0])
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load the state; the fused path's kept distances are recomputed."""
-        self._dist_sq = {}
+        self._dist_sq.clear()
         super().load_state_dict(state_dict)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        self.__dict__.setdefault("_dist_sq", {})
-
-    def _known_dist_sq(self, params: list[torch.Tensor], x0s: list[torch.Tensor]) -> list[float]:
-        """‖x − x0‖² kept from the last fused update, or -1 where it must be recomputed."""
-        kept = self._dist_sq
-        known = []
-        for p, x0 in zip(params, x0s, strict=True):
-            k = kept.get(id(p))
-            valid = (
-                k is not None
-                and k[0] == p._version
-                and k[1] == p.data_ptr()
-                and k[2] == x0.data_ptr()
-            )
-            known.append(k[3] if valid and k is not None else -1.0)
-        return known
-
-    def _keep_dist_sq(
-        self, params: list[torch.Tensor], x0s: list[torch.Tensor], dist_sq: Sequence[float]
-    ) -> None:
-        kept = self._dist_sq
-        for p, x0, d in zip(params, x0s, dist_sq, strict=True):
-            kept[id(p)] = (p._version, p.data_ptr(), x0.data_ptr(), d)
+        self.__dict__.setdefault("_dist_sq", _native.KeptValues())
 
     def _fused(
         self,
@@ -339,7 +302,7 @@ class DoG(Optimizer):
         (x -= η(g + λx), the new ‖x − x0‖² kept for the next step)."""
         lists = [params, grads, x0s]
         wd = _native.doubles([float(group["weight_decay"])])
-        known = self._known_dist_sq(params, x0s)
+        known = self._dist_sq.known(params, x0s)
         n = len(params)
         out = _native.doubles([0.0] * (2 * n))
         stale = _native.doubles([1.0 if k < 0 else 0.0 for k in known])
@@ -350,7 +313,7 @@ class DoG(Optimizer):
         etas = self._step_sizes(group, params, d2, g2, scale)
         dist = _native.doubles([0.0] * n)
         _native.call(lib, "dog_update", lists, wd, _native.doubles(etas), dist)
-        self._keep_dist_sq(params, x0s, dist[:])
+        self._dist_sq.keep(params, dist[:], x0s)
 
     def _statistics(
         self,
@@ -396,11 +359,8 @@ class DoG(Optimizer):
     ) -> None:
         if impl == "fused":
             x0s = [self.state[p]["x0"] for p in params]
-            lib = _kernels(self, [params, grads, x0s])
-            if lib is not None:
-                self._fused(lib, group, params, grads, x0s)
-                return
-            impl = "foreach"
+            self._fused(self._kernels([params, grads, x0s]), group, params, grads, x0s)
+            return
         d2, g2 = self._statistics(group, params, grads, impl)
         scale = float(group["lr"]) * float(group["lr_scale"])
         etas = self._step_sizes(group, params, d2, g2, scale)
@@ -506,7 +466,7 @@ class LDoG(DoG):
         reps = 0.0 if init_eta is not None else float(group["reps_rel"])
         per_tensor: list[float] = []
         positive = True
-        for p, known in zip(params, self._known_dist_sq(params, x0s), strict=True):
+        for p, known in zip(params, self._dist_sq.known(params, x0s), strict=True):
             state = self.state[p]
             if "rbar" in state:
                 rbar, gsum, first = float(state["rbar"]), float(state["G"]), 0.0
@@ -531,7 +491,7 @@ class LDoG(DoG):
         for i, p in enumerate(params):
             state = self.state[p]
             state["rbar"], state["G"], state["eta"] = out[4 * i], out[4 * i + 1], out[4 * i + 2]
-        self._keep_dist_sq(params, x0s, out[3::4])
+        self._dist_sq.keep(params, out[3::4], x0s)
 
     def _step_sizes(
         self,

@@ -79,20 +79,6 @@ TensorList = list[torch.Tensor] | tuple[torch.Tensor, ...]
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-def _kernels(opt: Optimizer, lists: Sequence[Sequence[torch.Tensor]]) -> ctypes.CDLL | None:
-    """bergab's kernels for the parallel ``lists`` (params, grads, state...) of a fused
-    step: for an explicit ``impl="fused"`` every list is checked (raising
-    :class:`~bergab.optim._native.NativeUnavailableError`); for ``"auto"``, which chose
-    "fused" after checking params and grads, only the state, and ``None`` (use foreach)
-    where a state tensor does not suit the kernels (e.g. loaded non-contiguous)."""
-    if opt.impl == "fused":
-        return _native.check_available(opt.native or "", [ts for ts in lists if ts])
-    state = [ts for ts in lists[2:] if ts]
-    if state and not _native.supports(lists[0][:1], *state):
-        return None
-    return _native.library(opt.native or "")
-
-
 def hypergradient_lr(
     alpha: float,
     h: float,
@@ -616,11 +602,8 @@ class HypergradientSGD(_Hypergradient):
                 for k in ("momentum_buffer", "prev_direction")
                 if k in self.state[p]
             ]
-            lib = _kernels(self, [params, grads, kept])
-            if lib is not None:
-                self._fused(lib, group, params, grads)
-                return
-            impl = "foreach"
+            self._fused(self._kernels([params, grads, kept]), group, params, grads)
+            return
         momentum = float(group["momentum"])
         nesterov = bool(group["nesterov"])
         wd = float(group["weight_decay"])
@@ -820,11 +803,8 @@ class HypergradientAdam(_Hypergradient):
     ) -> None:
         if impl == "fused":
             moments = [[self.state[p][k] for p in params] for k in ("exp_avg", "exp_avg_sq")]
-            lib = _kernels(self, [params, grads, *moments])
-            if lib is not None:
-                self._fused(lib, group, params, grads, moments)
-                return
-            impl = "foreach"
+            self._fused(self._kernels([params, grads, *moments]), group, params, grads, moments)
+            return
         beta1, beta2 = group["betas"]
         eps, wd = float(group["eps"]), float(group["weight_decay"])
         states = [self.state[p] for p in params]

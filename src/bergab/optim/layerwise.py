@@ -293,8 +293,7 @@ class LARS(Optimizer):
         impl: str = "auto",
     ) -> None:
         self._exclude: Callable[[torch.Tensor], bool] | None = None
-        # fused path: id(p) -> (p._version, p.data_ptr(), ||p||^2 after the last step)
-        self._w_sqnorms: dict[int, tuple[int, int, float]] = {}
+        self._w_sqnorms = _native.KeptValues()  # fused path: ||p||^2 after the last step
         if callable(exclude_from_adaptation):
             self._exclude = exclude_from_adaptation
             exclude_flag = False
@@ -399,31 +398,26 @@ class LARS(Optimizer):
         nesterov: bool,
         adapt: Sequence[bool],
     ) -> None:
-        lib = _native.check_available(self.native or "", [params, grads, *([bufs] if bufs else [])])
-        carried = self._w_sqnorms
+        lib = self._kernels([params, grads, bufs])
         per_tensor: list[float] = []
-        for p, a in zip(params, adapt, strict=True):
-            kept = carried.get(id(p))
-            known = kept[2] if kept is not None and kept[:2] == (p._version, p.data_ptr()) else -1.0
+        for a, known in zip(adapt, self._w_sqnorms.known(params), strict=True):
             per_tensor += (1.0 if a else 0.0, known)
         out = _native.doubles([0.0] * (2 * len(params)))
         hp = (lr, momentum, weight_decay, trust_coefficient, eps, 1.0 if nesterov else 0.0)
         # without momentum the buffer pointers are never read: pass the gradients
         lists = [params, grads, bufs if bufs else grads]
         _native.call(lib, "lars", lists, _native.doubles(hp), _native.doubles(per_tensor), out)
-        for i, (p, a) in enumerate(zip(params, adapt, strict=True)):
-            if a:
-                carried[id(p)] = (p._version, p.data_ptr(), out[2 * i + 1])
+        self._w_sqnorms.keep(params, out[1::2])
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load the state; the fused path's kept parameter norms are recomputed."""
-        self._w_sqnorms = {}
+        self._w_sqnorms.clear()
         super().load_state_dict(state_dict)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("_exclude", None)
-        self.__dict__.setdefault("_w_sqnorms", {})
+        self.__dict__.setdefault("_w_sqnorms", _native.KeptValues())
 
 
 # ---------------------------------------------------------------------------- LAMB
@@ -724,7 +718,7 @@ class LAMB(Optimizer):
         bias_correction: bool,
         adam: bool,
     ) -> None:
-        lib = _native.check_available(self.native or "", [params, grads, m, v])
+        lib = self._kernels([params, grads, m, v])
         biases: list[float] = []
         for t in steps:
             biases += (1 - beta1**t, 1 - beta2**t) if bias_correction else (1.0, 1.0)

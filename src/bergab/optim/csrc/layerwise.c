@@ -57,7 +57,7 @@ static double F(lw_sumsq)(const T *x, int64_t n) {
  * hp: lr, momentum, weight_decay, trust_coefficient, eps, nesterov.
  * pt: per tensor (adapt, ‖w‖²): adapt 1 to apply the trust ratio, 0 for a plain step;
  *     ‖w‖² of the tensor as it is now if known (carried from the last step), else < 0.
- * out: per tensor (trust ratio used, ‖w‖² after the update (adapted tensors only)).
+ * out: per tensor (trust ratio used, ‖w‖² after the update).
  * Per tensor: ‖g‖ (and ‖w‖ if not carried) in one read pass, then the update, which
  * finds g in cache and computes the new ‖w‖² on the way. */
 static void F(lars_body)(void *vjob, int tid, int64_t i, int64_t lo, int64_t hi) {
