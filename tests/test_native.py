@@ -44,14 +44,14 @@ def test_build_is_cached_by_source_and_flags(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BERGAB_CACHE_DIR", str(tmp_path))
-    first = _native._build("layerwise")
+    first = _native._build("layerwise", _native.FLAGS)
     assert first.parent == tmp_path / "native"
     assert first.exists()
     stamp = first.stat().st_mtime_ns
-    assert _native._build("layerwise") == first  # not rebuilt
+    assert _native._build("layerwise", _native.FLAGS) == first  # not rebuilt
     assert first.stat().st_mtime_ns == stamp
-    monkeypatch.setattr(_native, "FLAGS", (*_native.FLAGS, "-DBERGAB_TEST_FLAG=1"))
-    assert _native._build("layerwise") != first  # other flags: another library
+    other = (*_native.FLAGS, "-DBERGAB_TEST_FLAG=1")
+    assert _native._build("layerwise", other) != first  # other flags: another library
     assert not [p for p in (tmp_path / "native").iterdir() if p.suffix != ".so"]  # no temps
 
 
@@ -96,10 +96,59 @@ def test_unwritable_cache_builds_in_the_temporary_directory(
     monkeypatch.setattr(_native.tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     try:
-        built = _native._build("layerwise")
+        built = _native._build("layerwise", _native.FLAGS)
     except OSError:
         pytest.skip("no C compiler")
     assert built.parent == tmp_path / "tmp" / "bergab-native"
+
+
+def test_openmp_flavor_only_where_torch_loaded_libgomp(monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = tuple(_native.FLAGS)
+    monkeypatch.setattr(_native, "_torch_libgomp", lambda: True)
+    assert _native._flavors() == [plain + _native.OPENMP_FLAGS, plain]  # pthreads if it fails
+    monkeypatch.setenv("BERGAB_NATIVE_OPENMP", "0")
+    assert _native._flavors() == [plain]
+    monkeypatch.delenv("BERGAB_NATIVE_OPENMP")
+    monkeypatch.setattr(_native, "_torch_libgomp", lambda: False)  # e.g. macOS, LLVM OpenMP
+    assert _native._flavors() == [plain]
+
+
+@NATIVE
+def test_the_openmp_flavor_shares_torchs_libgomp() -> None:
+    if not _native._torch_libgomp():
+        pytest.skip("torch runs without GNU OpenMP here")
+    _native.library("rmsprop")
+    with open("/proc/self/maps", encoding="utf-8") as f:
+        gomp = {ln.split()[-1] for ln in f if ln.rstrip().endswith("/libgomp.so.1")}
+    assert len(gomp) == 1  # one runtime, torch's: the kernels' threads are its threads
+
+
+@NATIVE
+@pytest.mark.parametrize("openmp", ["1", "0"])
+def test_both_thread_flavors_split_work_alike(
+    openmp: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BERGAB_NATIVE_OPENMP", openmp)
+    monkeypatch.setenv("BERGAB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_native, "MIN_NUMEL_PER_THREAD", 1)
+    _native._load.cache_clear()
+    try:
+        base = params(3, (7_001, 3, 5_000, 0, 11), torch.float64)
+        results = []
+        for threads in (1, 2, 5):
+            monkeypatch.setattr(torch, "get_num_threads", lambda n=threads: n)
+            ps = copy.deepcopy(base)
+            run(optim.RMSprop(ps, lr=1e-2, momentum=0.5, impl="fused"), ps, 5, seed=4)
+            results.append(torch.cat([p.detach() for p in ps]))
+        ref_ps = copy.deepcopy(base)
+        run(optim.RMSprop(ref_ps, lr=1e-2, momentum=0.5, impl="reference"), ref_ps, 5, seed=4)
+        ref = torch.cat([p.detach() for p in ref_ps])
+        for r in results:
+            torch.testing.assert_close(r, ref, rtol=1e-12, atol=1e-14)
+        built = sorted(p.name for p in (tmp_path / "native").iterdir())
+        assert len(built) == 1 and built[0].startswith("rmsprop-")
+    finally:
+        _native._load.cache_clear()
 
 
 @NATIVE

@@ -33,6 +33,7 @@ import torch
 
 __all__ = [
     "FLAGS",
+    "OPENMP_FLAGS",
     "KeptValues",
     "NativeUnavailableError",
     "call",
@@ -59,6 +60,10 @@ FLAGS = (
     "-pthread",
 )
 
+#: Added where torch runs on GNU OpenMP and its ``libgomp.so.1`` is loaded: the kernels
+#: then bind to that same runtime and share torch's threads (see ``csrc/common.h``).
+OPENMP_FLAGS = ("-fopenmp",)
+
 #: Below this many elements per thread a kernel runs on fewer threads.
 MIN_NUMEL_PER_THREAD = 1 << 16
 
@@ -79,6 +84,16 @@ def _cpu_id() -> str:
     return platform.machine() + "\n" + "\n".join(keep)
 
 
+def _torch_libgomp() -> bool:
+    """Whether the process has GNU OpenMP's ``libgomp.so.1`` loaded (torch's, on Linux),
+    so a library built with ``-fopenmp`` resolves to it rather than to a second runtime."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            return any(line.rstrip().endswith("/libgomp.so.1") for line in f)
+    except OSError:
+        return False
+
+
 def _cache_dir() -> Path:
     root = os.environ.get("BERGAB_CACHE_DIR")
     if root:
@@ -87,14 +102,14 @@ def _cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "bergab" / "native"
 
 
-def _build(family: str) -> Path:
+def _build(family: str, flags: Sequence[str]) -> Path:
     """The shared library of ``csrc/<family>.c``, compiled if not cached (atomic write)."""
     source = _CSRC / f"{family}.c"
     compiler = os.environ.get("CC", "cc")
     key = hashlib.sha256()
     for part in (source.read_bytes(), (_CSRC / "common.h").read_bytes()):
         key.update(part)
-    key.update(" ".join((compiler, *FLAGS, _cpu_id())).encode())
+    key.update(" ".join((compiler, *flags, _cpu_id())).encode())
     target = _cache_dir() / f"{family}-{key.hexdigest()[:16]}.so"
     if target.exists():
         return target
@@ -110,7 +125,7 @@ def _build(family: str) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
     os.close(fd)
     try:
-        cmd = [compiler, *FLAGS, "-o", tmp, str(source), "-lm"]
+        cmd = [compiler, *flags, "-o", tmp, str(source), "-lm"]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             detail = (done.stderr or done.stdout).strip().splitlines()
@@ -122,15 +137,26 @@ def _build(family: str) -> Path:
     return target
 
 
+def _flavors() -> list[tuple[str, ...]]:
+    """Flag sets to try in turn: with OpenMP first where torch's libgomp is loaded."""
+    plain = tuple(FLAGS)
+    openmp = os.environ.get("BERGAB_NATIVE_OPENMP", "1").strip().lower() not in (
+        "0", "false", "no", "off")
+    return [plain + OPENMP_FLAGS, plain] if openmp and _torch_libgomp() else [plain]
+
+
 @functools.cache
 def _load(family: str) -> ctypes.CDLL | str:
     """The loaded library, or the reason it is unavailable."""
     if os.environ.get("BERGAB_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
         return "disabled by BERGAB_NATIVE=0"
-    try:
-        return ctypes.CDLL(str(_build(family)))
-    except (OSError, subprocess.SubprocessError) as e:
-        return f"could not build bergab's CPU kernels ({e})"
+    error: Exception | None = None
+    for flags in _flavors():  # a compiler without OpenMP: build the pthread flavor
+        try:
+            return ctypes.CDLL(str(_build(family, flags)))
+        except (OSError, subprocess.SubprocessError) as e:
+            error = error or e
+    return f"could not build bergab's CPU kernels ({error})"
 
 
 def library(family: str) -> ctypes.CDLL | None:
