@@ -188,13 +188,18 @@ def counts_natively(*counters: Sequence[torch.Tensor]) -> bool:
 
 
 def native_runs(
-    family: str | None, params: list[torch.Tensor], *lists: list[torch.Tensor]
+    family: str | None,
+    params: list[torch.Tensor],
+    *lists: list[torch.Tensor],
+    checked: bool = False,
 ) -> list[tuple[ctypes.CDLL, list[int] | None, list[list[torch.Tensor]]]]:
     """The calls of one step on bergab's CPU kernels: per dtype, the library, the indices
     into ``params`` (``None``: all of them) and the parallel lists (empty ones left out).
 
     Raises :class:`~bergab.optim._native.NativeUnavailableError` (before any state has
-    changed) where the kernels cannot run on these tensors.
+    changed) where the kernels cannot run on these tensors. ``checked=True``: the caller
+    has already checked every tensor (``impl="auto"`` chose the kernels), so they are not
+    checked again.
 
     Example:
         >>> ps = [torch.zeros(2), torch.zeros(3, dtype=torch.float64)]
@@ -206,6 +211,10 @@ def native_runs(
     """
     assert family is not None
     kept = [params, *(ts for ts in lists if ts)]
+    if checked:  # one dtype, suitable tensors, and the library builds
+        lib = _native.library(family)
+        assert lib is not None
+        return [(lib, None, kept)]
     dtype = params[0].dtype
     if all(p.dtype is dtype for p in params):
         return [(_native.check_available(family, kept), None, kept)]
@@ -560,7 +569,9 @@ class _AdamFamily(Optimizer):
         (step, NAdam's product of mu) are rounded as torch's float32 ops round them and
         stored by the kernel (a torch op per 0-d tensor would cost more than the checks
         and the whole Python side here)."""
-        runs = native_runs(self.native, params, grads, m, v, vmax)
+        runs = native_runs(
+            self.native, params, grads, m, v, vmax, checked=self.impl == "auto"
+        )
         counters = [steps] if mus is None else [steps, mus]
         count = counts_natively(*counters)
         if count:  # as torch's float32 step += 1 rounds

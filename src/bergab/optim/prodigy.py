@@ -672,11 +672,7 @@ class Prodigy(Optimizer):
             st = [states[i] for i in idx]
             p0, s, v = ([t[k] for t in st] for k in ("p0", "s", "exp_avg_sq"))
             m = [t["exp_avg"] for t in st] if has_m else v  # (never read without β1)
-            if self.impl == "auto" and p0[0].dtype == x[0].dtype:
-                # the parameters and gradients were just checked by _select_impl
-                lib = _native.check_available("prodigy", [p0, s, v, m])
-            else:
-                lib = _native.check_available("prodigy", [x, g, p0, s, v, m])
+            lib = self._kernels([x, g, p0, s, v, m])  # auto: checked by _select_impl
             plan.append(_FusedPart(lib, idx, [x, g, p0, s], [x, g, v, m]))
         return plan
 

@@ -292,7 +292,9 @@ class RMSprop(Optimizer):
         bufs = [s["momentum_buffer"] for s in states] if hyper["momentum"] > 0 else []
         steps = [s["step"] for s in states]
         if impl == "fused":  # bergab's kernel (csrc/rmsprop.c): one pass per step
-            runs = native_runs(self.native, params, grads, v, gavg, bufs)
+            runs = native_runs(
+                self.native, params, grads, v, gavg, bufs, checked=self.impl == "auto"
+            )
             count = counts_natively(steps)  # the kernel increments the float32 steps
             if not count:
                 torch._foreach_add_(steps, 1.0)

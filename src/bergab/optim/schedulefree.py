@@ -341,7 +341,7 @@ class _ScheduleFree(Optimizer):
             kernel = "sf_sgd" if vs is None else "sf_adamw"
             for idx in group_by_device_dtype(params).values():
                 lists = [[t[i] for i in idx] for t in (params, grads, zs, *([vs] if vs else []))]
-                lib = _native.check_available("schedulefree", lists)
+                lib = self._kernels(lists)
                 _native.call(lib, kernel, lists, _native.doubles(hp))
         elif impl == "foreach":
             for idx in group_by_device_dtype(params).values():
