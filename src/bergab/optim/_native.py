@@ -262,17 +262,31 @@ class KeptValues:
         self._values: dict[int, tuple[tuple[int, ...], float]] = {}
 
     @staticmethod
-    def _stamp(p: torch.Tensor, others: tuple[torch.Tensor, ...]) -> tuple[int, ...]:
-        return (p._version, p.data_ptr(), *(t.data_ptr() for t in others))
+    def _stamps(
+        params: Sequence[torch.Tensor], others: tuple[Sequence[torch.Tensor], ...]
+    ) -> list[tuple[int, ...]]:
+        # runs every step for every parameter: the common shapes without generic zips
+        if not others:
+            return [(p._version, p.data_ptr()) for p in params]
+        if len(others) == 1:
+            return [
+                (p._version, p.data_ptr(), o.data_ptr())
+                for p, o in zip(params, others[0], strict=True)
+            ]
+        return [
+            (p._version, p.data_ptr(), *(t.data_ptr() for t in deps))
+            for p, *deps in zip(params, *others, strict=True)
+        ]
 
     def known(self, params: Sequence[torch.Tensor], *others: Sequence[torch.Tensor]) -> list[float]:
         """The kept value of each parameter, or -1.0 where it must be recomputed.
         ``others``: parallel lists of the tensors each value also depends on."""
+        values = self._values
+        missing = ((), -1.0)
         out = []
-        for p, *deps in zip(params, *others, strict=True):
-            kept = self._values.get(id(p))
-            valid = kept is not None and kept[0] == self._stamp(p, tuple(deps))
-            out.append(kept[1] if valid and kept is not None else -1.0)
+        for p, stamp in zip(params, self._stamps(params, others), strict=True):
+            kept = values.get(id(p), missing)
+            out.append(kept[1] if kept[0] == stamp else -1.0)
         return out
 
     def keep(
@@ -282,8 +296,10 @@ class KeptValues:
         *others: Sequence[torch.Tensor],
     ) -> None:
         """Keep ``values`` for ``params`` as they are now (after the kernel's update)."""
-        for p, v, *deps in zip(params, values, *others, strict=True):
-            self._values[id(p)] = (self._stamp(p, tuple(deps)), float(v))
+        stamps = self._stamps(params, others)
+        self._values.update(
+            (id(p), (stamp, float(v))) for p, stamp, v in zip(params, stamps, values, strict=True)
+        )
 
     def clear(self) -> None:
         """Forget every kept value (after ``load_state_dict``)."""
