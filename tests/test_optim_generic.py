@@ -191,3 +191,18 @@ def test_cuda_matches_cpu(spec: Spec) -> None:
         opt.step()
     for a, b in zip(gpu, cpu, strict=True):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", optim.names())
+def test_sparse_gradients_are_refused_before_anything_changes(name: str) -> None:
+    dense, sparse = torch.nn.Parameter(torch.randn(4, 3)), torch.nn.Parameter(torch.randn(5, 3))
+    dense.grad, sparse.grad = torch.randn(4, 3), torch.randn(5, 3).to_sparse()
+    before = [dense.detach().clone(), sparse.detach().clone()]
+    kwargs = {} if name in ("dog", "ldog", "prodigy") else {"lr": 0.1}
+    opt = optim.create(name, [dense, sparse], **kwargs)
+    if callable(getattr(opt, "train", None)):
+        opt.train()
+    with pytest.raises(RuntimeError, match="does not support sparse gradients"):
+        opt.step()
+    assert torch.equal(dense, before[0]) and torch.equal(sparse, before[1])
+    assert not opt.state  # no state was created either

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from bergab import optim
+from bergab.optim import _native
 
 SHAPES = [(7,), (3, 5), (2, 3, 4)]
 
@@ -296,3 +297,43 @@ def test_bad_arguments(kwargs, match) -> None:
         optim.HypergradientSGD(make_params(), **kwargs)
     with pytest.raises(ValueError, match=r"betas\[0\]"):
         optim.HypergradientAdam(make_params(), betas=(1.0, 0.9))
+
+
+# momentum changed mid-run (plain -> heavy ball -> Nesterov -> heavy ball -> plain)
+PHASES = [(0.0, False), (0.9, False), (0.8, True), (0.9, False), (0.0, False)]
+
+
+def sgd_hd_paper_phases(theta, noise_seq, *, lr, beta, per_phase):
+    """The paper's SGD-HD with μ / Nesterov switched every ``per_phase`` steps: u_{t-1} is
+    always the direction of the step before, the buffer b carries over untouched."""
+    alpha, u_prev, b = lr, torch.zeros_like(theta), None
+    for t, noise in enumerate(noise_seq):
+        mu, nesterov = PHASES[t // per_phase]
+        g = grad_fn(theta, noise)
+        alpha = max(alpha + beta * float(g @ u_prev), 0.0)
+        u = g
+        if mu:
+            b = g.clone() if b is None else mu * b + g
+            u = g + mu * b if nesterov else b
+        theta = theta - alpha * u
+        u_prev = u
+    return theta, alpha
+
+
+@pytest.mark.parametrize("impl", ["reference", "foreach", "fused"])
+def test_sgd_hd_momentum_switched_mid_run_uses_the_last_direction(impl) -> None:
+    if impl == "fused" and _native.library("hypergradient") is None:
+        pytest.skip("bergab's CPU kernels cannot be built here")
+    per_phase = 12
+    ps = make_params()
+    seq = noises(per_phase * len(PHASES), seed=3)
+    opt = optim.HypergradientSGD(ps, lr=0.01, hypergrad_lr=1e-3, impl=impl)
+    for t, noise in enumerate(seq):
+        opt.param_groups[0]["momentum"], opt.param_groups[0]["nesterov"] = PHASES[t // per_phase]
+        for p, n in zip(ps, noise, strict=True):
+            p.grad = grad_fn(p.detach(), n)
+        opt.step()
+    theta, alpha = sgd_hd_paper_phases(flat(make_params()), [flat(n) for n in seq],
+                                       lr=0.01, beta=1e-3, per_phase=per_phase)  # fmt: skip
+    assert opt.effective_lr[0] == pytest.approx(alpha, rel=1e-10)
+    torch.testing.assert_close(flat(ps), theta, rtol=1e-10, atol=1e-12)

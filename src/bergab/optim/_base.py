@@ -224,16 +224,18 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        for group in self.param_groups:  # before anything moves (Prodigy's _before_step)
+            for p in group["params"]:
+                if p.grad is not None and p.grad.is_sparse:
+                    raise RuntimeError(
+                        f"{type(self).__name__} does not support sparse gradients "
+                        "(use torch.optim.SparseAdam, or dense gradients)"
+                    )
         self._before_step()
         for group in self.param_groups:
             self._apply_schedules(group)
             params = [p for p in group["params"] if p.grad is not None]
             if params:
-                for p in params:
-                    if p.grad.is_sparse:
-                        raise RuntimeError(
-                            f"{type(self).__name__} does not support sparse gradients"
-                        )
                 self._init_state(group, params)
                 grads = [p.grad for p in params]
                 self._update(group, params, grads, self._select_impl(params))

@@ -586,7 +586,21 @@ class HypergradientSGD(_Hypergradient):
         for p in params:
             state = self.state[p]
             if stores and "prev_direction" not in state:
-                state["prev_direction"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                # momentum switched from heavy ball: its last direction was the buffer
+                buf = state.get("momentum_buffer")
+                state["prev_direction"] = (
+                    torch.zeros_like(p, memory_format=torch.preserve_format)
+                    if buf is None
+                    else buf.clone(memory_format=torch.preserve_format)
+                )
+
+    @staticmethod
+    def _last_direction(state: dict[str, Any], heavy_ball: bool) -> torch.Tensor | None:
+        """u_{t-1} of one tensor: its recorded direction (plain and Nesterov steps record
+        it; heavy-ball steps drop it, their u is the buffer), else its momentum buffer."""
+        if not heavy_ball or "prev_direction" in state:
+            return state.get("prev_direction")
+        return state.get("momentum_buffer")
 
     def _update(
         self,
@@ -595,7 +609,13 @@ class HypergradientSGD(_Hypergradient):
         grads: list[torch.Tensor],
         impl: str,
     ) -> None:
-        if impl == "fused":
+        momentum = float(group["momentum"])
+        nesterov = bool(group["nesterov"])
+        heavy_ball = momentum != 0 and not nesterov
+        states = [self.state[p] for p in params]
+        # the step that switches to heavy ball reads the recorded directions (reference)
+        switching = heavy_ball and any("prev_direction" in s for s in states)
+        if impl == "fused" and not switching:
             kept = [
                 self.state[p][k]
                 for p in params
@@ -604,18 +624,12 @@ class HypergradientSGD(_Hypergradient):
             ]
             self._fused(self._kernels([params, grads, kept]), group, params, grads)
             return
-        momentum = float(group["momentum"])
-        nesterov = bool(group["nesterov"])
         wd = float(group["weight_decay"])
-        states = [self.state[p] for p in params]
-        heavy_ball = momentum != 0 and not nesterov
         # 1) the hypergradient over the tensors that took the previous step
         fresh = self._fresh(group, params)
-        idx_fresh = [i for i, f in enumerate(fresh) if f]
-        prev = [
-            states[i]["momentum_buffer"] if heavy_ball else states[i]["prev_direction"]
-            for i in idx_fresh
-        ]
+        last = [self._last_direction(s, heavy_ball) for s in states]
+        idx_fresh = [i for i, f in enumerate(fresh) if f and last[i] is not None]
+        prev = [last[i] for i in idx_fresh]
         sub_p = [params[i] for i in idx_fresh]
         sub_g = [grads[i] for i in idx_fresh]
         # (eagerly for every impl: BLAS dot products run at memory speed, inductor's CPU
@@ -641,7 +655,7 @@ class HypergradientSGD(_Hypergradient):
         dirs: list[torch.Tensor | None] = [s.get("prev_direction") for s in states]
         hyper: dict[str, Any] = {"momentum": momentum, "nesterov": nesterov, "weight_decay": wd}
         first = momentum != 0 and any(b is None for b in bufs)
-        if impl == "reference" or first:
+        if impl in ("reference", "fused") or first:
             sgd_hd_reference(params, grads, bufs, dirs, lr=alpha, **hyper)
         elif impl == "compiled":
             fn = self._compiled(sgd_hd_reference)
@@ -667,6 +681,8 @@ class HypergradientSGD(_Hypergradient):
         for s, b in zip(states, bufs, strict=True):
             if b is not None:
                 s["momentum_buffer"] = b
+            if heavy_ball:  # the buffer is u from now on
+                s.pop("prev_direction", None)
             s["last_step"] = int(group["step"])
 
     def _fused(
