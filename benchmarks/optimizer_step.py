@@ -491,8 +491,7 @@ def report(
                 else "—",
                 fmt_ratio(vs),
                 f"{fmt_mb(mem_auto)} / {fmt_mb(mem_th)}" if th else fmt_mb(mem_auto),
-                f"{fmt_ratio(ratio(fast, s['two_pass_floor']))}× "
-                f"({TWO_PASS_BYTES[algo]} B)"
+                f"{fmt_ratio(ratio(fast, s['two_pass_floor']))}× ({TWO_PASS_BYTES[algo]} B)"
                 if fast and s["two_pass_floor"]
                 else "",
             ]

@@ -146,7 +146,8 @@ def test_both_thread_flavors_split_work_alike(
         for r in results:
             torch.testing.assert_close(r, ref, rtol=1e-12, atol=1e-14)
         built = sorted(p.name for p in (tmp_path / "native").iterdir())
-        assert len(built) == 1 and built[0].startswith("rmsprop-")
+        assert len(built) == 1
+        assert built[0].startswith("rmsprop-")
     finally:
         _native._load.cache_clear()
 

@@ -204,5 +204,6 @@ def test_sparse_gradients_are_refused_before_anything_changes(name: str) -> None
         opt.train()
     with pytest.raises(RuntimeError, match="does not support sparse gradients"):
         opt.step()
-    assert torch.equal(dense, before[0]) and torch.equal(sparse, before[1])
+    assert torch.equal(dense, before[0])
+    assert torch.equal(sparse, before[1])
     assert not opt.state  # no state was created either

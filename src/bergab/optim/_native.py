@@ -141,7 +141,11 @@ def _flavors() -> list[tuple[str, ...]]:
     """Flag sets to try in turn: with OpenMP first where torch's libgomp is loaded."""
     plain = tuple(FLAGS)
     openmp = os.environ.get("BERGAB_NATIVE_OPENMP", "1").strip().lower() not in (
-        "0", "false", "no", "off")
+        "0",
+        "false",
+        "no",
+        "off",
+    )
     return [plain + OPENMP_FLAGS, plain] if openmp and _torch_libgomp() else [plain]
 
 

@@ -569,9 +569,7 @@ class _AdamFamily(Optimizer):
         (step, NAdam's product of mu) are rounded as torch's float32 ops round them and
         stored by the kernel (a torch op per 0-d tensor would cost more than the checks
         and the whole Python side here)."""
-        runs = native_runs(
-            self.native, params, grads, m, v, vmax, checked=self.impl == "auto"
-        )
+        runs = native_runs(self.native, params, grads, m, v, vmax, checked=self.impl == "auto")
         counters = [steps] if mus is None else [steps, mus]
         count = counts_natively(*counters)
         if count:  # as torch's float32 step += 1 rounds
