@@ -9,6 +9,9 @@ every family shares.
 from __future__ import annotations
 
 import copy
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -121,6 +124,42 @@ def test_the_openmp_flavor_shares_torchs_libgomp() -> None:
     with open("/proc/self/maps", encoding="utf-8") as f:
         gomp = {ln.split()[-1] for ln in f if ln.rstrip().endswith("/libgomp.so.1")}
     assert len(gomp) == 1  # one runtime, torch's: the kernels' threads are its threads
+
+
+@NATIVE
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_steps_on_its_own_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GNU OpenMP's pool does not survive fork(): after a parallel step in the parent, a
+    # child that entered an OpenMP region would wait forever
+    monkeypatch.setattr(_native, "MIN_NUMEL_PER_THREAD", 1)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    ps = params(0, (3000, 500), torch.float32)
+    opt = optim.RMSprop(ps, lr=1e-3, impl="fused")
+    run(opt, ps, 2, seed=1)  # in the parent, on 2 threads
+    expected = params(0, (3000, 500), torch.float32)
+    ref_opt = optim.RMSprop(expected, lr=1e-3, impl="reference")
+    run(ref_opt, expected, 2, seed=1)
+    pid = os.fork()
+    if pid == 0:  # the child: one more step each, then compare (exit code 0 = equal)
+        code = 1
+        try:
+            run(opt, ps, 1, seed=2)
+            run(ref_opt, expected, 1, seed=2)
+            ok = all(torch.allclose(a, b) for a, b in zip(ps, expected, strict=True))
+            code = 0 if ok else 1
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung in its step")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 @NATIVE

@@ -137,16 +137,27 @@ def _build(family: str, flags: Sequence[str]) -> Path:
     return target
 
 
+#: Set in a child made by fork(): GNU OpenMP's thread pool does not survive a fork (a
+#: parallel region in the child waits forever for the parent's threads; torch's own ops
+#: hang there too, which is why DataLoader workers run on one thread), so a forked child
+#: loads the kernels again in their POSIX-threads flavor.
+_FORKED: dict[str, bool] = {"child": False}
+
+
+def _after_fork_in_child() -> None:
+    _FORKED["child"] = True
+    _load.cache_clear()
+
+
 def _flavors() -> list[tuple[str, ...]]:
-    """Flag sets to try in turn: with OpenMP first where torch's libgomp is loaded."""
+    """Flag sets to try in turn: with OpenMP first where torch's libgomp is loaded (not
+    in a forked child)."""
     plain = tuple(FLAGS)
-    openmp = os.environ.get("BERGAB_NATIVE_OPENMP", "1").strip().lower() not in (
-        "0",
-        "false",
-        "no",
-        "off",
-    )
-    return [plain + OPENMP_FLAGS, plain] if openmp and _torch_libgomp() else [plain]
+    off = ("0", "false", "no", "off")
+    openmp = os.environ.get("BERGAB_NATIVE_OPENMP", "1").strip().lower() not in off
+    if openmp and not _FORKED["child"] and _torch_libgomp():
+        return [plain + OPENMP_FLAGS, plain]
+    return [plain]
 
 
 @functools.cache
@@ -161,6 +172,10 @@ def _load(family: str) -> ctypes.CDLL | str:
         except (OSError, subprocess.SubprocessError) as e:
             error = error or e
     return f"could not build bergab's CPU kernels ({error})"
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def library(family: str) -> ctypes.CDLL | None:
