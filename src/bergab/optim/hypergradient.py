@@ -627,9 +627,13 @@ class HypergradientSGD(_Hypergradient):
         wd = float(group["weight_decay"])
         # 1) the hypergradient over the tensors that took the previous step
         fresh = self._fresh(group, params)
-        last = [self._last_direction(s, heavy_ball) for s in states]
-        idx_fresh = [i for i, f in enumerate(fresh) if f and last[i] is not None]
-        prev = [last[i] for i in idx_fresh]
+        idx_fresh: list[int] = []
+        prev: list[torch.Tensor] = []
+        for i, (f, s) in enumerate(zip(fresh, states, strict=True)):
+            u = self._last_direction(s, heavy_ball) if f else None
+            if u is not None:
+                idx_fresh.append(i)
+                prev.append(u)
         sub_p = [params[i] for i in idx_fresh]
         sub_g = [grads[i] for i in idx_fresh]
         # (eagerly for every impl: BLAS dot products run at memory speed, inductor's CPU
