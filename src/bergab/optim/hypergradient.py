@@ -55,7 +55,7 @@ import functools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 
@@ -665,13 +665,16 @@ class HypergradientSGD(_Hypergradient):
             fn = self._compiled(sgd_hd_reference)
             fn(params, grads, bufs, dirs, lr=lr_tensor(alpha, params[0]), **hyper)
         else:
+            # (every buffer exists here: a first momentum step took the reference path)
+            have_bufs = cast(list[torch.Tensor], bufs)
+            have_dirs = cast(list[torch.Tensor], dirs)
             for key in group_by_device_dtype(params).values():
-                lists = [[params[i] for i in key], [grads[i] for i in key]]
+                step_lists = [[params[i] for i in key], [grads[i] for i in key]]
                 if momentum != 0:
-                    lists.append([bufs[i] for i in key])
+                    step_lists.append([have_bufs[i] for i in key])
                 if not heavy_ball:
-                    lists.append([dirs[i] for i in key])
-                for _, pc in pieces(lists):
+                    step_lists.append([have_dirs[i] for i in key])
+                for _, pc in pieces(step_lists):
                     _sgd_hd_foreach(
                         pc[0],
                         pc[1],
