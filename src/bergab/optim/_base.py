@@ -224,20 +224,26 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:  # before anything moves (Prodigy's _before_step)
-            for p in group["params"]:
-                if p.grad is not None and p.grad.is_sparse:
-                    raise RuntimeError(
-                        f"{type(self).__name__} does not support sparse gradients "
-                        "(use torch.optim.SparseAdam, or dense gradients)"
-                    )
-        self._before_step()
+        # one sweep over the parameters, before anything moves (Prodigy's _before_step)
+        work: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []
         for group in self.param_groups:
+            params, grads = [], []
+            for p in group["params"]:
+                g = p.grad
+                if g is not None:
+                    if g.is_sparse:
+                        raise RuntimeError(
+                            f"{type(self).__name__} does not support sparse gradients "
+                            "(use torch.optim.SparseAdam, or dense gradients)"
+                        )
+                    params.append(p)
+                    grads.append(g)
+            work.append((params, grads))
+        self._before_step()
+        for group, (params, grads) in zip(self.param_groups, work, strict=True):
             self._apply_schedules(group)
-            params = [p for p in group["params"] if p.grad is not None]
             if params:
                 self._init_state(group, params)
-                grads = [p.grad for p in params]
                 self._update(group, params, grads, self._select_impl(params))
             group["step"] += 1
             self._apply_schedules(group)

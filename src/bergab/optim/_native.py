@@ -297,13 +297,29 @@ class KeptValues:
             for p, *deps in zip(params, *others, strict=True)
         ]
 
-    def known(self, params: Sequence[torch.Tensor], *others: Sequence[torch.Tensor]) -> list[float]:
+    def stamps(
+        self, params: Sequence[torch.Tensor], *others: Sequence[torch.Tensor]
+    ) -> list[tuple[int, ...]]:
+        """What each value is valid for, now. A step computes them once, before its
+        kernel, and passes them to :meth:`known` and to :meth:`keep`: bergab's kernels
+        change neither ``_version`` nor the storage, so the stamps still hold after the
+        update (and reading them again then, with the caches just flushed, costs more)."""
+        return self._stamps(params, others)
+
+    def known(
+        self,
+        params: Sequence[torch.Tensor],
+        *others: Sequence[torch.Tensor],
+        stamps: Sequence[tuple[int, ...]] | None = None,
+    ) -> list[float]:
         """The kept value of each parameter, or -1.0 where it must be recomputed.
         ``others``: parallel lists of the tensors each value also depends on."""
         values = self._values
         missing = ((), -1.0)
         out = []
-        for p, stamp in zip(params, self._stamps(params, others), strict=True):
+        if stamps is None:
+            stamps = self._stamps(params, others)
+        for p, stamp in zip(params, stamps, strict=True):
             kept = values.get(id(p), missing)
             out.append(kept[1] if kept[0] == stamp else -1.0)
         return out
@@ -313,9 +329,12 @@ class KeptValues:
         params: Sequence[torch.Tensor],
         values: Sequence[float],
         *others: Sequence[torch.Tensor],
+        stamps: Sequence[tuple[int, ...]] | None = None,
     ) -> None:
-        """Keep ``values`` for ``params`` as they are now (after the kernel's update)."""
-        stamps = self._stamps(params, others)
+        """Keep ``values`` for ``params`` as they are now (after the kernel's update;
+        ``stamps``: from :meth:`stamps` before a kernel that changed nothing else)."""
+        if stamps is None:
+            stamps = self._stamps(params, others)
         self._values.update(
             (id(p), (stamp, float(v))) for p, stamp, v in zip(params, stamps, values, strict=True)
         )

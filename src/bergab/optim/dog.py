@@ -302,7 +302,8 @@ class DoG(Optimizer):
         (x -= η(g + λx), the new ‖x − x0‖² kept for the next step)."""
         lists = [params, grads, x0s]
         wd = _native.doubles([float(group["weight_decay"])])
-        known = self._dist_sq.known(params, x0s)
+        stamps = self._dist_sq.stamps(params, x0s)  # still valid after the kernels
+        known = self._dist_sq.known(params, stamps=stamps)
         n = len(params)
         out = _native.doubles([0.0] * (2 * n))
         stale = _native.doubles([1.0 if k < 0 else 0.0 for k in known])
@@ -313,7 +314,7 @@ class DoG(Optimizer):
         etas = self._step_sizes(group, params, d2, g2, scale)
         dist = _native.doubles([0.0] * n)
         _native.call(lib, "dog_update", lists, wd, _native.doubles(etas), dist)
-        self._dist_sq.keep(params, dist[:], x0s)
+        self._dist_sq.keep(params, dist[:], stamps=stamps)
 
     def _statistics(
         self,
@@ -466,7 +467,8 @@ class LDoG(DoG):
         reps = 0.0 if init_eta is not None else float(group["reps_rel"])
         per_tensor: list[float] = []
         positive = True
-        for p, known in zip(params, self._dist_sq.known(params, x0s), strict=True):
+        stamps = self._dist_sq.stamps(params, x0s)  # still valid after the kernel
+        for p, known in zip(params, self._dist_sq.known(params, stamps=stamps), strict=True):
             state = self.state[p]
             if "rbar" in state:
                 rbar, gsum, first = float(state["rbar"]), float(state["G"]), 0.0
@@ -491,7 +493,7 @@ class LDoG(DoG):
         for i, p in enumerate(params):
             state = self.state[p]
             state["rbar"], state["G"], state["eta"] = out[4 * i], out[4 * i + 1], out[4 * i + 2]
-        self._dist_sq.keep(params, out[3::4], x0s)
+        self._dist_sq.keep(params, out[3::4], stamps=stamps)
 
     def _step_sizes(
         self,

@@ -400,14 +400,15 @@ class LARS(Optimizer):
     ) -> None:
         lib = self._kernels([params, grads, bufs])
         per_tensor: list[float] = []
-        for a, known in zip(adapt, self._w_sqnorms.known(params), strict=True):
+        stamps = self._w_sqnorms.stamps(params)  # still valid after the kernel
+        for a, known in zip(adapt, self._w_sqnorms.known(params, stamps=stamps), strict=True):
             per_tensor += (1.0 if a else 0.0, known)
         out = _native.doubles([0.0] * (2 * len(params)))
         hp = (lr, momentum, weight_decay, trust_coefficient, eps, 1.0 if nesterov else 0.0)
         # without momentum the buffer pointers are never read: pass the gradients
         lists = [params, grads, bufs if bufs else grads]
         _native.call(lib, "lars", lists, _native.doubles(hp), _native.doubles(per_tensor), out)
-        self._w_sqnorms.keep(params, out[1::2])
+        self._w_sqnorms.keep(params, out[1::2], stamps=stamps)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load the state; the fused path's kept parameter norms are recomputed."""
