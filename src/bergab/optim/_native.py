@@ -13,7 +13,10 @@ flags and the CPU, so a later process loads it in milliseconds. A build takes ab
 second. Without a compiler, or with ``BERGAB_NATIVE=0`` in the environment, the kernels
 are unavailable: ``impl="auto"`` then uses the foreach path and ``impl="fused"`` raises
 with the reason. Kernels exist for float32 and float64 contiguous CPU tensors; they use
-as many threads as torch does (``torch.get_num_threads()``) when the work is large enough.
+as many threads as torch does (``torch.get_num_threads()``) when the work is large enough:
+torch's own OpenMP threads where torch has GNU OpenMP's ``libgomp.so.1`` loaded (the
+library is then built with ``-fopenmp`` and binds to that copy), else POSIX threads (also
+in a child made by ``fork()``, where GNU OpenMP's thread pool cannot be used).
 """
 
 from __future__ import annotations
