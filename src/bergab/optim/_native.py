@@ -152,12 +152,16 @@ def _after_fork_in_child() -> None:
     _load.cache_clear()
 
 
+def _switched_off(variable: str) -> bool:
+    """Whether the environment sets ``variable`` to 0/false/no/off."""
+    return os.environ.get(variable, "1").strip().lower() in ("0", "false", "no", "off")
+
+
 def _flavors() -> list[tuple[str, ...]]:
     """Flag sets to try in turn: with OpenMP first where torch's libgomp is loaded (not
     in a forked child)."""
     plain = tuple(FLAGS)
-    off = ("0", "false", "no", "off")
-    openmp = os.environ.get("BERGAB_NATIVE_OPENMP", "1").strip().lower() not in off
+    openmp = not _switched_off("BERGAB_NATIVE_OPENMP")
     if openmp and not _FORKED["child"] and _torch_libgomp():
         return [plain + OPENMP_FLAGS, plain]
     return [plain]
@@ -166,7 +170,7 @@ def _flavors() -> list[tuple[str, ...]]:
 @functools.cache
 def _load(family: str) -> ctypes.CDLL | str:
     """The loaded library, or the reason it is unavailable."""
-    if os.environ.get("BERGAB_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+    if _switched_off("BERGAB_NATIVE"):
         return "disabled by BERGAB_NATIVE=0"
     error: Exception | None = None
     for flags in _flavors():  # a compiler without OpenMP: build the pthread flavor
