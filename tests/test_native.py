@@ -117,6 +117,23 @@ def test_openmp_flavor_only_where_torch_loaded_libgomp(monkeypatch: pytest.Monke
 
 
 @NATIVE
+def test_a_compiler_without_openmp_builds_the_pthread_flavor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BERGAB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_native, "_torch_libgomp", lambda: True)
+    monkeypatch.setattr(_native, "OPENMP_FLAGS", ("-fno-such-openmp-flag",))  # build fails
+    _native._load.cache_clear()
+    try:
+        assert _native.library("rmsprop") is not None
+        assert _native.unavailable_reason("rmsprop") is None
+        built = [p.name for p in (tmp_path / "native").iterdir()]
+        assert len(built) == 1  # the POSIX-threads flavor, and no temporary left behind
+    finally:
+        _native._load.cache_clear()
+
+
+@NATIVE
 def test_the_openmp_flavor_shares_torchs_libgomp() -> None:
     if not _native._torch_libgomp():
         pytest.skip("torch runs without GNU OpenMP here")
