@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -177,6 +178,32 @@ def test_a_forked_child_steps_on_its_own_threads(monkeypatch: pytest.MonkeyPatch
             pytest.fail("the forked child hung in its step")
         time.sleep(0.05)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@NATIVE
+def test_optimizers_stepping_in_several_python_threads_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # ctypes releases the GIL: each Python thread's kernel forks its own team of threads
+    monkeypatch.setattr(_native, "MIN_NUMEL_PER_THREAD", 1)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    results: dict[int, list] = {}
+
+    def worker(seed: int) -> None:
+        ps = params(seed, (5000, 300))
+        run(optim.RMSprop(ps, lr=1e-2, impl="fused"), ps, 30, seed=seed)
+        results[seed] = ps
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for seed in range(4):
+        ref = params(seed, (5000, 300))
+        run(optim.RMSprop(ref, lr=1e-2, impl="reference"), ref, 30, seed=seed)
+        for a, b in zip(results[seed], ref, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
 @NATIVE
