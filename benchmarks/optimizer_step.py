@@ -23,8 +23,11 @@ once, parameter and state written once), from :data:`BYTES_PER_PARAM`, or for an
 optimizer not in that table from its state after a step: ``(3 + 2k) × 4`` bytes with ``k``
 parameter-sized state tensors (marked ``*``). The peak bandwidth is the best of
 ``torch.add(a, b, out=c)`` and ``copy_`` on 64M floats and torch's fused AdamW on 64M
-parameters (bytes over time), measured at the start of the run. At 1M parameters the
-working set fits in a large last-level cache, so ratios below 1 are possible there.
+parameters (bytes over time), measured at the start of the run and after each size (the
+best is kept). At 1M parameters the working set fits in a large last-level cache, so
+ratios below 1 are possible there. For DoG, Prodigy and hypergradient descent, whose step
+size is a sum over the whole group, the summary also gives the fastest path against a
+two-pass floor (:data:`TWO_PASS_BYTES`: the bytes their math forces beyond the cache).
 
 **Memory.** The peak extra memory one steady-state ``step()`` holds above what was
 resident before it. On CPU: in a fresh subprocess per size (with glibc told to return
