@@ -468,8 +468,9 @@ class LDoG(DoG):
         per_tensor: list[float] = []
         positive = True
         stamps = self._dist_sq.stamps(params, x0s)  # still valid after the kernel
-        for p, known in zip(params, self._dist_sq.known(params, stamps=stamps), strict=True):
-            state = self.state[p]
+        states = [self.state[p] for p in params]
+        known_d2 = self._dist_sq.known(params, stamps=stamps)
+        for p, state, known in zip(params, states, known_d2, strict=True):
             if "rbar" in state:
                 rbar, gsum, first = float(state["rbar"]), float(state["G"]), 0.0
             else:  # as _step_sizes: r_eps from the norm of x0 (x = x0 now)
@@ -490,8 +491,7 @@ class LDoG(DoG):
         _native.call(
             lib, "ldog", [params, grads, x0s], _native.doubles(hp), _native.doubles(per_tensor), out
         )
-        for i, p in enumerate(params):
-            state = self.state[p]
+        for i, state in enumerate(states):
             state["rbar"], state["G"], state["eta"] = out[4 * i], out[4 * i + 1], out[4 * i + 2]
         self._dist_sq.keep(params, out[3::4], stamps=stamps)
 
