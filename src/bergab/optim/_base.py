@@ -47,6 +47,10 @@ def group_by_device_dtype(
         >>> sorted(len(v) for v in group_by_device_dtype(ts).values())
         [1, 2]
     """
+    if tensors and tensors[0].is_cpu:  # the common case, without a device object each
+        dtype = tensors[0].dtype
+        if all(t.is_cpu and t.dtype is dtype for t in tensors):
+            return {(tensors[0].device, dtype): list(range(len(tensors)))}
     groups: dict[tuple[torch.device, torch.dtype], list[int]] = defaultdict(list)
     for i, t in enumerate(tensors):
         groups[(t.device, t.dtype)].append(i)
@@ -172,7 +176,7 @@ class Optimizer(torch.optim.Optimizer):
                 return "fused"
             return "foreach"
         if "fused" in self.impls and all(
-            p.dtype in _FLOAT_DTYPES and p.device.type in ("cpu", "cuda") for p in params
+            p.dtype in _FLOAT_DTYPES and (p.is_cpu or p.is_cuda) for p in params
         ):
             return "fused"
         return "foreach"
