@@ -207,3 +207,49 @@ def test_sparse_gradients_are_refused_before_anything_changes(name: str) -> None
     assert torch.equal(dense, before[0])
     assert torch.equal(sparse, before[1])
     assert not opt.state  # no state was created either
+
+
+@pytest.mark.parametrize("name", optim.names())
+def test_fused_with_two_dtypes_in_one_group(name: str) -> None:
+    # equal to the reference (torch's kernels and the one-pass CPU kernels run per dtype),
+    # or a clear error before anything moves (kernels whose statistic spans the group)
+    from bergab.optim import _native
+
+    def make() -> list[torch.nn.Parameter]:
+        g = torch.Generator().manual_seed(0)
+        return [
+            torch.nn.Parameter(torch.randn(50, generator=g)),
+            torch.nn.Parameter(torch.randn(30, generator=g, dtype=torch.float64)),
+            torch.nn.Parameter(torch.randn(20, generator=g)),
+        ]
+
+    kwargs = {} if name in ("dog", "ldog", "prodigy") else {"lr": 0.01}
+    fast, ref = make(), make()
+    o_fast = optim.create(name, fast, impl="fused", **kwargs)
+    o_ref = optim.create(name, ref, impl="reference", **kwargs)
+    family = getattr(o_fast, "native", None)
+    if family is not None and _native.library(family) is None:
+        pytest.skip("bergab's CPU kernels cannot be built here")
+    for o in (o_fast, o_ref):
+        if callable(getattr(o, "train", None)):
+            o.train()
+    gen = torch.Generator().manual_seed(1)
+    for t in range(20):
+        for p, q in zip(fast, ref, strict=True):
+            g = torch.randn(p.shape, generator=gen, dtype=torch.float64)
+            p.grad, q.grad = g.to(p.dtype), g.to(q.dtype)
+        before = [p.detach().clone() for p in fast]
+        try:
+            o_fast.step()
+        except _native.NativeUnavailableError as e:
+            error = str(e)
+        else:
+            error = ""
+        if error:
+            assert t == 0
+            assert "one dtype per param group" in error
+            assert all(torch.equal(p, b) for p, b in zip(fast, before, strict=True))
+            return
+        o_ref.step()
+    for p, q in zip(fast, ref, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)

@@ -251,6 +251,14 @@ def check_available(family: str, lists: Sequence[Sequence[torch.Tensor]]) -> cty
         impl='fused' needs contiguous float32 or float64 CPU tensors
     """
     if not supports(*lists):
+        tensors = [t for ts in lists for t in ts]
+        dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in tensors})
+        if len(dtypes) > 1 and all(t.dtype in _SUFFIX for t in tensors):
+            raise NativeUnavailableError(
+                f"impl='fused' needs one dtype per param group for this optimizer (found "
+                f"{' and '.join(dtypes)}): put each dtype in its own group, or use "
+                "impl='foreach'"
+            )
         raise NativeUnavailableError(
             "impl='fused' needs contiguous float32 or float64 CPU tensors: bergab's own "
             "kernels are CPU-only (use impl='foreach' or 'compiled' elsewhere)"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -169,19 +169,25 @@ class SGD(Optimizer):
             "maximize": group["maximize"],
         }
         lr = group["lr"] * group["lr_scale"]
-        states = [self.state[p] for p in params]
-        bufs: list[torch.Tensor | None] = [s.get("momentum_buffer") for s in states]
+        if hyper["momentum"] != 0:
+            states = [self.state[p] for p in params]
+            bufs: list[torch.Tensor | None] = [s.get("momentum_buffer") for s in states]
+        else:  # plain gradient descent keeps no state: no per-parameter lookups
+            states, bufs = [], [None] * len(params)
         missing = [b is None for b in bufs] if hyper["momentum"] != 0 else []
         first = any(missing)
         if impl == "fused" and (all(missing) or not first):
             # torch's kernel copies the gradient into fresh buffers on the first step
             if first:
                 bufs = [torch.empty_like(p) for p in params]
+            heavy = hyper["momentum"] != 0
+            have = cast(list[torch.Tensor], bufs)  # (every buffer exists by now)
             for idx in group_by_device_dtype(params).values():
+                whole = len(idx) == len(params)  # one device and dtype: the lists as they are
                 torch._fused_sgd_(
-                    [params[i] for i in idx],
-                    [grads[i] for i in idx],
-                    [bufs[i] for i in idx] if hyper["momentum"] != 0 else [],  # type: ignore[misc]
+                    params if whole else [params[i] for i in idx],
+                    grads if whole else [grads[i] for i in idx],
+                    (have if whole else [have[i] for i in idx]) if heavy else [],
                     lr=lr,
                     is_first_step=first,
                     **hyper,
