@@ -616,12 +616,7 @@ class HypergradientSGD(_Hypergradient):
         # the step that switches to heavy ball reads the recorded directions (reference)
         switching = heavy_ball and any("prev_direction" in s for s in states)
         if impl == "fused" and not switching:
-            kept = [
-                self.state[p][k]
-                for p in params
-                for k in ("momentum_buffer", "prev_direction")
-                if k in self.state[p]
-            ]
+            kept = [s[k] for s in states for k in ("momentum_buffer", "prev_direction") if k in s]
             self._fused(self._kernels([params, grads, kept]), group, params, grads)
             return
         wd = float(group["weight_decay"])
