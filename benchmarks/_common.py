@@ -25,6 +25,7 @@ __all__ = [
     "median_time",
     "parse_size",
     "peak_bandwidth",
+    "read_bandwidth",
     "rss_bytes",
     "rss_peak_during",
     "sync",
@@ -147,6 +148,27 @@ def _streaming_bandwidth(device: str, numel: int, repeats: int) -> dict[str, flo
     t_add, _ = median_time(lambda: torch.add(a, b, out=c), repeats=repeats, device=device)
     t_copy, _ = median_time(lambda: c.copy_(a), repeats=repeats, device=device)
     return {"add": 12 * numel / t_add, "copy": 8 * numel / t_copy}
+
+
+def read_bandwidth(device: str = "cpu", numel: int = 1 << 26, repeats: int = 5) -> dict[str, float]:
+    """Bandwidth in bytes/s of kernels that only read: ``a.sum()`` (4 bytes an element)
+    and ``torch.dot(a, b)`` (8), over ``numel`` float32 elements.
+
+    Memory often reads slower than it reads and writes together (on the development
+    machine: about 32 GB/s for reads alone, 53 GB/s for torch's fused AdamW, whose writes
+    run beside its reads), so a kernel that mostly reads has a second floor: its read bytes
+    over this bandwidth.
+
+    Returns:
+        ``{"sum": ..., "dot": ..., "read": best of the two}`` in bytes per second.
+    """
+    a = torch.rand(numel, device=device)
+    b = torch.rand(numel, device=device)
+    t_sum, _ = median_time(a.sum, repeats=repeats, device=device)
+    t_dot, _ = median_time(lambda: torch.dot(a, b), repeats=repeats, device=device)
+    out = {"sum": 4 * numel / t_sum, "dot": 8 * numel / t_dot}
+    out["read"] = max(out.values())
+    return out
 
 
 def peak_bandwidth(

@@ -264,13 +264,20 @@ def test_threads_for() -> None:
     [
         (optim.LARS, {"lr": 0.5, "momentum": 0.9, "weight_decay": 1e-3, "trust_coefficient": 0.02}),
         (optim.LAMB, {"lr": 0.01, "weight_decay": 0.01}),
+        # a reduction over the group, then an update of each thread's range in reverse
+        (optim.DoG, {"weight_decay": 1e-3}),
+        (optim.LDoG, {}),
+        (optim.Prodigy, {"weight_decay": 0.01}),
+        (optim.HypergradientSGD, {"lr": 0.01, "momentum": 0.9}),
+        (optim.HypergradientAdam, {"lr": 1e-3}),
     ],
 )
 @pytest.mark.parametrize("threads", [2, 3, 7])
 def test_split_over_threads_equals_reference(
     cls: type, kwargs: dict, threads: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # more threads than tensors, fewer, and empty shares: every tensor updated once
+    # more threads than tensors, fewer, and empty shares: every tensor updated once, and
+    # each thread's reversed walk covers the same elements as its forward reduction
     monkeypatch.setattr(_native, "MIN_NUMEL_PER_THREAD", 1)
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
     sizes = (1, 300, 7, 2000, 5, 64)

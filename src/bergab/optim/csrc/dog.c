@@ -6,9 +6,9 @@
  * accumulated by the update pass and kept by the caller for the next step, so a step is
  *   dog_reduce: read g (and x with weight decay): the per-tensor ||g + wd x||^2;
  *               ||x - x0||^2 only for tensors whose kept distance is stale;
- *   dog_update: x <- x - eta (g + wd x) and ||x_new - x0||^2, walking the tensors in
- *               reverse order so that the gradients read last by dog_reduce are still in
- *               cache.
+ *   dog_update: x <- x - eta (g + wd x) and ||x_new - x0||^2, each thread walking the
+ *               elements dog_reduce gave it last tensor first, so that it starts on the
+ *               gradients it read last, still in cache.
  * LDoG (one step size per tensor) needs only the tensor's own sums: ldog does the whole
  * step in one call, tensor by tensor (its sums, then its update while it is in cache).
  */
@@ -163,14 +163,13 @@ void F(dog_reduce)(int64_t n, const int64_t *numel, void *const *ptrs, const dou
   }
 }
 
-/* DoG/LDoG update, tensors in reverse order. ptrs: param, grad, x0 (reversed: index r is
- * tensor n-1-r). hp: weight_decay. pt: eta per tensor (original order). scratch: one
- * double per (thread, tensor). out: per tensor ||x_new - x0||^2. */
-static void F(dog_update_body)(void *vjob, int tid, int64_t r, int64_t lo, int64_t hi) {
+/* DoG update (SPLIT_ELEMENTS_REVERSED: each thread takes the range it reduced, last tensor
+ * first). ptrs: param, grad, x0. hp: weight_decay. pt: eta per tensor. scratch: one double
+ * per (thread, tensor). out: per tensor ||x_new - x0||^2. */
+static void F(dog_update_body)(void *vjob, int tid, int64_t i, int64_t lo, int64_t hi) {
   Job *j = (Job *)vjob;
-  int64_t i = j->n - 1 - r;
-  T *x = PTR(j, 0, r, T);
-  const T *g = PTR(j, 1, r, T), *x0 = PTR(j, 2, r, T);
+  T *x = PTR(j, 0, i, T);
+  const T *g = PTR(j, 1, i, T), *x0 = PTR(j, 2, i, T);
   double *part = (double *)j->scratch + ((int64_t)tid * j->n + i);
   *part = F(dg_step)(x, g, x0, lo, hi, (T)j->pt[i], (T)j->hp[0], j->hp[0] != 0);
 }
@@ -178,24 +177,16 @@ static void F(dog_update_body)(void *vjob, int tid, int64_t r, int64_t lo, int64
 void F(dog_update)(int64_t n, const int64_t *numel, void *const *ptrs, const double *hp,
                    const double *pt, double *out, int nthreads) {
   int nt = F(dg_threads)(nthreads);
-  int64_t *rnumel = (int64_t *)malloc((size_t)n * sizeof(int64_t));
-  void **rptrs = (void **)malloc((size_t)(3 * n) * sizeof(void *));
   double *part = (double *)calloc((size_t)(n * nt), sizeof(double));
-  if (!rnumel || !rptrs || !part) { /* no memory: forward, one thread */
+  if (!part) { /* no memory for partials: one thread */
     for (int64_t i = 0; i < n; i++)
       out[i] = F(dg_step)((T *)ptrs[i], (const T *)ptrs[n + i], (const T *)ptrs[2 * n + i],
                                0, numel[i], (T)pt[i], (T)hp[0], hp[0] != 0);
-  } else {
-    for (int64_t r = 0; r < n; r++) {
-      rnumel[r] = numel[n - 1 - r];
-      for (int k = 0; k < 3; k++) rptrs[k * n + r] = ptrs[k * n + n - 1 - r];
-    }
-    Job j = {n, rnumel, rptrs, hp, pt, out, part, 0, nt, F(dog_update_body)};
-    run_job(&j, SPLIT_ELEMENTS);
-    F(dg_gather)(part, out, n, nt, 1);
+    return;
   }
-  free(rnumel);
-  free(rptrs);
+  Job j = {n, numel, ptrs, hp, pt, out, part, 0, nt, F(dog_update_body)};
+  run_job(&j, SPLIT_ELEMENTS_REVERSED);
+  F(dg_gather)(part, out, n, nt, 1);
   free(part);
 }
 

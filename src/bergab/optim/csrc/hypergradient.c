@@ -6,8 +6,9 @@
  *   *_reduce: reads g and the state that holds u_{t-1}, adds up h (and the norms for the
  *             multiplicative rule), and already writes everything that does not need
  *             alpha: the new direction or momentum buffer (SGD), the new moments (Adam);
- *   *_update: theta <- theta - alpha u_t, walking the tensors in reverse order (the state
- *             written last by the reduction is the likeliest to be still in cache).
+ *   *_update: theta <- theta - alpha u_t, each thread walking the elements the reduction
+ *             gave it last tensor first (the state it wrote last is the likeliest to be
+ *             still in cache).
  * Per step that is SGD: g, u read and u written, then theta, u read and theta written
  * (24 bytes per float32 parameter); Adam: g, m, v read and m, v written, then theta, m,
  * v read and theta written (36 bytes); u_{t-1} of Adam is recomputed from the moments.
@@ -208,38 +209,21 @@ void F(adam_hd_reduce)(int64_t n, const int64_t *numel, void *const *ptrs, const
 }
 
 /* ------------------------------------------------------------------ the updates */
-/* Both run the tensors in reverse order: the job holds the lists reversed (index r is
- * tensor n-1-r; scratch_numel = 1 marks the forward order of the fallback) and the
- * bodies map back for the per-tensor inputs. */
-static void F(hd_reversed)(int64_t n, const int64_t *numel, void *const *ptrs, int lists,
+/* Both run with SPLIT_ELEMENTS_REVERSED: each thread takes the elements the reduction
+ * gave it (same thread count), last tensor first. */
+static void F(hd_reversed)(int64_t n, const int64_t *numel, void *const *ptrs,
                            const double *hp, const double *pt, int nthreads,
                            void (*body)(void *, int, int64_t, int64_t, int64_t)) {
-  int64_t *rnumel = (int64_t *)malloc((size_t)n * sizeof(int64_t));
-  void **rptrs = (void **)malloc((size_t)(lists * n) * sizeof(void *));
-  if (!rnumel || !rptrs) { /* no memory for the reversed lists: forward order */
-    Job j = {n, numel, ptrs, hp, pt, NULL, NULL, 1, hd_threads(nthreads), body};
-    run_job(&j, SPLIT_ELEMENTS);
-  } else {
-    for (int64_t r = 0; r < n; r++) {
-      rnumel[r] = numel[n - 1 - r];
-      for (int k = 0; k < lists; k++) rptrs[k * n + r] = ptrs[k * n + n - 1 - r];
-    }
-    Job j = {n, rnumel, rptrs, hp, pt, NULL, NULL, 0, hd_threads(nthreads), body};
-    run_job(&j, SPLIT_ELEMENTS);
-  }
-  free(rnumel);
-  free(rptrs);
+  Job j = {n, numel, ptrs, hp, pt, NULL, NULL, 0, hd_threads(nthreads), body};
+  run_job(&j, SPLIT_ELEMENTS_REVERSED);
 }
 
-/* the tensor index of the job's index r (see hd_reversed) */
-#define HD_TENSOR(j, r) ((j)->scratch_numel ? (r) : (j)->n - 1 - (r))
-
 /* SGD-HD: p <- p - alpha u. ptrs: param, direction u (d, or b for heavy ball). hp: alpha. */
-static void F(sgd_hd_update_body)(void *vjob, int tid, int64_t r, int64_t lo, int64_t hi) {
+static void F(sgd_hd_update_body)(void *vjob, int tid, int64_t i, int64_t lo, int64_t hi) {
   (void)tid;
   Job *j = (Job *)vjob;
-  T *p = PTR(j, 0, r, T);
-  const T *u = PTR(j, 1, r, T);
+  T *p = PTR(j, 0, i, T);
+  const T *u = PTR(j, 1, i, T);
   const T alpha = (T)j->hp[0];
 #pragma omp simd
   for (int64_t k = lo; k < hi; k++) p[k] -= alpha * u[k];
@@ -247,18 +231,17 @@ static void F(sgd_hd_update_body)(void *vjob, int tid, int64_t r, int64_t lo, in
 
 void F(sgd_hd_update)(int64_t n, const int64_t *numel, void *const *ptrs, const double *hp,
                       int nthreads) {
-  F(hd_reversed)(n, numel, ptrs, 2, hp, NULL, nthreads, F(sgd_hd_update_body));
+  F(hd_reversed)(n, numel, ptrs, hp, NULL, nthreads, F(sgd_hd_update_body));
 }
 
 /* Adam-HD: p <- p + coef m / (sqrt(v) + e), coef = -alpha sqrt(b2) / b1, e = eps sqrt(b2)
  * (Adam's step with the bias corrections b1, b2 of this step folded in).
  * ptrs: param, exp_avg, exp_avg_sq. pt: per tensor (coef, e). */
-static void F(adam_hd_update_body)(void *vjob, int tid, int64_t r, int64_t lo, int64_t hi) {
+static void F(adam_hd_update_body)(void *vjob, int tid, int64_t i, int64_t lo, int64_t hi) {
   (void)tid;
   Job *j = (Job *)vjob;
-  int64_t i = HD_TENSOR(j, r);
-  T *p = PTR(j, 0, r, T);
-  const T *m = PTR(j, 1, r, T), *v = PTR(j, 2, r, T);
+  T *p = PTR(j, 0, i, T);
+  const T *m = PTR(j, 1, i, T), *v = PTR(j, 2, i, T);
   const T coef = (T)j->pt[2 * i], e = (T)j->pt[2 * i + 1];
 #pragma omp simd
   for (int64_t k = lo; k < hi; k++) p[k] += coef * (m[k] / (TSQRT(v[k]) + e));
@@ -266,7 +249,7 @@ static void F(adam_hd_update_body)(void *vjob, int tid, int64_t r, int64_t lo, i
 
 void F(adam_hd_update)(int64_t n, const int64_t *numel, void *const *ptrs, const double *pt,
                        int nthreads) {
-  F(hd_reversed)(n, numel, ptrs, 3, NULL, pt, nthreads, F(adam_hd_update_body));
+  F(hd_reversed)(n, numel, ptrs, NULL, pt, nthreads, F(adam_hd_update_body));
 }
 
 #endif
