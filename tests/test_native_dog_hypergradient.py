@@ -434,10 +434,11 @@ def test_auto_picks_fused_on_cpu_float_and_foreach_for_bfloat16(cls: type) -> No
     ("factory", "key"),
     [
         (dog_factory(optim.DoG, {}), "x0"),
+        (dog_factory(optim.LDoG, {}), "x0"),
         (sgd_factory({}), "prev_direction"),
         (adam_factory({}), "exp_avg"),
     ],
-    ids=["dog", "sgd", "adam"],
+    ids=["dog", "ldog", "sgd", "adam"],
 )
 def test_unsuitable_state_falls_back_under_auto(factory: Factory, key: str) -> None:
     """A non-contiguous state tensor: "auto" runs foreach, "fused" raises."""

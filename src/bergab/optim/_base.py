@@ -86,6 +86,9 @@ class Optimizer(torch.optim.Optimizer):
     #: The family of bergab's own CPU kernels (``csrc/<native>.c``) behind ``"fused"``,
     #: for algorithms torch has no fused kernel for; ``None``: "fused" is torch's.
     native: ClassVar[str | None] = None
+    #: The state keys of the tensors bergab's kernels read (``impl="auto"`` checks only
+    #: those, with the parameters and gradients); ``None``: every state tensor.
+    fused_state: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(
         self, params: Iterable[Any], defaults: dict[str, Any], *, impl: str = "auto"
@@ -166,12 +169,17 @@ class Optimizer(torch.optim.Optimizer):
         if self.native is not None:
             # the parameters, their gradients and their state tensors (step counters aside)
             grads = [p.grad for p in params if p.grad is not None]
-            state = [
-                v
-                for p in params
-                for v in self.state[p].values()
-                if isinstance(v, torch.Tensor) and v.dim() > 0
-            ]
+            states = self.state
+            if self.fused_state is None:
+                state = [
+                    v
+                    for p in params
+                    for v in states[p].values()
+                    if isinstance(v, torch.Tensor) and v.dim() > 0
+                ]
+            else:
+                keys = self.fused_state
+                state = [st[k] for p in params if (st := states.get(p)) for k in keys if k in st]
             if _native.supports(params, grads, state) and _native.library(self.native):
                 return "fused"
             return "foreach"

@@ -202,6 +202,7 @@ class DoG(Optimizer):
 
     impls: ClassVar[tuple[str, ...]] = ("reference", "foreach", "fused", "compiled")
     native: ClassVar[str | None] = "dog"
+    fused_state: ClassVar[tuple[str, ...] | None] = ("x0",)
     layerwise: ClassVar[bool] = False
     #: ``effective_lr`` is the step size of the *last* step (η depends on its gradient):
     #: read it after ``step()`` to log the value a step used.
