@@ -37,6 +37,14 @@ bytes / read peak)``, with :data:`READ_BYTES` (two-pass bytes where the method h
 and the read peak the best of ``a.sum()`` and ``torch.dot(a, b)`` on 64M floats, probed
 with the peak. "× floor" stays the stricter measure.
 
+**Beside fused AdamW.** The peak is the best of probes taken at quiet moments, while a
+step is timed whenever its algorithm's turn comes; on a shared machine the load drifts in
+between. So each algorithm's rounds also step torch's fused AdamW on its own copy of the
+parameters (the "yardstick" case, 28 B/param), and the last column gives the fastest
+path's time per byte (two-pass bytes where the method has them) over the yardstick's,
+measured in the same rounds: 1.00 means as close to the memory limit as torch's fused
+AdamW, under the same load.
+
 **Memory.** The peak extra memory one steady-state ``step()`` holds above what was
 resident before it. On CPU: in a fresh subprocess per size (with glibc told to return
 every allocation of 64 KiB or more to the system on free, so a temporary cannot hide in
@@ -159,6 +167,20 @@ TWO_PASS_READ_BYTES: dict[str, int] = {
     "hypergradient_sgd": 16,
     "hypergradient_adam": 24,
 }
+
+# The yardstick stepped in every algorithm's rounds: torch's fused AdamW, and its bytes.
+YARDSTICK_BYTES = 28
+
+
+def yardstick_case(algo: str) -> Case:
+    """torch's fused AdamW, timed in ``algo``'s rounds (see "Beside fused AdamW")."""
+    return Case(
+        algo,
+        "yardstick",
+        "torch fused AdamW",
+        lambda ps: torch.optim.AdamW(ps, lr=1e-6, fused=True),
+    )
+
 
 # torch.optim class and keyword arguments with the same defaults as the bergab name.
 TORCH_EQUIVALENT: dict[str, tuple[str, dict[str, Any]]] = {
@@ -484,7 +506,8 @@ def summarize(
 ) -> dict[str, Any]:
     rows = [r for r in results if r["algo"] == algo and "seconds" in r]
     ours = {r["impl"]: r for r in rows if r["family"] == "bergab"}
-    theirs = [r for r in rows if r["family"] != "bergab"]
+    theirs = [r for r in rows if r["family"] not in ("bergab", "yardstick")]
+    yardstick = next((r for r in rows if r["family"] == "yardstick"), None)
     nbytes = BYTES_PER_PARAM.get(algo)
     derived = nbytes is None
     if derived:
@@ -500,6 +523,11 @@ def summarize(
         "floor": floor,
         "two_pass_floor": None if two_pass is None else two_pass * numel / bw,
         "read_aware_floor": read_aware_floor(algo, numel, bw, read_bw),
+        # time per byte of the fastest path over the yardstick's, same rounds
+        "per_byte_vs_yardstick": None
+        if fastest is None or yardstick is None or nbytes is None
+        else (fastest["seconds"] / TWO_PASS_BYTES.get(algo, nbytes))
+        / (yardstick["seconds"] / YARDSTICK_BYTES),
         "auto": auto,
         "fastest": fastest,
         "theirs": best_theirs,
@@ -557,6 +585,7 @@ def report(
                 if fast and s["two_pass_floor"]
                 else "",
                 fmt_ratio(ratio(fast, s["read_aware_floor"])),
+                fmt_ratio(s["per_byte_vs_yardstick"]),
             ]
         )
     lines.append(
@@ -572,6 +601,7 @@ def report(
                 "extra MB: auto / other",
                 "fastest × two-pass floor",
                 "fastest × read-aware floor",
+                "fastest per byte ÷ fused AdamW, same rounds",
             ],
             summary_rows,
         )
@@ -596,7 +626,11 @@ def report(
                     algo,
                     label,
                     fmt_ms(r["seconds"]),
-                    fmt_ratio(ratio(r, s["floor"])),
+                    fmt_ratio(
+                        ratio(r, YARDSTICK_BYTES * numel / bw)
+                        if r["family"] == "yardstick"  # its own floor
+                        else ratio(r, s["floor"])
+                    ),
                     f"{r['first_step_s']:.2f}",
                     fmt_mb(memory.get(r["key"])),
                     r.get("note", ""),
@@ -627,6 +661,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--no-compiled", action="store_true", help="skip the compiled paths")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument(
+        "--no-yardstick", action="store_true", help="no fused AdamW in each algorithm's rounds"
+    )
     p.add_argument("--memory-compiled", action="store_true", help="measure compiled memory too")
     p.add_argument("--json", default="", help="also write every measurement to this file")
     p.add_argument("--from-json", default="", help="print the report of a saved --json run")
@@ -668,6 +705,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for algo in algos:
             results.append({"algo": algo, "auto_of": algo, "auto": auto_impl(algo, params)})
             cases = cases_for(algo, compiled=not args.no_compiled)
+            if not args.no_yardstick:
+                cases.append(yardstick_case(algo))
             for r in time_interleaved(cases, params, init, args.repeats, device):
                 results.append(r)
                 status = r.get("error") or f"{fmt_ms(r.get('seconds'))} ms"
