@@ -306,14 +306,14 @@ class DoG(Optimizer):
         stamps = self._dist_sq.stamps(params, x0s)  # still valid after the kernels
         known = self._dist_sq.known(params, stamps=stamps)
         n = len(params)
-        out = _native.doubles([0.0] * (2 * n))
+        out = _native.zeros(2 * n)
         stale = _native.doubles([1.0 if k < 0 else 0.0 for k in known])
         _native.call(lib, "dog_reduce", lists, wd, stale, out)
         g2 = out[0::2]
         d2 = [out[2 * i + 1] if k < 0 else k for i, k in enumerate(known)]
         scale = float(group["lr"]) * float(group["lr_scale"])
         etas = self._step_sizes(group, params, d2, g2, scale)
-        dist = _native.doubles([0.0] * n)
+        dist = _native.zeros(n)
         _native.call(lib, "dog_update", lists, wd, _native.doubles(etas), dist)
         self._dist_sq.keep(params, dist[:], stamps=stamps)
 
@@ -488,7 +488,7 @@ class LDoG(DoG):
             scale,
             math.nan if init_eta is None else float(init_eta),
         )
-        out = _native.doubles([0.0] * (4 * len(params)))
+        out = _native.zeros(4 * len(params))
         _native.call(
             lib, "ldog", [params, grads, x0s], _native.doubles(hp), _native.doubles(per_tensor), out
         )

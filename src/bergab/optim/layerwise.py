@@ -403,7 +403,7 @@ class LARS(Optimizer):
         stamps = self._w_sqnorms.stamps(params)  # still valid after the kernel
         for a, known in zip(adapt, self._w_sqnorms.known(params, stamps=stamps), strict=True):
             per_tensor += (1.0 if a else 0.0, known)
-        out = _native.doubles([0.0] * (2 * len(params)))
+        out = _native.zeros(2 * len(params))
         hp = (lr, momentum, weight_decay, trust_coefficient, eps, 1.0 if nesterov else 0.0)
         # without momentum the buffer pointers are never read: pass the gradients
         lists = [params, grads, bufs if bufs else grads]
@@ -739,7 +739,7 @@ class LAMB(Optimizer):
             [params, grads, m, v],
             _native.doubles(hp),
             _native.doubles(biases),
-            _native.doubles([0.0] * len(params)),
+            _native.zeros(len(params)),
             ctypes.c_void_p(buf.data_ptr()),
             ctypes.c_int64(largest),
             nthreads=threads,

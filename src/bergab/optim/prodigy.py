@@ -128,7 +128,7 @@ def _fused_sums(plan: list[_FusedPart], n: int, *, hp: list[float]) -> list[floa
     hps = _native.doubles(hp)
     for part in plan:
         threads = _native.threads_for(sum(t.numel() for t in part.sums_lists[0]))
-        out = _native.doubles([0.0] * (2 * len(part.idx) * threads))
+        out = _native.zeros(2 * len(part.idx) * threads)
         _native.call(part.lib, "prodigy_sums", part.sums_lists, hps, out, nthreads=threads)
         if len(plan) == 1:
             return out[: 2 * n]
