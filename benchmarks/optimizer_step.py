@@ -32,8 +32,8 @@ two-pass floor (:data:`TWO_PASS_BYTES`: the bytes their math forces beyond the c
 **Read-aware floor.** Memory may read more slowly than it reads and writes at once (on
 the development machine reads alone reach about 32 GB/s, ``torch.sum``; fused AdamW, 57%
 reads, 53 GB/s). A kernel that mostly reads (DoG and LDoG: 75%) then cannot reach the
-floor above. The last column gives the fastest path against ``max(bytes / peak, read
-bytes / read peak)``, with :data:`READ_BYTES` (two-pass bytes where the method has them)
+floor above. The column "read-aware floor" gives the fastest path against ``max(bytes /
+peak, read bytes / read peak)``, with :data:`READ_BYTES` (two-pass bytes where the method has them)
 and the read peak the best of ``a.sum()`` and ``torch.dot(a, b)`` on 64M floats, probed
 with the peak. "× floor" stays the stricter measure.
 
@@ -488,18 +488,6 @@ def fmt_mb(value: Any) -> str:
     return f"{value / 2**20:.1f}"
 
 
-def read_aware_floor(algo: str, numel: int, bw: float, read_bw: float | None) -> float | None:
-    """The floor of a memory system whose reads alone are slower than reads and writes
-    together: ``max(bytes / peak, read bytes / read peak)``, with the bytes the method's
-    math forces (two-pass where it has them). ``None`` without a read probe or a table
-    entry."""
-    if not read_bw or algo not in READ_BYTES or algo not in BYTES_PER_PARAM:
-        return None
-    nbytes = TWO_PASS_BYTES.get(algo, BYTES_PER_PARAM[algo])
-    nread = TWO_PASS_READ_BYTES.get(algo, READ_BYTES[algo])
-    return max(nbytes * numel / bw, nread * numel / read_bw)
-
-
 def summarize(
     results: list[dict[str, Any]],
     algo: str,
@@ -517,6 +505,9 @@ def summarize(
         nbytes = next((r["state_bytes_per_param"] for r in ours.values()), None)
     floor = None if nbytes is None else nbytes * numel / bw
     two_pass = TWO_PASS_BYTES.get(algo)
+    # the bytes (and read bytes) the method's math forces: two-pass where it has them
+    forced = nbytes if two_pass is None else two_pass
+    forced_read = TWO_PASS_READ_BYTES.get(algo, READ_BYTES.get(algo))
     fastest = min(ours.values(), key=lambda r: r["seconds"], default=None)
     auto = ours.get(results_auto(results, algo))
     best_theirs = min(theirs, key=lambda r: r["seconds"], default=None)
@@ -525,16 +516,17 @@ def summarize(
         "bytes": None if nbytes is None else f"{nbytes}{'*' if derived else ''}",
         "floor": floor,
         "two_pass_floor": None if two_pass is None else two_pass * numel / bw,
-        "read_aware_floor": read_aware_floor(algo, numel, bw, read_bw),
+        # memory with reads alone slower than reads and writes together
+        "read_aware_floor": None
+        if not read_bw or forced is None or forced_read is None
+        else max(forced * numel / bw, forced_read * numel / read_bw),
         # time per byte (and per byte read) of the fastest path over the yardstick's
         "per_byte_vs_yardstick": None
-        if fastest is None or yardstick is None or nbytes is None
-        else (fastest["seconds"] / TWO_PASS_BYTES.get(algo, nbytes))
-        / (yardstick["seconds"] / YARDSTICK_BYTES),
+        if fastest is None or yardstick is None or forced is None
+        else (fastest["seconds"] / forced) / (yardstick["seconds"] / YARDSTICK_BYTES),
         "per_read_byte_vs_yardstick": None
-        if fastest is None or yardstick is None or algo not in READ_BYTES
-        else (fastest["seconds"] / TWO_PASS_READ_BYTES.get(algo, READ_BYTES[algo]))
-        / (yardstick["seconds"] / YARDSTICK_READ_BYTES),
+        if fastest is None or yardstick is None or forced_read is None
+        else (fastest["seconds"] / forced_read) / (yardstick["seconds"] / YARDSTICK_READ_BYTES),
         "auto": auto,
         "fastest": fastest,
         "theirs": best_theirs,

@@ -264,9 +264,9 @@ def test_threads_for() -> None:
     [
         (optim.LARS, {"lr": 0.5, "momentum": 0.9, "weight_decay": 1e-3, "trust_coefficient": 0.02}),
         (optim.LAMB, {"lr": 0.01, "weight_decay": 0.01}),
+        (optim.LDoG, {}),
         # a reduction over the group, then an update of each thread's range in reverse
         (optim.DoG, {"weight_decay": 1e-3}),
-        (optim.LDoG, {}),
         (optim.Prodigy, {"weight_decay": 0.01}),
         (optim.HypergradientSGD, {"lr": 0.01, "momentum": 0.9}),
         (optim.HypergradientAdam, {"lr": 1e-3}),

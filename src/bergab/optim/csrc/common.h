@@ -19,10 +19,9 @@
  * Measured on one core of the development machine (AMD EPYC): a read-only stream gets
  * about 22 GB/s, a loop mixing 3-5 read and write streams about 47 GB/s. So a reduction
  * pass costs more than its bytes suggest: read several sub-streams side by side, carry
- * what the update pass can compute for the next step (LARS: the new ‖w‖²), and let the
- * update after a global reduction walk the tensors in reverse order, so that it finds
- * the last-read ones still in cache (SPLIT_ELEMENTS_REVERSED). (Overlapping one tensor's reduction with the update
- * of the one before did not help, for LARS nor for LAMB's in-cache second pass: measured
+ * what the update pass can compute for the next step (LARS: the new ‖w‖²), and run the
+ * update after a global reduction with SPLIT_ELEMENTS_REVERSED (above). (Overlapping one
+ * tensor's reduction with the update of the one before did not help, for LARS nor for LAMB's in-cache second pass: measured
  * slower than reduction-then-update.)
  *
  * Each family file includes itself twice (T = float, then T = double) so every kernel
