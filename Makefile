@@ -10,7 +10,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+# setup.py compiles the CPU kernels into the package: reinstall when their sources change
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt setup.py $(wildcard src/bergab/optim/csrc/*)
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[all,test]"
 	touch $(STAMP)
 

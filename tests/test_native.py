@@ -1,5 +1,6 @@
-"""bergab's own CPU kernels (``optim/_native.py``, ``optim/csrc``): building, caching,
-falling back, threads, and the LARS/LAMB kernels' carried state.
+"""bergab's own CPU kernels (``optim/_native.py``, ``optim/csrc``): loading, falling back,
+threads, and the LARS/LAMB kernels' carried state (the package build and the choice of
+instruction-set level: ``test_native_build.py``, ``test_native_levels.py``).
 
 The kernels' equality to each algorithm's reference is tested with the algorithm (the
 ``fused`` rows of ``optim_specs.py`` and the per-family test files); here are the parts
@@ -13,7 +14,6 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -42,96 +42,29 @@ def run(opt: torch.optim.Optimizer, ps: list, steps: int, seed: int, start: int 
         opt.step()
 
 
-# ---------------------------------------------------------------------------- building
-@NATIVE
-def test_build_is_cached_by_source_and_flags(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("BERGAB_CACHE_DIR", str(tmp_path))
-    first = _native._build("layerwise", _native.FLAGS)
-    assert first.parent == tmp_path / "native"
-    assert first.exists()
-    stamp = first.stat().st_mtime_ns
-    assert _native._build("layerwise", _native.FLAGS) == first  # not rebuilt
-    assert first.stat().st_mtime_ns == stamp
-    other = (*_native.FLAGS, "-DBERGAB_TEST_FLAG=1")
-    assert _native._build("layerwise", other) != first  # other flags: another library
-    assert not [p for p in (tmp_path / "native").iterdir() if p.suffix != ".so"]  # no temps
-
-
-def test_a_failed_build_gives_the_reason_and_auto_falls_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("BERGAB_CACHE_DIR", str(tmp_path))
-    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
-    _native._load.cache_clear()
-    try:
-        assert _native.library("layerwise") is None
-        assert "could not build" in (_native.unavailable_reason("layerwise") or "")
-        w = params(0, (5,), torch.float32)
-        opt = optim.LARS(w, lr=0.1)
-        assert opt._select_impl(w) == "foreach"
-        w[0].grad = torch.ones(5)
-        opt.step()  # runs, on the foreach path
-        with pytest.raises(_native.NativeUnavailableError, match="could not build"):
-            optim.LARS(w, lr=0.1, impl="fused").step()
-    finally:
-        _native._load.cache_clear()
-
-
+# ---------------------------------------------------------------------------- loading
 def test_disabled_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BERGAB_NATIVE", "0")
-    _native._load.cache_clear()
+    _native.reload()
     try:
         assert _native.library("layerwise") is None
         assert _native.unavailable_reason("layerwise") == "disabled by BERGAB_NATIVE=0"
+        assert not _native.native_status().available
         w = params(0, (3,), torch.float32)
         assert optim.LAMB(w)._select_impl(w) == "foreach"
     finally:
-        _native._load.cache_clear()
-
-
-def test_unwritable_cache_builds_in_the_temporary_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a directory")  # mkdir under it fails, for root too
-    monkeypatch.setenv("BERGAB_CACHE_DIR", str(blocker / "cache"))
-    monkeypatch.setattr(_native.tempfile, "tempdir", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
-    try:
-        built = _native._build("layerwise", _native.FLAGS)
-    except OSError:
-        pytest.skip("no C compiler")
-    assert built.parent == tmp_path / "tmp" / "bergab-native"
+        monkeypatch.delenv("BERGAB_NATIVE")
+        _native.reload()
 
 
 def test_openmp_flavor_only_where_torch_loaded_libgomp(monkeypatch: pytest.MonkeyPatch) -> None:
-    plain = tuple(_native.FLAGS)
     monkeypatch.setattr(_native, "_torch_libgomp", lambda: True)
-    assert _native._flavors() == [plain + _native.OPENMP_FLAGS, plain]  # pthreads if it fails
+    assert _native._flavors() == ["omp", "pthread"]  # pthreads if it does not load
     monkeypatch.setenv("BERGAB_NATIVE_OPENMP", "0")
-    assert _native._flavors() == [plain]
+    assert _native._flavors() == ["pthread"]
     monkeypatch.delenv("BERGAB_NATIVE_OPENMP")
     monkeypatch.setattr(_native, "_torch_libgomp", lambda: False)  # e.g. macOS, LLVM OpenMP
-    assert _native._flavors() == [plain]
-
-
-@NATIVE
-def test_a_compiler_without_openmp_builds_the_pthread_flavor(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("BERGAB_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(_native, "_torch_libgomp", lambda: True)
-    monkeypatch.setattr(_native, "OPENMP_FLAGS", ("-fno-such-openmp-flag",))  # build fails
-    _native._load.cache_clear()
-    try:
-        assert _native.library("rmsprop") is not None
-        assert _native.unavailable_reason("rmsprop") is None
-        built = [p.name for p in (tmp_path / "native").iterdir()]
-        assert len(built) == 1  # the POSIX-threads flavor, and no temporary left behind
-    finally:
-        _native._load.cache_clear()
+    assert _native._flavors() == ["pthread"]
 
 
 @NATIVE
@@ -208,13 +141,13 @@ def test_optimizers_stepping_in_several_python_threads_at_once(
 
 @NATIVE
 @pytest.mark.parametrize("openmp", ["1", "0"])
-def test_both_thread_flavors_split_work_alike(
-    openmp: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_both_thread_flavors_split_work_alike(openmp: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BERGAB_NATIVE_OPENMP", openmp)
-    monkeypatch.setenv("BERGAB_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(_native, "MIN_NUMEL_PER_THREAD", 1)
-    _native._load.cache_clear()
+    status = _native.reload()
+    if openmp == "1" and not _native._torch_libgomp():
+        pytest.skip("torch runs without GNU OpenMP here")
+    assert status.flavor == ("omp" if openmp == "1" else "pthread")
     try:
         base = params(3, (7_001, 3, 5_000, 0, 11), torch.float64)
         results = []
@@ -228,11 +161,9 @@ def test_both_thread_flavors_split_work_alike(
         ref = torch.cat([p.detach() for p in ref_ps])
         for r in results:
             torch.testing.assert_close(r, ref, rtol=1e-12, atol=1e-14)
-        built = sorted(p.name for p in (tmp_path / "native").iterdir())
-        assert len(built) == 1
-        assert built[0].startswith("rmsprop-")
     finally:
-        _native._load.cache_clear()
+        monkeypatch.delenv("BERGAB_NATIVE_OPENMP")
+        _native.reload()
 
 
 @NATIVE

@@ -5,7 +5,7 @@ reference; threads, parameters without gradients, resume, the kept ‖x − x0�
 ``effective_lr``, and what ``auto`` picks.
 
 Tolerances: the kernels add up the norms and dot products in another order than torch
-(float lanes per block, double across blocks; torch: its own reduction tree), and fold
+(32 double lanes in a fixed order; torch: its own reduction tree), and fold
 some scalars differently (Adam-HD: c·m/(√v + ε√b2) like the foreach path), so float64
 results agree to rounding (about 1e-15 after 200 steps, checked to 1e-10). In float32 the
 two orders differ by float32 rounding, which a self-tuned step size (η, α) feeds back:

@@ -24,7 +24,15 @@ from bergab._version import __version__
 __all__ = ["build_parser", "entrypoint", "main"]
 
 # One module per command under bergab/_commands/, each with register(subparsers).
-_COMMAND_MODULES: tuple[str, ...] = ("landscape", "schedule", "train", "resume", "demo", "lr_find")
+_COMMAND_MODULES: tuple[str, ...] = (
+    "landscape",
+    "schedule",
+    "train",
+    "resume",
+    "demo",
+    "lr_find",
+    "info",
+)
 
 
 class UsageError(Exception):

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 from bergab.optim._base import IMPLS, Optimizer
+from bergab.optim._native import NativeStatus, native_status
 from bergab.optim._registry import create, names, register
 from bergab.optim.adagrad import Adagrad
 from bergab.optim.adam import Adam, AdamW, NAdam, RAdam
@@ -49,6 +50,7 @@ __all__ = [
     "HypergradientSGD",
     "LDoG",
     "NAdam",
+    "NativeStatus",
     "Optimizer",
     "PolynomialDecayAverager",
     "Prodigy",
@@ -59,6 +61,7 @@ __all__ = [
     "ScheduleFreeSGD",
     "create",
     "names",
+    "native_status",
     "param_groups",
     "recompute_batchnorm_stats",
     "register",

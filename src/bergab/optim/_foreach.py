@@ -134,10 +134,11 @@ def kept_buffers(
     ``owner`` (the optimizer) keeps per (device, dtype, slot) and reuses every batch and step.
 
     A freshly allocated temporary of a megabyte or more costs page faults on every step on
-    CPU (glibc hands such blocks back to the system when freed): about a fifth of a foreach
-    step at 16M parameters. With kept buffers a fast path allocates nothing in the steady
-    state. Each view starts 64-byte aligned like a fresh allocation, so vectorized
-    reductions sum in the same order as on a new tensor. ``dtype`` defaults to ``like``'s.
+    CPU (glibc hands such blocks back to the system when freed): a sizable share of a
+    foreach step (see ``benchmarks/RESULTS.md``). With kept buffers a fast path allocates
+    nothing in the steady state. Each view starts 64-byte aligned like a fresh allocation,
+    so vectorized reductions sum in the same order as on a new tensor. ``dtype`` defaults
+    to ``like``'s.
 
     Example:
         >>> class Owner: pass

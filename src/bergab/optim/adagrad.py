@@ -1,9 +1,8 @@
 """Adagrad: per-coordinate learning rates from the accumulated squared gradients.
 
-``impl="auto"`` is torch's fused kernel on CPU and CUDA (at 16M float32 parameters in 64
-tensors, one CPU thread: about 11 ms per step, 1.25× the 5-words-per-parameter floor).
-The foreach path runs on cache-sized batches on CPU; ``impl="compiled"`` compiles for
-about half a minute with 64 tensors on its first step.
+``impl="auto"`` is torch's fused kernel on CPU and CUDA. The foreach path runs on
+cache-sized batches on CPU; ``impl="compiled"`` compiles on its first step, for a while
+with many tensors (measured speeds and compile times: ``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations

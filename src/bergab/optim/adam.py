@@ -11,19 +11,17 @@ float32 0-d CPU tensor as in torch), so bias corrections match torch exactly, in
 for parameters that skipped steps; the kernel gets each tensor's factors, computed in
 Python floats, and stores the new float32 counters itself.
 
-Speed, measured on CPU (16M float32 parameters in 64 tensors, one thread, time per
-``step()``; the memory-traffic floor is 7 words per parameter, about 11 ms there):
+Which path ``impl="auto"`` takes, and why (measured speeds: ``benchmarks/RESULTS.md``):
 
-- ``impl="auto"`` is torch's fused kernel for Adam and AdamW (about 1.05× the floor) and
-  bergab's kernel for NAdam (about 1.06×) and RAdam (about 1.0×) on float32/float64 CPU
-  tensors. Elsewhere (other dtypes or devices, or without a C compiler) it is the foreach
-  path, which runs every op of the update on cache-sized batches: about 3× the floor,
-  yet 2× (NAdam) to 7× (RAdam) faster than torch's own for-loop and foreach
-  implementations, which stream each op through main memory.
-- ``impl="compiled"`` (``torch.compile`` of :func:`adam_reference`, step sizes passed as
-  tensors so an lr schedule never recompiles) reaches about 1.15-1.2× the floor, but its
-  first step compiles for one to three minutes with 64 tensors on two busy cores (seconds
-  for a handful of small tensors), so ``auto`` never picks it.
+- on float32/float64 CPU tensors, torch's fused kernel for Adam and AdamW and bergab's
+  kernel for NAdam and RAdam: one pass over memory per step, close to the memory-traffic
+  floor (7 words per parameter). Elsewhere (other dtypes or devices, or without the
+  kernels) the foreach path, which runs every op of the update on cache-sized batches
+  rather than streaming each op through main memory as torch's own for-loop and foreach
+  implementations do.
+- never ``impl="compiled"`` (``torch.compile`` of :func:`adam_reference`, step sizes
+  passed as tensors so an lr schedule never recompiles): fast once compiled, but its first
+  step compiles for minutes with many tensors.
 """
 
 from __future__ import annotations
@@ -38,6 +36,7 @@ import torch
 
 from bergab._validate import check_choice, check_real
 from bergab.optim import _native
+from bergab.optim._abi import AdamHp
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
 from bergab.optim._foreach import (
     LOW_PRECISION,
@@ -603,19 +602,17 @@ class _AdamFamily(Optimizer):
                 else:
                     per += [0.0, -lr / bias1, t]
             width = 3
-        hp = _native.doubles(
-            [
-                1 - beta1,
-                beta2,
-                1 - beta2,
-                eps,
-                weight_decay,
-                1 - lr * weight_decay,
-                maximize,
-                decoupled_weight_decay,
-                amsgrad,
-                count,
-            ]
+        hp = AdamHp(
+            one_minus_beta1=1 - beta1,
+            beta2=beta2,
+            one_minus_beta2=1 - beta2,
+            eps=eps,
+            weight_decay=weight_decay,
+            decay=1 - lr * weight_decay,
+            maximize=bool(maximize),
+            decoupled_weight_decay=bool(decoupled_weight_decay),
+            amsgrad=bool(amsgrad),
+            count=bool(count),
         )
         for lib, idx, lists in runs:
             pt, own = per, counters

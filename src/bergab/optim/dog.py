@@ -36,6 +36,7 @@ import torch
 
 from bergab._validate import check_real
 from bergab.optim import _native
+from bergab.optim._abi import DogHp, LdogHp
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
 from bergab.optim._foreach import kept_buffers, pieces
 
@@ -302,19 +303,19 @@ class DoG(Optimizer):
         ‖x − x0‖² where no kept value is valid), the step sizes, then ``dog_update``
         (x -= η(g + λx), the new ‖x − x0‖² kept for the next step)."""
         lists = [params, grads, x0s]
-        wd = _native.doubles([float(group["weight_decay"])])
+        hp = DogHp(weight_decay=float(group["weight_decay"]))
         stamps = self._dist_sq.stamps(params, x0s)  # still valid after the kernels
         known = self._dist_sq.known(params, stamps=stamps)
         n = len(params)
         out = _native.zeros(2 * n)
         stale = _native.doubles([1.0 if k < 0 else 0.0 for k in known])
-        _native.call(lib, "dog_reduce", lists, wd, stale, out)
+        _native.call(lib, "dog_reduce", lists, hp, stale, out)
         g2 = out[0::2]
         d2 = [out[2 * i + 1] if k < 0 else k for i, k in enumerate(known)]
         scale = float(group["lr"]) * float(group["lr_scale"])
         etas = self._step_sizes(group, params, d2, g2, scale)
         dist = _native.zeros(n)
-        _native.call(lib, "dog_update", lists, wd, _native.doubles(etas), dist)
+        _native.call(lib, "dog_update", lists, hp, _native.doubles(etas), dist)
         self._dist_sq.keep(params, dist[:], stamps=stamps)
 
     def _statistics(
@@ -483,15 +484,13 @@ class LDoG(DoG):
             super()._fused(lib, group, params, grads, x0s)
             return
         scale = float(group["lr"]) * float(group["lr_scale"])
-        hp = (
-            float(group["weight_decay"]),
-            scale,
-            math.nan if init_eta is None else float(init_eta),
+        hp = LdogHp(
+            weight_decay=float(group["weight_decay"]),
+            scale=scale,
+            init_eta=math.nan if init_eta is None else float(init_eta),
         )
         out = _native.zeros(4 * len(params))
-        _native.call(
-            lib, "ldog", [params, grads, x0s], _native.doubles(hp), _native.doubles(per_tensor), out
-        )
+        _native.call(lib, "ldog", [params, grads, x0s], hp, _native.doubles(per_tensor), out)
         for i, state in enumerate(states):
             state["rbar"], state["G"], state["eta"] = out[4 * i], out[4 * i + 1], out[4 * i + 2]
         self._dist_sq.keep(params, out[3::4], stamps=stamps)

@@ -61,6 +61,7 @@ import torch
 
 from bergab._validate import check_choice, check_real
 from bergab.optim import _native
+from bergab.optim._abi import AdamHdReduceHp, SgdHdReduceHp, SgdHdUpdateHp
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
 from bergab.optim._foreach import kept_buffers, pieces
 
@@ -712,14 +713,17 @@ class HypergradientSGD(_Hypergradient):
         bufs = [s["momentum_buffer"] for s in states] if momentum != 0 else grads
         dirs = grads if heavy_ball else [s["prev_direction"] for s in states]
         lists = [params, grads, bufs, dirs]  # a list the mode never touches: the grads
-        mode = 0.0 if momentum == 0 else (2.0 if nesterov else 1.0)
-        norms = 1.0 if group["multiplicative"] else 0.0
-        hp = _native.doubles([mode, float(group["weight_decay"]), norms, momentum])
-        out = _native.doubles([0.0, 0.0, 0.0])
+        hp = SgdHdReduceHp(
+            mode=0 if momentum == 0 else (2 if nesterov else 1),
+            weight_decay=float(group["weight_decay"]),
+            norms=bool(group["multiplicative"]),
+            momentum=momentum,
+        )
+        out = _native.zeros(3)
         _native.call(lib, "sgd_hd_reduce", lists, hp, _native.doubles(per_tensor), out)
         alpha = self._new_alpha(group, out[:])
         u = bufs if heavy_ball else dirs
-        _native.call(lib, "sgd_hd_update", [params, u], _native.doubles([alpha]))
+        _native.call(lib, "sgd_hd_update", [params, u], SgdHdUpdateHp(alpha=alpha))
         for s in states:
             s["last_step"] = int(group["step"])
 
@@ -942,9 +946,13 @@ class HypergradientAdam(_Hypergradient):
                 per_tensor += (1.0, c, eps * root)
             else:
                 per_tensor += (0.0, 0.0, 0.0)
-        norms = 1.0 if group["multiplicative"] else 0.0
-        hp = _native.doubles([beta1, beta2, float(group["weight_decay"]), norms])
-        out = _native.doubles([0.0, 0.0, 0.0])
+        hp = AdamHdReduceHp(
+            beta1=beta1,
+            beta2=beta2,
+            weight_decay=float(group["weight_decay"]),
+            norms=bool(group["multiplicative"]),
+        )
+        out = _native.zeros(3)
         _native.call(lib, "adam_hd_reduce", lists, hp, _native.doubles(per_tensor), out)
         alpha = self._new_alpha(group, out[:])
         step_args: list[float] = []

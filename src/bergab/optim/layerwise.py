@@ -22,7 +22,6 @@ step reads each gradient twice (once from memory) and each parameter once.
 
 from __future__ import annotations
 
-import ctypes
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -32,6 +31,7 @@ import torch
 
 from bergab._validate import check_choice, check_real
 from bergab.optim import _native
+from bergab.optim._abi import LambHp, LarsHp
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
 from bergab.optim._foreach import scratch
 
@@ -404,10 +404,17 @@ class LARS(Optimizer):
         for a, known in zip(adapt, self._w_sqnorms.known(params, stamps=stamps), strict=True):
             per_tensor += (1.0 if a else 0.0, known)
         out = _native.zeros(2 * len(params))
-        hp = (lr, momentum, weight_decay, trust_coefficient, eps, 1.0 if nesterov else 0.0)
+        hp = LarsHp(
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            trust_coefficient=trust_coefficient,
+            eps=eps,
+            nesterov=bool(nesterov),
+        )
         # without momentum the buffer pointers are never read: pass the gradients
         lists = [params, grads, bufs if bufs else grads]
-        _native.call(lib, "lars", lists, _native.doubles(hp), _native.doubles(per_tensor), out)
+        _native.call(lib, "lars", lists, hp, _native.doubles(per_tensor), out)
         self._w_sqnorms.keep(params, out[1::2], stamps=stamps)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -724,7 +731,15 @@ class LAMB(Optimizer):
         for t in steps:
             biases += (1 - beta1**t, 1 - beta2**t) if bias_correction else (1.0, 1.0)
         clamp = math.inf if clamp_value is None else clamp_value
-        hp = (lr, beta1, beta2, eps, weight_decay, clamp, 1.0 if adam else 0.0)
+        hp = LambHp(
+            lr=lr,
+            beta1=beta1,
+            beta2=beta2,
+            eps=eps,
+            weight_decay=weight_decay,
+            clamp=clamp,
+            adam=bool(adam),
+        )
         # each thread keeps the direction of the tensor it is on in its slice of a kept
         # buffer (so the second pass over the tensor reads it from cache)
         threads = _native.threads_for(sum(p.numel() for p in params))
@@ -737,11 +752,11 @@ class LAMB(Optimizer):
             lib,
             "lamb",
             [params, grads, m, v],
-            _native.doubles(hp),
+            hp,
             _native.doubles(biases),
             _native.zeros(len(params)),
-            ctypes.c_void_p(buf.data_ptr()),
-            ctypes.c_int64(largest),
+            buf.data_ptr(),
+            largest,
             nthreads=threads,
         )
 

@@ -34,7 +34,7 @@ as few bytes as the math allows: pass 1 reads x, g, x0 and s, writes s and sums
 :math:`\\langle g, x_0 - x\\rangle` and :math:`\\|s\\|_1` per tensor; pass 2 (after d is
 updated in Python) reads x, g, m and v and writes m, v and x, walking the tensors in
 reverse (it starts on what pass 1 read last): 48 bytes per float32 parameter, against 40
-for the state update alone (about 1.25x the floor at 16M parameters on one CPU core).
+for the state update alone (measured: ``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ import torch
 
 from bergab._validate import check_choice, check_real
 from bergab.optim import _native
+from bergab.optim._abi import ProdigyStepHp, ProdigySumsHp
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
 from bergab.optim._foreach import kept_buffers, pieces
 
@@ -98,8 +99,9 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _l1(s: torch.Tensor) -> torch.Tensor:
-    """``‖s‖₁`` as a 0-d tensor (``abs().sum()``: torch.linalg.vector_norm(s, 1) is 10x
-    slower on CPU; a fused float64 sum under ``torch.compile``)."""
+    """``‖s‖₁`` as a 0-d tensor (``abs().sum()``, faster on CPU than
+    ``torch.linalg.vector_norm(s, 1)``: see ``benchmarks/RESULTS.md``; a fused float64
+    sum under ``torch.compile``)."""
     if torch.compiler.is_compiling():
         return s.abs().sum(dtype=torch.float64)
     return s.abs().sum()
@@ -121,15 +123,14 @@ class _FusedPart(NamedTuple):
     step_lists: list[list[torch.Tensor]]  # x, g, v, m (v again without β1)
 
 
-def _fused_sums(plan: list[_FusedPart], n: int, *, hp: list[float]) -> list[float]:
+def _fused_sums(plan: list[_FusedPart], n: int, *, hp: ProdigySumsHp) -> list[float]:
     """Pass 1 of the fused step (``csrc/prodigy.c``): s <- β3 s + c3 g and, per tensor,
     ``<g, x0 - x>`` and ``‖s‖₁``, interleaved, for the ``n`` tensors in the plan's order."""
     sums = [0.0] * (2 * n)
-    hps = _native.doubles(hp)
     for part in plan:
         threads = _native.threads_for(sum(t.numel() for t in part.sums_lists[0]))
         out = _native.zeros(2 * len(part.idx) * threads)
-        _native.call(part.lib, "prodigy_sums", part.sums_lists, hps, out, nthreads=threads)
+        _native.call(part.lib, "prodigy_sums", part.sums_lists, hp, out, nthreads=threads)
         if len(plan) == 1:
             return out[: 2 * n]
         for k, i in enumerate(part.idx):
@@ -578,7 +579,8 @@ class Prodigy(Optimizer):
                 plan = self._fused_plan(params, grads, states, beta1 > 0)
                 c3 = d / d0 * (d if hyper["safeguard_warmup"] else dlr)
                 coupled = wd if not hyper["decouple"] else 0.0
-                sums = _fused_sums(plan, len(params), hp=[hyper["beta3"], c3, coupled])
+                hp = ProdigySumsHp(beta3=hyper["beta3"], c3=c3, coupled_weight_decay=coupled)
+                sums = _fused_sums(plan, len(params), hp=hp)
                 self._fused_moments[id(group)] = plan
                 for x in sums[0::2]:
                     delta += coef * x
@@ -700,20 +702,18 @@ class Prodigy(Optimizer):
         }
         if fused is not None:  # pass 2 of the fused step: m, v and (when d moved) x
             d = self._d_prev
-            hp = _native.doubles(
-                [
-                    beta1,
-                    beta2,
-                    d * (1 - beta1),
-                    d * d * (1 - beta2),
-                    hyper["weight_decay"],
-                    float(hyper["decouple"]),
-                    float(beta1 > 0),
-                    float(self._moved),
-                    dlr,
-                    d_new * hyper["eps"],
-                    d_new,
-                ]
+            hp = ProdigyStepHp(
+                beta1=beta1,
+                beta2=beta2,
+                c1=d * (1 - beta1),
+                c2=d * d * (1 - beta2),
+                weight_decay=hyper["weight_decay"],
+                dlr=dlr,
+                d_eps=d_new * hyper["eps"],
+                d_new=d_new,
+                decouple=bool(hyper["decouple"]),
+                has_m=beta1 > 0,
+                move=bool(self._moved),
             )
             for part in fused:
                 _native.call(part.lib, "prodigy_step", part.step_lists, hp)

@@ -4,13 +4,11 @@ momentum; ε outside the square root (torch) or inside it (the textbook form).
 torch has no fused RMSprop kernel; ``impl="fused"`` is bergab's own CPU kernel
 (``csrc/rmsprop.c``, see :mod:`bergab.optim._native`): the whole update of an element in
 one loop, one pass over memory per step, each operation rounded as in
-:func:`rmsprop_reference`, and ``impl="auto"`` picks it for float32/float64 CPU tensors
-(at 16M float32 parameters in 64 tensors, one thread: about 7.7 ms per step, 1.0× the
-5-words-per-parameter floor; centered with momentum about 13 ms, 0.95× its 9-word
-floor). Elsewhere ``auto`` is the foreach path, run on cache-sized batches on CPU (about
-28 ms there, 3.5× the floor but about 1.6× faster than torch's for-loop and 2.5× faster
-than its foreach). ``impl="compiled"`` reaches about 1.2× the floor after a first step
-that compiles for about a minute with 64 tensors (seconds for a few small ones).
+:func:`rmsprop_reference`, and ``impl="auto"`` picks it for float32/float64 CPU tensors.
+Elsewhere ``auto`` is the foreach path, run on cache-sized batches on CPU (faster than
+torch's for-loop and foreach, which stream each op through main memory).
+``impl="compiled"`` compiles on its first step, for a while with many tensors (measured
+speeds and compile times: ``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -22,6 +20,7 @@ import torch
 
 from bergab._validate import check_choice, check_real
 from bergab.optim import _native
+from bergab.optim._abi import RmspropHp
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
 from bergab.optim._foreach import batches, foreach_direction, scratch
 from bergab.optim.adam import (
@@ -298,19 +297,17 @@ class RMSprop(Optimizer):
             count = counts_natively(steps)  # the kernel increments the float32 steps
             if not count:
                 torch._foreach_add_(steps, 1.0)
-            hp = _native.doubles(
-                [
-                    lr,
-                    hyper["alpha"],
-                    1 - hyper["alpha"],
-                    hyper["eps"],
-                    hyper["weight_decay"],
-                    hyper["momentum"],
-                    hyper["maximize"],
-                    hyper["centered"],
-                    hyper["eps_inside_sqrt"],
-                    count,
-                ]
+            hp = RmspropHp(
+                lr=lr,
+                alpha=hyper["alpha"],
+                one_minus_alpha=1 - hyper["alpha"],
+                eps=hyper["eps"],
+                weight_decay=hyper["weight_decay"],
+                momentum=hyper["momentum"],
+                maximize=bool(hyper["maximize"]),
+                centered=bool(hyper["centered"]),
+                eps_inside_sqrt=bool(hyper["eps_inside_sqrt"]),
+                count=bool(count),
             )
             for lib, idx, lists in runs:
                 if count:

@@ -39,6 +39,7 @@ import torch
 
 from bergab._validate import check_int, check_real
 from bergab.optim import _native
+from bergab.optim._abi import SfAdamwHp, SfSgdHp
 from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
 from bergab.optim._foreach import kept_buffers, pieces
 
@@ -335,14 +336,25 @@ class _ScheduleFree(Optimizer):
                 params, grads, zs, vs, lr=lr, ckp1=ckp1, bias_correction2=bc2, **hyper
             )
         elif impl == "fused":  # bergab's CPU kernel: one pass over y, g, z (and v)
-            hp = [lr, ckp1, hyper["beta1"], hyper["weight_decay"]]
-            if vs is not None:
-                hp += [hyper["beta2"], hyper["eps"], bc2]
-            kernel = "sf_sgd" if vs is None else "sf_adamw"
+            beta1, wd = hyper["beta1"], hyper["weight_decay"]
+            hp: SfSgdHp | SfAdamwHp
+            if vs is None:
+                kernel, hp = "sf_sgd", SfSgdHp(lr=lr, ckp1=ckp1, beta1=beta1, weight_decay=wd)
+            else:
+                kernel = "sf_adamw"
+                hp = SfAdamwHp(
+                    lr=lr,
+                    ckp1=ckp1,
+                    beta1=beta1,
+                    weight_decay=wd,
+                    beta2=hyper["beta2"],
+                    eps=hyper["eps"],
+                    bias_correction2=bc2,
+                )
             for idx in group_by_device_dtype(params).values():
                 lists = [[t[i] for i in idx] for t in (params, grads, zs, *([vs] if vs else []))]
                 lib = self._kernels(lists)
-                _native.call(lib, kernel, lists, _native.doubles(hp))
+                _native.call(lib, kernel, lists, hp)
         elif impl == "foreach":
             for idx in group_by_device_dtype(params).values():
                 lists = [[t[i] for i in idx] for t in (params, grads, zs, *([vs] if vs else []))]

@@ -19,8 +19,7 @@
 #include __FILE__
 #else
 
-/* hp (both kernels): 1 - beta1, beta2, 1 - beta2, eps, weight_decay, 1 - lr weight_decay,
- * maximize, decoupled_weight_decay, amsgrad, count.
+/* hp (both kernels): AdamHp.
  * ptrs: param, grad, exp_avg, exp_avg_sq, then max_exp_avg_sq (amsgrad only), then with
  * count != 0 the per-tensor counters the caller has computed (float32 0-d tensors: the
  * step, and for NAdam the product of mu), stored here from pt.
@@ -52,22 +51,26 @@
   T *restrict m = PTR(j, 2, i, T);                                                \
   T *restrict v = PTR(j, 3, i, T);                                                \
   T *restrict vmax = ams ? PTR(j, 4, i, T) : NULL;                                \
-  const T w = (T)j->hp[0], b2 = (T)j->hp[1], c2 = (T)j->hp[2], eps = (T)j->hp[3]; \
-  const T wd = (T)j->hp[4], decay = (T)j->hp[5];                                  \
-  const T sign = j->hp[6] != 0 ? (T)-1 : (T)1;                                    \
+  const AdamHp *hp = (const AdamHp *)j->hp;                                       \
+  const T w = (T)hp->one_minus_beta1, b2 = (T)hp->beta2;                          \
+  const T c2 = (T)hp->one_minus_beta2, eps = (T)hp->eps;                          \
+  const T wd = (T)hp->weight_decay, decay = (T)hp->decay;                         \
+  const T sign = hp->maximize != 0 ? (T)-1 : (T)1;                                \
   /* torch's lerp: m + w (d - m) for a small weight, else d + (w - 1)(d - m) */   \
   const int small = w < (T)0.5;                                                   \
   const T cw = small ? w : w - (T)1;
 
 /* wdmode: 0 none, 1 L2 (added to the gradient), 2 decoupled */
 static inline int F(adam_wdmode)(const Job *j) {
-  return j->hp[4] == 0 ? 0 : (j->hp[7] != 0 ? 2 : 1);
+  const AdamHp *hp = (const AdamHp *)j->hp;
+  return hp->weight_decay == 0 ? 0 : (hp->decoupled_weight_decay != 0 ? 2 : 1);
 }
 
 /* Store the counters: pt[width i + first + c] into counter c of tensor i. */
 static void F(adam_count)(Job *j, int width, int first, int ncounters) {
-  if (j->hp[9] == 0) return;
-  const int k = 4 + (j->hp[8] != 0);
+  const AdamHp *hp = (const AdamHp *)j->hp;
+  if (hp->count == 0) return;
+  const int k = 4 + (hp->amsgrad != 0);
   for (int64_t i = 0; i < j->n; i++)
     for (int c = 0; c < ncounters; c++)
       *PTR(j, k + c, i, float) = (float)j->pt[width * i + first + c];
@@ -91,7 +94,7 @@ static inline __attribute__((always_inline)) void F(nadam_range)(
 static void F(nadam_body)(void *vjob, int tid, int64_t i, int64_t lo, int64_t hi) {
   (void)tid;
   Job *j = (Job *)vjob;
-  const int ams = j->hp[8] != 0;
+  const int ams = ((const AdamHp *)j->hp)->amsgrad != 0;
   switch (F(adam_wdmode)(j) | ams << 2) {
 #define CASE(c) \
   case c: F(nadam_range)(j, i, lo, hi, c & 3, c >> 2); break;
@@ -100,7 +103,7 @@ static void F(nadam_body)(void *vjob, int tid, int64_t i, int64_t lo, int64_t hi
   }
 }
 
-void F(nadam)(int64_t n, const int64_t *numel, void *const *ptrs, const double *hp,
+void F(nadam)(int64_t n, const int64_t *numel, void *const *ptrs, const AdamHp *hp,
               const double *pt, int nthreads) {
   Job j = {.n = n, .numel = numel, .ptrs = ptrs, .hp = hp, .pt = pt, .nthreads = nthreads,
            .body = F(nadam_body)};
@@ -129,7 +132,7 @@ static inline __attribute__((always_inline)) void F(radam_range)(
 static void F(radam_body)(void *vjob, int tid, int64_t i, int64_t lo, int64_t hi) {
   (void)tid;
   Job *j = (Job *)vjob;
-  const int ams = j->hp[8] != 0, rect = j->pt[3 * i] != 0;
+  const int ams = ((const AdamHp *)j->hp)->amsgrad != 0, rect = j->pt[3 * i] != 0;
   switch (F(adam_wdmode)(j) | ams << 2 | rect << 3) {
 #define CASE(c) \
   case c: F(radam_range)(j, i, lo, hi, c & 3, (c >> 2) & 1, c >> 3); break;
@@ -139,7 +142,7 @@ static void F(radam_body)(void *vjob, int tid, int64_t i, int64_t lo, int64_t hi
   }
 }
 
-void F(radam)(int64_t n, const int64_t *numel, void *const *ptrs, const double *hp,
+void F(radam)(int64_t n, const int64_t *numel, void *const *ptrs, const AdamHp *hp,
               const double *pt, int nthreads) {
   Job j = {.n = n, .numel = numel, .ptrs = ptrs, .hp = hp, .pt = pt, .nthreads = nthreads,
            .body = F(radam_body)};

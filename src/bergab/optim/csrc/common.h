@@ -1,7 +1,9 @@
-/* Shared by bergab's CPU kernels (one .c file per optimizer family).
+/* Shared by bergab's CPU kernels (one .c file per optimizer family, all linked into one
+ * library: everything defined here is static, each file has its own copy).
  *
  * A kernel receives a list of n tensors of one dtype: numel[i] elements each and K
- * parallel arrays of pointers laid out as ptrs[k * n + i] (param, grad, state...).
+ * parallel arrays of pointers laid out as ptrs[k * n + i] (param, grad, state...), and
+ * its hyperparameters as a struct declared in hp.h (Job.hp points to it).
  * Work is split over nthreads threads, torch's OpenMP workers where the library is built
  * with -fopenmp, else POSIX threads started per call (nthreads <= 1: run in the caller):
  *   - run_job(job, SPLIT_ELEMENTS): the concatenated index space of all tensors is cut
@@ -12,21 +14,33 @@
  *     thread visiting its pieces last tensor first. The update after a global reduction
  *     uses it: a thread then starts on the data it read last, still in its own L2 and in
  *     the L3 (reversing the whole list instead hands each thread the other's range).
- * Reductions use LANES independent float accumulators within blocks of BLOCK elements
- * (a single vector accumulator would wait on the FMA latency) and double across blocks;
- * threads write partial sums that the caller adds.
  *
- * Measured on one core of the development machine (AMD EPYC): a read-only stream gets
- * about 22 GB/s, a loop mixing 3-5 read and write streams about 47 GB/s. So a reduction
- * pass costs more than its bytes suggest: read several sub-streams side by side, carry
- * what the update pass can compute for the next step (LARS: the new ‖w‖²), and run the
- * update after a global reduction with SPLIT_ELEMENTS_REVERSED (above). (Overlapping one
- * tensor's reduction with the update of the one before did not help, for LARS nor for LAMB's in-cache second pass: measured
- * slower than reduction-then-update.)
+ * Reductions (sums and norms) accumulate in double, in an order fixed by the data alone:
+ * over a range [lo, hi), lane l of LANES double accumulators adds the terms of elements
+ * lo + l, lo + l + LANES, lo + l + 2 LANES, ... in that order, and lanes_total adds the
+ * lanes in lane order (the sums that read four sub-streams at once, in dog.c and
+ * layerwise.c, assign elements to lanes in their own fixed way). Each term is formed in
+ * double from the kernel's elementwise values (a product of two floats is exact in
+ * double, see ADD_PRODUCT), so a sum does not depend on the vector width the compiler
+ * chose (a vector holds several lanes, it never reorders one) and depends on the thread
+ * count only through double rounding (each thread sums its own range; the caller adds
+ * the threads' partial sums in thread order). Many independent lanes also keep the adds
+ * from waiting on each other's latency. The elementwise update math stays in the
+ * tensors' precision.
+ *
+ * A read-only stream gets less memory bandwidth out of one core than a loop that mixes
+ * read and write streams (figures: benchmarks/RESULTS.md, "Kernel design notes"), so a
+ * reduction pass costs more than its bytes suggest. Hence the kernels read several
+ * sub-streams side by side in a reduction, carry what the update pass can compute for
+ * the next step (LARS: the new ‖w‖²), and run the update after a global reduction with
+ * SPLIT_ELEMENTS_REVERSED (above). Per-tensor methods (LARS, LAMB, LDoG) reduce a
+ * tensor and then update it while it is in cache, one tensor after the other (see
+ * benchmarks/RESULTS.md for the overlapped alternative).
  *
  * Each family file includes itself twice (T = float, then T = double) so every kernel
  * exists for float32 (suffix _f32) and float64 (_f64); `#include __FILE__` needs the
- * file named by an absolute path on the command line, as bergab/optim/_native.py does.
+ * file named by an absolute path on the command line, as bergab/optim/_kernel_build.py
+ * does.
  */
 #ifndef BERGAB_COMMON_H
 #define BERGAB_COMMON_H
@@ -36,15 +50,17 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#define BLOCK 2048
-#define LANES 32 /* independent accumulators of a reduction: 4 AVX2 vectors of floats */
+#include "hp.h"
+
+#define BLOCK 2048 /* four-stream sums (layerwise.c): BLOCK / 4 elements of each in turn */
+#define LANES 32   /* double accumulators of a reduction: 4 AVX-512 or 8 AVX2 vectors */
 #define MAX_THREADS 256
 
 typedef struct {
   int64_t n;
   const int64_t *numel;
   void *const *ptrs;
-  const double *hp;   /* hyperparameters, kernel-specific */
+  const void *hp;     /* hyperparameters: the kernel's struct from hp.h */
   const double *pt;   /* per-tensor inputs, kernel-specific (may be NULL) */
   double *out;        /* per-tensor or per-thread results, kernel-specific (may be NULL) */
   void *scratch;      /* per-thread scratch, kernel-specific (may be NULL) */
@@ -99,13 +115,13 @@ static void run_task(Task *t) {
 #ifdef _OPENMP
 #include <omp.h>
 
-/* Built with -fopenmp (bergab/optim/_native.py does so when torch runs on GNU OpenMP):
- * the library then binds to the libgomp.so.1 torch has already loaded, so a kernel's
+/* Built with -fopenmp (the omp flavor, loaded where torch runs on GNU OpenMP): the
+ * library then binds to the libgomp.so.1 torch has already loaded, so a kernel's
  * threads are torch's own. A separate pool of threads would fight torch's: after each
  * parallel op torch's OpenMP workers spin for a while on the other cores, and a second
- * pool started then runs at a fraction of its speed (measured: RMSprop on 2 threads
- * 9.1 ms with pthreads, 6.8 ms with the spinning turned off). If OpenMP gives fewer
- * threads than asked (nested, dynamic), each takes several tasks in turn. */
+ * pool started then runs at a fraction of its speed (see benchmarks/RESULTS.md, "Kernel
+ * design notes"). If OpenMP gives fewer threads than asked (nested, dynamic), each takes
+ * several tasks in turn. */
 static void run_job(Job *j, int mode) {
   int nt = j->nthreads;
   if (nt > MAX_THREADS) nt = MAX_THREADS;
@@ -160,8 +176,36 @@ static void run_job(Job *j, int mode) {
 #endif
 
 /* sqrt in the precision of its argument. NOTE: plain sqrt() of a float promotes it to
- * double, which halves the vector width and costs conversions (LAMB ran 2x slower). */
+ * double, which halves the vector width and costs conversions in an update loop (see
+ * benchmarks/RESULTS.md, "Kernel design notes"). */
 #define TSQRT(x) _Generic((x), float: sqrtf, default: sqrt)(x)
+
+/* The sum of count lanes of a reduction, in lane order (see the top of this file). */
+static inline double lanes_sum(const double *acc, int count) {
+  double total = 0;
+  for (int l = 0; l < count; l++) total += acc[l];
+  return total;
+}
+static inline double lanes_total(const double *acc) { return lanes_sum(acc, LANES); }
+
+/* acc + a b for the terms of a reduction (inside a family's T section). In a float32
+ * kernel a and b are float values held in doubles, so a b is exact in double and a fused
+ * multiply-add rounds once just as the add alone does: the same bits as a multiply and
+ * an add, in one instruction where the target has FMA (the build's -ffp-contract=off
+ * fuses nothing by itself). In a float64 kernel the product rounds, so it stays a
+ * multiply and an add on every target (the same bits at every instruction-set level). */
+#ifdef __FMA__
+#define ADD_EXACT_PRODUCT(acc, a, b) fma((a), (b), (acc))
+#else
+#define ADD_EXACT_PRODUCT(acc, a, b) ((acc) + (a) * (b))
+#endif
+#define ADD_PRODUCT(acc, a, b) \
+  (sizeof(T) == sizeof(float) ? ADD_EXACT_PRODUCT(acc, a, b) : (acc) + (a) * (b))
+
+/* The threads a kernel runs on: nthreads within [1, MAX_THREADS]. */
+static inline int clamp_threads(int nthreads) {
+  return nthreads < 1 ? 1 : (nthreads > MAX_THREADS ? MAX_THREADS : nthreads);
+}
 
 #define PTR(job, k, i, type) ((type *)(job)->ptrs[(int64_t)(k) * (job)->n + (i)])
 

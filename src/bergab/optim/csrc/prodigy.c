@@ -12,13 +12,11 @@
  *   3. prodigy_step: reads x, g, v, m, writes m, v (the moments need only d_k, but
  *      updating them here rather than in pass 1 saves reading them twice) and x, each
  *      thread walking the elements pass 1 gave it last tensor first, so that it starts
- *      on the x and g it read last (the gain is small, ~1-2%: the L3 is a victim cache
- *      that pass 2's own streams flush).
+ *      on the x and g it read last (still in cache, for as far as pass 2's own streams
+ *      have not flushed them).
  * With coupled weight decay both passes use g + wd x (x before the step).
- * Measured on the development machine (1 core, 16M float32 parameters in 64 tensors):
- * the reads of both passes run at about 29 GB/s and are the limit (no gain from software
- * prefetch, split streams, or removing the sqrt and division), so the two kernels take
- * about 1.2x the time of a single 40-byte pass at the 43 GB/s of the benchmark floor. */
+ * The reads of both passes are the limit on the development machine (figures and what
+ * did not help: benchmarks/RESULTS.md, "Kernel design notes"). */
 #ifndef T
 #include <string.h>
 
@@ -38,62 +36,50 @@
 #define FABS(x) _Generic((x), float: fabsf, default: fabs)(x)
 #endif
 
-/* One element of pass 1: s <- beta3 s + c3 g', dot += g' (x0 - x), l1 += |s|. */
-#define PD_SUMS_ELEMENT(k, dot, l1)                   \
-  do {                                                \
-    T xk_ = x[k], gk_ = coupled ? g[k] + wd * xk_ : g[k]; \
-    dot += gk_ * (x0[k] - xk_);                       \
-    T sk_ = s[k] * b3 + c3 * gk_;                     \
-    s[k] = sk_;                                       \
-    l1 += FABS(sk_);                                  \
+/* One element of pass 1: s <- beta3 s + c3 g', dot += g' (x0 - x), l1 += |s| (g', the
+ * difference and s in T, the terms in double). */
+#define PD_SUMS_ELEMENT(k, dot, l1)                          \
+  do {                                                       \
+    T xk_ = x[k], gk_ = coupled ? g[k] + wd * xk_ : g[k];    \
+    dot = ADD_PRODUCT(dot, (double)gk_, (double)(x0[k] - xk_)); \
+    T sk_ = s[k] * b3 + c3 * gk_;                            \
+    s[k] = sk_;                                              \
+    l1 += (double)FABS(sk_);                                 \
   } while (0)
 
-/* ptrs: x, g, x0, s. hp: beta3, c3 (the weight of g in s), wd (coupled decay:
- * g <- g + wd x; 0 when decoupled).
+/* ptrs: x, g, x0, s. hp: ProdigySumsHp.
  * out: per (thread, tensor) the pair (<g, x0 - x>, ||s||_1): out[2 (tid n + i) + 0/1]. */
 static void F(pd_sums_body)(void *vjob, int tid, int64_t i, int64_t lo, int64_t hi) {
   Job *j = (Job *)vjob;
+  const ProdigySumsHp *hp = (const ProdigySumsHp *)j->hp;
   const T *x = PTR(j, 0, i, T), *g = PTR(j, 1, i, T), *x0 = PTR(j, 2, i, T);
   T *s = PTR(j, 3, i, T);
-  const T b3 = (T)j->hp[0], c3 = (T)j->hp[1], wd = (T)j->hp[2];
-  const int coupled = j->hp[2] != 0;
-  double dot = 0, l1 = 0;
-  /* LANES independent float accumulators per sum within a block, double across blocks
-   * (measured: a few per cent faster than one vector accumulator per sum) */
-  for (int64_t a = lo; a < hi; a += BLOCK) {
-    int64_t b = a + BLOCK < hi ? a + BLOCK : hi;
-    T ad[LANES] = {0}, al[LANES] = {0};
-    int64_t k = a;
-    if (coupled) {
-      for (; k + LANES <= b; k += LANES)
+  const T b3 = (T)hp->beta3, c3 = (T)hp->c3, wd = (T)hp->coupled_weight_decay;
+  const int coupled = hp->coupled_weight_decay != 0;
+  double ad[LANES] = {0}, al[LANES] = {0}; /* the lanes of each sum (common.h) */
+  int64_t k = lo;
+  if (coupled) {
+    for (; k + LANES <= hi; k += LANES)
 #pragma omp simd
-        for (int l = 0; l < LANES; l++) PD_SUMS_ELEMENT(k + l, ad[l], al[l]);
-    } else {
-      for (; k + LANES <= b; k += LANES)
+      for (int l = 0; l < LANES; l++) PD_SUMS_ELEMENT(k + l, ad[l], al[l]);
+  } else {
+    for (; k + LANES <= hi; k += LANES)
 #pragma omp simd
-        for (int l = 0; l < LANES; l++) PD_SUMS_ELEMENT(k + l, ad[l], al[l]);
-    }
-    T bd = 0, bl = 0;
-    for (; k < b; k++) PD_SUMS_ELEMENT(k, bd, bl);
-    for (int l = 0; l < LANES; l++) {
-      bd += ad[l];
-      bl += al[l];
-    }
-    dot += bd;
-    l1 += bl;
+      for (int l = 0; l < LANES; l++) PD_SUMS_ELEMENT(k + l, ad[l], al[l]);
   }
+  for (int l = 0; k + l < hi; l++) PD_SUMS_ELEMENT(k + l, ad[l], al[l]);
   double *o = j->out + 2 * ((int64_t)tid * j->n + i);
-  o[0] += dot;
-  o[1] += l1;
+  o[0] += lanes_total(ad);
+  o[1] += lanes_total(al);
 }
 #undef PD_SUMS_ELEMENT
 
 /* out: 2 n nthreads doubles (room for every thread); on return out[2i] and out[2i + 1]
- * hold tensor i's <g, x0 - x> and ||s||_1. */
-void F(prodigy_sums)(int64_t n, const int64_t *numel, void *const *ptrs, const double *hp,
-                     double *out, int nthreads) {
-  if (nthreads < 1) nthreads = 1;
-  if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
+ * hold tensor i's <g, x0 - x> and ||s||_1 (the threads' partial sums added in thread
+ * order). */
+void F(prodigy_sums)(int64_t n, const int64_t *numel, void *const *ptrs,
+                     const ProdigySumsHp *hp, double *out, int nthreads) {
+  nthreads = clamp_threads(nthreads);
   memset(out, 0, sizeof(double) * 2 * (size_t)n * (size_t)nthreads);
   Job j = {.n = n, .numel = numel, .ptrs = ptrs, .hp = hp, .out = out,
            .nthreads = nthreads, .body = F(pd_sums_body)};
@@ -103,9 +89,7 @@ void F(prodigy_sums)(int64_t n, const int64_t *numel, void *const *ptrs, const d
 }
 
 /* ptrs: x, g, v, m (m: any list when has_m == 0, never read), in the caller's order
- * (walked here in reverse).
- * hp: beta1, beta2, c1 = d_k (1 - beta1), c2 = d_k^2 (1 - beta2), wd, decouple, has_m,
- *     move, dlr (= d_k lr, bias correction included), d_{k+1} eps, d_{k+1}.
+ * (walked here in reverse). hp: ProdigyStepHp (wd: weight_decay).
  *   g' = g + wd x (coupled decay), m <- beta1 m + c1 g', v <- beta2 v + c2 g'^2, then
  *   when move != 0 (else x stays):
  *   x <- x + (-wd dlr) x                                    (decoupled decay)
@@ -114,13 +98,14 @@ void F(prodigy_sums)(int64_t n, const int64_t *numel, void *const *ptrs, const d
 static void F(pd_step_range)(Job *j, int64_t i, int64_t lo, int64_t hi) {
   T *x = PTR(j, 0, i, T), *v = PTR(j, 2, i, T), *m = PTR(j, 3, i, T);
   const T *g = PTR(j, 1, i, T);
-  const double *hp = j->hp;
-  const T b1 = (T)hp[0], b2 = (T)hp[1], c1 = (T)hp[2], c2 = (T)hp[3], twd = (T)hp[4];
-  const double wd = hp[4], dlr = hp[8];
-  const int decouple = hp[5] != 0, has_m = hp[6] != 0, move = hp[7] != 0;
+  const ProdigyStepHp *hp = (const ProdigyStepHp *)j->hp;
+  const T b1 = (T)hp->beta1, b2 = (T)hp->beta2, c1 = (T)hp->c1, c2 = (T)hp->c2;
+  const double wd = hp->weight_decay, dlr = hp->dlr;
+  const T twd = (T)wd;
+  const int decouple = hp->decouple != 0, has_m = hp->has_m != 0, move = hp->move != 0;
   const int couple = wd != 0 && !decouple, decay = wd != 0 && decouple && move;
-  const T de = (T)hp[9], dec = (T)(-wd * dlr);
-  const T sc = (T)(has_m ? -dlr : -dlr * hp[10]);
+  const T de = (T)hp->d_eps, dec = (T)(-wd * dlr);
+  const T sc = (T)(has_m ? -dlr : -dlr * hp->d_new);
   if (!move) { /* a step without information: the moments only */
     if (has_m) {
 #pragma omp simd
@@ -175,15 +160,15 @@ static void F(pd_step_range)(Job *j, int64_t i, int64_t lo, int64_t hi) {
   }
 }
 
-/* Within a tensor the walk is forward (measured: backward blocks within a tensor were
- * slower, the hardware prefetchers lose the streams at every jump). */
+/* Within a tensor the walk is forward: the hardware prefetchers follow forward streams
+ * (backward blocks within a tensor lose them at every jump; see benchmarks/RESULTS.md). */
 static void F(pd_step_body)(void *vjob, int tid, int64_t i, int64_t lo, int64_t hi) {
   (void)tid;
   F(pd_step_range)((Job *)vjob, i, lo, hi);
 }
 
-void F(prodigy_step)(int64_t n, const int64_t *numel, void *const *ptrs, const double *hp,
-                     int nthreads) {
+void F(prodigy_step)(int64_t n, const int64_t *numel, void *const *ptrs,
+                     const ProdigyStepHp *hp, int nthreads) {
   /* the range pass 1 gave each thread (same thread count), last tensor first */
   Job j = {.n = n, .numel = numel, .ptrs = ptrs, .hp = hp, .nthreads = nthreads,
            .body = F(pd_step_body)};

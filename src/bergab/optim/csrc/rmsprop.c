@@ -27,9 +27,10 @@ static inline __attribute__((always_inline)) void F(rms_range)(
   T *restrict v = PTR(j, 2, i, T);
   T *restrict a = centered ? PTR(j, 3, i, T) : NULL;
   T *restrict b = mom ? PTR(j, 3 + centered, i, T) : NULL;
-  const T step = (T)(-j->hp[0]), alpha = (T)j->hp[1], w = (T)j->hp[2];
-  const T eps = (T)j->hp[3], wd = (T)j->hp[4], mu = (T)j->hp[5];
-  const T sign = j->hp[6] != 0 ? (T)-1 : (T)1;
+  const RmspropHp *hp = (const RmspropHp *)j->hp;
+  const T step = (T)(-hp->lr), alpha = (T)hp->alpha, w = (T)hp->one_minus_alpha;
+  const T eps = (T)hp->eps, wd = (T)hp->weight_decay, mu = (T)hp->momentum;
+  const T sign = hp->maximize != 0 ? (T)-1 : (T)1;
   /* torch's lerp: a + w (d - a) for a small weight, else d + (w - 1)(d - a) */
   const int small = w < (T)0.5;
   const T cw = small ? w : w - (T)1;
@@ -62,8 +63,9 @@ static inline __attribute__((always_inline)) void F(rms_range)(
 static void F(rms_body)(void *vjob, int tid, int64_t i, int64_t lo, int64_t hi) {
   (void)tid;
   Job *j = (Job *)vjob;
-  const int l2 = j->hp[4] != 0, centered = j->hp[7] != 0, inside = j->hp[8] != 0;
-  const int mom = j->hp[5] > 0;
+  const RmspropHp *hp = (const RmspropHp *)j->hp;
+  const int l2 = hp->weight_decay != 0, centered = hp->centered != 0;
+  const int inside = hp->eps_inside_sqrt != 0, mom = hp->momentum > 0;
   switch (l2 | centered << 1 | inside << 2 | mom << 3) {
 #define CASE(c) \
   case c: F(rms_range)(j, i, lo, hi, c & 1, (c >> 1) & 1, (c >> 2) & 1, (c >> 3) & 1); break;
@@ -73,15 +75,14 @@ static void F(rms_body)(void *vjob, int tid, int64_t i, int64_t lo, int64_t hi) 
   }
 }
 
-/* RMSprop. hp: lr, alpha, 1 - alpha, eps, weight_decay, momentum, maximize, centered,
- * eps_inside_sqrt, count. With count != 0 the list after the state holds the step
+/* RMSprop. hp: RmspropHp. With count != 0 the list after the state holds the step
  * counters (float32 0-d tensors, as torch keeps them), each incremented here. */
-void F(rmsprop)(int64_t n, const int64_t *numel, void *const *ptrs, const double *hp,
+void F(rmsprop)(int64_t n, const int64_t *numel, void *const *ptrs, const RmspropHp *hp,
                 int nthreads) {
   Job j = {.n = n, .numel = numel, .ptrs = ptrs, .hp = hp, .nthreads = nthreads,
            .body = F(rms_body)};
-  if (hp[9] != 0) {
-    const int k = 3 + (hp[7] != 0) + (hp[5] > 0);
+  if (hp->count != 0) {
+    const int k = 3 + (hp->centered != 0) + (hp->momentum > 0);
     for (int64_t i = 0; i < n; i++) *PTR(&j, k, i, float) += 1.0f;
   }
   run_job(&j, SPLIT_ELEMENTS);

@@ -32,13 +32,14 @@
     z[k] = zk_ - (d) * step;                                   \
   } while (0)
 
-/* ptrs: y (the parameter), g, z. hp: lr, ckp1, beta1, weight_decay. */
+/* ptrs: y (the parameter), g, z. hp: SfSgdHp. */
 static void F(sf_sgd_body)(void *vjob, int tid, int64_t i, int64_t lo, int64_t hi) {
   (void)tid;
   Job *j = (Job *)vjob;
   T *y = PTR(j, 0, i, T), *z = PTR(j, 2, i, T);
   const T *g = PTR(j, 1, i, T);
-  const double lr = j->hp[0], ckp1 = j->hp[1], beta1 = j->hp[2], wd = j->hp[3];
+  const SfSgdHp *hp = (const SfSgdHp *)j->hp;
+  const double lr = hp->lr, ckp1 = hp->ckp1, beta1 = hp->beta1, wd = hp->weight_decay;
   /* torch's lerp: y + c (z - y) for |c| < 0.5, else z - (1 - c)(z - y) */
   const int small = fabs(ckp1) < 0.5;
   const T c = (T)ckp1, w = small ? c : -((T)1 - c), step = (T)lr, twd = (T)wd;
@@ -56,26 +57,28 @@ static void F(sf_sgd_body)(void *vjob, int tid, int64_t i, int64_t lo, int64_t h
   }
 }
 
-void F(sf_sgd)(int64_t n, const int64_t *numel, void *const *ptrs, const double *hp,
+void F(sf_sgd)(int64_t n, const int64_t *numel, void *const *ptrs, const SfSgdHp *hp,
                int nthreads) {
   Job j = {.n = n, .numel = numel, .ptrs = ptrs, .hp = hp, .nthreads = nthreads,
            .body = F(sf_sgd_body)};
   run_job(&j, SPLIT_ELEMENTS);
 }
 
-/* ptrs: y (the parameter), g, z, v. hp: lr, ckp1, beta1, weight_decay, beta2, eps, bc2. */
+/* ptrs: y (the parameter), g, z, v. hp: SfAdamwHp (bc2: bias_correction2). */
 static void F(sf_adamw_body)(void *vjob, int tid, int64_t i, int64_t lo, int64_t hi) {
   (void)tid;
   Job *j = (Job *)vjob;
   T *y = PTR(j, 0, i, T), *z = PTR(j, 2, i, T), *v = PTR(j, 3, i, T);
   const T *g = PTR(j, 1, i, T);
-  const double lr = j->hp[0], ckp1 = j->hp[1], beta1 = j->hp[2], wd = j->hp[3];
+  const SfAdamwHp *hp = (const SfAdamwHp *)j->hp;
+  const double lr = hp->lr, ckp1 = hp->ckp1, beta1 = hp->beta1, wd = hp->weight_decay;
   /* torch's lerp: y + c (z - y) for |c| < 0.5, else z - (1 - c)(z - y) */
   const int small = fabs(ckp1) < 0.5;
   const T c = (T)ckp1, w = small ? c : -((T)1 - c), step = (T)lr, twd = (T)wd;
   const T *base = small ? y : z;
   const T coef = (T)(lr * (beta1 * (1 - ckp1) - 1));
-  const T b2 = (T)j->hp[4], c2 = (T)(1 - j->hp[4]), eps = (T)j->hp[5], bc2 = (T)j->hp[6];
+  const T b2 = (T)hp->beta2, c2 = (T)(1 - hp->beta2), eps = (T)hp->eps;
+  const T bc2 = (T)hp->bias_correction2;
   if (wd != 0) {
 #pragma omp simd
     for (int64_t k = lo; k < hi; k++) {
@@ -97,7 +100,7 @@ static void F(sf_adamw_body)(void *vjob, int tid, int64_t i, int64_t lo, int64_t
   }
 }
 
-void F(sf_adamw)(int64_t n, const int64_t *numel, void *const *ptrs, const double *hp,
+void F(sf_adamw)(int64_t n, const int64_t *numel, void *const *ptrs, const SfAdamwHp *hp,
                  int nthreads) {
   Job j = {.n = n, .numel = numel, .ptrs = ptrs, .hp = hp, .nthreads = nthreads,
            .body = F(sf_adamw_body)};
