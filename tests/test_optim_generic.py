@@ -41,15 +41,47 @@ def test_reference_equals_torch(spec: Spec) -> None:
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+def _run_same_numbers(
+    spec: Spec, impl: str, dtype: torch.dtype, steps: int = 50
+) -> list[torch.Tensor]:
+    """``steps`` steps from float32 parameters and float32 gradients (cast to ``dtype``),
+    so runs in float32 and float64 start from and see the same numbers."""
+    ps = [torch.nn.Parameter(p.detach().to(dtype)) for p in make_params(3, torch.float32)]
+    opt = spec.cls(ps, **spec.kwargs, impl=impl)
+    gen = torch.Generator().manual_seed(4)
+    for _ in range(steps):
+        for p in ps:
+            g = torch.randn(p.shape, generator=gen) + 0.5 * p.detach().float()
+            p.grad = g.to(dtype)
+        opt.step()
+    return [p.detach().double() for p in ps]
+
+
+def _excess(xs: list[torch.Tensor], refs: list[torch.Tensor]) -> float:
+    """How far ``xs`` are from ``refs``, in units of rtol 1e-5 / atol 1e-6."""
+    return max(
+        ((x - r).abs() / (1e-6 + 1e-5 * r.abs())).max().item()
+        for x, r in zip(xs, refs, strict=True)
+    )
+
+
 @pytest.mark.parametrize("spec", SPECS, ids=spec_ids(SPECS))
 def test_fast_paths_equal_reference(spec: Spec) -> None:
-    ref = make_params(3, torch.float32)
-    run(spec.cls(ref, **spec.kwargs, impl="reference"), ref, 50, seed=4)
+    # float64: every fast path computes the reference's formula, to rounding
+    ref64 = _run_same_numbers(spec, "reference", torch.float64)
     for impl in [*spec.impls, "auto"]:
-        ps = make_params(3, torch.float32)
-        run(spec.cls(ps, **spec.kwargs, impl=impl), ps, 50, seed=4)
-        for a, b in zip(ps, ref, strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=f"impl={impl}")
+        ps = _run_same_numbers(spec, impl, torch.float64)
+        for a, b in zip(ps, ref64, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11, msg=f"impl={impl}")
+    # float32, 50 steps: within rtol 1e-5 / atol 1e-6 of the float64 run, or no further
+    # from it than twice the reference's own float32 run. Some dynamics amplify rounding
+    # (Prodigy without momentum: the float32 reference ends 3% from float64), and then no
+    # float32 path can do better; comparing two float32 paths with each other would test
+    # which rounding pattern the chaos happens to amplify
+    allowed = max(1.0, 2.0 * _excess(_run_same_numbers(spec, "reference", torch.float32), ref64))
+    for impl in [*spec.impls, "auto"]:
+        excess = _excess(_run_same_numbers(spec, impl, torch.float32), ref64)
+        assert excess <= allowed, f"impl={impl}: {excess:.3g} (allowed {allowed:.3g})"
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=spec_ids(SPECS))
