@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from bergab._commands.info import cpu_model
+
 __all__ = [
     "MALLOC_ENV",
     "format_machine_info",
@@ -40,17 +42,6 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
 
 
 # ---------------------------------------------------------------------------- machine
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _memory_total() -> int | None:
     try:
         with open("/proc/meminfo", encoding="utf-8") as f:
@@ -73,7 +64,7 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
     """
     info: dict[str, Any] = {
         "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

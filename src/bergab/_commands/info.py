@@ -20,7 +20,7 @@ import platform
 import sys
 from typing import Any
 
-__all__ = ["info_lines", "register"]
+__all__ = ["cpu_model", "info_lines", "register"]
 
 # optional dependencies worth naming in a report (extras of pyproject.toml)
 _OPTIONAL = ("numpy", "matplotlib", "optuna", "scikit-learn", "tensorboard", "tqdm")
@@ -33,7 +33,13 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (Linux: from ``/proc/cpuinfo``), else what ``platform`` knows.
+
+    Example:
+        >>> isinstance(cpu_model(), str)
+        True
+    """
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
@@ -64,7 +70,7 @@ def info_lines() -> list[str]:
         f"python: {sys.version.split()[0]} ({platform.python_implementation()})",
         f"torch: {torch.__version__} (CUDA {'available' if torch.cuda.is_available() else 'no'})",
         f"platform: {platform.platform()}",
-        f"cpu: {_cpu_model()} ({platform.machine()})",
+        f"cpu: {cpu_model()} ({platform.machine()})",
         f"threads: torch {torch.get_num_threads()} ({openmp}), interop "
         f"{torch.get_num_interop_threads()}",
         f"kernels: {status}",
