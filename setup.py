@@ -35,7 +35,7 @@ def _extensions() -> list[Extension]:
     """One entry per library, so setuptools knows the outputs (wheel, editable install)."""
     exts = []
     for variant in kb.variants():
-        for flavor, flavor_flags in kb.FLAVORS.items():
+        for flavor in kb.FLAVORS:
             name = kb.library_filename(flavor, variant.level).removesuffix(".so")
             ext = Extension(
                 f"bergab.optim.{name}",
@@ -43,8 +43,7 @@ def _extensions() -> list[Extension]:
                 depends=[str(p.relative_to(HERE)) for p in kb.CSRC.glob("*.h")],
                 optional=True,  # no compiler: install without kernels
             )
-            ext.bergab_flags = (*variant.flags, *flavor_flags)  # type: ignore[attr-defined]
-            ext.bergab_level = variant.level  # type: ignore[attr-defined]
+            ext.bergab_variant = variant  # type: ignore[attr-defined]
             ext.bergab_flavor = flavor  # type: ignore[attr-defined]
             exts.append(ext)
     return exts
@@ -60,7 +59,8 @@ class BuildKernels(build_ext):
     def build_extensions(self) -> None:
         record: dict[str, object] = {"built": [], "failed": {}}
         out_dir = None
-        if os.environ.get("BERGAB_BUILD_NATIVE", "1").strip().lower() in ("0", "no", "off"):
+        switch = os.environ.get("BERGAB_BUILD_NATIVE", "1").strip().lower()
+        if switch in ("0", "false", "no", "off"):
             record["failed"] = {"all": "skipped: BERGAB_BUILD_NATIVE=0 at build time"}
         for ext in self.extensions:
             target = Path(self.get_ext_fullpath(ext.name))
@@ -68,9 +68,9 @@ class BuildKernels(build_ext):
             if record["failed"].get("all"):  # type: ignore[attr-defined]
                 target.unlink(missing_ok=True)
                 continue
-            key = f"{ext.bergab_flavor}/{ext.bergab_level}"
+            key = f"{ext.bergab_flavor}/{ext.bergab_variant.level}"
             try:
-                kb.build_library(target, ext.bergab_flags)
+                kb.build_variant(target, ext.bergab_variant, ext.bergab_flavor)
             except kb.BuildError as e:
                 target.unlink(missing_ok=True)  # never leave a stale library behind
                 record["failed"][key] = str(e)  # type: ignore[index]
@@ -110,13 +110,17 @@ class BuildKernels(build_ext):
             if os.path.exists(regular):
                 self.copy_file(regular, inplace, level=self.verbose)
 
+    # Only what was built: a library the compiler could not make is not an output (an
+    # editable install in strict mode copies every output and fails on a missing one).
     def _get_output_mapping(self):  # type: ignore[no-untyped-def]
-        yield from super()._get_output_mapping()
+        for regular, inplace in super()._get_output_mapping():
+            if os.path.exists(regular):
+                yield regular, inplace
         if self.inplace and self.extensions:
             yield self._record_paths()
 
     def get_outputs(self) -> list[str]:
-        outputs = super().get_outputs()
+        outputs = [p for p in super().get_outputs() if os.path.exists(p)]
         if not self.inplace and self.extensions:
             outputs.append(self._record_paths()[0])
         return outputs

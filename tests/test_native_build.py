@@ -4,6 +4,7 @@ CPU: ``setup.py``, ``optim/_kernel_build.py``, the loader in ``optim/_native.py`
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -86,13 +87,12 @@ def test_a_fresh_process_steps_every_fused_optimizer_without_compiler_or_home(
         print(optim.native_status())
         """
     )
-    env = _clean_env(
-        CC=str(cc),
-        HOME=str(home),
-        TMPDIR=str(tmp),
-        PYTHONPATH=str(ROOT),
-        PYTHONDONTWRITEBYTECODE="1",
-    )
+    path = os.pathsep.join([str(Path(optim.__file__).parents[2]), str(ROOT)])
+    env = _clean_env(CC=str(cc), HOME=str(home), TMPDIR=str(tmp), PYTHONPATH=path)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    # torch's own compiler module, imported with an optimizer, makes its cache directory
+    # under $TMPDIR: torch's file, not ours, so it goes elsewhere
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "inductor")
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=cwd, env=env, capture_output=True, text=True,
         timeout=300, check=False,
@@ -203,6 +203,22 @@ def test_a_package_without_kernels_says_so(tmp_path: Path, fresh: pytest.MonkeyP
     assert str(status).endswith("fused optimizers use foreach")
 
 
+@PACKAGED
+def test_a_cpu_that_runs_none_of_the_built_levels_falls_back(fresh: pytest.MonkeyPatch) -> None:
+    fresh.setattr(_native, "_cpu_levels", lambda lib: ())  # e.g. a 32-bit build
+    status = _native.reload()
+    assert not status.available
+    assert "runs none of the levels built" in (status.reason or "")
+    w = [torch.nn.Parameter(torch.ones(4))]
+    assert optim.LAMB(w)._select_impl(w) == "foreach"
+
+
+def test_the_build_record_goes_stale_with_the_flags_too(fresh: pytest.MonkeyPatch) -> None:
+    before = _kernel_build.sources_digest()
+    fresh.setattr(_kernel_build, "BASE_FLAGS", (*_kernel_build.BASE_FLAGS, "-ffast-math"))
+    assert _kernel_build.sources_digest() != before
+
+
 # ------------------------------------------------------------------ the developer rebuild
 def test_developer_rebuild_compiles_into_the_cache_once(
     tmp_path: Path, fresh: pytest.MonkeyPatch
@@ -254,9 +270,33 @@ def test_every_source_is_compiled_into_one_library_per_variant() -> None:
     assert not any("native" in f or "fast-math" in f for f in _kernel_build.BASE_FLAGS)
 
 
-@pytest.mark.slow
-def test_installing_without_a_compiler_gives_a_working_package_on_foreach(
+def test_a_compiler_without_level_names_builds_the_level_feature_by_feature(
     tmp_path: Path,
+) -> None:
+    cc = shutil.which(_kernel_build.compiler_command()[0])
+    if cc is None or not _kernel_build.variants()[0].fallback:
+        pytest.skip("needs a C compiler on x86-64")
+    old = tmp_path / "old-cc"  # a compiler from before the level names (GCC < 11)
+    old.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do case "$a" in -march=x86-64-v*) echo "error: bad value" >&2; '
+        f'exit 1;; esac; done\nexec {cc} "$@"\n'
+    )
+    old.chmod(old.stat().st_mode | stat.S_IXUSR)
+    variant = _kernel_build.variants()[1]  # x86-64-v3
+    with pytest.raises(_kernel_build.BuildError, match="bad value"):
+        _kernel_build.build_library(tmp_path / "a.so", variant.flags, compiler=[str(old)])
+    built = _kernel_build.build_variant(tmp_path / "v3.so", variant, "pthread", compiler=[str(old)])
+    lib = ctypes.CDLL(str(built))
+    assert hasattr(lib, "lamb_f32")
+    assert "-mavx2" in variant.fallback
+    assert "-mfma" in variant.fallback
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["wheel", "editable-strict"])
+def test_installing_without_a_compiler_gives_a_working_package_on_foreach(
+    how: str, tmp_path: Path
 ) -> None:
     cc, marker = _failing_compiler(tmp_path)
     project = tmp_path / "project"
@@ -270,22 +310,33 @@ def test_installing_without_a_compiler_gives_a_working_package_on_foreach(
     )  # fmt: skip
     target = tmp_path / "site"
     env = _clean_env(CC=str(cc), PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-v", "--no-deps", "--no-build-isolation",
-         "--no-index", "--target", str(target), str(project)],
-        env=env, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+    pip = [sys.executable, "-m", "pip", "install", "-v", "--no-deps", "--no-build-isolation"]
+    if how == "wheel":
+        pip += ["--no-index", "--target", str(target), str(project)]
+    else:  # strict mode copies every output the build names: none may be missing
+        pip += ["--no-index", "--ignore-installed", "--prefix", str(target), "-e", str(project),
+                "--config-settings", "editable_mode=strict"]  # fmt: skip
+    done = subprocess.run(pip, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert marker.exists()  # the build did try the compiler
     assert "no CPU kernels were built" in done.stderr + done.stdout
-    package = target / "bergab" / "optim"
+    if how == "wheel":
+        import_dir = target
+    else:  # the .pth names the link tree the strict install made in the project
+        site = next(target.glob("lib/python*/site-packages"))
+        pth = next(site.glob("__editable__*bergab*.pth")).read_text().split()
+        import_dir = Path(pth[0])
+        assert import_dir.is_relative_to(project)
+    package = import_dir / "bergab" / "optim"
     assert not list(package.glob("*.so"))
     record = json.loads((package / "_kernels_build.json").read_text())
     assert record["built"] == []
     assert all("no compiler here" in why for why in record["failed"].values())
 
     script = textwrap.dedent(
-        """
+        f"""
+        import sys
+        sys.path.insert(0, {str(import_dir)!r})  # before the editable bergab of the tests
         import torch, bergab
         from bergab import optim
         print(bergab.__file__)
@@ -300,12 +351,12 @@ def test_installing_without_a_compiler_gives_a_working_package_on_foreach(
         """
     )
     done = subprocess.run(
-        [sys.executable, "-c", script], env=_clean_env(PYTHONPATH=str(target)),
+        [sys.executable, "-c", script], env=_clean_env(),
         capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith(str(target))
+    assert lines[0].startswith(str(import_dir))
     assert lines[1].startswith("unavailable (the package was built without its CPU kernels")
     assert "no compiler here" in lines[1]
     assert any(ln.startswith("kernels: unavailable") for ln in lines)

@@ -1,6 +1,7 @@
-"""bergab's fused CPU kernels on every instruction-set level this CPU runs, on 1, 2 and 3
-threads: each float32 step within the documented tolerance of the float64 reference
-(``docs/optimizers.md``, "How close a fused path is"), and the same bits on every level.
+"""bergab's fused CPU kernels on every instruction-set level this CPU runs, in both
+threading flavors, on 1, 2 and 3 threads: each float32 step within the documented
+tolerance of the float64 reference (``docs/optimizers.md``, "How close a fused path
+is"), and the same bits on every level.
 
 The comparison is one step at a time from a common state: the float64 reference runs a
 trajectory; at each of its steps the state is rounded to float32, and from those same
@@ -131,16 +132,30 @@ def fused_steps(spec: Spec, with_ref32: bool = False) -> Iterator[Step]:
         )
 
 
+#: the threading flavors this process can load: POSIX threads always, torch's OpenMP
+#: threads where torch runs on GNU OpenMP (the pthread libraries are what a forked child,
+#: and a torch without GNU OpenMP, use)
+FLAVORS = ["omp", "pthread"] if _native._torch_libgomp() else ["pthread"]
+
+
 @pytest.fixture
 def level(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("BERGAB_NATIVE_ISA", request.param)
-    assert _native.reload().level == request.param
-    yield request.param
-    monkeypatch.delenv("BERGAB_NATIVE_ISA")
+    lv, flavor = request.param
+    monkeypatch.setenv("BERGAB_NATIVE_ISA", lv)
+    monkeypatch.setenv("BERGAB_NATIVE_OPENMP", "1" if flavor == "omp" else "0")
+    status = _native.reload()
+    assert (status.level, status.flavor) == (lv, flavor)
+    yield lv
+    monkeypatch.undo()
     _native.reload()
 
 
-@pytest.mark.parametrize("level", LEVELS, indirect=True)
+@pytest.mark.parametrize(
+    "level",
+    [(lv, fl) for lv in LEVELS for fl in FLAVORS],
+    ids=[f"{lv}-{fl}" for lv in LEVELS for fl in FLAVORS],
+    indirect=True,
+)
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("spec", NATIVE_SPECS, ids=[s.id for s in NATIVE_SPECS])
 def test_each_fused_step_within_float32_rounding_of_the_float64_reference(

@@ -30,10 +30,12 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sysconfig
 import tempfile
@@ -49,7 +51,9 @@ __all__ = [
     "BuildError",
     "Variant",
     "build_library",
+    "build_variant",
     "compiler_command",
+    "flavor_flags",
     "library_filename",
     "sources",
     "sources_digest",
@@ -76,10 +80,24 @@ BASE_FLAGS: tuple[str, ...] = (
 #: Threading flavors and their extra flags (compile and link).
 FLAVORS: dict[str, tuple[str, ...]] = {"omp": ("-fopenmp",), "pthread": ()}
 
-_X86_LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("x86-64-v4", ("-march=x86-64-v4", "-mtune=generic")),
-    ("x86-64-v3", ("-march=x86-64-v3", "-mtune=generic")),
-    ("x86-64", ("-march=x86-64", "-mtune=generic")),
+_V3_FEATURES = ("-mavx2", "-mfma", "-mbmi", "-mbmi2", "-mf16c", "-mlzcnt", "-mmovbe")
+_V4_FEATURES = ("-mavx512f", "-mavx512bw", "-mavx512cd", "-mavx512dq", "-mavx512vl")
+_V2_FEATURES = ("-msse4.2", "-mssse3", "-mpopcnt")
+
+#: (level, its flags, the same level spelled feature by feature for compilers that do not
+#: know the level names: GCC before 11, clang before 12)
+_X86_LEVELS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    (
+        "x86-64-v4",
+        ("-march=x86-64-v4", "-mtune=generic"),
+        ("-march=x86-64", *_V2_FEATURES, *_V3_FEATURES, *_V4_FEATURES, "-mtune=generic"),
+    ),
+    (
+        "x86-64-v3",
+        ("-march=x86-64-v3", "-mtune=generic"),
+        ("-march=x86-64", *_V2_FEATURES, *_V3_FEATURES, "-mtune=generic"),
+    ),
+    ("x86-64", ("-march=x86-64", "-mtune=generic"), ()),
 )
 
 
@@ -89,10 +107,12 @@ class BuildError(RuntimeError):
 
 @dataclass(frozen=True)
 class Variant:
-    """One instruction-set level: its name and the flags that select it."""
+    """One instruction-set level: its name, the flags that select it, and the same level
+    feature by feature (``()``: none) for a compiler that rejects ``flags``."""
 
     level: str
     flags: tuple[str, ...]
+    fallback: tuple[str, ...] = ()
 
 
 def variants(machine: str | None = None) -> list[Variant]:
@@ -100,7 +120,7 @@ def variants(machine: str | None = None) -> list[Variant]:
     is the baseline every CPU of the architecture runs."""
     machine = (machine or platform.machine()).lower()
     if machine in ("x86_64", "amd64"):
-        return [Variant(level, flags) for level, flags in _X86_LEVELS]
+        return [Variant(*level) for level in _X86_LEVELS]
     return [Variant("generic", ())]
 
 
@@ -115,18 +135,49 @@ def sources() -> list[Path]:
 
 
 def sources_digest() -> str:
-    """A hash of every C source and header: what a cached build is keyed by."""
+    """A hash of every C source and header and of the flags: what a build is checked
+    against (a library built from other sources or flags is stale)."""
     key = hashlib.sha256()
     for path in sorted([*CSRC.glob("*.c"), *CSRC.glob("*.h")]):
         key.update(path.name.encode())
         key.update(path.read_bytes())
+    key.update(repr((BASE_FLAGS, FLAVORS, _X86_LEVELS)).encode())
     return key.hexdigest()
 
 
 def compiler_command() -> list[str]:
-    """The C compiler: ``$CC``, else the one Python was built with, else ``cc``."""
-    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
-    return shlex.split(cc)
+    """The C compiler: ``$CC`` where set (and nothing else), else the first found of the
+    one Python was built with, ``cc``, ``gcc`` and ``clang`` (a Python from conda or a
+    standalone build often names a compiler that is not installed)."""
+    if os.environ.get("CC"):
+        return shlex.split(os.environ["CC"])
+    candidates = [sysconfig.get_config_var("CC") or "", "cc", "gcc", "clang"]
+    for cc in candidates:
+        cmd = shlex.split(cc)
+        if cmd and shutil.which(cmd[0]):
+            return cmd
+    return ["cc"]
+
+
+@functools.cache
+def _is_clang(compiler: tuple[str, ...]) -> bool:
+    try:
+        done = subprocess.run(
+            [*compiler, "--version"], capture_output=True, text=True, check=False, timeout=60
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "clang" in done.stdout.lower()
+
+
+def flavor_flags(flavor: str, compiler: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The flags of a threading flavor for ``compiler``: clang's ``-fopenmp`` would link
+    LLVM's OpenMP runtime, a second thread pool beside the GNU one torch runs on, so the
+    ``omp`` flavor asks clang for GNU's runtime by name."""
+    flags = FLAVORS[flavor]
+    if flags and _is_clang(tuple(compiler or compiler_command())):
+        return tuple("-fopenmp=libgomp" if f == "-fopenmp" else f for f in flags)
+    return flags
 
 
 def _run(cmd: Sequence[str]) -> None:
@@ -175,3 +226,18 @@ def build_library(
             if os.path.exists(partial):
                 os.unlink(partial)
     return target
+
+
+def build_variant(
+    target: Path, variant: Variant, flavor: str, *, compiler: Sequence[str] | None = None
+) -> Path:
+    """:func:`build_library` for one level and threading flavor; where the compiler does
+    not know the level's name, the same level again, spelled feature by feature."""
+    cc = list(compiler or compiler_command())
+    extra = flavor_flags(flavor, cc)
+    try:
+        return build_library(target, (*variant.flags, *extra), compiler=cc)
+    except BuildError:
+        if not variant.fallback:
+            raise
+        return build_library(target, (*variant.fallback, *extra), compiler=cc)

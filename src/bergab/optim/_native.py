@@ -187,7 +187,7 @@ def _load_dev() -> _Loaded:
     """``BERGAB_NATIVE_DEV=1``: compile the sources for this CPU into the cache."""
     errors = []
     for flavor in _flavors():
-        flags = (*DEV_FLAGS, *_kernel_build.FLAVORS[flavor])
+        flags = (*DEV_FLAGS, *_kernel_build.flavor_flags(flavor))
         key = hashlib.sha256()
         key.update(_kernel_build.sources_digest().encode())
         key.update(" ".join((*_kernel_build.compiler_command(), *flags, _cpu_id())).encode())
@@ -245,6 +245,9 @@ def _load_packaged() -> _Loaded:  # noqa: PLR0911 - each way to fail returns its
             reason = reason or f"{files[levels[-1]].name} does not load ({e})"
             continue
         usable = [lv for lv in built if lv in cpu]
+        if not usable:  # e.g. a 32-bit build on a 64-bit machine: not one level it knows
+            reason = reason or f"this CPU runs none of the levels built ({', '.join(built)})"
+            continue
         note = None
         if forced is not None:
             if forced not in usable:
