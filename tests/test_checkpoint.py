@@ -114,7 +114,7 @@ def test_history_to_dataframe() -> None:
     try:
         import pandas  # noqa: F401
     except ImportError:
-        with pytest.raises(MissingDependencyError, match="pip install pandas"):
+        with pytest.raises(MissingDependencyError, match=r"pip install 'bergab\[data\]'"):
             h.to_dataframe()
     else:
         assert h.to_dataframe("steps").shape == (1, 2)

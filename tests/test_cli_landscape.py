@@ -8,7 +8,7 @@ import pytest
 
 from bergab import landscapes as ls
 from bergab.cli import main
-from bergab.minimize import minimize
+from bergab.minimization import minimize
 
 Image = pytest.importorskip("PIL.Image")
 pytest.importorskip("matplotlib")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from bergab.init import init
+from bergab.initialization import init
 
 
 def _net() -> nn.Sequential:

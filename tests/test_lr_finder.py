@@ -303,7 +303,7 @@ def test_restores_bergab_optimizer_schedule_and_step_count() -> None:
     lr_find(model, (x, y), mse, optimizer=opt, steps=20, warn=False)
     g = opt.param_groups[0]
     assert g["step"] == 4
-    assert g["lr_schedule"] is sched
+    assert opt.schedules(0) == {"lr": sched}
     assert g["lr"] == group["lr"] == sched(4)
     assert torch.equal(opt.state[model.weight]["momentum_buffer"], buf)
 

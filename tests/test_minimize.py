@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -11,11 +13,21 @@ import torch
 
 import bergab
 from bergab import landscapes as ls
-from bergab.minimize import MinimizeResult, compare, format_table, minimize, tune_lr
+from bergab.minimization import MinimizeResult, compare, format_table, minimize, tune_lr
 
 
 def test_public_names() -> None:
     assert bergab.minimize is minimize
+    assert bergab.init is bergab.initialization.init
+    # no module shadows a function of the same name: importing the modules leaves them be
+    code = (
+        "import bergab, bergab.minimization, bergab.initialization, types\n"
+        "assert not isinstance(bergab.minimize, types.ModuleType)\n"
+        "assert not isinstance(bergab.init, types.ModuleType)\n"
+        "assert bergab.minimize is bergab.minimization.minimize\n"
+        "assert bergab.init is bergab.initialization.init\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
     assert bergab.MinimizeResult is MinimizeResult
     assert bergab.landscapes is ls
 

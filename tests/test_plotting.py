@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bergab import landscapes as ls
-from bergab.minimize import MinimizeResult, minimize
+from bergab.minimization import MinimizeResult, minimize
 from bergab.plotting import trajectories
 
 Image = pytest.importorskip("PIL.Image")

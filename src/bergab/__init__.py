@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from bergab import diagnostics, landscapes, optim, plotting, scaling, schedules, tasks, training
 from bergab._version import __version__
-from bergab.init import init
+from bergab.initialization import init
 from bergab.lr_finder import LRFindResult, lr_find
-from bergab.minimize import MinimizeResult, minimize
+from bergab.minimization import MinimizeResult, minimize
 from bergab.training import History, fit
 
 __all__ = [

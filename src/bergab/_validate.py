@@ -8,15 +8,18 @@ out of range, and the message always names the argument and the allowed range, e
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = [
     "MissingDependencyError",
+    "check_betas",
+    "check_bool",
     "check_choice",
     "check_int",
     "check_real",
+    "is_schedule",
     "require",
 ]
 
@@ -131,3 +134,68 @@ def check_choice(name: str, value: Any, choices: Collection[Any]) -> Any:
         allowed = ", ".join(repr(c) for c in choices)
         raise ValueError(f"{name} must be one of {allowed}; got {value!r}")
     return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Check that ``value`` is ``True`` or ``False`` (not merely truthy); return it.
+
+    Example:
+        >>> check_bool("log", True)
+        True
+        >>> check_bool("log", "yes")
+        Traceback (most recent call last):
+        ...
+        TypeError: log must be True or False, got str 'yes'
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_betas(
+    value: Any, *, name: str = "betas", beta1_low_open: bool = False
+) -> tuple[float, float]:
+    """Check that ``value`` is a pair ``(beta1, beta2)`` of reals in [0, 1); return floats.
+
+    ``beta1_low_open=True`` excludes ``beta1 = 0`` (for algorithms that divide by it).
+    Each element is reported by its index, e.g. ``betas[1]``.
+
+    Example:
+        >>> check_betas((0.9, 0.999))
+        (0.9, 0.999)
+        >>> check_betas((0.9, 1.0))
+        Traceback (most recent call last):
+        ...
+        ValueError: betas[1] must be in [0, 1), got 1.0
+        >>> check_betas(0.9)
+        Traceback (most recent call last):
+        ...
+        ValueError: betas must be a pair (beta1, beta2) with each in [0, 1), got 0.9
+    """
+    first = _interval(0.0, 1.0, beta1_low_open, True)
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or len(value) != 2:
+        ranges = f"beta1 in {first} and beta2 in [0, 1)" if beta1_low_open else "each in [0, 1)"
+        raise ValueError(f"{name} must be a pair (beta1, beta2) with {ranges}, got {value!r}")
+    b1 = check_real(
+        f"{name}[0]", value[0], low=0.0, high=1.0, low_open=beta1_low_open, high_open=True
+    )
+    b2 = check_real(f"{name}[1]", value[1], low=0.0, high=1.0, high_open=True)
+    return b1, b2
+
+
+def is_schedule(value: Any) -> TypeGuard[Callable[..., Any]]:
+    """Whether ``value`` is used as a schedule (a callable ``step -> value``) by bergab.
+
+    True for bergab schedules and for any other ``step -> value`` callable (a function,
+    a lambda); False for numbers, tensors, ``None`` and classes. The one definition used
+    by the optimizers, :func:`bergab.schedules.attach` and the training loop (re-exported
+    as :func:`bergab.schedules.is_schedule`).
+
+    Example:
+        >>> is_schedule(lambda t: 0.1 / (t + 1)), is_schedule(0.1), is_schedule(None)
+        (True, False, False)
+        >>> is_schedule(float)  # a class is a type, not a schedule
+        False
+    """
+    # (tensors and numbers are not callable; a class is, but builds objects, not values)
+    return callable(value) and not isinstance(value, type)

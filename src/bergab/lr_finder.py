@@ -776,9 +776,9 @@ def _make_optimizer(
 
 
 def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    if isinstance(opt, _optim.Optimizer) and "lr" in opt.schedulable:
+        opt.set_schedule("lr", None)  # a bergab schedule would overwrite the sweep's lr
     for group in opt.param_groups:
-        if "lr_schedule" in group:
-            group["lr_schedule"] = None  # a bergab schedule would overwrite the sweep's lr
         if isinstance(group.get("lr"), torch.Tensor):
             group["lr"].fill_(lr)
         else:

@@ -16,7 +16,7 @@ import numpy as np
 from bergab._validate import check_int, require
 
 if TYPE_CHECKING:
-    from bergab.minimize import MinimizeResult
+    from bergab.minimization import MinimizeResult
 
 __all__ = ["pyplot", "trajectories"]
 
@@ -49,7 +49,7 @@ def _label(result: MinimizeResult) -> str:
 def _named_results(
     results: MinimizeResult | Sequence[MinimizeResult] | Mapping[str, MinimizeResult],
 ) -> list[tuple[str, MinimizeResult]]:
-    from bergab.minimize import MinimizeResult
+    from bergab.minimization import MinimizeResult
 
     pairs: list[tuple[str, Any]]
     if isinstance(results, MinimizeResult):
@@ -146,7 +146,7 @@ def trajectories(
     Args:
         fn: a function of a ``(..., 2)`` tensor returning ``(...)``, usually a landscape
             (its ``domain``, ``minima`` and ``min_value`` are used when present).
-        results: one :class:`~bergab.minimize.MinimizeResult`, a sequence (labels from
+        results: one :class:`~bergab.minimization.MinimizeResult`, a sequence (labels from
             optimizer and lr) or a ``{label: result}`` dict; each recorded (``record=True``).
         path: output file; with ``animate=True`` it must end in ``.gif``.
         animate: write an animated GIF (matplotlib's ``PillowWriter``; needs pillow).

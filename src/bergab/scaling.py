@@ -28,7 +28,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from bergab._validate import check_choice, check_int, check_real
+from bergab._validate import check_betas, check_choice, check_int, check_real
 
 __all__ = ["RULES", "adam_warmup_steps", "scale_adam", "scale_lr", "warmup_steps_for"]
 
@@ -177,10 +177,7 @@ def scale_adam(
         (0.002, (0.6, 0.996), 5e-09)
     """
     lr = check_real("lr", lr, low=0.0, low_open=True)
-    if len(betas) != 2:
-        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-    b1 = check_real("betas[0]", betas[0], low=0.0, high=1.0, high_open=True)
-    b2 = check_real("betas[1]", betas[1], low=0.0, high=1.0, high_open=True)
+    b1, b2 = check_betas(betas)
     eps = check_real("eps", eps, low=0.0)
     k = _ratio(base_batch_size, batch_size)
     new_betas = []

@@ -44,7 +44,8 @@ from typing import Any, ClassVar, TypeAlias
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
-from bergab._validate import check_choice, check_int, check_real
+from bergab._validate import check_bool, check_choice, check_int, check_real, is_schedule
+from bergab.optim._base import Optimizer
 
 __all__ = [
     "ReduceOnPlateau",
@@ -95,12 +96,6 @@ def _positive(name: str, value: Any) -> float:
     return check_real(name, value, low=0.0, low_open=True)
 
 
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
-    return value
-
-
 def _cos_anneal(start: float, end: float, pct: float) -> float:
     """Half-cosine from ``start`` (pct = 0) to ``end`` (pct = 1)."""
     return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1.0)
@@ -124,7 +119,7 @@ def _as_schedule(value: Any, name: str) -> Schedule:
     """A bergab schedule as is; any other callable wrapped (it then can't be serialized)."""
     if isinstance(value, Schedule):
         return value
-    if callable(value) and not isinstance(value, (type, torch.Tensor)):
+    if is_schedule(value):
         return _Function(value)
     raise TypeError(f"{name} must be a schedule (a callable step -> value), got {value!r}")
 
@@ -844,7 +839,7 @@ def _check_one_cycle_shape(
     T = check_int("total_steps", total_steps, low=2)
     p = check_real("pct_start", pct_start, low=0.0, high=1.0, low_open=True, high_open=True)
     check_choice("anneal", anneal, _ANNEALS)
-    _check_bool("three_phase", three_phase)
+    check_bool("three_phase", three_phase)
     if p * T <= 1:
         raise ValueError(
             f"pct_start must be > 1/total_steps = {1 / T:g} so that the warmup phase has at "
@@ -1688,26 +1683,12 @@ def from_config(config: Mapping[str, Any]) -> Schedule:
     return factory(**{k: _decode(v) for k, v in args.items()})
 
 
-def is_schedule(value: Any) -> bool:
-    """Whether ``value`` is used as a schedule by bergab's optimizers.
-
-    True for bergab schedules and for any other ``step -> value`` callable (a function,
-    a lambda); False for numbers, tensors and classes.
-
-    Example:
-        >>> is_schedule(cosine(1.0, 10)), is_schedule(lambda t: 0.1), is_schedule(0.1)
-        (True, True, False)
-    """
-    if isinstance(value, Schedule):
-        return True
-    return callable(value) and not isinstance(value, (type, torch.Tensor))
-
-
 # ----------------------------------------------------------------------------- torch adapter
 _BETAS = {"beta1": 0, "beta2": 1}
 
 
-def _check_key(key: Any, groups: list[dict[str, Any]]) -> str:
+def _check_key(key: Any, optimizer: torch.optim.Optimizer) -> str:
+    groups = optimizer.param_groups
     if not isinstance(key, str):
         raise TypeError(f"key must be a str naming a param-group hyperparameter, got {key!r}")
     for i, group in enumerate(groups):
@@ -1732,7 +1713,7 @@ def _check_key(key: Any, groups: list[dict[str, Any]]) -> str:
                 f"key must be a numeric hyperparameter of param group {i}, one of "
                 f"{', '.join(keys)}; got {key!r}"
             )
-        if group.get(f"{key}_schedule") is not None:
+        if isinstance(optimizer, Optimizer) and key in optimizer.schedules(i):
             raise ValueError(
                 f"param group {i} already has a {key} schedule from the optimizer's "
                 f"constructor; pass key={key!r} either there or to attach, not both"
@@ -1798,7 +1779,7 @@ class ScheduleLR(LRScheduler):
             self.schedules = [_as_schedule(s, "schedule") for s in schedule]
         else:
             self.schedules = [_as_schedule(schedule, "schedule")] * len(groups)
-        self.key = _check_key(key, groups)
+        self.key = _check_key(key, optimizer)
         super().__init__(optimizer)
 
     def _apply(self) -> None:
@@ -1940,7 +1921,7 @@ def plot(
 
     sched = _as_schedule(schedule, "schedule")
     n = check_int("steps", steps, low=1)
-    _check_bool("log", log)
+    check_bool("log", log)
     plt = pyplot()
     values = [sched(t) for t in range(n)]
     own = ax is None

@@ -1,7 +1,7 @@
 """``bergab landscape``: race optimizers down a classic test function, draw their paths.
 
-A thin layer over :func:`bergab.minimize.compare` (the runs, with ``--lr tune`` a small
-log-grid search per optimizer), :func:`bergab.minimize.format_table` (the table) and
+A thin layer over :func:`bergab.minimization.compare` (the runs, with ``--lr tune`` a small
+log-grid search per optimizer), :func:`bergab.minimization.format_table` (the table) and
 :func:`bergab.plotting.trajectories` (the figure and the GIF).
 """
 
@@ -135,7 +135,7 @@ def _grid(text: str | None) -> list[float] | None:
 
 def run(args: argparse.Namespace) -> int:
     """Handle ``bergab landscape``; returns the exit code."""
-    from bergab.minimize import compare, format_table
+    from bergab.minimization import compare, format_table
 
     fn = landscapes.get(
         args.name,

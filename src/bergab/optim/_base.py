@@ -5,56 +5,51 @@ Contract of a param group (on top of torch's):
 
 - ``group["lr"]`` is always a float: the learning rate the *next* ``step()`` uses, before
   ``lr_scale``. torch LR schedulers may write it as usual.
-- ``group["lr_schedule"]`` (and ``weight_decay_schedule``, ...) hold a schedule when the
-  user passed one; it is evaluated at ``group["step"]`` before every step and overrides
-  ``group["lr"]``. Schedules are never written into ``state_dict()``: they come from the
-  constructor, the *position* comes from the state dict.
+- a hyperparameter named in ``schedulable`` (``lr``, ``weight_decay``, ...) may be driven
+  by a schedule, given to the constructor or set later with :meth:`Optimizer.set_schedule`
+  and read with :meth:`Optimizer.schedules`; it is evaluated at ``group["step"]`` before
+  every step and overrides ``group[key]``. (It is kept in ``group[f"{key}_schedule"]``, a
+  detail of this module: read and write it through those two methods.) Schedules are
+  never written into ``state_dict()``: they come from the constructor, the *position*
+  comes from the state dict.
 - ``group["step"]`` counts the completed ``step()`` calls of this group.
 - ``group["lr_scale"]`` multiplies the learning rate (layer-wise lr decay); 1.0 by default.
 
 A subclass sets ``defaults``, validates a group in ``_validate_group``, creates its state
-in ``_init_state`` and implements ``_update(group, params, grads, impl)``.
+in ``_init_state`` and defines one method per implementation it lists in ``impls``:
+``_reference``, ``_foreach``, ``_fused`` and ``_compiled``, each
+``(group, params, grads) -> None``. :meth:`Optimizer.step` picks the implementation
+(:meth:`Optimizer._select_impl`) and calls the method through one table, built once per
+class (:data:`IMPL_METHODS`).
 """
 
 from __future__ import annotations
 
 import ctypes
-import functools
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
 import torch
 
-from bergab._validate import check_choice, check_real
+from bergab._validate import check_choice, check_int, check_real, is_schedule
 from bergab.optim import _native
 
-__all__ = ["IMPLS", "Optimizer", "group_by_device_dtype"]
+__all__ = ["IMPLS", "IMPL_METHODS", "Optimizer"]
 
 #: Every implementation name an optimizer may accept.
 IMPLS = ("auto", "reference", "foreach", "fused", "compiled")
 
+#: The method that runs each implementation: ``method(self, group, params, grads)``.
+IMPL_METHODS = {
+    "reference": "_reference",
+    "foreach": "_foreach",
+    "fused": "_fused",
+    "compiled": "_compiled",
+}
+
+_UpdateFn = Callable[[Any, dict[str, Any], list[torch.Tensor], list[torch.Tensor]], None]
+
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-def group_by_device_dtype(
-    tensors: Sequence[torch.Tensor],
-) -> dict[tuple[torch.device, torch.dtype], list[int]]:
-    """Indices of ``tensors`` grouped by (device, dtype), for foreach and fused kernels.
-
-    Example:
-        >>> ts = [torch.zeros(2), torch.zeros(2, dtype=torch.float64), torch.ones(1)]
-        >>> sorted(len(v) for v in group_by_device_dtype(ts).values())
-        [1, 2]
-    """
-    if tensors and tensors[0].is_cpu:  # the common case, without a device object each
-        dtype = tensors[0].dtype
-        if all(t.is_cpu and t.dtype is dtype for t in tensors):
-            return {(tensors[0].device, dtype): list(range(len(tensors)))}
-    groups: dict[tuple[torch.device, torch.dtype], list[int]] = defaultdict(list)
-    for i, t in enumerate(tensors):
-        groups[(t.device, t.dtype)].append(i)
-    return dict(groups)
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -89,6 +84,16 @@ class Optimizer(torch.optim.Optimizer):
     #: The state keys of the tensors bergab's kernels read (``impl="auto"`` checks only
     #: those, with the parameters and gradients); ``None``: every state tensor.
     fused_state: ClassVar[tuple[str, ...] | None] = None
+    #: impl name -> the class's method for it (built by ``__init_subclass__``).
+    _impl_table: ClassVar[dict[str, _UpdateFn]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._impl_table = {
+            impl: getattr(cls, method)
+            for impl, method in IMPL_METHODS.items()
+            if callable(getattr(cls, method, None))
+        }
 
     def __init__(
         self, params: Iterable[Any], defaults: dict[str, Any], *, impl: str = "auto"
@@ -98,6 +103,12 @@ class Optimizer(torch.optim.Optimizer):
             allowed = ", ".join(repr(i) for i in ("auto", *self.impls))
             raise ValueError(
                 f"impl must be one of {allowed} for {type(self).__name__}; got {impl!r}"
+            )
+        missing = [i for i in self.impls if i not in self._impl_table]
+        if missing:
+            raise TypeError(
+                f"{type(self).__name__} lists impl {missing[0]!r} in impls but defines no "
+                f"{IMPL_METHODS[missing[0]]} method"
             )
         self.impl = impl
         self._compiled_fns: dict[Callable[..., Any], Callable[..., Any]] = {}
@@ -113,7 +124,7 @@ class Optimizer(torch.optim.Optimizer):
         group = self.param_groups[-1]
         for key in self.schedulable:
             value = group.get(key)
-            if callable(value) and not isinstance(value, torch.Tensor):
+            if is_schedule(value):
                 group[f"{key}_schedule"] = value
                 group[key] = float(value(int(group["step"])))
             elif key in group:
@@ -123,6 +134,65 @@ class Optimizer(torch.optim.Optimizer):
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         """Check a group's hyperparameters; raise ValueError naming the bad one."""
+
+    def set_schedule(self, key: str, schedule: Any, group: int | None = None) -> None:
+        """Drive hyperparameter ``key`` by ``schedule`` (``step -> value``), or stop it.
+
+        The schedule is evaluated at each group's step count before every ``step()``
+        (and once here, so ``param_groups`` shows the value the next step uses). With
+        ``schedule=None`` the hyperparameter keeps its current value and no schedule
+        drives it any longer (set ``group["lr"]`` etc. as usual afterwards).
+
+        Args:
+            key: a hyperparameter in :attr:`schedulable` (``"lr"``, ``"weight_decay"``...).
+            schedule: a callable ``step -> value`` (see :func:`bergab.schedules.is_schedule`)
+                or ``None``.
+            group: the index of the param group, or ``None`` for every group.
+
+        Example:
+            >>> from bergab.optim import SGD
+            >>> opt = SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+            >>> opt.set_schedule("lr", lambda step: 0.5 / (step + 1))
+            >>> opt.param_groups[0]["lr"], sorted(opt.schedules(0))
+            (0.5, ['lr'])
+            >>> opt.set_schedule("lr", None)
+            >>> opt.param_groups[0]["lr"], opt.schedules(0)
+            (0.5, {})
+        """
+        check_choice("key", key, self.schedulable)
+        if schedule is not None and not is_schedule(schedule):
+            raise TypeError(
+                f"schedule must be a callable step -> value or None, got {type(schedule).__name__}"
+            )
+        groups = self.param_groups if group is None else [self.param_groups[self._index(group)]]
+        for g in groups:
+            g[f"{key}_schedule"] = schedule
+            if schedule is not None:
+                g[key] = float(schedule(int(g["step"])))
+
+    def schedules(self, group: int = 0) -> dict[str, Any]:
+        """The schedules driving param group ``group``: hyperparameter -> schedule.
+
+        Only the hyperparameters that a schedule drives are in the dict (empty if none).
+
+        Example:
+            >>> from bergab.optim import AdamW
+            >>> sched = lambda step: 1e-3 * 0.5**step
+            >>> opt = AdamW([torch.nn.Parameter(torch.zeros(1))], lr=sched)
+            >>> opt.schedules(0) == {"lr": sched}
+            True
+        """
+        g = self.param_groups[self._index(group)]
+        found = {}
+        for key in self.schedulable:
+            sched = g.get(f"{key}_schedule")
+            if sched is not None:
+                found[key] = sched
+        return found
+
+    def _index(self, group: Any) -> int:
+        n = len(self.param_groups)
+        return check_int("group", group, low=0, high=n - 1)
 
     def _apply_schedules(self, group: dict[str, Any]) -> None:
         for key in self.schedulable:
@@ -204,16 +274,7 @@ class Optimizer(torch.optim.Optimizer):
     def _init_state(self, group: dict[str, Any], params: Sequence[torch.Tensor]) -> None:
         """Create the per-parameter state lazily (first step a parameter has a gradient)."""
 
-    def _update(
-        self,
-        group: dict[str, Any],
-        params: list[torch.Tensor],
-        grads: list[torch.Tensor],
-        impl: str,
-    ) -> None:
-        raise NotImplementedError
-
-    def _compiled(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def _compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``torch.compile`` of ``fn``, built once per optimizer and reused."""
         if fn not in self._compiled_fns:
             self._compiled_fns[fn] = torch.compile(fn, dynamic=False)
@@ -252,11 +313,12 @@ class Optimizer(torch.optim.Optimizer):
                     grads.append(g)
             work.append((params, grads))
         self._before_step()
+        update = self._impl_table
         for group, (params, grads) in zip(self.param_groups, work, strict=True):
             self._apply_schedules(group)
             if params:
                 self._init_state(group, params)
-                self._update(group, params, grads, self._select_impl(params))
+                update[self._select_impl(params)](self, group, params, grads)
             group["step"] += 1
             self._apply_schedules(group)
         return loss
@@ -265,28 +327,3 @@ class Optimizer(torch.optim.Optimizer):
         super().__setstate__(state)
         self.__dict__.setdefault("impl", "auto")
         self.__dict__.setdefault("_compiled_fns", {})
-
-
-def lr_tensor(value: float, like: torch.Tensor) -> torch.Tensor:
-    """A 0-d tensor holding ``value`` (float32 on the parameter's device) for compiled steps.
-
-    Passing hyperparameters that change every step as tensors keeps ``torch.compile`` from
-    recompiling when a schedule moves the learning rate.
-
-    Example:
-        >>> lr_tensor(0.5, torch.zeros(3)).item()
-        0.5
-    """
-    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
-    return torch.tensor(value, dtype=dtype, device=like.device)
-
-
-@functools.cache
-def fused_available(name: str) -> bool:
-    """Whether torch provides the private fused kernel ``torch._<name>``.
-
-    Example:
-        >>> isinstance(fused_available("_fused_sgd_"), bool)
-        True
-    """
-    return hasattr(torch, name)

@@ -13,17 +13,19 @@ from typing import Any
 import torch
 
 from bergab._validate import check_choice, check_real
-from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
-from bergab.optim._foreach import batches, foreach_direction, scratch
-from bergab.optim.adam import (
+from bergab.optim._base import Optimizer
+from bergab.optim._common import (
     Scalar,
-    _add_ratio_,
-    _foreach_root,
-    _root,
-    _value,
+    add_ratio_,
+    foreach_root,
+    group_by_device_dtype,
     group_by_step,
+    lr_tensor,
     new_step,
+    root,
+    scalar_value,
 )
+from bergab.optim._foreach import batches, foreach_direction, scratch
 
 __all__ = ["Adagrad", "adagrad_reference"]
 
@@ -67,13 +69,13 @@ def adagrad_reference(
     """
     for p, g, total, step_t in zip(params, grads, state_sums, state_steps, strict=True):
         step_t += 1
-        t = _value(step_t)
+        t = scalar_value(step_t)
         d = -g if maximize else g
         if weight_decay != 0:
             d = d + weight_decay * p
         total.addcmul_(d, d)
         decayed_lr = lr / (1 + (t - 1) * lr_decay)
-        _add_ratio_(p, d, _root(total).add_(eps), -decayed_lr)
+        add_ratio_(p, d, root(total).add_(eps), -decayed_lr)
 
 
 def _adagrad_foreach(
@@ -94,7 +96,7 @@ def _adagrad_foreach(
     # tmp_d and tmp_std are kept scratch for the temporaries, or None
     d = foreach_direction(grads, params, maximize=maximize, weight_decay=weight_decay, out=tmp_d)
     torch._foreach_addcmul_(state_sums, d, d)
-    std = _foreach_root(state_sums, out=tmp_std)
+    std = foreach_root(state_sums, out=tmp_std)
     torch._foreach_add_(std, eps)
     torch._foreach_addcdiv_(params, d, std, value=-lr / (1 + (t - 1) * lr_decay))
 
@@ -176,50 +178,63 @@ class Adagrad(Optimizer):
                     p, group["initial_accumulator_value"], memory_format=torch.preserve_format
                 )
 
-    def _update(
-        self,
-        group: dict[str, Any],
-        params: list[torch.Tensor],
-        grads: list[torch.Tensor],
-        impl: str,
-    ) -> None:
+    def _args(
+        self, group: dict[str, Any], params: list[torch.Tensor]
+    ) -> tuple[float, dict[str, Any], list[dict[str, Any]], list[torch.Tensor], list[torch.Tensor]]:
+        """lr, the hyperparameters, the states, the sums and the step counters."""
         hyper = {
             "lr_decay": group["lr_decay"],
             "weight_decay": group["weight_decay"],
             "eps": group["eps"],
             "maximize": group["maximize"],
         }
-        lr = group["lr"] * group["lr_scale"]
         states = [self.state[p] for p in params]
         sums = [s["sum"] for s in states]
         steps = [s["step"] for s in states]
-        if impl == "fused":
-            for idx in group_by_device_dtype(params).values():
-                dev = params[idx[0]].device
-                for i in idx:  # torch's kernel reads the step on the parameter's device
-                    if steps[i].device != dev:
-                        steps[i] = states[i]["step"] = steps[i].to(dev)
-                ss = [steps[i] for i in idx]
-                torch._foreach_add_(ss, 1.0)
-                torch._fused_adagrad_(
-                    [params[i] for i in idx],
-                    [grads[i] for i in idx],
-                    [sums[i] for i in idx],
-                    ss,
-                    lr=lr,
-                    **hyper,
-                )
-        elif impl == "foreach":
-            for idx in group_by_step(params, steps).values():
-                for i in idx:  # count the step once per group (the same for all its tensors)
-                    steps[i] += 1
-                t = steps[idx[0]].item()
-                direction = hyper["maximize"] or hyper["weight_decay"] != 0
-                for ps, gs, ss in batches([params, grads, sums], idx):
-                    tmp_d = scratch(self, ps, 0) if direction else None
-                    _adagrad_foreach(ps, gs, ss, tmp_d, scratch(self, ps, 1), t=t, lr=lr, **hyper)
-        elif impl == "reference":
-            adagrad_reference(params, grads, sums, steps, lr=lr, **hyper)
-        else:  # compiled
-            fn = self._compiled(adagrad_reference)
-            fn(params, grads, sums, steps, lr=lr_tensor(lr, params[0]), **hyper)
+        return group["lr"] * group["lr_scale"], hyper, states, sums, steps
+
+    def _reference(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        lr, hyper, _, sums, steps = self._args(group, params)
+        adagrad_reference(params, grads, sums, steps, lr=lr, **hyper)
+
+    def _compiled(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        lr, hyper, _, sums, steps = self._args(group, params)
+        fn = self._compile(adagrad_reference)
+        fn(params, grads, sums, steps, lr=lr_tensor(lr, params[0]), **hyper)
+
+    def _foreach(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        lr, hyper, _, sums, steps = self._args(group, params)
+        for idx in group_by_step(params, steps).values():
+            for i in idx:  # count the step once per group (the same for all its tensors)
+                steps[i] += 1
+            t = steps[idx[0]].item()
+            direction = hyper["maximize"] or hyper["weight_decay"] != 0
+            for ps, gs, ss in batches([params, grads, sums], idx):
+                tmp_d = scratch(self, ps, 0) if direction else None
+                _adagrad_foreach(ps, gs, ss, tmp_d, scratch(self, ps, 1), t=t, lr=lr, **hyper)
+
+    def _fused(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        lr, hyper, states, sums, steps = self._args(group, params)
+        for idx in group_by_device_dtype(params).values():
+            dev = params[idx[0]].device
+            for i in idx:  # torch's kernel reads the step on the parameter's device
+                if steps[i].device != dev:
+                    steps[i] = states[i]["step"] = steps[i].to(dev)
+            ss = [steps[i] for i in idx]
+            torch._foreach_add_(ss, 1.0)
+            torch._fused_adagrad_(
+                [params[i] for i in idx],
+                [grads[i] for i in idx],
+                [sums[i] for i in idx],
+                ss,
+                lr=lr,
+                **hyper,
+            )

@@ -26,101 +26,38 @@ Which path ``impl="auto"`` takes, and why (measured speeds: ``benchmarks/RESULTS
 
 from __future__ import annotations
 
-import ctypes
-from array import array
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, cast
 
 import torch
 
-from bergab._validate import check_choice, check_real
+from bergab._validate import check_betas, check_choice, check_real
 from bergab.optim import _native
 from bergab.optim._abi import AdamHp
-from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
+from bergab.optim._base import Optimizer
+from bergab.optim._common import (
+    Scalar,
+    add_ratio_,
+    add_scaled_,
+    counts_natively,
+    f32,
+    foreach_root,
+    group_by_device_dtype,
+    group_by_step,
+    hoist,
+    lr_tensor,
+    native_runs,
+    new_step,
+    root,
+    scalar_value,
+)
 from bergab.optim._foreach import (
-    LOW_PRECISION,
     batches,
     foreach_direction,
     scratch,
 )
 
 __all__ = ["Adam", "AdamW", "NAdam", "RAdam", "adam_reference"]
-
-Scalar = float | torch.Tensor
-TensorList = list[torch.Tensor] | tuple[torch.Tensor, ...]
-
-
-# ---------------------------------------------------------------------------- helpers
-def _value(t: torch.Tensor) -> Scalar:
-    """A 0-d state tensor as a number: a Python float when eager (exact bias corrections,
-    as torch computes them), the tensor itself under ``torch.compile`` (so a changing step
-    count never triggers a recompile)."""
-    if torch.compiler.is_compiling():
-        return t
-    return t.item()
-
-
-def _hoist(*scalars: Scalar) -> tuple[Scalar, ...]:
-    """Return ``scalars`` unchanged when eager; under ``torch.compile`` compute them once.
-
-    Inductor inlines a 0-d expression such as ``1 - beta ** step`` into every elementwise
-    loop that reads it, evaluating ``pow`` once per element (several times slower than
-    the memory traffic on CPU). Stacking the scalars materializes them in a tiny buffer
-    first, as torch's own compiled optimizers do (a stack of one is a view that inductor
-    would inline again, so a lone scalar is stacked twice).
-    """
-    if torch.compiler.is_compiling():
-        ts = [torch.as_tensor(s) for s in scalars]
-        return tuple(torch.stack(ts if len(ts) > 1 else ts * 2).unbind()[: len(ts)])
-    return scalars
-
-
-def _add_scaled_(p: torch.Tensor, t: torch.Tensor, scale: Scalar) -> None:
-    """``p += scale * t`` for a float scale (eager) or a 0-d tensor scale (compiled)."""
-    if isinstance(scale, torch.Tensor):
-        p.add_(t * _hoist(scale)[0])
-    else:
-        p.add_(t, alpha=scale)
-
-
-def _add_ratio_(p: torch.Tensor, num: torch.Tensor, den: torch.Tensor, scale: Scalar) -> None:
-    """``p += scale * num / den`` for a float scale (eager) or a 0-d tensor scale (compiled)."""
-    if isinstance(scale, torch.Tensor):
-        p.add_(num / den * _hoist(scale)[0])
-    else:
-        p.addcdiv_(num, den, value=scale)
-
-
-_LOW_PRECISION = LOW_PRECISION
-
-
-def _root(x: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
-    """``sqrt(x)``, in float32 for 16-bit tensors so that an ε added to it does not vanish
-    (1e-8 rounds to 0 in float16); torch's fused kernels compute in float32 likewise.
-    ``inplace=True`` overwrites ``x`` (a temporary of ours) where the dtype allows."""
-    if x.dtype in _LOW_PRECISION:
-        return x.float().sqrt_()
-    return x.sqrt_() if inplace else x.sqrt()
-
-
-def _foreach_root(
-    xs: TensorList, *, inplace: bool = False, out: list[torch.Tensor] | None = None
-) -> TensorList:
-    """:func:`_root` of each tensor in ``xs``; nothing is allocated with ``inplace=True``
-    (``xs`` is a temporary of ours) or ``out`` (kept :func:`scratch`)."""
-    if out is not None:
-        for o, x in zip(out, xs, strict=True):
-            torch.sqrt(x, out=o)
-        return out
-    if xs and xs[0].dtype in _LOW_PRECISION:
-        up = [x.float() for x in xs]
-        torch._foreach_sqrt_(up)
-        return up
-    if inplace:
-        torch._foreach_sqrt_(xs)
-        return xs
-    return torch._foreach_sqrt(xs)
 
 
 def _nadam_mu(t: Scalar, beta1: float, momentum_decay: float) -> tuple[Scalar, Scalar]:
@@ -133,113 +70,6 @@ def _nadam_mu(t: Scalar, beta1: float, momentum_decay: float) -> tuple[Scalar, S
 def _rectifier(rho_t: Scalar, rho_inf: float) -> Scalar:
     """RAdam's variance rectification term r_t (real only where rho_t > 4)."""
     return ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
-
-
-def new_step() -> torch.Tensor:
-    """A fresh per-parameter step counter: a float32 0-d CPU tensor, as torch keeps it.
-
-    Example:
-        >>> new_step()
-        tensor(0.)
-    """
-    return torch.zeros((), dtype=torch.float32)
-
-
-def group_by_step(
-    params: Sequence[torch.Tensor], *counters: Sequence[torch.Tensor]
-) -> dict[tuple[Any, ...], list[int]]:
-    """Indices of ``params`` grouped by device, dtype and the values of per-param counters.
-
-    The foreach paths take one step size per group, so parameters whose step counts differ
-    (one skipped a step because its gradient was None) go in different groups.
-
-    Example:
-        >>> ps = [torch.zeros(2), torch.zeros(3), torch.zeros(1)]
-        >>> steps = [torch.tensor(2.0), torch.tensor(1.0), torch.tensor(2.0)]
-        >>> sorted(group_by_step(ps, steps).values())
-        [[0, 2], [1]]
-    """
-    groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
-    for i, p in enumerate(params):
-        key = (p.device, p.dtype, *(float(c[i]) for c in counters))
-        groups[key].append(i)
-    return dict(groups)
-
-
-def _f32(xs: Iterable[float]) -> list[float]:
-    """Each of ``xs`` rounded to float32 (as a float32 0-d tensor holds it), as floats."""
-    return array("f", xs).tolist()
-
-
-def counts_natively(*counters: Sequence[torch.Tensor]) -> bool:
-    """Whether bergab's CPU kernels can store these per-parameter counters (float32 0-d
-    CPU tensors, as :func:`new_step` makes them) instead of a torch op per tensor.
-
-    Example:
-        >>> counts_natively([new_step()]), counts_natively([torch.zeros((), dtype=torch.int64)])
-        (True, False)
-    """
-    return all(
-        isinstance(c, torch.Tensor) and c.dtype is torch.float32 and c.is_cpu and c.dim() == 0
-        for cs in counters
-        for c in cs
-    )
-
-
-def native_runs(
-    family: str | None,
-    params: list[torch.Tensor],
-    *lists: list[torch.Tensor],
-    checked: bool = False,
-) -> list[tuple[ctypes.CDLL, list[int] | None, list[list[torch.Tensor]]]]:
-    """The calls of one step on bergab's CPU kernels: per dtype, the library, the indices
-    into ``params`` (``None``: all of them) and the parallel lists (empty ones left out).
-
-    Raises :class:`~bergab.optim._native.NativeUnavailableError` (before any state has
-    changed) where the kernels cannot run on these tensors. ``checked=True``: the caller
-    has already checked every tensor (``impl="auto"`` chose the kernels), so they are not
-    checked again.
-
-    Example:
-        >>> ps = [torch.zeros(2), torch.zeros(3, dtype=torch.float64)]
-        >>> try:
-        ...     print([idx for _, idx, _ in native_runs("adam", ps, ps, [])])
-        ... except _native.NativeUnavailableError:  # no C compiler here
-        ...     print([[0], [1]])
-        [[0], [1]]
-    """
-    assert family is not None
-    kept = [params, *(ts for ts in lists if ts)]
-    if checked:  # one dtype, suitable tensors, and the library builds
-        lib = _native.library(family)
-        assert lib is not None
-        return [(lib, None, kept)]
-    dtype = params[0].dtype
-    if all(p.dtype is dtype for p in params):
-        return [(_native.check_available(family, kept), None, kept)]
-    runs: list[tuple[ctypes.CDLL, list[int] | None, list[list[torch.Tensor]]]] = []
-    for idx in group_by_device_dtype(params).values():
-        sub = [[ts[i] for i in idx] for ts in kept]
-        runs.append((_native.check_available(family, sub), idx, sub))
-    return runs
-
-
-def check_betas(betas: Any) -> tuple[float, float]:
-    """Check ``betas`` is a pair of reals in [0, 1); return it as floats.
-
-    Example:
-        >>> check_betas((0.9, 0.999))
-        (0.9, 0.999)
-        >>> check_betas((0.9, 1.0))
-        Traceback (most recent call last):
-        ...
-        ValueError: betas[1] must be in [0, 1), got 1.0
-    """
-    if isinstance(betas, str | bytes) or not isinstance(betas, Sequence) or len(betas) != 2:
-        raise ValueError(f"betas must be a pair (beta1, beta2) with each in [0, 1), got {betas!r}")
-    b1 = check_real("betas[0]", betas[0], low=0.0, high=1.0, high_open=True)
-    b2 = check_real("betas[1]", betas[1], low=0.0, high=1.0, high_open=True)
-    return b1, b2
 
 
 # ---------------------------------------------------------------------------- reference
@@ -314,7 +144,7 @@ def adam_reference(
         zip(params, grads, exp_avgs, exp_avg_sqs, state_steps, strict=True)
     ):
         step_t += 1
-        t = _value(step_t)
+        t = scalar_value(step_t)
         d = -g if maximize else g
         if weight_decay != 0:
             if decoupled_weight_decay:
@@ -328,33 +158,33 @@ def adam_reference(
         if amsgrad:
             torch.maximum(max_exp_avg_sqs[i], v, out=max_exp_avg_sqs[i])
             second = max_exp_avg_sqs[i]
-        bias1, bias2, root2 = _hoist(1 - beta1**t, 1 - beta2**t, (1 - beta2**t) ** 0.5)
+        bias1, bias2, root2 = hoist(1 - beta1**t, 1 - beta2**t, (1 - beta2**t) ** 0.5)
         # 2) the step
         if variant == "radam":
             rho_inf = 2 / (1 - beta2) - 1
             rho_t = rho_inf - 2 * t * beta2**t / bias2
             if isinstance(rho_t, torch.Tensor):  # compiled: select, don't branch on data
-                rho, scale = _hoist(rho_t, _rectifier(rho_t, rho_inf) * root2)
+                rho, scale = hoist(rho_t, _rectifier(rho_t, rho_inf) * root2)
                 adaptive = torch.where(
-                    cast(torch.Tensor, rho) > 5, scale / (_root(second) + eps), 1.0
+                    cast(torch.Tensor, rho) > 5, scale / (root(second) + eps), 1.0
                 )
-                _add_scaled_(p, m * adaptive, -lr / bias1)
+                add_scaled_(p, m * adaptive, -lr / bias1)
             elif rho_t > 5:
                 rect = _rectifier(rho_t, rho_inf)
-                _add_ratio_(p, m, _root(second).add_(eps), -lr * rect * root2 / bias1)
+                add_ratio_(p, m, root(second).add_(eps), -lr * rect * root2 / bias1)
             else:
-                _add_scaled_(p, m, -lr / bias1)
+                add_scaled_(p, m, -lr / bias1)
             continue
-        denom = (_root(second) / root2).add_(eps)
+        denom = (root(second) / root2).add_(eps)
         if variant == "nadam":
             assert mu_products is not None
-            mu, mu_next = _hoist(*_nadam_mu(t, beta1, momentum_decay))
+            mu, mu_next = hoist(*_nadam_mu(t, beta1, momentum_decay))
             mu_products[i].mul_(mu)
-            prod = _value(mu_products[i])
-            _add_ratio_(p, d, denom, -lr * (1 - mu) / (1 - prod))
-            _add_ratio_(p, m, denom, -lr * mu_next / (1 - prod * mu_next))
+            prod = scalar_value(mu_products[i])
+            add_ratio_(p, d, denom, -lr * (1 - mu) / (1 - prod))
+            add_ratio_(p, m, denom, -lr * mu_next / (1 - prod * mu_next))
         else:
-            _add_ratio_(p, m, denom, -lr / bias1)
+            add_ratio_(p, m, denom, -lr / bias1)
 
 
 # ---------------------------------------------------------------------------- foreach
@@ -401,14 +231,14 @@ def _adam_foreach(
         rho_t = rho_inf - 2 * t * beta2**t / bias2
         if rho_t > 5:
             rect = _rectifier(rho_t, rho_inf)
-            denom = _foreach_root(second, out=tmp_denom)
+            denom = foreach_root(second, out=tmp_denom)
             torch._foreach_add_(denom, eps)
             torch._foreach_addcdiv_(params, exp_avgs, denom, value=-lr * rect * bias2**0.5 / bias1)
         else:
             torch._foreach_add_(params, exp_avgs, alpha=-lr / bias1)
         return
     # sqrt(v / bias2) + eps == (sqrt(v) + eps * sqrt(bias2)) / sqrt(bias2): one pass fewer
-    denom = _foreach_root(second, out=tmp_denom)
+    denom = foreach_root(second, out=tmp_denom)
     torch._foreach_add_(denom, eps * bias2**0.5)
     if variant == "nadam":
         mu, mu_next = _nadam_mu(t, beta1, momentum_decay)
@@ -422,6 +252,15 @@ def _adam_foreach(
 
 
 # ---------------------------------------------------------------------------- optimizers
+_StateLists = tuple[
+    list[torch.Tensor],
+    list[torch.Tensor],
+    list[torch.Tensor],
+    list[torch.Tensor],
+    list[torch.Tensor] | None,
+]
+
+
 class _AdamFamily(Optimizer):
     """Shared machinery of Adam, AdamW, NAdam and RAdam (one update, variant flags)."""
 
@@ -451,13 +290,12 @@ class _AdamFamily(Optimizer):
             if group.get("amsgrad", False) and "max_exp_avg_sq" not in state:
                 state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
-    def _update(
-        self,
-        group: dict[str, Any],
-        params: list[torch.Tensor],
-        grads: list[torch.Tensor],
-        impl: str,
-    ) -> None:
+    def _args(
+        self, group: dict[str, Any], params: list[torch.Tensor]
+    ) -> tuple[float, dict[str, Any], dict[str, Any], list[dict[str, Any]], _StateLists]:
+        """What every implementation reads: lr, the hyperparameters, the variant's extras,
+        the states and the state lists ``(m, v, vmax, steps, mus)`` (``vmax`` empty
+        without AMSGrad, ``mus`` None except for NAdam)."""
         beta1, beta2 = group["betas"]
         amsgrad = bool(group.get("amsgrad", False))
         hyper: dict[str, Any] = {
@@ -480,65 +318,89 @@ class _AdamFamily(Optimizer):
         steps = [s["step"] for s in states]
         mus = [s["mu_product"] for s in states] if self.variant == "nadam" else None
         more = {"variant": self.variant, "momentum_decay": group.get("momentum_decay", 0.0)}
+        return lr, hyper, more, states, (m, v, vmax, steps, mus)
 
-        if impl == "fused" and self.native is not None:
-            self._native_update(params, grads, m, v, vmax, steps, mus, lr=lr, **hyper, **more)
-        elif impl == "fused":
-            decoupled = hyper.pop("decoupled_weight_decay")
-            kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
-            for idx in group_by_device_dtype(params).values():
-                dev = params[idx[0]].device
-                for i in idx:  # torch's kernels read the step on the parameter's device
-                    if steps[i].device != dev:
-                        steps[i] = states[i]["step"] = steps[i].to(dev)
-                ss = [steps[i] for i in idx]
-                torch._foreach_add_(ss, 1.0)
-                kernel(
-                    [params[i] for i in idx],
-                    [grads[i] for i in idx],
-                    [m[i] for i in idx],
-                    [v[i] for i in idx],
-                    [vmax[i] for i in idx] if amsgrad else [],
-                    ss,
+    def _reference(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        lr, hyper, more, _, (m, v, vmax, steps, mus) = self._args(group, params)
+        adam_reference(params, grads, m, v, vmax, steps, mus, lr=lr, **hyper, **more)
+
+    def _compiled(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        lr, hyper, more, _, (m, v, vmax, steps, mus) = self._args(group, params)
+        fn = self._compile(adam_reference)
+        fn(params, grads, m, v, vmax, steps, mus, lr=lr_tensor(lr, params[0]), **hyper, **more)
+
+    def _foreach(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        lr, hyper, more, _, (m, v, vmax, steps, mus) = self._args(group, params)
+        amsgrad = hyper["amsgrad"]
+        counters = [steps] if mus is None else [steps, mus]
+        lists = [params, grads, m, v, vmax] if amsgrad else [params, grads, m, v]
+        l2 = hyper["weight_decay"] != 0 and not hyper["decoupled_weight_decay"]
+        direction = hyper["maximize"] or l2  # d is then a temporary
+        for idx in group_by_step(params, *counters).values():
+            # count the step once per group (the same count for all its tensors)
+            for i in idx:
+                steps[i] += 1
+            t = steps[idx[0]].item()
+            prod = 1.0
+            if mus is not None:
+                mu, _ = _nadam_mu(t, hyper["beta1"], more["momentum_decay"])
+                for i in idx:
+                    mus[i].mul_(mu)
+                prod = mus[idx[0]].item()
+            for batch in batches(lists, idx):
+                _adam_foreach(
+                    batch[0],
+                    batch[1],
+                    batch[2],
+                    batch[3],
+                    batch[4] if amsgrad else [],
+                    scratch(self, batch[0], 0) if direction else None,
+                    scratch(self, batch[0], 1),
+                    t=t,
+                    mu_product=prod,
                     lr=lr,
                     **hyper,
+                    **more,
                 )
-        elif impl == "foreach":
-            counters = [steps] if mus is None else [steps, mus]
-            lists = [params, grads, m, v, vmax] if amsgrad else [params, grads, m, v]
-            l2 = hyper["weight_decay"] != 0 and not hyper["decoupled_weight_decay"]
-            direction = hyper["maximize"] or l2  # d is then a temporary
-            for idx in group_by_step(params, *counters).values():
-                # count the step once per group (the same count for all its tensors)
-                for i in idx:
-                    steps[i] += 1
-                t = steps[idx[0]].item()
-                prod = 1.0
-                if mus is not None:
-                    mu, _ = _nadam_mu(t, beta1, more["momentum_decay"])
-                    for i in idx:
-                        mus[i].mul_(mu)
-                    prod = mus[idx[0]].item()
-                for batch in batches(lists, idx):
-                    _adam_foreach(
-                        batch[0],
-                        batch[1],
-                        batch[2],
-                        batch[3],
-                        batch[4] if amsgrad else [],
-                        scratch(self, batch[0], 0) if direction else None,
-                        scratch(self, batch[0], 1),
-                        t=t,
-                        mu_product=prod,
-                        lr=lr,
-                        **hyper,
-                        **more,
-                    )
-        elif impl == "reference":
-            adam_reference(params, grads, m, v, vmax, steps, mus, lr=lr, **hyper, **more)
-        else:  # compiled
-            fn = self._compiled(adam_reference)
-            fn(params, grads, m, v, vmax, steps, mus, lr=lr_tensor(lr, params[0]), **hyper, **more)
+
+    def _fused(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        """torch's fused Adam/AdamW kernel (NAdam and RAdam: :meth:`_native_fused`)."""
+        lr, hyper, _, states, (m, v, vmax, steps, _) = self._args(group, params)
+        amsgrad = hyper["amsgrad"]
+        decoupled = hyper.pop("decoupled_weight_decay")
+        kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
+        for idx in group_by_device_dtype(params).values():
+            dev = params[idx[0]].device
+            for i in idx:  # torch's kernels read the step on the parameter's device
+                if steps[i].device != dev:
+                    steps[i] = states[i]["step"] = steps[i].to(dev)
+            ss = [steps[i] for i in idx]
+            torch._foreach_add_(ss, 1.0)
+            kernel(
+                [params[i] for i in idx],
+                [grads[i] for i in idx],
+                [m[i] for i in idx],
+                [v[i] for i in idx],
+                [vmax[i] for i in idx] if amsgrad else [],
+                ss,
+                lr=lr,
+                **hyper,
+            )
+
+    def _native_fused(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        """bergab's CPU kernel (``csrc/adam.c``): NAdam's and RAdam's ``_fused``."""
+        lr, hyper, more, _, (m, v, vmax, steps, mus) = self._args(group, params)
+        self._native_update(params, grads, m, v, vmax, steps, mus, lr=lr, **hyper, **more)
 
     def _native_update(
         self,
@@ -572,7 +434,7 @@ class _AdamFamily(Optimizer):
         counters = [steps] if mus is None else [steps, mus]
         count = counts_natively(*counters)
         if count:  # as torch's float32 step += 1 rounds
-            ts = _f32([s.item() + 1.0 for s in steps])
+            ts = f32([s.item() + 1.0 for s in steps])
         else:
             torch._foreach_add_(steps, 1.0)
             ts = [s.item() for s in steps]
@@ -581,8 +443,8 @@ class _AdamFamily(Optimizer):
             assert mus is not None
             mu_pairs = [cast(tuple[float, float], _nadam_mu(t, beta1, momentum_decay)) for t in ts]
             if count:  # as torch's float32 tensor *= mu rounds: mu to float32, then x * mu
-                mu32 = _f32([mu for mu, _ in mu_pairs])
-                prods = _f32([c.item() * mu for c, mu in zip(mus, mu32, strict=True)])
+                mu32 = f32([mu for mu, _ in mu_pairs])
+                prods = f32([c.item() * mu for c, mu in zip(mus, mu32, strict=True)])
             else:
                 torch._foreach_mul_(mus, [mu for mu, _ in mu_pairs])
                 prods = [c.item() for c in mus]
@@ -790,6 +652,7 @@ class NAdam(_AdamFamily):
     variant = "nadam"
     impls = ("reference", "foreach", "fused", "compiled")
     native = "adam"
+    _fused = _AdamFamily._native_fused
 
     def __init__(
         self,
@@ -858,6 +721,7 @@ class RAdam(_AdamFamily):
     variant = "radam"
     impls = ("reference", "foreach", "fused", "compiled")
     native = "adam"
+    _fused = _AdamFamily._native_fused
 
     def __init__(
         self,

@@ -37,13 +37,11 @@ import torch
 from bergab._validate import check_real
 from bergab.optim import _native
 from bergab.optim._abi import DogHp, LdogHp
-from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
+from bergab.optim._base import Optimizer
+from bergab.optim._common import Scalar, TensorList, group_by_device_dtype, lr_tensor
 from bergab.optim._foreach import kept_buffers, pieces
 
 __all__ = ["DoG", "LDoG", "PolynomialDecayAverager", "dog_reference", "dog_statistics"]
-
-Scalar = float | torch.Tensor
-TensorList = list[torch.Tensor] | tuple[torch.Tensor, ...]
 
 
 def dog_statistics(
@@ -291,7 +289,7 @@ class DoG(Optimizer):
         super().__setstate__(state)
         self.__dict__.setdefault("_dist_sq", _native.KeptValues())
 
-    def _fused(
+    def _native_step(
         self,
         lib: ctypes.CDLL,
         group: dict[str, Any],
@@ -323,12 +321,14 @@ class DoG(Optimizer):
         group: dict[str, Any],
         params: list[torch.Tensor],
         grads: list[torch.Tensor],
-        impl: str,
+        *,
+        reference: bool,
     ) -> tuple[list[float], list[float]]:
-        """Per-tensor ‖x − x0‖² and ‖g + λx‖² as Python floats (one device sync)."""
+        """Per-tensor ‖x − x0‖² and ‖g + λx‖² as Python floats (one device sync):
+        :func:`dog_statistics` for the reference step, else BLAS dot products."""
         x0s = [self.state[p]["x0"] for p in params]
         wd = float(group["weight_decay"])
-        if impl == "reference":
+        if reference:
             d2, g2 = dog_statistics(params, grads, x0s, weight_decay=wd)
         else:  # foreach and compiled: BLAS dot products (faster than inductor's CPU sums)
             owners_all: list[int] = []
@@ -353,35 +353,55 @@ class DoG(Optimizer):
         both = torch.cat([d2.cpu(), g2.cpu()]).tolist()
         return both[: len(params)], both[len(params) :]
 
-    def _update(
+    def _etas(
         self,
         group: dict[str, Any],
         params: list[torch.Tensor],
         grads: list[torch.Tensor],
-        impl: str,
-    ) -> None:
-        if impl == "fused":
-            x0s = [self.state[p]["x0"] for p in params]
-            self._fused(self._kernels([params, grads, x0s]), group, params, grads, x0s)
-            return
-        d2, g2 = self._statistics(group, params, grads, impl)
+        *,
+        reference: bool = False,
+    ) -> list[float]:
+        """η of each tensor for this step (the statistics, then :meth:`_step_sizes`)."""
+        d2, g2 = self._statistics(group, params, grads, reference=reference)
         scale = float(group["lr"]) * float(group["lr_scale"])
-        etas = self._step_sizes(group, params, d2, g2, scale)
+        return self._step_sizes(group, params, d2, g2, scale)
+
+    def _reference(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        etas = self._etas(group, params, grads, reference=True)
+        dog_reference(params, grads, etas, weight_decay=float(group["weight_decay"]))
+
+    def _compiled(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        # (the statistics as foreach: BLAS dot products beat inductor's CPU sums)
+        etas = self._etas(group, params, grads)
+        like = params[0]
+        self._compile(dog_reference)(
+            params,
+            grads,
+            [lr_tensor(e, like) for e in etas],
+            weight_decay=float(group["weight_decay"]),
+        )
+
+    def _foreach(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        etas = self._etas(group, params, grads)
         wd = float(group["weight_decay"])
-        if impl == "reference":
-            dog_reference(params, grads, etas, weight_decay=wd)
-        elif impl == "compiled":
-            like = params[0]
-            self._compiled(dog_reference)(
-                params, grads, [lr_tensor(e, like) for e in etas], weight_decay=wd
-            )
-        else:
-            for idx in group_by_device_dtype(params).values():
-                lists = [[t[i] for i in idx] for t in (params, grads)]
-                for owners, pc in pieces(lists):
-                    etas_pc = [etas[idx[o]] for o in owners]
-                    tmp = kept_buffers(self, pc[0])
-                    _dog_foreach(pc[0], pc[1], etas_pc, tmp, weight_decay=wd)
+        for idx in group_by_device_dtype(params).values():
+            lists = [[t[i] for i in idx] for t in (params, grads)]
+            for owners, pc in pieces(lists):
+                etas_pc = [etas[idx[o]] for o in owners]
+                tmp = kept_buffers(self, pc[0])
+                _dog_foreach(pc[0], pc[1], etas_pc, tmp, weight_decay=wd)
+
+    def _fused(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        x0s = [self.state[p]["x0"] for p in params]
+        self._native_step(self._kernels([params, grads, x0s]), group, params, grads, x0s)
 
     def _step_sizes(
         self,
@@ -454,7 +474,7 @@ class LDoG(DoG):
             for g in self.param_groups
         ]
 
-    def _fused(
+    def _native_step(
         self,
         lib: ctypes.CDLL,
         group: dict[str, Any],
@@ -481,7 +501,7 @@ class LDoG(DoG):
             positive = positive and gsum > 0
             per_tensor += (rbar, gsum, known, first)
         if not positive:
-            super()._fused(lib, group, params, grads, x0s)
+            super()._native_step(lib, group, params, grads, x0s)
             return
         scale = float(group["lr"]) * float(group["lr_scale"])
         hp = LdogHp(

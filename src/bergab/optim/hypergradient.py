@@ -51,6 +51,7 @@ the old ones); the second is :math:`\\theta \\mathrel{-}= \\alpha u_t`.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import math
 from collections import defaultdict
@@ -59,10 +60,17 @@ from typing import Any, ClassVar, cast
 
 import torch
 
-from bergab._validate import check_choice, check_real
+from bergab._validate import check_betas, check_choice, check_real
 from bergab.optim import _native
 from bergab.optim._abi import AdamHdReduceHp, SgdHdReduceHp, SgdHdUpdateHp
-from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
+from bergab.optim._base import Optimizer
+from bergab.optim._common import (
+    LOW_PRECISION,
+    Scalar,
+    TensorList,
+    group_by_device_dtype,
+    lr_tensor,
+)
 from bergab.optim._foreach import kept_buffers, pieces
 
 __all__ = [
@@ -74,10 +82,6 @@ __all__ = [
     "sgd_hd_reference",
     "sgd_hd_statistics",
 ]
-
-Scalar = float | torch.Tensor
-TensorList = list[torch.Tensor] | tuple[torch.Tensor, ...]
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def hypergradient_lr(
@@ -276,7 +280,7 @@ def _adam_direction(
     m: torch.Tensor, v: torch.Tensor, bias1: Scalar, bias2: Scalar, eps: float
 ) -> torch.Tensor:
     """Adam's direction :math:`\\hat m/(\\sqrt{\\hat v}+\\epsilon)` (hats: divided by b1, b2)."""
-    vv = v.float() if v.dtype in _LOW_PRECISION else v
+    vv = v.float() if v.dtype in LOW_PRECISION else v
     return (m / bias1) / ((vv / bias2).sqrt() + eps)
 
 
@@ -603,25 +607,39 @@ class HypergradientSGD(_Hypergradient):
             return state.get("prev_direction")
         return state.get("momentum_buffer")
 
-    def _update(
+    def _args(
+        self, group: dict[str, Any], params: list[torch.Tensor]
+    ) -> tuple[dict[str, Any], list[dict[str, Any]], list[Any], list[Any], bool]:
+        """The step's hyperparameters, the states, the momentum buffers and recorded
+        directions (``None`` where absent) and whether a buffer is missing (first step)."""
+        momentum = float(group["momentum"])
+        hyper: dict[str, Any] = {
+            "momentum": momentum,
+            "nesterov": bool(group["nesterov"]),
+            "weight_decay": float(group["weight_decay"]),
+        }
+        states = [self.state[p] for p in params]
+        bufs: list[torch.Tensor | None] = [s.get("momentum_buffer") for s in states]
+        dirs: list[torch.Tensor | None] = [s.get("prev_direction") for s in states]
+        first = momentum != 0 and any(b is None for b in bufs)
+        return hyper, states, bufs, dirs, first
+
+    def _alpha(
         self,
         group: dict[str, Any],
         params: list[torch.Tensor],
         grads: list[torch.Tensor],
-        impl: str,
-    ) -> None:
+        states: list[dict[str, Any]],
+        *,
+        foreach: bool = False,
+    ) -> float:
+        """The new α from the hypergradient over the tensors that took the previous step.
+
+        Computed eagerly for every impl: BLAS dot products run at memory speed, inductor's
+        CPU reductions did not; ``foreach=True`` takes cache-sized pieces."""
         momentum = float(group["momentum"])
-        nesterov = bool(group["nesterov"])
-        heavy_ball = momentum != 0 and not nesterov
-        states = [self.state[p] for p in params]
-        # the step that switches to heavy ball reads the recorded directions (reference)
-        switching = heavy_ball and any("prev_direction" in s for s in states)
-        if impl == "fused" and not switching:
-            kept = [s[k] for s in states for k in ("momentum_buffer", "prev_direction") if k in s]
-            self._fused(self._kernels([params, grads, kept]), group, params, grads)
-            return
+        heavy_ball = momentum != 0 and not group["nesterov"]
         wd = float(group["weight_decay"])
-        # 1) the hypergradient over the tensors that took the previous step
         fresh = self._fresh(group, params)
         idx_fresh: list[int] = []
         prev: list[torch.Tensor] = []
@@ -632,11 +650,9 @@ class HypergradientSGD(_Hypergradient):
                 prev.append(u)
         sub_p = [params[i] for i in idx_fresh]
         sub_g = [grads[i] for i in idx_fresh]
-        # (eagerly for every impl: BLAS dot products run at memory speed, inductor's CPU
-        # reductions did not; foreach takes cache-sized pieces)
         stats = [0.0, 0.0, 0.0]
         norms = bool(group["multiplicative"])  # the additive rule needs only g·u
-        if idx_fresh and impl == "foreach":
+        if idx_fresh and foreach:
             total = torch.zeros(3, dtype=torch.float64)
             for key in group_by_device_dtype(sub_p).values():
                 lists = [[t[i] for i in key] for t in (sub_p, sub_g, prev)]
@@ -649,46 +665,84 @@ class HypergradientSGD(_Hypergradient):
             stats = total.tolist()
         elif idx_fresh:
             stats = sgd_hd_statistics(sub_p, sub_g, prev, weight_decay=wd, norms=norms).tolist()
-        alpha = self._new_alpha(group, stats)
-        # 2) the SGD step with the new α
-        bufs: list[torch.Tensor | None] = [s.get("momentum_buffer") for s in states]
-        dirs: list[torch.Tensor | None] = [s.get("prev_direction") for s in states]
-        hyper: dict[str, Any] = {"momentum": momentum, "nesterov": nesterov, "weight_decay": wd}
-        first = momentum != 0 and any(b is None for b in bufs)
-        if impl in ("reference", "fused") or first:
-            sgd_hd_reference(params, grads, bufs, dirs, lr=alpha, **hyper)
-        elif impl == "compiled":
-            fn = self._compiled(sgd_hd_reference)
-            fn(params, grads, bufs, dirs, lr=lr_tensor(alpha, params[0]), **hyper)
-        else:
-            # (every buffer exists here: a first momentum step took the reference path)
-            have_bufs = cast(list[torch.Tensor], bufs)
-            have_dirs = cast(list[torch.Tensor], dirs)
-            for key in group_by_device_dtype(params).values():
-                step_lists = [[params[i] for i in key], [grads[i] for i in key]]
-                if momentum != 0:
-                    step_lists.append([have_bufs[i] for i in key])
-                if not heavy_ball:
-                    step_lists.append([have_dirs[i] for i in key])
-                for _, pc in pieces(step_lists):
-                    _sgd_hd_foreach(
-                        pc[0],
-                        pc[1],
-                        pc[2] if momentum != 0 else [],
-                        pc[-1] if not heavy_ball else [],
-                        kept_buffers(self, pc[0]),
-                        kept_buffers(self, pc[0], slot=1),
-                        lr=alpha,
-                        **hyper,
-                    )
+        return self._new_alpha(group, stats)
+
+    def _finish(self, group: dict[str, Any], states: list[dict[str, Any]], bufs: list[Any]) -> None:
+        """Keep the new buffers; heavy ball's u is the buffer from now on."""
+        heavy_ball = float(group["momentum"]) != 0 and not group["nesterov"]
         for s, b in zip(states, bufs, strict=True):
             if b is not None:
                 s["momentum_buffer"] = b
-            if heavy_ball:  # the buffer is u from now on
+            if heavy_ball:
                 s.pop("prev_direction", None)
             s["last_step"] = int(group["step"])
 
+    def _reference(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        hyper, states, bufs, dirs, _ = self._args(group, params)
+        alpha = self._alpha(group, params, grads, states)
+        sgd_hd_reference(params, grads, bufs, dirs, lr=alpha, **hyper)
+        self._finish(group, states, bufs)
+
+    def _compiled(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        hyper, states, bufs, dirs, first = self._args(group, params)
+        alpha = self._alpha(group, params, grads, states)
+        if first:  # the first momentum step creates the buffers: the reference loop
+            sgd_hd_reference(params, grads, bufs, dirs, lr=alpha, **hyper)
+        else:
+            fn = self._compile(sgd_hd_reference)
+            fn(params, grads, bufs, dirs, lr=lr_tensor(alpha, params[0]), **hyper)
+        self._finish(group, states, bufs)
+
+    def _foreach(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        hyper, states, bufs, dirs, first = self._args(group, params)
+        alpha = self._alpha(group, params, grads, states, foreach=True)
+        if first:  # the first momentum step creates the buffers: the reference loop
+            sgd_hd_reference(params, grads, bufs, dirs, lr=alpha, **hyper)
+            self._finish(group, states, bufs)
+            return
+        momentum = hyper["momentum"]
+        heavy_ball = momentum != 0 and not hyper["nesterov"]
+        # (every buffer exists here: a first momentum step took the reference path)
+        have_bufs = cast(list[torch.Tensor], bufs)
+        have_dirs = cast(list[torch.Tensor], dirs)
+        for key in group_by_device_dtype(params).values():
+            step_lists = [[params[i] for i in key], [grads[i] for i in key]]
+            if momentum != 0:
+                step_lists.append([have_bufs[i] for i in key])
+            if not heavy_ball:
+                step_lists.append([have_dirs[i] for i in key])
+            for _, pc in pieces(step_lists):
+                _sgd_hd_foreach(
+                    pc[0],
+                    pc[1],
+                    pc[2] if momentum != 0 else [],
+                    pc[-1] if not heavy_ball else [],
+                    kept_buffers(self, pc[0]),
+                    kept_buffers(self, pc[0], slot=1),
+                    lr=alpha,
+                    **hyper,
+                )
+        self._finish(group, states, bufs)
+
     def _fused(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        heavy_ball = float(group["momentum"]) != 0 and not group["nesterov"]
+        states = [self.state[p] for p in params]
+        # the step that switches to heavy ball reads the recorded directions (reference)
+        if heavy_ball and any("prev_direction" in s for s in states):
+            self._reference(group, params, grads)
+            return
+        kept = [s[k] for s in states for k in ("momentum_buffer", "prev_direction") if k in s]
+        self._native_step(self._kernels([params, grads, kept]), group, params, grads)
+
+    def _native_step(
         self,
         lib: ctypes.CDLL,
         group: dict[str, Any],
@@ -726,6 +780,31 @@ class HypergradientSGD(_Hypergradient):
         _native.call(lib, "sgd_hd_update", [params, u], SgdHdUpdateHp(alpha=alpha))
         for s in states:
             s["last_step"] = int(group["step"])
+
+
+@dataclasses.dataclass
+class _AdamHdArgs:
+    """What every implementation of :class:`HypergradientAdam`'s step reads."""
+
+    hyper: dict[str, Any]  # beta1, beta2, eps, weight_decay
+    states: list[dict[str, Any]]
+    m: list[torch.Tensor]
+    v: list[torch.Tensor]
+    steps: list[int]  # each tensor's step count before this step
+    fresh: list[bool]  # took the previous step (its u_{t-1} is known)
+    idx_fresh: list[int]
+
+    @property
+    def eps(self) -> float:
+        return float(self.hyper["eps"])
+
+    @property
+    def wd(self) -> float:
+        return float(self.hyper["weight_decay"])
+
+    def bias(self, k: int) -> tuple[float, float]:
+        """(1 - beta1^k, 1 - beta2^k)."""
+        return 1 - self.hyper["beta1"] ** k, 1 - self.hyper["beta2"] ** k
 
 
 class HypergradientAdam(_Hypergradient):
@@ -799,13 +878,7 @@ class HypergradientAdam(_Hypergradient):
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         self._validate_common(group)
-        betas = group["betas"]
-        if isinstance(betas, str | bytes) or not isinstance(betas, Sequence) or len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        group["betas"] = (
-            check_real("betas[0]", betas[0], low=0.0, high=1.0, high_open=True),
-            check_real("betas[1]", betas[1], low=0.0, high=1.0, high_open=True),
-        )
+        group["betas"] = check_betas(group["betas"])
         check_real("eps", group["eps"], low=0.0)
 
     def _init_state(self, group: dict[str, Any], params: Sequence[torch.Tensor]) -> None:
@@ -816,106 +889,128 @@ class HypergradientAdam(_Hypergradient):
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
-    def _update(
-        self,
-        group: dict[str, Any],
-        params: list[torch.Tensor],
-        grads: list[torch.Tensor],
-        impl: str,
-    ) -> None:
-        if impl == "fused":
-            moments = [[self.state[p][k] for p in params] for k in ("exp_avg", "exp_avg_sq")]
-            self._fused(self._kernels([params, grads, *moments]), group, params, grads, moments)
-            return
+    def _args(self, group: dict[str, Any], params: list[torch.Tensor]) -> _AdamHdArgs:
+        """What every implementation reads (see :class:`_AdamHdArgs`)."""
         beta1, beta2 = group["betas"]
         eps, wd = float(group["eps"]), float(group["weight_decay"])
         states = [self.state[p] for p in params]
-        m = [s["exp_avg"] for s in states]
-        v = [s["exp_avg_sq"] for s in states]
-        steps = [int(s["step"]) for s in states]
-
-        def bias(k: int) -> tuple[float, float]:
-            return 1 - beta1**k, 1 - beta2**k
-
         fresh = self._fresh(group, params)
-        idx_fresh = [i for i, f in enumerate(fresh) if f]
-        hyper: dict[str, Any] = {"beta1": beta1, "beta2": beta2, "eps": eps, "weight_decay": wd}
-        if impl == "foreach":
-            # pass 1: statistics against u_{t-1}, then the new moments (they do not need α);
-            # the additive rule needs only g·u, the norms only the multiplicative one
-            norms = bool(group["multiplicative"])
-            parts: list[torch.Tensor] = []
-            by_key: dict[tuple[Any, ...], list[int]] = defaultdict(list)
-            for i, p in enumerate(params):
-                by_key[(p.device, p.dtype, steps[i], fresh[i])].append(i)
+        return _AdamHdArgs(
+            hyper={"beta1": beta1, "beta2": beta2, "eps": eps, "weight_decay": wd},
+            states=states,
+            m=[s["exp_avg"] for s in states],
+            v=[s["exp_avg_sq"] for s in states],
+            steps=[int(s["step"]) for s in states],
+            fresh=fresh,
+            idx_fresh=[i for i, f in enumerate(fresh) if f],
+        )
 
-            def tmp_u(ts: list[torch.Tensor]) -> list[torch.Tensor]:
-                low = ts[0].dtype in _LOW_PRECISION
-                return kept_buffers(self, ts, slot=1, dtype=torch.float32 if low else None)
-
-            for (_, _, k, is_fresh), key in by_key.items():
-                lists = [[t[i] for i in key] for t in (params, grads, m, v)]
-                for _, pc in pieces(lists):
-                    parts += _adam_hd_foreach_moments(
-                        pc[0],
-                        pc[1],
-                        pc[2],
-                        pc[3],
-                        kept_buffers(self, pc[0]),
-                        tmp_u(pc[0]),
-                        prev_bias=bias(k) if is_fresh else None,
-                        norms=norms,
-                        **hyper,
-                    )
-            stats = torch.stack(parts).sum(0).tolist() if parts else [0.0] * 3
-            stats += [0.0] * (3 - len(stats))
-            alpha = self._new_alpha(group, stats)
-            # pass 2: the step θ -= α·c·m/(√v + ε√b2), the direction never materialized
-            for (_, _, k, _), key in by_key.items():
-                b1, b2 = bias(k + 1)
-                lists = [[t[i] for i in key] for t in (params, m, v)]
-                for _, pc in pieces(lists):
-                    den = _foreach_denominator(pc[2], b2, eps, tmp_u(pc[0]))
-                    torch._foreach_addcdiv_(pc[0], pc[1], den, value=-alpha * math.sqrt(b2) / b1)
-        elif impl == "reference":
-            sub_p, sub_g, sub_m, sub_v = ([t[i] for i in idx_fresh] for t in (params, grads, m, v))
-            prev_bias = [bias(steps[i]) for i in idx_fresh]
-            stats = [0.0, 0.0, 0.0]
-            if idx_fresh:
-                stats = adam_hd_statistics(
-                    sub_p, sub_g, sub_m, sub_v, prev_bias, eps=eps, weight_decay=wd
-                ).tolist()
-            alpha = self._new_alpha(group, stats)
-            adam_hd_reference(params, grads, m, v, [bias(k + 1) for k in steps], lr=alpha, **hyper)
-        else:  # compiled: statistics, then the whole Adam step (faster than moving the
-            # moment update into pass 1 as foreach does: measured with inductor on CPU)
-            like = params[0]
-
-            def tensors(k: int) -> tuple[torch.Tensor, torch.Tensor]:
-                b1, b2 = bias(k)
-                return lr_tensor(b1, like), lr_tensor(b2, like)
-
-            stats = [0.0, 0.0, 0.0]
-            if idx_fresh:
-                args = [[t[i] for i in idx_fresh] for t in (params, grads, m, v)]
-                prev = [tensors(steps[i]) for i in idx_fresh]
-                fn = self._compiled(adam_hd_statistics)
-                stats = fn(*args, prev, eps=eps, weight_decay=wd).tolist()
-            alpha = self._new_alpha(group, stats)
-            self._compiled(adam_hd_reference)(
-                params,
-                grads,
-                m,
-                v,
-                [tensors(k + 1) for k in steps],
-                lr=lr_tensor(alpha, like),
-                **hyper,
-            )
+    @staticmethod
+    def _finish(group: dict[str, Any], states: list[dict[str, Any]]) -> None:
         for s in states:
             s["step"] = int(s["step"]) + 1
             s["last_step"] = int(group["step"])
 
+    def _reference(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        a = self._args(group, params)
+        bias = a.bias
+        sub_p, sub_g, sub_m, sub_v = (
+            [t[i] for i in a.idx_fresh] for t in (params, grads, a.m, a.v)
+        )
+        prev_bias = [bias(a.steps[i]) for i in a.idx_fresh]
+        stats = [0.0, 0.0, 0.0]
+        if a.idx_fresh:
+            stats = adam_hd_statistics(
+                sub_p, sub_g, sub_m, sub_v, prev_bias, eps=a.eps, weight_decay=a.wd
+            ).tolist()
+        alpha = self._new_alpha(group, stats)
+        adam_hd_reference(
+            params, grads, a.m, a.v, [bias(k + 1) for k in a.steps], lr=alpha, **a.hyper
+        )
+        self._finish(group, a.states)
+
+    def _compiled(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        """The statistics, then the whole Adam step (faster than moving the moment update
+        into pass 1 as foreach does: measured with inductor on CPU)."""
+        a = self._args(group, params)
+        like = params[0]
+
+        def tensors(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+            b1, b2 = a.bias(k)
+            return lr_tensor(b1, like), lr_tensor(b2, like)
+
+        stats = [0.0, 0.0, 0.0]
+        if a.idx_fresh:
+            args = [[t[i] for i in a.idx_fresh] for t in (params, grads, a.m, a.v)]
+            prev = [tensors(a.steps[i]) for i in a.idx_fresh]
+            fn = self._compile(adam_hd_statistics)
+            stats = fn(*args, prev, eps=a.eps, weight_decay=a.wd).tolist()
+        alpha = self._new_alpha(group, stats)
+        self._compile(adam_hd_reference)(
+            params,
+            grads,
+            a.m,
+            a.v,
+            [tensors(k + 1) for k in a.steps],
+            lr=lr_tensor(alpha, like),
+            **a.hyper,
+        )
+        self._finish(group, a.states)
+
+    def _foreach(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        a = self._args(group, params)
+        bias, steps, fresh, eps = a.bias, a.steps, a.fresh, a.eps
+        # pass 1: statistics against u_{t-1}, then the new moments (they do not need α);
+        # the additive rule needs only g·u, the norms only the multiplicative one
+        norms = bool(group["multiplicative"])
+        parts: list[torch.Tensor] = []
+        by_key: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+        for i, p in enumerate(params):
+            by_key[(p.device, p.dtype, steps[i], fresh[i])].append(i)
+
+        def tmp_u(ts: list[torch.Tensor]) -> list[torch.Tensor]:
+            low = ts[0].dtype in LOW_PRECISION
+            return kept_buffers(self, ts, slot=1, dtype=torch.float32 if low else None)
+
+        for (_, _, k, is_fresh), key in by_key.items():
+            lists = [[t[i] for i in key] for t in (params, grads, a.m, a.v)]
+            for _, pc in pieces(lists):
+                parts += _adam_hd_foreach_moments(
+                    pc[0],
+                    pc[1],
+                    pc[2],
+                    pc[3],
+                    kept_buffers(self, pc[0]),
+                    tmp_u(pc[0]),
+                    prev_bias=bias(k) if is_fresh else None,
+                    norms=norms,
+                    **a.hyper,
+                )
+        stats = torch.stack(parts).sum(0).tolist() if parts else [0.0] * 3
+        stats += [0.0] * (3 - len(stats))
+        alpha = self._new_alpha(group, stats)
+        # pass 2: the step θ -= α·c·m/(√v + ε√b2), the direction never materialized
+        for (_, _, k, _), key in by_key.items():
+            b1, b2 = bias(k + 1)
+            lists = [[t[i] for i in key] for t in (params, a.m, a.v)]
+            for _, pc in pieces(lists):
+                den = _foreach_denominator(pc[2], b2, eps, tmp_u(pc[0]))
+                torch._foreach_addcdiv_(pc[0], pc[1], den, value=-alpha * math.sqrt(b2) / b1)
+        self._finish(group, a.states)
+
     def _fused(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        moments = [[self.state[p][k] for p in params] for k in ("exp_avg", "exp_avg_sq")]
+        self._native_step(self._kernels([params, grads, *moments]), group, params, grads, moments)
+
+    def _native_step(
         self,
         lib: ctypes.CDLL,
         group: dict[str, Any],

@@ -29,15 +29,15 @@ from typing import Any
 
 import torch
 
-from bergab._validate import check_choice, check_real
+from bergab._validate import check_betas, check_choice, check_real
 from bergab.optim import _native
 from bergab.optim._abi import LambHp, LarsHp
-from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
+from bergab.optim._base import Optimizer
+from bergab.optim._common import Scalar, group_by_device_dtype, hoist, lr_tensor
 from bergab.optim._foreach import scratch
 
 __all__ = ["LAMB", "LARS", "lamb_reference", "lars_reference"]
 
-Scalar = float | torch.Tensor
 
 #: On CPU the foreach paths work through the tensors in batches of about this many
 #: elements, so the several passes of one update find their operands in cache.
@@ -73,31 +73,6 @@ def _norms(tensors: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> list[float
 
 def _check_flag(name: str, value: Any) -> bool:
     return bool(check_choice(name, value, (False, True)))
-
-
-def _check_betas(betas: Any) -> tuple[float, float]:
-    if isinstance(betas, str | bytes) or not isinstance(betas, Sequence) or len(betas) != 2:
-        raise ValueError(f"betas must be a pair (beta1, beta2) with each in [0, 1), got {betas!r}")
-    b1 = check_real("betas[0]", betas[0], low=0.0, high=1.0, high_open=True)
-    b2 = check_real("betas[1]", betas[1], low=0.0, high=1.0, high_open=True)
-    return b1, b2
-
-
-def _hoist(*scalars: Scalar) -> tuple[Scalar, ...]:
-    """``scalars`` unchanged when eager; under ``torch.compile``, computed once.
-
-    Inductor inlines a 0-d expression such as ``1 - beta ** step`` into every elementwise
-    loop that reads it and evaluates ``pow`` once per vector of elements, which costs more
-    than the memory traffic on CPU. Stacking two or more scalars materializes them in a
-    tiny buffer first (a stack of one would be a view and be inlined again, so a single
-    scalar is stacked with a zero).
-    """
-    if torch.compiler.is_compiling():
-        parts = [torch.as_tensor(s) for s in scalars]
-        if len(parts) == 1:
-            parts.append(torch.zeros_like(parts[0]))
-        return tuple(torch.stack(parts).unbind())[: len(scalars)]
-    return scalars
 
 
 def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
@@ -157,7 +132,7 @@ def lars_reference(
             w_norm = torch.linalg.vector_norm(p)
             g_norm = torch.linalg.vector_norm(g)
             # where a norm is 0 the ratio is 1 (a plain SGD step for that tensor)
-            (trust,) = _hoist(
+            (trust,) = hoist(
                 torch.where(
                     (w_norm > 0) & (g_norm > 0),
                     trust_coefficient * w_norm / (g_norm + weight_decay * w_norm + eps),
@@ -339,50 +314,63 @@ class LARS(Optimizer):
             return [True] * len(params)
         return [not self._exclude(p) for p in params]
 
-    def _update(
-        self,
-        group: dict[str, Any],
-        params: list[torch.Tensor],
-        grads: list[torch.Tensor],
-        impl: str,
-    ) -> None:
+    def _args(
+        self, group: dict[str, Any], params: list[torch.Tensor]
+    ) -> tuple[float, float, list[bool], list[torch.Tensor], dict[str, Any]]:
+        """lr, weight decay, which tensors adapt, the momentum buffers, the rest."""
         hyper: dict[str, Any] = {
             "momentum": group["momentum"],
             "trust_coefficient": group["trust_coefficient"],
             "eps": group["eps"],
             "nesterov": group["nesterov"],
         }
-        lr = group["lr"] * group["lr_scale"]
-        wd = group["weight_decay"]
-        adapt = self._adapt(group, params)
         bufs = [self.state[p]["momentum_buffer"] for p in params] if hyper["momentum"] else []
-        if impl == "reference":
-            lars_reference(params, grads, bufs, lr=lr, weight_decay=wd, adapt=adapt, **hyper)
-        elif impl == "fused":
-            self._lars_fused(params, grads, bufs, lr=lr, weight_decay=wd, adapt=adapt, **hyper)
-        elif impl == "foreach":
-            for key_idx in group_by_device_dtype(params).values():
-                for idx in _batches(key_idx, params):
-                    _lars_foreach(
-                        [params[i] for i in idx],
-                        [grads[i] for i in idx],
-                        [bufs[i] for i in idx] if bufs else [],
-                        lr=lr,
-                        weight_decay=wd,
-                        adapt=[adapt[i] for i in idx],
-                        **hyper,
-                    )
-        else:  # compiled: lr and weight decay as tensors, so schedules never recompile
-            fn = self._compiled(lars_reference)
-            fn(
-                params,
-                grads,
-                bufs,
-                lr=lr_tensor(lr, params[0]),
-                weight_decay=lr_tensor(wd, params[0]) if wd != 0 else 0.0,
-                adapt=adapt,
-                **hyper,
-            )
+        lr = group["lr"] * group["lr_scale"]
+        return lr, group["weight_decay"], self._adapt(group, params), bufs, hyper
+
+    def _reference(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        lr, wd, adapt, bufs, hyper = self._args(group, params)
+        lars_reference(params, grads, bufs, lr=lr, weight_decay=wd, adapt=adapt, **hyper)
+
+    def _fused(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        lr, wd, adapt, bufs, hyper = self._args(group, params)
+        self._lars_fused(params, grads, bufs, lr=lr, weight_decay=wd, adapt=adapt, **hyper)
+
+    def _foreach(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        lr, wd, adapt, bufs, hyper = self._args(group, params)
+        for key_idx in group_by_device_dtype(params).values():
+            for idx in _batches(key_idx, params):
+                _lars_foreach(
+                    [params[i] for i in idx],
+                    [grads[i] for i in idx],
+                    [bufs[i] for i in idx] if bufs else [],
+                    lr=lr,
+                    weight_decay=wd,
+                    adapt=[adapt[i] for i in idx],
+                    **hyper,
+                )
+
+    def _compiled(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        """lr and weight decay as tensors, so schedules never recompile."""
+        lr, wd, adapt, bufs, hyper = self._args(group, params)
+        fn = self._compile(lars_reference)
+        fn(
+            params,
+            grads,
+            bufs,
+            lr=lr_tensor(lr, params[0]),
+            weight_decay=lr_tensor(wd, params[0]) if wd != 0 else 0.0,
+            adapt=adapt,
+            **hyper,
+        )
 
     def _lars_fused(
         self,
@@ -488,7 +476,7 @@ def lamb_reference(
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
         m_hat, v_hat = m, v
         if bias_correction:
-            bias1, bias2 = _hoist(1 - beta1**t, 1 - beta2**t)
+            bias1, bias2 = hoist(1 - beta1**t, 1 - beta2**t)
             m_hat = m / bias1
             v_hat = v / bias2
         # 2) the direction, with decoupled weight decay
@@ -502,7 +490,7 @@ def lamb_reference(
         w_norm = torch.linalg.vector_norm(p)
         if clamp_value is not None:
             w_norm = w_norm.clamp(max=clamp_value)
-        (step,) = _hoist(_ratio(w_norm, torch.linalg.vector_norm(u)) * lr)
+        (step,) = hoist(_ratio(w_norm, torch.linalg.vector_norm(u)) * lr)
         p.sub_(u * step)
 
 
@@ -631,7 +619,7 @@ class LAMB(Optimizer):
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         check_real("lr", group["lr"], low=0.0)
-        group["betas"] = _check_betas(group["betas"])
+        group["betas"] = check_betas(group["betas"])
         check_real("eps", group["eps"], low=0.0)
         check_real("weight_decay", group["weight_decay"], low=0.0)
         if group["clamp_value"] is not None:
@@ -647,13 +635,10 @@ class LAMB(Optimizer):
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
-    def _update(
-        self,
-        group: dict[str, Any],
-        params: list[torch.Tensor],
-        grads: list[torch.Tensor],
-        impl: str,
-    ) -> None:
+    def _args(
+        self, group: dict[str, Any], params: list[torch.Tensor]
+    ) -> tuple[float, float, list[list[Any]], dict[str, Any]]:
+        """lr, weight decay, ``[m, v, steps]`` (each step counted here) and the rest."""
         beta1, beta2 = group["betas"]
         hyper: dict[str, Any] = {
             "beta1": beta1,
@@ -663,51 +648,66 @@ class LAMB(Optimizer):
             "bias_correction": group["bias_correction"],
             "adam": group["adam"],
         }
-        lr = group["lr"] * group["lr_scale"]
-        wd = group["weight_decay"]
         states = [self.state[p] for p in params]
         for s in states:
             s["step"] = int(s["step"]) + 1
         steps = [s["step"] for s in states]
         m = [s["exp_avg"] for s in states]
         v = [s["exp_avg_sq"] for s in states]
-        if impl == "reference":
-            lamb_reference(params, grads, m, v, steps, lr=lr, weight_decay=wd, **hyper)
-        elif impl == "fused":
-            self._lamb_fused(params, grads, m, v, steps, lr=lr, weight_decay=wd, **hyper)
-        elif impl == "foreach":
-            by_key: dict[tuple[Any, ...], list[int]] = defaultdict(list)
-            for i, p in enumerate(params):
-                by_key[(p.device, p.dtype, steps[i])].append(i)
-            for (_, _, step), key_idx in by_key.items():
-                for idx in _batches(key_idx, params):
-                    _lamb_foreach(
-                        [params[i] for i in idx],
-                        [grads[i] for i in idx],
-                        [m[i] for i in idx],
-                        [v[i] for i in idx],
-                        tmp=scratch(self, [params[i] for i in idx]),
-                        step=step,
-                        lr=lr,
-                        weight_decay=wd,
-                        **hyper,
-                    )
-        else:  # compiled: lr, weight decay and steps as tensors, so nothing recompiles
-            fn = self._compiled(lamb_reference)
-            like = params[0]
-            step_ts = [
-                torch.tensor(float(t), dtype=torch.float64, device=like.device) for t in steps
-            ]
-            fn(
-                params,
-                grads,
-                m,
-                v,
-                step_ts,
-                lr=lr_tensor(lr, like),
-                weight_decay=lr_tensor(wd, like) if wd != 0 else 0.0,
-                **hyper,
-            )
+        lr = group["lr"] * group["lr_scale"]
+        return lr, group["weight_decay"], [m, v, steps], hyper
+
+    def _reference(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        lr, wd, lists, hyper = self._args(group, params)
+        lamb_reference(params, grads, *lists, lr=lr, weight_decay=wd, **hyper)
+
+    def _fused(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        lr, wd, lists, hyper = self._args(group, params)
+        self._lamb_fused(params, grads, *lists, lr=lr, weight_decay=wd, **hyper)
+
+    def _foreach(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        lr, wd, (m, v, steps), hyper = self._args(group, params)
+        by_key: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+        for i, p in enumerate(params):
+            by_key[(p.device, p.dtype, steps[i])].append(i)
+        for (_, _, step), key_idx in by_key.items():
+            for idx in _batches(key_idx, params):
+                _lamb_foreach(
+                    [params[i] for i in idx],
+                    [grads[i] for i in idx],
+                    [m[i] for i in idx],
+                    [v[i] for i in idx],
+                    tmp=scratch(self, [params[i] for i in idx]),
+                    step=step,
+                    lr=lr,
+                    weight_decay=wd,
+                    **hyper,
+                )
+
+    def _compiled(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        """lr, weight decay and steps as tensors, so nothing recompiles."""
+        lr, wd, (m, v, steps), hyper = self._args(group, params)
+        fn = self._compile(lamb_reference)
+        like = params[0]
+        step_ts = [torch.tensor(float(t), dtype=torch.float64, device=like.device) for t in steps]
+        fn(
+            params,
+            grads,
+            m,
+            v,
+            step_ts,
+            lr=lr_tensor(lr, like),
+            weight_decay=lr_tensor(wd, like) if wd != 0 else 0.0,
+            **hyper,
+        )
 
     def _lamb_fused(
         self,

@@ -46,16 +46,15 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 
-from bergab._validate import check_choice, check_real
+from bergab._validate import check_betas, check_choice, check_real
 from bergab.optim import _native
 from bergab.optim._abi import ProdigyStepHp, ProdigySumsHp
-from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
+from bergab.optim._base import Optimizer
+from bergab.optim._common import LOW_PRECISION, Scalar, TensorList, group_by_device_dtype, lr_tensor
 from bergab.optim._foreach import kept_buffers, pieces
 
 __all__ = ["Prodigy", "prodigy_reference_accumulate", "prodigy_reference_step"]
 
-Scalar = float | torch.Tensor
-TensorList = list[torch.Tensor] | tuple[torch.Tensor, ...]
 
 #: Hyperparameters of the shared D estimate: one value for the whole optimizer.
 GLOBAL_KEYS = (
@@ -68,8 +67,6 @@ GLOBAL_KEYS = (
     "safeguard_warmup",
     "decouple",
 )
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def _axpy_(
@@ -91,9 +88,9 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     it grow)."""
     if torch.compiler.is_compiling():
         return (a * b).sum(dtype=torch.float64)
-    if a.dtype != b.dtype or a.dtype in _LOW_PRECISION:
+    if a.dtype != b.dtype or a.dtype in LOW_PRECISION:
         dtype = torch.promote_types(a.dtype, b.dtype)
-        dtype = torch.float32 if dtype in _LOW_PRECISION else dtype
+        dtype = torch.float32 if dtype in LOW_PRECISION else dtype
         a, b = a.to(dtype), b.to(dtype)
     return torch.dot(a.reshape(-1), b.reshape(-1))
 
@@ -238,7 +235,7 @@ def prodigy_reference_step(
         0.9
     """
     for i, (x, g, v) in enumerate(zip(params, grads, exp_avg_sqs, strict=True)):
-        low = v.dtype in _LOW_PRECISION
+        low = v.dtype in LOW_PRECISION
         denom = (v.float() if low else v).sqrt() + d_new * eps
         if weight_decay != 0 and decouple:
             _axpy_(x, x, -weight_decay * dlr)
@@ -443,13 +440,7 @@ class Prodigy(Optimizer):
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         check_real("lr", group["lr"], low=0.0)
-        betas = group["betas"]
-        if isinstance(betas, str | bytes) or not isinstance(betas, Sequence) or len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        group["betas"] = (
-            check_real("betas[0]", betas[0], low=0.0, high=1.0, high_open=True),
-            check_real("betas[1]", betas[1], low=0.0, high=1.0, high_open=True),
-        )
+        group["betas"] = check_betas(group["betas"])
         if group["beta3"] is not None:
             check_real("beta3", group["beta3"], low=0.0, high=1.0, high_open=True)
         check_real("eps", group["eps"], low=0.0, low_open=True)
@@ -517,7 +508,7 @@ class Prodigy(Optimizer):
             if "s" not in state:
                 # 16-bit parameters keep the state in float32: d² g² underflows float16 while
                 # d is small, and bfloat16 is too coarse for x0 - x
-                dtype = torch.float32 if p.dtype in _LOW_PRECISION else p.dtype
+                dtype = torch.float32 if p.dtype in LOW_PRECISION else p.dtype
                 fmt = torch.preserve_format
                 state["s"] = torch.zeros_like(p, dtype=dtype, memory_format=fmt)
                 state["p0"] = p.detach().to(dtype=dtype, copy=True, memory_format=fmt)
@@ -571,78 +562,12 @@ class Prodigy(Optimizer):
                 continue
             dlr = d * lr * bc
             grads = [p.grad for p in params]
-            states = [self.state[p] for p in params]
-            wd = float(group["weight_decay"])
-            impl = self._select_impl(params)
+            accumulate = self._ACCUMULATE[self._select_impl(params)]
+            xs, ys = accumulate(self, group, params, grads, d=d, d0=d0, dlr=dlr, hyper=hyper)
             coef = d / d0 * dlr
-            if impl == "fused":  # s and the sums here; the moments in the update pass
-                plan = self._fused_plan(params, grads, states, beta1 > 0)
-                c3 = d / d0 * (d if hyper["safeguard_warmup"] else dlr)
-                coupled = wd if not hyper["decouple"] else 0.0
-                hp = ProdigySumsHp(beta3=hyper["beta3"], c3=c3, coupled_weight_decay=coupled)
-                sums = _fused_sums(plan, len(params), hp=hp)
-                self._fused_moments[id(group)] = plan
-                for x in sums[0::2]:
-                    delta += coef * x
-                for y in sums[1::2]:
-                    denom += y
-                continue
-            m = [s["exp_avg"] for s in states] if beta1 > 0 else None
-            v = [s["exp_avg_sq"] for s in states]
-            p0 = [s["p0"] for s in states]
-            ss = [s["s"] for s in states]
-            dots: list[torch.Tensor] = []
-            norms: list[torch.Tensor] = []
-            if impl == "reference":
-                n, dn = prodigy_reference_accumulate(
-                    params, grads, p0, ss, m, v, d=d, d0=d0, dlr=dlr, weight_decay=wd, **hyper
-                )
-                dots, norms = [n], [dn]
-            elif impl == "foreach":
-                for idx in group_by_device_dtype(params).values():
-                    lists = [[t[i] for i in idx] for t in (params, grads, p0, ss, v)]
-                    if m is not None:
-                        lists.append([m[i] for i in idx])
-                    for _, pc in pieces(lists):
-                        n_, dn_ = _prodigy_foreach_accumulate(
-                            pc[0],
-                            pc[1],
-                            pc[2],
-                            pc[3],
-                            pc[5] if m is not None else None,
-                            pc[4],
-                            kept_buffers(self, pc[4]),
-                            kept_buffers(self, pc[1], slot=1),
-                            d=d,
-                            d0=d0,
-                            dlr=dlr,
-                            weight_decay=wd,
-                            **hyper,
-                        )
-                        dots.append(torch.stack(n_).double())
-                        norms.append(torch.stack(dn_).double())
-            else:  # compiled
-                like = params[0]
-                fn = self._compiled(prodigy_reference_accumulate)
-                n, dn = fn(
-                    params,
-                    grads,
-                    p0,
-                    ss,
-                    m,
-                    v,
-                    d=lr_tensor(d, like),
-                    d0=d0,
-                    dlr=lr_tensor(dlr, like),
-                    weight_decay=wd,
-                    **hyper,
-                )
-                dots, norms = [n], [dn]
-            # one device sync per group; then summed in order in float64, as prodigyopt
-            both = torch.cat([torch.cat(dots), torch.cat(norms)]).cpu().tolist()
-            for x in both[: len(both) // 2]:
+            for x in xs:
                 delta += coef * x
-            for y in both[len(both) // 2 :]:
+            for y in ys:
                 denom += y
         self._d_prev = d
         self._moved = denom != 0
@@ -678,80 +603,239 @@ class Prodigy(Optimizer):
             plan.append(_FusedPart(lib, idx, [x, g, p0, s], [x, g, v, m]))
         return plan
 
-    def _update(
+    # pass 1 of a step, per implementation: s, the moments (all but fused) and the
+    # statistics of d; each returns the per-tensor (x0 - x)·s terms and the |s| terms
+    def _accumulate_fused(
         self,
         group: dict[str, Any],
         params: list[torch.Tensor],
         grads: list[torch.Tensor],
-        impl: str,
-    ) -> None:
-        # the fused path updates the moments here, also on a step that moves nothing
-        fused = self._fused_moments.pop(id(group), None)
-        if not self._moved and fused is None:
-            return
+        *,
+        d: float,
+        d0: float,
+        dlr: float,
+        hyper: dict[str, Any],
+    ) -> tuple[list[float], list[float]]:
+        """s and the sums here; the moments in the update pass (:meth:`_fused`)."""
+        states = [self.state[p] for p in params]
+        plan = self._fused_plan(params, grads, states, hyper["beta1"] > 0)
+        c3 = d / d0 * (d if hyper["safeguard_warmup"] else dlr)
+        coupled = float(group["weight_decay"]) if not hyper["decouple"] else 0.0
+        hp = ProdigySumsHp(beta3=hyper["beta3"], c3=c3, coupled_weight_decay=coupled)
+        sums = _fused_sums(plan, len(params), hp=hp)
+        self._fused_moments[id(group)] = plan
+        return sums[0::2], sums[1::2]
+
+    def _accumulate_lists(
+        self, params: list[torch.Tensor], beta1: float
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor] | None, list[Any]]:
+        """p0, s, m (``None`` without β1) and v of ``params``."""
+        states = [self.state[p] for p in params]
+        m = [st["exp_avg"] for st in states] if beta1 > 0 else None
+        v = [st["exp_avg_sq"] for st in states]
+        return [st["p0"] for st in states], [st["s"] for st in states], m, v
+
+    @staticmethod
+    def _split(dots: list[torch.Tensor], norms: list[torch.Tensor]) -> tuple[list[float], ...]:
+        # one device sync per group; then summed in order in float64, as prodigyopt
+        both = torch.cat([torch.cat(dots), torch.cat(norms)]).cpu().tolist()
+        return both[: len(both) // 2], both[len(both) // 2 :]
+
+    def _accumulate_reference(
+        self,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        *,
+        d: float,
+        d0: float,
+        dlr: float,
+        hyper: dict[str, Any],
+    ) -> tuple[list[float], ...]:
+        p0, ss, m, v = self._accumulate_lists(params, hyper["beta1"])
+        wd = float(group["weight_decay"])
+        n, dn = prodigy_reference_accumulate(
+            params, grads, p0, ss, m, v, d=d, d0=d0, dlr=dlr, weight_decay=wd, **hyper
+        )
+        return self._split([n], [dn])
+
+    def _accumulate_foreach(
+        self,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        *,
+        d: float,
+        d0: float,
+        dlr: float,
+        hyper: dict[str, Any],
+    ) -> tuple[list[float], ...]:
+        p0, ss, m, v = self._accumulate_lists(params, hyper["beta1"])
+        wd = float(group["weight_decay"])
+        dots: list[torch.Tensor] = []
+        norms: list[torch.Tensor] = []
+        for idx in group_by_device_dtype(params).values():
+            lists = [[t[i] for i in idx] for t in (params, grads, p0, ss, v)]
+            if m is not None:
+                lists.append([m[i] for i in idx])
+            for _, pc in pieces(lists):
+                n_, dn_ = _prodigy_foreach_accumulate(
+                    pc[0],
+                    pc[1],
+                    pc[2],
+                    pc[3],
+                    pc[5] if m is not None else None,
+                    pc[4],
+                    kept_buffers(self, pc[4]),
+                    kept_buffers(self, pc[1], slot=1),
+                    d=d,
+                    d0=d0,
+                    dlr=dlr,
+                    weight_decay=wd,
+                    **hyper,
+                )
+                dots.append(torch.stack(n_).double())
+                norms.append(torch.stack(dn_).double())
+        return self._split(dots, norms)
+
+    def _accumulate_compiled(
+        self,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        *,
+        d: float,
+        d0: float,
+        dlr: float,
+        hyper: dict[str, Any],
+    ) -> tuple[list[float], ...]:
+        p0, ss, m, v = self._accumulate_lists(params, hyper["beta1"])
+        like = params[0]
+        fn = self._compile(prodigy_reference_accumulate)
+        n, dn = fn(
+            params,
+            grads,
+            p0,
+            ss,
+            m,
+            v,
+            d=lr_tensor(d, like),
+            d0=d0,
+            dlr=lr_tensor(dlr, like),
+            weight_decay=float(group["weight_decay"]),
+            **hyper,
+        )
+        return self._split([n], [dn])
+
+    #: pass 1's method for each implementation (pass 2 is the base's table)
+    _ACCUMULATE: ClassVar[dict[str, Callable[..., tuple[list[float], ...]]]] = {
+        "reference": _accumulate_reference,
+        "foreach": _accumulate_foreach,
+        "fused": _accumulate_fused,
+        "compiled": _accumulate_compiled,
+    }
+
+    # pass 2 of a step, per implementation: the moments (fused only) and x
+    def _args(
+        self, group: dict[str, Any], params: list[torch.Tensor]
+    ) -> tuple[float, float, list[torch.Tensor] | None, list[torch.Tensor], dict[str, Any]] | None:
+        """dlr, the new d, m, v and the rest; ``None`` where nothing moves this step."""
+        if not self._moved:
+            return None
         lr = float(group["lr"]) * float(group["lr_scale"])
         if lr == 0:
-            return
-        beta1, beta2 = group["betas"]
+            return None
+        beta1 = group["betas"][0]
         dlr = self._d_prev * lr * self._bias_correction()
-        d_new = float(group["d"])
         hyper: dict[str, Any] = {
             "eps": float(group["eps"]),
             "weight_decay": float(group["weight_decay"]),
             "decouple": bool(group["decouple"]),
         }
-        if fused is not None:  # pass 2 of the fused step: m, v and (when d moved) x
-            d = self._d_prev
-            hp = ProdigyStepHp(
-                beta1=beta1,
-                beta2=beta2,
-                c1=d * (1 - beta1),
-                c2=d * d * (1 - beta2),
-                weight_decay=hyper["weight_decay"],
-                dlr=dlr,
-                d_eps=d_new * hyper["eps"],
-                d_new=d_new,
-                decouple=bool(hyper["decouple"]),
-                has_m=beta1 > 0,
-                move=bool(self._moved),
-            )
-            for part in fused:
-                _native.call(part.lib, "prodigy_step", part.step_lists, hp)
-            return
         states = [self.state[p] for p in params]
         m = [s["exp_avg"] for s in states] if beta1 > 0 else None
         v = [s["exp_avg_sq"] for s in states]
-        if impl == "reference":
+        return dlr, float(group["d"]), m, v, hyper
+
+    def _reference(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        args = self._args(group, params)
+        if args is not None:
+            dlr, d_new, m, v, hyper = args
             prodigy_reference_step(params, grads, m, v, dlr=dlr, d_new=d_new, **hyper)
-        elif impl == "foreach":
-            for idx in group_by_device_dtype(params).values():
-                lists = [[t[i] for i in idx] for t in (params, grads, v)]
-                if m is not None:
-                    lists.append([m[i] for i in idx])
-                for _, pc in pieces(lists):
-                    _prodigy_foreach_step(
-                        pc[0],
-                        pc[1],
-                        pc[3] if m is not None else None,
-                        pc[2],
-                        kept_buffers(self, pc[2]),
-                        kept_buffers(self, pc[1], slot=1),
-                        dlr=dlr,
-                        d_new=d_new,
-                        **hyper,
-                    )
-        else:
-            like = params[0]
-            fn = self._compiled(prodigy_reference_step)
-            fn(
-                params,
-                grads,
-                m,
-                v,
-                dlr=lr_tensor(dlr, like),
-                d_new=lr_tensor(d_new, like),
-                **hyper,
-            )
+
+    def _foreach(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        args = self._args(group, params)
+        if args is None:
+            return
+        dlr, d_new, m, v, hyper = args
+        for idx in group_by_device_dtype(params).values():
+            lists = [[t[i] for i in idx] for t in (params, grads, v)]
+            if m is not None:
+                lists.append([m[i] for i in idx])
+            for _, pc in pieces(lists):
+                _prodigy_foreach_step(
+                    pc[0],
+                    pc[1],
+                    pc[3] if m is not None else None,
+                    pc[2],
+                    kept_buffers(self, pc[2]),
+                    kept_buffers(self, pc[1], slot=1),
+                    dlr=dlr,
+                    d_new=d_new,
+                    **hyper,
+                )
+
+    def _compiled(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        args = self._args(group, params)
+        if args is None:
+            return
+        dlr, d_new, m, v, hyper = args
+        like = params[0]
+        fn = self._compile(prodigy_reference_step)
+        fn(
+            params,
+            grads,
+            m,
+            v,
+            dlr=lr_tensor(dlr, like),
+            d_new=lr_tensor(d_new, like),
+            **hyper,
+        )
+
+    def _fused(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        """Pass 2 of the fused step: m, v and (when d moved) x; the moments are updated
+        also on a step that moves nothing."""
+        plan = self._fused_moments.pop(id(group), None)
+        lr = float(group["lr"]) * float(group["lr_scale"])
+        if plan is None or lr == 0:  # (pass 1 made no plan where lr = 0)
+            return
+        beta1, beta2 = group["betas"]
+        d, d_new = self._d_prev, float(group["d"])
+        dlr = d * lr * self._bias_correction()
+        wd, eps = float(group["weight_decay"]), float(group["eps"])
+        hp = ProdigyStepHp(
+            beta1=beta1,
+            beta2=beta2,
+            c1=d * (1 - beta1),
+            c2=d * d * (1 - beta2),
+            weight_decay=wd,
+            dlr=dlr,
+            d_eps=d_new * eps,
+            d_new=d_new,
+            decouple=bool(group["decouple"]),
+            has_m=beta1 > 0,
+            move=bool(self._moved),
+        )
+        for part in plan:
+            _native.call(part.lib, "prodigy_step", part.step_lists, hp)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state dict; 16-bit parameters get their float32 state back.
@@ -764,7 +848,7 @@ class Prodigy(Optimizer):
         params = [p for g in self.param_groups for p in g["params"]]
         for key, p in zip(saved_ids, params, strict=True):
             saved = state_dict["state"].get(key)
-            if p.dtype not in _LOW_PRECISION or not saved:
+            if p.dtype not in LOW_PRECISION or not saved:
                 continue
             for name, value in saved.items():
                 if isinstance(value, torch.Tensor) and value.is_floating_point():

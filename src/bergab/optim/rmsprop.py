@@ -21,20 +21,22 @@ import torch
 from bergab._validate import check_choice, check_real
 from bergab.optim import _native
 from bergab.optim._abi import RmspropHp
-from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
-from bergab.optim._foreach import batches, foreach_direction, scratch
-from bergab.optim.adam import (
-    _LOW_PRECISION,
+from bergab.optim._base import Optimizer
+from bergab.optim._common import (
+    LOW_PRECISION,
     Scalar,
     TensorList,
-    _add_ratio_,
-    _add_scaled_,
-    _foreach_root,
-    _root,
+    add_ratio_,
+    add_scaled_,
     counts_natively,
+    foreach_root,
+    group_by_device_dtype,
+    lr_tensor,
     native_runs,
     new_step,
+    root,
 )
+from bergab.optim._foreach import batches, foreach_direction, scratch
 
 __all__ = ["RMSprop", "rmsprop_reference"]
 
@@ -100,15 +102,15 @@ def rmsprop_reference(
         else:
             s = v
         if eps_inside_sqrt:
-            denom = (s.float() if s.dtype in _LOW_PRECISION else s).add(eps).sqrt_()
+            denom = (s.float() if s.dtype in LOW_PRECISION else s).add(eps).sqrt_()
         else:
-            denom = _root(s, inplace=centered).add_(eps)
+            denom = root(s, inplace=centered).add_(eps)
         if momentum > 0:
             buf = momentum_buffers[i]
             buf.mul_(momentum).addcdiv_(d, denom)
-            _add_scaled_(p, buf, -lr)
+            add_scaled_(p, buf, -lr)
         else:
-            _add_ratio_(p, d, denom, -lr)
+            add_ratio_(p, d, denom, -lr)
 
 
 def _rmsprop_foreach(
@@ -144,7 +146,7 @@ def _rmsprop_foreach(
                 torch.addcmul(v, a, a, value=-1, out=o)
             var = tmp_denom
     if eps_inside_sqrt:
-        if var[0].dtype in _LOW_PRECISION:  # float32, or eps would round to 0
+        if var[0].dtype in LOW_PRECISION:  # float32, or eps would round to 0
             denom: TensorList = [x.float() for x in var]
             torch._foreach_add_(denom, eps)
         elif centered:
@@ -158,7 +160,7 @@ def _rmsprop_foreach(
             denom = torch._foreach_add(var, eps)
         torch._foreach_sqrt_(denom)
     else:
-        denom = _foreach_root(var, inplace=centered, out=None if centered else tmp_denom)
+        denom = foreach_root(var, inplace=centered, out=None if centered else tmp_denom)
         torch._foreach_add_(denom, eps)
     if momentum > 0:
         torch._foreach_mul_(momentum_buffers, momentum)
@@ -268,13 +270,11 @@ class RMSprop(Optimizer):
             if group["centered"] and "grad_avg" not in state:
                 state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
-    def _update(
-        self,
-        group: dict[str, Any],
-        params: list[torch.Tensor],
-        grads: list[torch.Tensor],
-        impl: str,
-    ) -> None:
+    def _args(
+        self, group: dict[str, Any], params: list[torch.Tensor]
+    ) -> tuple[float, dict[str, Any], list[list[torch.Tensor]]]:
+        """lr, the hyperparameters and the state lists ``[v, gavg, bufs, steps]`` (``gavg``
+        empty unless centered, ``bufs`` empty without momentum)."""
         hyper = {
             "alpha": group["alpha"],
             "eps": group["eps"],
@@ -284,58 +284,73 @@ class RMSprop(Optimizer):
             "eps_inside_sqrt": group.get("eps_inside_sqrt", False),  # absent in torch's groups
             "maximize": group["maximize"],
         }
-        lr = group["lr"] * group["lr_scale"]
         states = [self.state[p] for p in params]
         v = [s["square_avg"] for s in states]
         gavg = [s["grad_avg"] for s in states] if hyper["centered"] else []
         bufs = [s["momentum_buffer"] for s in states] if hyper["momentum"] > 0 else []
         steps = [s["step"] for s in states]
-        if impl == "fused":  # bergab's kernel (csrc/rmsprop.c): one pass per step
-            runs = native_runs(
-                self.native, params, grads, v, gavg, bufs, checked=self.impl == "auto"
-            )
-            count = counts_natively(steps)  # the kernel increments the float32 steps
-            if not count:
-                torch._foreach_add_(steps, 1.0)
-            hp = RmspropHp(
-                lr=lr,
-                alpha=hyper["alpha"],
-                one_minus_alpha=1 - hyper["alpha"],
-                eps=hyper["eps"],
-                weight_decay=hyper["weight_decay"],
-                momentum=hyper["momentum"],
-                maximize=bool(hyper["maximize"]),
-                centered=bool(hyper["centered"]),
-                eps_inside_sqrt=bool(hyper["eps_inside_sqrt"]),
-                count=bool(count),
-            )
-            for lib, idx, lists in runs:
-                if count:
-                    lists = [*lists, steps if idx is None else [steps[i] for i in idx]]
-                _native.call(lib, "rmsprop", lists, hp)
-        elif impl == "foreach":
-            for st in steps:
-                st += 1
-            lists = [params, grads, v]
-            lists += [gavg] if gavg else []
-            lists += [bufs] if bufs else []
-            direction = hyper["maximize"] or hyper["weight_decay"] != 0  # d is a temporary
-            for idx in group_by_device_dtype(params).values():
-                for batch in batches(lists, idx):
-                    ps, gs, vs, *rest = batch
-                    _rmsprop_foreach(
-                        ps,
-                        gs,
-                        vs,
-                        rest[0] if gavg else [],
-                        rest[-1] if bufs else [],
-                        scratch(self, ps, 0) if direction else None,
-                        scratch(self, ps, 1),
-                        lr=lr,
-                        **hyper,
-                    )
-        elif impl == "reference":
-            rmsprop_reference(params, grads, v, gavg, bufs, steps, lr=lr, **hyper)
-        else:  # compiled
-            fn = self._compiled(rmsprop_reference)
-            fn(params, grads, v, gavg, bufs, steps, lr=lr_tensor(lr, params[0]), **hyper)
+        return group["lr"] * group["lr_scale"], hyper, [v, gavg, bufs, steps]
+
+    def _reference(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        lr, hyper, lists = self._args(group, params)
+        rmsprop_reference(params, grads, *lists, lr=lr, **hyper)
+
+    def _compiled(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        lr, hyper, lists = self._args(group, params)
+        fn = self._compile(rmsprop_reference)
+        fn(params, grads, *lists, lr=lr_tensor(lr, params[0]), **hyper)
+
+    def _foreach(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        lr, hyper, (v, gavg, bufs, steps) = self._args(group, params)
+        for st in steps:
+            st += 1
+        lists = [params, grads, v]
+        lists += [gavg] if gavg else []
+        lists += [bufs] if bufs else []
+        direction = hyper["maximize"] or hyper["weight_decay"] != 0  # d is a temporary
+        for idx in group_by_device_dtype(params).values():
+            for batch in batches(lists, idx):
+                ps, gs, vs, *rest = batch
+                _rmsprop_foreach(
+                    ps,
+                    gs,
+                    vs,
+                    rest[0] if gavg else [],
+                    rest[-1] if bufs else [],
+                    scratch(self, ps, 0) if direction else None,
+                    scratch(self, ps, 1),
+                    lr=lr,
+                    **hyper,
+                )
+
+    def _fused(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        """bergab's kernel (csrc/rmsprop.c): one pass per step."""
+        lr, hyper, (v, gavg, bufs, steps) = self._args(group, params)
+        runs = native_runs(self.native, params, grads, v, gavg, bufs, checked=self.impl == "auto")
+        count = counts_natively(steps)  # the kernel increments the float32 steps
+        if not count:
+            torch._foreach_add_(steps, 1.0)
+        hp = RmspropHp(
+            lr=lr,
+            alpha=hyper["alpha"],
+            one_minus_alpha=1 - hyper["alpha"],
+            eps=hyper["eps"],
+            weight_decay=hyper["weight_decay"],
+            momentum=hyper["momentum"],
+            maximize=bool(hyper["maximize"]),
+            centered=bool(hyper["centered"]),
+            eps_inside_sqrt=bool(hyper["eps_inside_sqrt"]),
+            count=bool(count),
+        )
+        for lib, idx, lists in runs:
+            if count:
+                lists = [*lists, steps if idx is None else [steps[i] for i in idx]]
+            _native.call(lib, "rmsprop", lists, hp)

@@ -37,10 +37,11 @@ from typing import Any, ClassVar
 
 import torch
 
-from bergab._validate import check_int, check_real
+from bergab._validate import check_betas, check_int, check_real
 from bergab.optim import _native
 from bergab.optim._abi import SfAdamwHp, SfSgdHp
-from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
+from bergab.optim._base import Optimizer
+from bergab.optim._common import LOW_PRECISION, Scalar, TensorList, group_by_device_dtype, lr_tensor
 from bergab.optim._foreach import kept_buffers, pieces
 
 __all__ = [
@@ -50,11 +51,6 @@ __all__ = [
     "recompute_batchnorm_stats",
     "schedulefree_reference",
 ]
-
-Scalar = float | torch.Tensor
-TensorList = list[torch.Tensor] | tuple[torch.Tensor, ...]
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 class ScheduleFreeEvalModeError(RuntimeError):
@@ -116,7 +112,7 @@ def schedulefree_reference(
         if exp_avg_sqs is not None:
             v = exp_avg_sqs[i]
             v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            vv = v.float() if v.dtype in _LOW_PRECISION else v
+            vv = v.float() if v.dtype in LOW_PRECISION else v
             d = (g / ((vv / bias_correction2).sqrt() + eps)).to(g.dtype)
         if weight_decay != 0:
             d = d + weight_decay * y
@@ -310,13 +306,10 @@ class _ScheduleFree(Optimizer):
                 if self.adaptive:
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
-    def _update(
-        self,
-        group: dict[str, Any],
-        params: list[torch.Tensor],
-        grads: list[torch.Tensor],
-        impl: str,
-    ) -> None:
+    def _args(
+        self, group: dict[str, Any], params: list[torch.Tensor]
+    ) -> tuple[float, float, float, list[torch.Tensor], list[torch.Tensor] | None, dict[str, Any]]:
+        """lr, c_(k+1), the second-moment bias correction, z, v (AdamW only) and the rest."""
         lr, ckp1 = self._pending[id(group)]
         states = [self.state[p] for p in params]
         zs = [s["z"] for s in states]
@@ -331,65 +324,84 @@ class _ScheduleFree(Optimizer):
             beta2 = float(group["betas"][1])
             bc2 = 1 - beta2 ** (group["step"] + 1)
             hyper.update(beta2=beta2, eps=float(group["eps"]))
-        if impl == "reference":
-            schedulefree_reference(
-                params, grads, zs, vs, lr=lr, ckp1=ckp1, bias_correction2=bc2, **hyper
+        return lr, ckp1, bc2, zs, vs, hyper
+
+    def _reference(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        lr, ckp1, bc2, zs, vs, hyper = self._args(group, params)
+        schedulefree_reference(
+            params, grads, zs, vs, lr=lr, ckp1=ckp1, bias_correction2=bc2, **hyper
+        )
+
+    def _fused(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        """bergab's CPU kernel: one pass over y, g, z (and v)."""
+        lr, ckp1, bc2, zs, vs, hyper = self._args(group, params)
+        beta1, wd = hyper["beta1"], hyper["weight_decay"]
+        hp: SfSgdHp | SfAdamwHp
+        if vs is None:
+            kernel, hp = "sf_sgd", SfSgdHp(lr=lr, ckp1=ckp1, beta1=beta1, weight_decay=wd)
+        else:
+            kernel = "sf_adamw"
+            hp = SfAdamwHp(
+                lr=lr,
+                ckp1=ckp1,
+                beta1=beta1,
+                weight_decay=wd,
+                beta2=hyper["beta2"],
+                eps=hyper["eps"],
+                bias_correction2=bc2,
             )
-        elif impl == "fused":  # bergab's CPU kernel: one pass over y, g, z (and v)
-            beta1, wd = hyper["beta1"], hyper["weight_decay"]
-            hp: SfSgdHp | SfAdamwHp
-            if vs is None:
-                kernel, hp = "sf_sgd", SfSgdHp(lr=lr, ckp1=ckp1, beta1=beta1, weight_decay=wd)
-            else:
-                kernel = "sf_adamw"
-                hp = SfAdamwHp(
+        for idx in group_by_device_dtype(params).values():
+            lists = [[t[i] for i in idx] for t in (params, grads, zs, *([vs] if vs else []))]
+            lib = self._kernels(lists)
+            _native.call(lib, kernel, lists, hp)
+
+    def _foreach(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        lr, ckp1, bc2, zs, vs, hyper = self._args(group, params)
+        for idx in group_by_device_dtype(params).values():
+            lists = [[t[i] for i in idx] for t in (params, grads, zs, *([vs] if vs else []))]
+            direction = vs is not None or hyper["weight_decay"] != 0  # d needs a buffer
+            for _, piece in pieces(lists):
+                low = piece[0][0].dtype in LOW_PRECISION and vs is not None
+                tmp = (
+                    kept_buffers(self, piece[0], dtype=torch.float32 if low else None)
+                    if direction
+                    else []
+                )
+                _schedulefree_foreach(
+                    piece[0],
+                    piece[1],
+                    piece[2],
+                    piece[3] if vs is not None else None,
+                    tmp,
                     lr=lr,
                     ckp1=ckp1,
-                    beta1=beta1,
-                    weight_decay=wd,
-                    beta2=hyper["beta2"],
-                    eps=hyper["eps"],
                     bias_correction2=bc2,
+                    **hyper,
                 )
-            for idx in group_by_device_dtype(params).values():
-                lists = [[t[i] for i in idx] for t in (params, grads, zs, *([vs] if vs else []))]
-                lib = self._kernels(lists)
-                _native.call(lib, kernel, lists, hp)
-        elif impl == "foreach":
-            for idx in group_by_device_dtype(params).values():
-                lists = [[t[i] for i in idx] for t in (params, grads, zs, *([vs] if vs else []))]
-                direction = vs is not None or hyper["weight_decay"] != 0  # d needs a buffer
-                for _, piece in pieces(lists):
-                    low = piece[0][0].dtype in _LOW_PRECISION and vs is not None
-                    tmp = (
-                        kept_buffers(self, piece[0], dtype=torch.float32 if low else None)
-                        if direction
-                        else []
-                    )
-                    _schedulefree_foreach(
-                        piece[0],
-                        piece[1],
-                        piece[2],
-                        piece[3] if vs is not None else None,
-                        tmp,
-                        lr=lr,
-                        ckp1=ckp1,
-                        bias_correction2=bc2,
-                        **hyper,
-                    )
-        else:  # compiled: the changing scalars go in as 0-d tensors (no recompiles)
-            fn = self._compiled(schedulefree_reference)
-            like = params[0]
-            fn(
-                params,
-                grads,
-                zs,
-                vs,
-                lr=lr_tensor(lr, like),
-                ckp1=lr_tensor(ckp1, like),
-                bias_correction2=lr_tensor(bc2, like),
-                **hyper,
-            )
+
+    def _compiled(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        """The changing scalars go in as 0-d tensors (no recompiles)."""
+        lr, ckp1, bc2, zs, vs, hyper = self._args(group, params)
+        fn = self._compile(schedulefree_reference)
+        like = params[0]
+        fn(
+            params,
+            grads,
+            zs,
+            vs,
+            lr=lr_tensor(lr, like),
+            ckp1=lr_tensor(ckp1, like),
+            bias_correction2=lr_tensor(bc2, like),
+            **hyper,
+        )
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state dict, mode included.
@@ -544,12 +556,7 @@ class ScheduleFreeAdamW(_ScheduleFree):
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         self._validate_common(group)
-        betas = group["betas"]
-        if isinstance(betas, str | bytes) or not isinstance(betas, Sequence) or len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        b1 = check_real("betas[0]", betas[0], low=0.0, high=1.0, low_open=True, high_open=True)
-        b2 = check_real("betas[1]", betas[1], low=0.0, high=1.0, high_open=True)
-        group["betas"] = (b1, b2)
+        group["betas"] = check_betas(group["betas"], beta1_low_open=True)
         check_real("eps", group["eps"], low=0.0)
 
 

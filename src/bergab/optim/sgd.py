@@ -8,7 +8,8 @@ from typing import Any, cast
 import torch
 
 from bergab._validate import check_real
-from bergab.optim._base import Optimizer, group_by_device_dtype, lr_tensor
+from bergab.optim._base import Optimizer
+from bergab.optim._common import group_by_device_dtype, lr_tensor
 from bergab.optim._foreach import batches, foreach_direction, scratch
 
 __all__ = ["SGD", "sgd_reference"]
@@ -154,13 +155,11 @@ class SGD(Optimizer):
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("nesterov=True requires momentum > 0 and dampening = 0")
 
-    def _update(
-        self,
-        group: dict[str, Any],
-        params: list[torch.Tensor],
-        grads: list[torch.Tensor],
-        impl: str,
-    ) -> None:
+    def _args(
+        self, group: dict[str, Any], params: list[torch.Tensor]
+    ) -> tuple[float, dict[str, Any], list[dict[str, Any]], list[torch.Tensor | None], bool]:
+        """lr, the hyperparameters, the states, the momentum buffers (``None`` where not yet
+        made) and whether any buffer is missing (a first momentum step)."""
         hyper = {
             "momentum": group["momentum"],
             "dampening": group["dampening"],
@@ -168,51 +167,85 @@ class SGD(Optimizer):
             "weight_decay": group["weight_decay"],
             "maximize": group["maximize"],
         }
-        lr = group["lr"] * group["lr_scale"]
         if hyper["momentum"] != 0:
             states = [self.state[p] for p in params]
             bufs: list[torch.Tensor | None] = [s.get("momentum_buffer") for s in states]
+            first = any(b is None for b in bufs)
         else:  # plain gradient descent keeps no state: no per-parameter lookups
-            states, bufs = [], [None] * len(params)
-        missing = [b is None for b in bufs] if hyper["momentum"] != 0 else []
-        first = any(missing)
-        if impl == "fused" and (all(missing) or not first):
-            # torch's kernel copies the gradient into fresh buffers on the first step
-            if first:
-                bufs = [torch.empty_like(p) for p in params]
-            heavy = hyper["momentum"] != 0
-            have = cast(list[torch.Tensor], bufs)  # (every buffer exists by now)
-            for idx in group_by_device_dtype(params).values():
-                whole = len(idx) == len(params)  # one device and dtype: the lists as they are
-                torch._fused_sgd_(
-                    params if whole else [params[i] for i in idx],
-                    grads if whole else [grads[i] for i in idx],
-                    (have if whole else [have[i] for i in idx]) if heavy else [],
-                    lr=lr,
-                    is_first_step=first,
-                    **hyper,
-                )
-        elif impl in ("reference", "fused") or first:
-            sgd_reference(params, grads, bufs, lr=lr, **hyper)
-        elif impl == "foreach":  # in cache-sized batches on CPU, temporaries kept
-            heavy = hyper["momentum"] != 0
-            own_d = hyper["maximize"] or hyper["weight_decay"] != 0
-            lists: list[list[Any]] = [params, grads, bufs] if heavy else [params, grads]
-            for idx in group_by_device_dtype(params).values():
-                for batch in batches(lists, idx):
-                    ps = batch[0]
-                    _sgd_foreach(
-                        ps,
-                        batch[1],
-                        batch[2] if heavy else [],
-                        scratch(self, ps, 0) if own_d else None,
-                        scratch(self, ps, 1) if heavy and hyper["nesterov"] else None,
-                        lr=lr,
-                        **hyper,
-                    )
-        else:  # compiled
-            fn = self._compiled(sgd_reference)
-            fn(params, grads, bufs, lr=lr_tensor(lr, params[0]), **hyper)
-        if hyper["momentum"] != 0:
+            states, bufs, first = [], [None] * len(params), False
+        return group["lr"] * group["lr_scale"], hyper, states, bufs, first
+
+    @staticmethod
+    def _store(states: list[dict[str, Any]], bufs: list[torch.Tensor | None]) -> None:
+        if states:  # (none without momentum: plain gradient descent keeps no state)
             for s, b in zip(states, bufs, strict=True):
                 s["momentum_buffer"] = b
+
+    def _reference(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        lr, hyper, states, bufs, _ = self._args(group, params)
+        sgd_reference(params, grads, bufs, lr=lr, **hyper)
+        self._store(states, bufs)
+
+    def _compiled(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        lr, hyper, states, bufs, first = self._args(group, params)
+        if first:  # the first momentum step creates the buffers: the reference loop
+            sgd_reference(params, grads, bufs, lr=lr, **hyper)
+        else:
+            fn = self._compile(sgd_reference)
+            fn(params, grads, bufs, lr=lr_tensor(lr, params[0]), **hyper)
+        self._store(states, bufs)
+
+    def _foreach(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        """In cache-sized batches on CPU, temporaries kept."""
+        lr, hyper, states, bufs, first = self._args(group, params)
+        if first:  # the first momentum step creates the buffers: the reference loop
+            sgd_reference(params, grads, bufs, lr=lr, **hyper)
+            self._store(states, bufs)
+            return
+        heavy = hyper["momentum"] != 0
+        own_d = hyper["maximize"] or hyper["weight_decay"] != 0
+        lists: list[list[Any]] = [params, grads, bufs] if heavy else [params, grads]
+        for idx in group_by_device_dtype(params).values():
+            for batch in batches(lists, idx):
+                ps = batch[0]
+                _sgd_foreach(
+                    ps,
+                    batch[1],
+                    batch[2] if heavy else [],
+                    scratch(self, ps, 0) if own_d else None,
+                    scratch(self, ps, 1) if heavy and hyper["nesterov"] else None,
+                    lr=lr,
+                    **hyper,
+                )
+
+    def _fused(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        """torch's fused kernel; the reference loop where only some buffers exist."""
+        lr, hyper, states, bufs, first = self._args(group, params)
+        if first and any(b is not None for b in bufs):
+            sgd_reference(params, grads, bufs, lr=lr, **hyper)
+            self._store(states, bufs)
+            return
+        # torch's kernel copies the gradient into fresh buffers on the first step
+        if first:
+            bufs = [torch.empty_like(p) for p in params]
+        heavy = hyper["momentum"] != 0
+        have = cast(list[torch.Tensor], bufs)  # (every buffer exists by now)
+        for idx in group_by_device_dtype(params).values():
+            whole = len(idx) == len(params)  # one device and dtype: the lists as they are
+            torch._fused_sgd_(
+                params if whole else [params[i] for i in idx],
+                grads if whole else [grads[i] for i in idx],
+                (have if whole else [have[i] for i in idx]) if heavy else [],
+                lr=lr,
+                is_first_step=first,
+                **hyper,
+            )
+        self._store(states, bufs)

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from torch import nn
 
 from bergab import optim as _optim
 from bergab import schedules
-from bergab._validate import check_choice, check_int, check_real
+from bergab._validate import check_bool, check_choice, check_int, check_real
 from bergab.training import _data
 from bergab.training.callbacks import HOOKS, Callback, EarlyStopping
 from bergab.training.checkpoint import (
@@ -115,7 +115,7 @@ class _Scaled(schedules.Schedule):
         return {"schedule": self.schedule, "factor": self.factor}
 
 
-def _is_bergab(opt: torch.optim.Optimizer) -> bool:
+def _is_bergab(opt: torch.optim.Optimizer) -> TypeGuard[_optim.Optimizer]:
     return isinstance(opt, _optim.Optimizer) and "lr" in opt.schedulable
 
 
@@ -198,12 +198,6 @@ def _check_path(name: str, value: Any) -> Path | None:
     if not isinstance(value, (str, os.PathLike)):
         raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(value).__name__}")
     return Path(value)
-
-
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return value
 
 
 def _check_tol(tol: Any) -> tuple[float | None, float | None]:
@@ -358,7 +352,7 @@ class Trainer:
                 )
             check_int("batch_size", batch_size, low=1)
         self.batch_size = batch_size
-        self.shuffle = _check_bool("shuffle", shuffle)
+        self.shuffle = check_bool("shuffle", shuffle)
         self.clip_norm = (
             None
             if clip_norm is None
@@ -426,7 +420,7 @@ class Trainer:
             self._resume_path = path
             self._resume_required = True
         self.seed = None if seed is None else check_int("seed", seed, low=0)
-        self.progress = _check_bool("progress", progress)
+        self.progress = check_bool("progress", progress)
         self.nan_policy = check_choice("nan_policy", nan_policy, NAN_POLICIES)
         if self.nan_policy == "rollback" and self.checkpoint_dir is None:
             raise ValueError(
@@ -616,19 +610,16 @@ class Trainer:
         self.optimizer = opt
         scaled = None
         if lr is not None:
-            bergab = _is_bergab(opt)
             if schedules.is_schedule(lr):
-                if bergab:
-                    for g in opt.param_groups:
-                        g["lr_schedule"] = lr
-                        g["lr"] = float(lr(int(g["step"])))
+                if _is_bergab(opt):
+                    opt.set_schedule("lr", lr)
                 else:
                     scaled = _Scaled(lr)
                     self.scheduler = schedules.attach(opt, scaled)
             else:
+                if _is_bergab(opt):
+                    opt.set_schedule("lr", None)
                 for g in opt.param_groups:
-                    if bergab:
-                        g["lr_schedule"] = None
                     _write_lr(g, float(lr))
         return scaled
 
@@ -636,9 +627,8 @@ class Trainer:
         found: list[schedules.Schedule] = []
         opt = self.optimizer
         if isinstance(opt, _optim.Optimizer):
-            for g in opt.param_groups:
-                for key in opt.schedulable:
-                    s = g.get(f"{key}_schedule")
+            for i in range(len(opt.param_groups)):
+                for s in opt.schedules(i).values():
                     if (
                         isinstance(s, schedules.Schedule)
                         and s.stateful
@@ -1185,10 +1175,12 @@ class Trainer:
         if self._group_schedules:
             for s in self._group_schedules:
                 s.update(metric)
-            for g in self.optimizer.param_groups:
-                sched = g.get("lr_schedule")
-                if sched is not None:
-                    g["lr"] = float(sched(int(g["step"])))
+            opt = self.optimizer
+            if isinstance(opt, _optim.Optimizer):
+                for i, g in enumerate(opt.param_groups):
+                    sched = opt.schedules(i).get("lr")
+                    if sched is not None:
+                        g["lr"] = float(sched(int(g["step"])))
         if self._scheduler_stateful:
             self.scheduler.update(metric)
         elif isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from bergab._validate import MissingDependencyError, check_choice
+from bergab._validate import check_choice, require
 
 __all__ = ["History"]
 
@@ -174,7 +174,7 @@ class History:
 
     # ------------------------------------------------------------------ export
     def to_dataframe(self, kind: str = "records") -> Any:
-        """The records as a ``pandas.DataFrame`` (needs pandas).
+        """The records as a ``pandas.DataFrame`` (needs pandas: ``bergab[data]``).
 
         Args:
             kind: ``"records"`` (evaluation records) or ``"steps"`` (one row per step).
@@ -185,12 +185,7 @@ class History:
             (1, 2)
         """
         check_choice("kind", kind, ("records", "steps"))
-        try:
-            import pandas as pd
-        except ImportError as exc:
-            raise MissingDependencyError(
-                "pandas is not installed; install it with: pip install pandas"
-            ) from exc
+        pd = require("pandas", "data")
         if kind == "steps":
             return pd.DataFrame(self.steps)
         return pd.DataFrame(self.records)

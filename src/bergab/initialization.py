@@ -1,8 +1,10 @@
 """Weight initialization of a whole model by one named scheme.
 
+The module is ``bergab.initialization``; its :func:`init` is also ``bergab.init``.
+
 Example:
     >>> import torch
-    >>> from bergab.init import init
+    >>> from bergab.initialization import init
     >>> model = init(torch.nn.Linear(4, 3), "orthogonal", seed=0)
     >>> w = model.weight.detach()
     >>> torch.allclose(w @ w.T, torch.eye(3), atol=1e-6)

@@ -5,6 +5,9 @@ from a user ``grad`` for NumPy functions), steps come from a real ``torch.optim`
 optimizer, and the result records the whole trajectory. Divergence is a result, not an
 exception, so learning-rate sweeps can run unattended.
 
+The module is ``bergab.minimization``; its :func:`minimize` and :class:`MinimizeResult` are
+also ``bergab.minimize`` and ``bergab.MinimizeResult``.
+
 Example:
     >>> from bergab import landscapes
     >>> res = minimize(landscapes.booth, optimizer="momentum", lr=0.01, tol=1e-10)
@@ -22,7 +25,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from bergab._validate import check_int, check_real
+from bergab._validate import check_int, check_real, is_schedule
 from bergab.landscapes import Landscape, Noisy
 
 __all__ = [
@@ -109,13 +112,9 @@ class MinimizeResult:
 
 
 # ---------------------------------------------------------------------------- helpers
-def _is_schedule(lr: Any) -> bool:
-    return callable(lr) and not isinstance(lr, torch.Tensor)
-
-
 def _schedule_of(lr: Any) -> Schedule | None:
     """``lr`` itself when it is a schedule (a callable step -> lr), else ``None``."""
-    return cast("Schedule", lr) if _is_schedule(lr) else None
+    return cast("Schedule", lr) if is_schedule(lr) else None
 
 
 def _optimizer_name(optimizer: OptimizerSpec) -> str:
@@ -326,7 +325,7 @@ def minimize(
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
     if not isinstance(record, bool):
         raise TypeError(f"record must be a bool, got {type(record).__name__}")
-    if lr is not None and not _is_schedule(lr):
+    if lr is not None and not is_schedule(lr):
         lr = check_real("lr", lr, low=0.0)
     max_steps = check_int("max_steps", max_steps, low=0)
     tol = check_real("tol", tol, low=0.0)
