@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -176,3 +177,87 @@ def test_fit_lr_auto_trains_like_the_schedule_auto_schedule_builds() -> None:
     assert h_auto.steps["loss"] == h_ref.steps["loss"]
     for k, v in model.state_dict().items():
         assert torch.equal(v, auto_weights[k]), k
+
+
+class _Scaled(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(5, 1).double()
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return self.lin(x) * s
+
+
+def test_fit_lr_auto_takes_three_tuple_batches_as_fit_does() -> None:
+    # fit(lr=0.1) trains on (x, y, w) batches; lr="auto" must sweep on the same batches
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from bergab.training import fit
+
+    model, (x, y) = problem(2)
+    w = torch.rand(len(x), 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def weighted(out: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        y, w = target
+        return (w * (out - y) ** 2).mean()
+
+    def batch_fn(b: Any) -> tuple[Any, Any]:
+        return b[0], (b[1], b[2])
+
+    loader = DataLoader(TensorDataset(x, y, w), batch_size=32)
+    kw: dict[str, Any] = {"batch_fn": batch_fn, "optimizer": "adamw", "progress": False}
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    fit(model, loader, weighted, lr=0.1, max_steps=5, **kw)
+    model.load_state_dict(init)
+    h = fit(model, loader, weighted, lr="auto", max_steps=16, seed=0, **kw)
+    model.load_state_dict(init)
+    ref = lr_find(model, loader, weighted, optimizer="adamw", batch_fn=batch_fn, seed=0, warn=False)
+    assert h.info["auto_lr"]["peak"] == ref.suggestion
+    assert h.steps["lr"][0] == pytest.approx(ref.suggestion)
+    # with fit's default batch_fn, (x, s, y) calls model(x, s) against y: lr="auto" too
+    s = 0.5 + w
+    h = fit(
+        _Scaled(),
+        (x, s, y),
+        nn.functional.mse_loss,
+        lr="auto",
+        max_steps=16,
+        batch_size=32,
+        seed=0,
+        progress=False,
+    )
+    assert h.info["auto_lr"]["peak"] > 0
+
+
+def test_fit_lr_auto_sweeps_with_fits_precision_and_clipping() -> None:
+    from bergab.training import fit
+
+    model, data = problem(3)
+    model.float()
+    data = (data[0].float(), data[1].float())
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    dtypes: list[torch.dtype] = []
+
+    def recording(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        dtypes.append(out.dtype)
+        return nn.functional.mse_loss(out.float(), target)
+
+    kw: dict[str, Any] = {"optimizer": "adamw", "batch_size": 32, "seed": 1}
+    h = fit(
+        model,
+        data,
+        recording,
+        lr="auto",
+        max_steps=10,
+        precision="bf16",
+        clip_norm=0.5,
+        progress=False,
+        **kw,
+    )
+    assert len(dtypes) > 100  # the range test's forward passes, then training's
+    assert set(dtypes) == {torch.bfloat16}
+    model.load_state_dict(init)
+    auto = auto_lr.auto_schedule(
+        model, data, recording, total_steps=10, device="cpu", precision="bf16", clip_norm=0.5, **kw
+    )
+    assert h.info["auto_lr"]["peak"] == auto.peak

@@ -3,6 +3,7 @@ touches (one test each), data forms, divergence, suggestions, warnings, plot, sc
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -655,3 +656,138 @@ def test_bad_arguments() -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(TypeError, match="instance"):
         lr_find(model, (x, y), mse, optimizer=opt, momentum=0.9)
+
+
+# ------------------------------------------------------------------ fit's data and step
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(5, 1)
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return self.lin(x) * scale
+
+
+def test_longer_tuples_are_batched_as_fit_batches_them() -> None:
+    # (x, s, y): fit's default batch_fn gives inputs (x, s) and targets y
+    x, y = _data(48)
+    s = torch.rand(48, 1) + 0.5
+    kwargs: dict[str, Any] = {"optimizer": "sgd", "steps": 20, "end_lr": 0.1, "warn": False}
+    res = lr_find(_TwoInputs(), (x, s, y), mse, batch_size=16, **kwargs)
+    assert len(res.lrs) == 20
+    loader = DataLoader(TensorDataset(x, s, y), batch_size=16)
+    res = lr_find(_TwoInputs(), loader, mse, **kwargs)
+    assert len(res.lrs) == 20
+
+
+def _flat(model: nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_the_sweep_clips_gradients_like_fit() -> None:
+    # with a tiny clip_norm, SGD moves the parameters by exactly lr * clip_norm per step
+    torch.manual_seed(0)
+    model = nn.Linear(5, 1)
+    seen: list[torch.Tensor] = []
+
+    def recording(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        seen.append(_flat(model))  # the parameters each batch's loss is measured at
+        return mse(out, target)
+
+    clip = 1e-3
+    res = lr_find(
+        model,
+        _data(),
+        recording,
+        optimizer="sgd",
+        start_lr=1e-2,
+        end_lr=10.0,
+        steps=30,
+        clip_norm=clip,
+        diverge_factor=1e9,
+        warn=False,
+    )
+    assert res.config["clip_norm"] == clip
+    moves = [float(torch.linalg.vector_norm(b - a)) for a, b in itertools.pairwise(seen)]
+    assert len(moves) == len(res.lrs) == 30
+    np.testing.assert_allclose(moves, res.lrs * clip, rtol=1e-3)
+    # unclipped, the large learning rates move them much further
+    seen.clear()
+    lr_find(
+        model,
+        _data(),
+        recording,
+        optimizer="sgd",
+        start_lr=1e-2,
+        end_lr=10.0,
+        steps=30,
+        diverge_factor=1e9,
+        warn=False,
+    )
+    free = [float(torch.linalg.vector_norm(b - a)) for a, b in itertools.pairwise(seen)]
+    assert max(free) > 100 * max(moves)
+
+
+def test_the_sweep_runs_under_fits_precision() -> None:
+    model = _bn_net()
+    before = _state(model)
+    dtypes: set[torch.dtype] = set()
+
+    def recording(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        dtypes.add(out.dtype)
+        return mse(out.float(), target)
+
+    res = lr_find(
+        model, _data(), recording, optimizer="adam", steps=15, precision="bf16", seed=0, warn=False
+    )
+    assert dtypes == {torch.bfloat16}  # under autocast, as fit's steps
+    assert len(res.lrs) == 15
+    assert res.config["precision"] == "bf16"
+    _assert_same(before, model)
+    dtypes.clear()
+    lr_find(model, _data(), recording, optimizer="sgd", steps=10, precision="fp16", warn=False)
+    assert dtypes == {torch.float16}  # autocast with a GradScaler, on the CPU too
+    _assert_same(before, model)
+    with pytest.raises(ValueError, match="precision"):
+        lr_find(model, _data(), mse, precision="fp8")
+    with pytest.raises(ValueError, match="clip_norm or clip_value"):
+        lr_find(model, _data(), mse, clip_norm=1.0, clip_value=1.0)
+
+
+def test_accumulation_weights_micro_batches_by_their_examples_as_fit_does() -> None:
+    # batches of 6 and 2 examples: the step's loss is the mean over all 8, not of the two
+    torch.set_default_dtype(torch.float64)
+    try:
+        x, y = _data(8)
+        batches = [(x[:6], y[:6]), (x[6:], y[6:])]
+        torch.manual_seed(0)
+        model = nn.Linear(5, 1)
+        ref = nn.Linear(5, 1)
+        ref.load_state_dict(model.state_dict())
+        res = lr_find(
+            model,
+            batches,
+            mse,
+            optimizer="sgd",
+            start_lr=1e-3,
+            end_lr=1e-2,
+            steps=5,
+            accumulation_steps=2,
+            smoothing=0.0,
+            warn=False,
+        )
+        opt = torch.optim.SGD(ref.parameters(), lr=1e-3)
+        mse(ref(x), y).backward()  # one batch of all 8 examples is the same step
+        expected = []
+        for lr in res.lrs:
+            opt.param_groups[0]["lr"] = float(lr)
+            opt.step()
+            opt.zero_grad()
+            loss = mse(ref(x), y)
+            loss.backward()
+            expected.append(loss.item())
+        np.testing.assert_allclose(res.losses, expected, rtol=1e-10)
+    finally:
+        torch.set_default_dtype(torch.float32)

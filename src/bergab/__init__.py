@@ -12,7 +12,17 @@ Example:
 
 from __future__ import annotations
 
-from bergab import diagnostics, landscapes, optim, plotting, scaling, schedules, tasks, training
+from bergab import (
+    auto_lr,
+    diagnostics,
+    landscapes,
+    optim,
+    plotting,
+    scaling,
+    schedules,
+    tasks,
+    training,
+)
 from bergab._version import __version__
 from bergab.initialization import init
 from bergab.lr_finder import LRFindResult, lr_find
@@ -24,6 +34,7 @@ __all__ = [
     "LRFindResult",
     "MinimizeResult",
     "__version__",
+    "auto_lr",
     "diagnostics",
     "fit",
     "init",

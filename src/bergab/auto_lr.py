@@ -44,6 +44,7 @@ from torch import nn
 from bergab import schedules
 from bergab._validate import check_choice, check_int
 from bergab.lr_finder import LRFindResult, lr_find
+from bergab.training._fit import register_auto_lr
 
 __all__ = ["POLICIES", "AutoLR", "auto_schedule", "build_schedule"]
 
@@ -132,6 +133,9 @@ def auto_schedule(
     batch_fn: Callable[[Any], tuple[Any, Any]] | None = None,
     accumulation_steps: int = 1,
     device: str | torch.device | None = None,
+    precision: str = "32",
+    clip_norm: float | None = None,
+    clip_value: float | None = None,
     seed: int | None = None,
     lr_find_kwargs: Mapping[str, Any] | None = None,
     optimizer_kwargs: Mapping[str, Any] | None = None,
@@ -156,6 +160,9 @@ def auto_schedule(
         batch_fn: maps a batch to ``(inputs, targets)`` (see :func:`bergab.lr_find`).
         accumulation_steps: micro-batches per optimizer step.
         device: where to run the range test (default: where the model is).
+        precision: ``"32"``, ``"bf16"`` or ``"fp16"``: the sweep's steps run as fit's do.
+        clip_norm: gradient-norm clipping of the sweep's steps (fit passes its own).
+        clip_value: gradient-value clipping of the sweep's steps (fit passes its own).
         seed: seeds the range test (dropout, data order) so the choice is reproducible.
         lr_find_kwargs: sweep settings for :func:`bergab.lr_find`: ``start_lr``,
             ``end_lr``, ``steps``, ``mode``, ``smoothing``, ``diverge_factor``.
@@ -193,6 +200,9 @@ def auto_schedule(
         batch_fn=batch_fn,
         accumulation_steps=accumulation_steps,
         device=device,
+        precision=precision,
+        clip_norm=clip_norm,
+        clip_value=clip_value,
         seed=seed,
         warn=warn,
         **sweep,
@@ -206,3 +216,7 @@ def auto_schedule(
         total_steps=total_steps,
         result=result,
     )
+
+
+# fit(lr="auto") resolves the learning rate with these (training does not import upward)
+register_auto_lr(auto_schedule, build_schedule)

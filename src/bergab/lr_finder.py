@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import itertools
 import math
 import random
 import warnings
@@ -37,10 +36,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from bergab import optim as _optim
 from bergab._validate import check_choice, check_int, check_real
+from bergab.training import _data
+from bergab.training._step import Stepper, check_clip, check_precision
 
 __all__ = [
     "SOFT_MINIMUM_TEMPERATURE",
@@ -493,22 +493,10 @@ def _unique_tensors(model: nn.Module) -> tuple[list[nn.Parameter], list[torch.Te
     return list(params.values()), list(buffers.values())
 
 
-def _data_generators(data: Any) -> list[torch.Generator]:
-    """The torch.Generators a DataLoader draws its order from (its own and its sampler's)."""
-    gens: list[torch.Generator] = []
-    if isinstance(data, DataLoader):
-        for owner in (data, data.sampler, getattr(data, "batch_sampler", None)):
-            for obj in (owner, getattr(owner, "sampler", None)):
-                g = getattr(obj, "generator", None)
-                if isinstance(g, torch.Generator) and all(g is not h for h in gens):
-                    gens.append(g)
-    return gens
-
-
 def _snapshot(model: nn.Module, data: Iterable[Any]) -> _Snapshot:
     params, _ = _unique_tensors(model)
     cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
-    gens = [g for d in data for g in _data_generators(d)]
+    gens = [g for d in data for g in _data.loader_generators(d)]
     owned_params = []
     owned_buffers = []
     for module in model.modules():
@@ -613,139 +601,6 @@ def _preserved_optimizer(opt: torch.optim.Optimizer) -> Iterator[None]:
                         g[k] = v
 
 
-# =========================================================================== data
-
-
-def _to_device(obj: Any, device: torch.device) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device, non_blocking=True)
-    if isinstance(obj, Mapping):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
-        return type(obj)(*(_to_device(v, device) for v in obj))
-    if isinstance(obj, list | tuple):
-        return type(obj)(_to_device(v, device) for v in obj)
-    return obj
-
-
-_INPUT_KEYS = ("inputs", "input", "x", "features")
-_TARGET_KEYS = ("targets", "target", "y", "labels", "label")
-
-
-def _default_batch_fn(batch: Any) -> tuple[Any, Any]:
-    if isinstance(batch, Mapping):
-        xk = next((k for k in _INPUT_KEYS if k in batch), None)
-        yk = next((k for k in _TARGET_KEYS if k in batch), None)
-        if xk is None or yk is None:
-            raise TypeError(
-                f"cannot tell inputs from targets in a dict batch with keys {sorted(batch)}; "
-                "pass batch_fn=lambda b: (inputs, targets)"
-            )
-        return batch[xk], batch[yk]
-    if isinstance(batch, list | tuple) and len(batch) == 2:
-        return batch[0], batch[1]
-    raise TypeError(
-        f"a batch must be an (inputs, targets) pair, got {type(batch).__name__}"
-        + (f" of length {len(batch)}" if isinstance(batch, list | tuple) else "")
-        + "; pass batch_fn=lambda b: (inputs, targets)"
-    )
-
-
-def _forward(model: nn.Module, inputs: Any) -> Any:
-    if isinstance(inputs, Mapping):
-        return model(**inputs)
-    if isinstance(inputs, list | tuple):
-        return model(*inputs)
-    return model(inputs)
-
-
-def _tensor_batches(
-    tensors: Sequence[torch.Tensor], batch_size: int, gen: torch.Generator
-) -> Iterator[tuple[torch.Tensor, ...]]:
-    """Endless shuffled mini-batches of a tensor dataset (reshuffled every epoch)."""
-    n = len(tensors[0])
-    while True:
-        perm = torch.randperm(n, generator=gen)
-        for i in range(0, n, batch_size):
-            idx = perm[i : i + batch_size]
-            yield tuple(t[idx] for t in tensors)
-
-
-def _cycle(loader: Iterable[Any]) -> Iterator[Any]:
-    """Endless batches of a re-iterable (a DataLoader); one-shot iterators are replayed."""
-    if isinstance(loader, Iterator):  # a generator or iterator: remember what it gave
-        seen: list[Any] = []
-        for batch in loader:
-            seen.append(batch)
-            yield batch
-        if not seen:
-            raise ValueError("train_data yielded no batches")
-        yield from itertools.cycle(seen)
-        return
-    while True:
-        empty = True
-        for batch in loader:
-            empty = False
-            yield batch
-        if empty:
-            raise ValueError("train_data yielded no batches")
-
-
-def _as_tensors(data: Any) -> tuple[torch.Tensor, ...] | None:
-    if isinstance(data, TensorDataset):
-        return tuple(data.tensors)
-    if (
-        isinstance(data, tuple | list)
-        and len(data) >= 2
-        and all(isinstance(t, torch.Tensor) for t in data)
-    ):
-        n = len(data[0])
-        if any(len(t) != n for t in data):
-            raise ValueError("the tensors of train_data must have the same length")
-        return tuple(data)
-    return None
-
-
-def _batches(data: Any, batch_size: int | None, gen: torch.Generator, name: str) -> Iterator[Any]:
-    tensors = _as_tensors(data)
-    if tensors is not None:
-        n = len(tensors[0])
-        if n == 0:
-            raise ValueError(f"{name} is empty")
-        bs = n if batch_size is None and n <= 64 else (batch_size or 64)
-        return _tensor_batches(tensors, min(bs, n), gen)
-    if isinstance(data, Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
-        loader = DataLoader(data, batch_size=batch_size or 64, shuffle=True, generator=gen)
-        return _cycle(loader)
-    if isinstance(data, Iterable):
-        return _cycle(data)
-    raise TypeError(
-        f"{name} must be a DataLoader, an iterable of batches, a Dataset or a tuple of "
-        f"tensors, got {type(data).__name__}"
-    )
-
-
-def _val_batches(data: Any, batch_size: int | None) -> list[Any]:
-    tensors = _as_tensors(data)
-    if tensors is not None:
-        bs = batch_size or 256
-        return [tuple(t[i : i + bs] for t in tensors) for i in range(0, len(tensors[0]), bs)]
-    if isinstance(data, Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
-        return list(DataLoader(data, batch_size=batch_size or 256, shuffle=False))
-    if isinstance(data, Iterable):
-        out = list(data)
-        if not out:
-            raise ValueError("val_data yielded no batches")
-        return out
-    raise TypeError(f"val_data must be batches, a Dataset or tensors, got {type(data).__name__}")
-
-
-def _batch_len(targets: Any) -> int:
-    if isinstance(targets, torch.Tensor) and targets.ndim > 0:
-        return int(targets.shape[0])
-    return 1
-
-
 # =========================================================================== optimizer
 
 
@@ -813,6 +668,9 @@ def lr_find(
     batch_fn: BatchFn | None = None,
     batch_size: int | None = None,
     device: str | torch.device | None = None,
+    precision: str = "32",
+    clip_norm: float | None = None,
+    clip_value: float | None = None,
     seed: int | None = None,
     warn: bool = True,
     **optimizer_kwargs: Any,
@@ -846,9 +704,12 @@ def lr_find(
 
     Args:
         model: the model; it is trained during the sweep and put back afterwards.
-        train_data: a ``DataLoader`` or any iterable of batches (re-iterated, or replayed
-            when it is a one-shot iterator, if shorter than the sweep), a ``Dataset``, or a
-            tuple of tensors ``(inputs, targets)`` (shuffled mini-batches of ``batch_size``).
+        train_data: any form :func:`bergab.fit` takes, batched the same way (the two share
+            ``bergab.training._data``): a ``DataLoader`` or any iterable of batches
+            (re-iterated, or replayed when it is a one-shot iterator, if shorter than the
+            sweep), a ``Dataset``, or a tuple of tensors ``(x, y)`` or ``(x, y, w, ...)``
+            (shuffled mini-batches of ``batch_size``, in the order fit draws them for the
+            same ``seed``).
         loss_fn: ``loss_fn(outputs, targets) -> scalar tensor``.
         optimizer: a name for :func:`bergab.optim.create`, an optimizer class, a factory
             ``params -> Optimizer``, or an Optimizer instance over the model's parameters
@@ -861,15 +722,21 @@ def lr_find(
         diverge_factor: stop when the smoothed loss exceeds this many times its best, > 1.
         val_data: optional validation batches (same forms as ``train_data``); their loss
             is recorded instead of the training batch's.
-        accumulation_steps: micro-batches per optimizer step (their mean loss is recorded).
-        batch_fn: maps a batch to ``(inputs, targets)``; by default a pair is unpacked and
-            a dict is read at ``inputs``/``input``/``x`` and ``targets``/``target``/``y``/
-            ``labels``. Inputs that are a tuple are passed as ``model(*inputs)``, a dict as
+        accumulation_steps: micro-batches per optimizer step; as in fit, each micro-loss is
+            weighted by its share of the examples, and their weighted mean is recorded.
+        batch_fn: maps a batch to ``(inputs, targets)``; by default a pair is unpacked, a
+            longer tuple gives ``(all but the last, last)`` and a dict is read at
+            ``inputs``/``input``/``x`` and ``targets``/``target``/``y``/``labels`` (fit's
+            default). Inputs that are a tuple are passed as ``model(*inputs)``, a dict as
             ``model(**inputs)``.
         batch_size: mini-batch size when ``train_data`` is a Dataset or tensors (default
             64, or the whole set when it has at most 64 rows).
         device: where to run (default: where the model is). A single-device model is moved
             there and back; not allowed with an optimizer instance.
+        precision: ``"32"``, ``"bf16"`` or ``"fp16"``, as in :func:`bergab.fit`: each step
+            of the sweep runs fit's own step code (autocast, fp16 loss scaling).
+        clip_norm: clip the global gradient norm of each step to this value, as fit does.
+        clip_value: clip every gradient entry to ``[-clip_value, clip_value]``, as fit does.
         seed: seeds torch, NumPy and Python random for the sweep (dropout, data order), so
             the result is reproducible; ``None`` uses the current random state (which is
             restored afterwards either way).
@@ -907,6 +774,7 @@ def lr_find(
         seed = check_int("seed", seed, low=0)
     if batch_fn is not None and not callable(batch_fn):
         raise TypeError(f"batch_fn must be callable, got {type(batch_fn).__name__}")
+    clip_norm, clip_value = check_clip(clip_norm, clip_value)
     instance = isinstance(optimizer, torch.optim.Optimizer)
     if instance and optimizer_kwargs:
         raise TypeError("optimizer keyword arguments cannot be used with an optimizer instance")
@@ -924,6 +792,7 @@ def lr_find(
                 "cannot move the model to another device with an optimizer instance; "
                 "move the model first or pass the optimizer by name"
             )
+    precision = check_precision(precision, target)
     config = {
         "optimizer": optimizer if isinstance(optimizer, str) else type(optimizer).__name__,
         "start_lr": start_lr,
@@ -933,10 +802,12 @@ def lr_find(
         "smoothing": smoothing,
         "diverge_factor": diverge_factor,
         "accumulation_steps": accumulation_steps,
+        "precision": precision,
+        "clip_norm": clip_norm,
+        "clip_value": clip_value,
         "val_data": val_data is not None,
         "seed": seed,
     }
-    split = batch_fn or _default_batch_fn
     if target.type == "cuda":
         torch.cuda.init()  # so the snapshot holds the CUDA generators' states
     snap = _snapshot(model, (train_data, val_data))
@@ -955,25 +826,30 @@ def lr_find(
                 random.seed(seed)
             if target not in here:
                 model.to(target)
-            gen = torch.Generator().manual_seed(
-                int(torch.randint(0, 2**62, (1,)).item()) if seed is None else seed
-            )
-            batches = _batches(train_data, batch_size, gen, "train_data")
-            val = None if val_data is None else _val_batches(val_data, batch_size)
+            data_seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else seed
+            # the batches fit would draw (tensors and Datasets shuffled by data_seed)
+            batches = _data.endless_batches(train_data, batch_size, data_seed)
+            val = None if val_data is None else _data.val_batch_list(val_data, batch_size or 256)
             trainable = [p for p in params if p.requires_grad]
             opt = (
                 given
                 if given is not None
                 else _make_optimizer(optimizer, trainable, start_lr, optimizer_kwargs)
             )
-            lrs, losses, stop = _run(
+            stepper = Stepper(
                 model,
+                loss_fn,
                 opt,
+                device=target,
+                batch_fn=batch_fn,
+                precision=precision,
+                clip_norm=clip_norm,
+                clip_value=clip_value,
+            )
+            lrs, losses, stop = _run(
+                stepper,
                 batches,
                 val,
-                loss_fn,
-                split,
-                target,
                 _sweep(start_lr, end_lr, steps, mode),
                 accumulation_steps,
                 smoothing,
@@ -1004,67 +880,47 @@ def _smooth(losses: Sequence[float], beta: float) -> list[float]:
 
 
 def _run(
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
+    stepper: Stepper,
     batches: Iterator[Any],
     val: list[Any] | None,
-    loss_fn: Callable[[Any, Any], torch.Tensor],
-    split: BatchFn,
-    device: torch.device,
     schedule: np.ndarray,
     accumulation_steps: int,
     beta: float,
     diverge_factor: float,
 ) -> tuple[list[float], list[float], str]:
-    """The sweep itself; returns the recorded lrs and losses and why it stopped."""
+    """The sweep itself, stepping with fit's step code; the recorded lrs and losses and why
+    it stopped."""
     lrs: list[float] = []
     losses: list[float] = []
     avg, best = 0.0, math.inf
-    model.train()
+    opt = stepper.optimizer
+    stepper.model.train()
 
-    def train_loss(backward: bool) -> float:
-        total = 0.0
-        for _ in range(accumulation_steps):
-            inputs, targets = split(_to_device(next(batches), device))
-            loss = loss_fn(_forward(model, inputs), targets)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                return value
-            if backward:
-                (loss / accumulation_steps).backward()
-            total += value
-        return total / accumulation_steps
-
-    def val_loss() -> float:
-        model.eval()
-        total, count = 0.0, 0
-        with torch.no_grad():
-            for batch in val:  # type: ignore[union-attr]
-                inputs, targets = split(_to_device(batch, device))
-                n = _batch_len(targets)
-                total += float(loss_fn(_forward(model, inputs), targets)) * n
-                count += n
-        model.train()
-        return total / count
+    def train_loss() -> float:
+        # forward/backward of one step's micro-batches (autocast, loss scaling), then
+        # unscaling and clipping, as fit does; the loss is their example-weighted mean
+        micro = [next(batches) for _ in range(accumulation_steps)]
+        loss_v, _ = stepper._loss_and_grad_norm(stepper._accumulate(micro))
+        return loss_v
 
     # step i updates with schedule[i]; the loss recorded for it is measured after that
     # update (the next batch's loss, or the validation loss)
     opt.zero_grad(set_to_none=True)
-    current = train_loss(backward=True)
+    current = train_loss()
     if not math.isfinite(current):
         return lrs, losses, "non-finite"
     for i, lr in enumerate(schedule):
         _set_lr(opt, float(lr))
-        opt.step()
+        stepper._optimizer_step()
         opt.zero_grad(set_to_none=True)
         last = i == len(schedule) - 1
         if val is None:
-            current = train_loss(backward=not last)
+            current = train_loss()
             recorded = current
         else:
-            recorded = val_loss()
+            recorded = stepper._validate_on(val, {})["val_loss"]
             if not last and math.isfinite(recorded):
-                current = train_loss(backward=True)
+                current = train_loss()
                 if not math.isfinite(current):
                     recorded = current
         if not math.isfinite(recorded):

@@ -11,6 +11,7 @@ state at the checkpoint.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -28,9 +29,12 @@ __all__ = [
     "TensorSource",
     "batch_len",
     "default_batch_fn",
+    "endless_batches",
     "forward",
+    "loader_generators",
     "make_source",
     "to_device",
+    "val_batch_list",
     "val_batches",
 ]
 
@@ -217,7 +221,8 @@ class DatasetSource(_IndexedSource):
         return _collate([self.dataset[i] for i in indices])
 
 
-def _generators(loader: Any) -> list[torch.Generator]:
+def loader_generators(loader: Any) -> list[torch.Generator]:
+    """The torch.Generators a DataLoader draws its order from (its own and its sampler's)."""
     found: list[torch.Generator] = []
     candidates = [
         getattr(loader, "generator", None),
@@ -247,7 +252,7 @@ class LoaderSource(Source):
     def begin_epoch(self) -> dict[str, Any] | None:
         return {
             "rng": rng_state(),
-            "generators": [g.get_state() for g in _generators(self.loader)],
+            "generators": [g.get_state() for g in loader_generators(self.loader)],
         }
 
     def batches(
@@ -257,7 +262,7 @@ class LoaderSource(Source):
             raise ValueError("cannot resume inside an epoch of a DataLoader without its state")
         if start and epoch_state is not None:
             set_rng_state(epoch_state["rng"])
-            gens = _generators(self.loader)
+            gens = loader_generators(self.loader)
             if len(gens) != len(epoch_state["generators"]):
                 raise ValueError("the DataLoader's generators differ from the checkpoint's")
             for g, st in zip(gens, epoch_state["generators"], strict=True):
@@ -272,6 +277,16 @@ class LoaderSource(Source):
                     f"the epoch ({start}): is it the same data?"
                 ) from None
         return it
+
+
+def _is_indexed(data: Any) -> bool:
+    """Whether bergab batches ``data`` itself (tensors or a map-style Dataset)."""
+    if isinstance(data, Dataset) and not isinstance(data, IterableDataset):
+        return True
+    try:
+        return _as_tensors(data) is not None
+    except (TypeError, ValueError):
+        return True  # malformed tensors: make_source says why
 
 
 def make_source(data: Any, batch_size: int | str | None, shuffle: bool, seed: int) -> Source:
@@ -332,3 +347,52 @@ def val_batches(data: Any, batch_size: int) -> Callable[[], Iterable[Any]]:
         "val_data must be a DataLoader, a Dataset, a tuple (x, y) of tensors or a "
         f"re-iterable of batches, got {type(data).__name__}"
     )
+
+
+def endless_batches(data: Any, batch_size: int | None, seed: int) -> Iterator[Any]:
+    """Training batches without end, epoch after epoch (what :func:`bergab.lr_find` draws).
+
+    Tensors and Datasets are cut as :func:`make_source` cuts them for fit (shuffled with
+    ``seed``; ``batch_size`` ``None``: 64, or all examples when fewer), a DataLoader or
+    re-iterable is iterated again each epoch (``batch_size`` is ignored), and a one-shot
+    iterator is replayed: what it gave is kept and cycled.
+
+    Example:
+        >>> it = endless_batches([(1, 2), (3, 4)], None, seed=0)
+        >>> [next(it) for _ in range(3)]
+        [(1, 2), (3, 4), (1, 2)]
+    """
+    if isinstance(data, Iterator):
+        return _replay(data)
+    source = make_source(data, batch_size if _is_indexed(data) else None, True, seed)
+    return _epochs(source)
+
+
+def _epochs(source: Source) -> Iterator[Any]:
+    epoch = 0
+    while True:
+        empty = True
+        for batch in source.batches(epoch, 0, None):
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("train_data yielded no batches")
+        epoch += 1
+
+
+def _replay(iterator: Iterator[Any]) -> Iterator[Any]:
+    seen: list[Any] = []
+    for batch in iterator:
+        seen.append(batch)
+        yield batch
+    if not seen:
+        raise ValueError("train_data yielded no batches")
+    yield from itertools.cycle(seen)
+
+
+def val_batch_list(data: Any, batch_size: int) -> list[Any]:
+    """The validation batches of :func:`val_batches` as a list (a one-shot iterator too)."""
+    batches = list(data) if isinstance(data, Iterator) else list(val_batches(data, batch_size)())
+    if not batches:
+        raise ValueError("val_data yielded no batches")
+    return batches

@@ -22,7 +22,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import islice
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -35,6 +35,7 @@ from bergab import optim as _optim
 from bergab import schedules
 from bergab._validate import check_bool, check_choice, check_int, check_real
 from bergab.training import _data
+from bergab.training._step import PRECISIONS, StepCore, check_clip, check_precision
 from bergab.training.callbacks import HOOKS, Callback, EarlyStopping
 from bergab.training.checkpoint import (
     load_checkpoint,
@@ -47,8 +48,6 @@ from bergab.training.history import History
 
 __all__ = ["CHECKPOINT_FORMAT", "NAN_POLICIES", "PRECISIONS", "NonFiniteError", "Trainer", "fit"]
 
-#: The ``precision`` values fit accepts.
-PRECISIONS = ("32", "bf16", "fp16")
 #: The ``nan_policy`` values fit accepts.
 NAN_POLICIES = ("stop", "skip", "rollback")
 #: The ``format`` entry of the checkpoints fit writes.
@@ -251,14 +250,17 @@ def _accepts_lr(factory: Callable[..., Any]) -> bool:
     return any(p.name == "lr" or p.kind is p.VAR_KEYWORD for p in params)
 
 
-def _norms_one_by_one(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    return [torch.linalg.vector_norm(t) for t in tensors]
+#: What ``fit(lr="auto")`` calls: ``auto_schedule`` and ``build_schedule`` of
+#: :mod:`bergab.auto_lr`. The range test lives a layer above training, so training does
+#: not import it: ``bergab.auto_lr`` hands its functions down with
+#: :func:`register_auto_lr` when it is imported (``import bergab`` imports it).
+_AUTO_LR: dict[str, Callable[..., Any]] = {}
 
 
-#: The 2-norm of every tensor of a list (one foreach kernel where torch has it).
-_foreach_norm: Callable[[list[torch.Tensor]], Sequence[torch.Tensor]] = getattr(
-    torch, "_foreach_norm", _norms_one_by_one
-)
+def register_auto_lr(auto_schedule: Callable[..., Any], build_schedule: Callable[..., Any]) -> None:
+    """Set what ``fit(lr="auto")`` resolves the learning rate with (see ``_AUTO_LR``)."""
+    _AUTO_LR["auto_schedule"] = auto_schedule
+    _AUTO_LR["build_schedule"] = build_schedule
 
 
 def _overrides(cb: Callback, hook: str) -> bool:
@@ -266,7 +268,7 @@ def _overrides(cb: Callback, hook: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- trainer
-class Trainer:
+class Trainer(StepCore):
     """The running state of :func:`fit`, as callbacks see it (``fit`` creates it).
 
     Attributes:
@@ -353,32 +355,10 @@ class Trainer:
             check_int("batch_size", batch_size, low=1)
         self.batch_size = batch_size
         self.shuffle = check_bool("shuffle", shuffle)
-        self.clip_norm = (
-            None
-            if clip_norm is None
-            else check_real("clip_norm", clip_norm, low=0.0, low_open=True)
-        )
-        self.clip_value = (
-            None
-            if clip_value is None
-            else check_real("clip_value", clip_value, low=0.0, low_open=True)
-        )
-        if self.clip_norm is not None and self.clip_value is not None:
-            raise ValueError("set clip_norm or clip_value, not both")
+        self.clip_norm, self.clip_value = check_clip(clip_norm, clip_value)
         self.accumulation_steps = check_int("accumulation_steps", accumulation_steps, low=1)
-        self.precision = check_choice("precision", precision, PRECISIONS)
         self.device = _resolve_device(device, model)
-        if self.precision == "fp16" and self.device.type not in ("cuda", "cpu"):
-            raise ValueError(
-                f"precision='fp16' needs a CUDA device or the CPU (autocast with a GradScaler); "
-                f"on {self.device.type} use precision='bf16' or '32'"
-            )
-        if (
-            self.precision == "bf16"
-            and self.device.type == "cuda"
-            and not torch.cuda.is_bf16_supported()
-        ):
-            raise ValueError("precision='bf16' is not supported by this GPU; use 'fp16' or '32'")
+        self.precision = check_precision(precision, self.device)
         if metrics is not None:
             if not isinstance(metrics, Mapping):
                 raise TypeError(
@@ -547,28 +527,34 @@ class Trainer:
         lr = self._lr_spec
         if lr != "auto":
             return lr
-        from bergab import auto_lr
-
+        if not _AUTO_LR:  # pragma: no cover - ``import bergab`` registers it
+            raise RuntimeError('lr="auto" needs bergab.auto_lr: import bergab first')
+        auto_schedule, build_schedule = _AUTO_LR["auto_schedule"], _AUTO_LR["build_schedule"]
         if fit_state is not None and fit_state.get("auto") is not None:
             auto = fit_state["auto"]  # resume: the same schedule, no new range test
             self._auto = dict(auto)
-            return auto_lr.build_schedule(auto["peak"], auto["total_steps"], auto["policy"])
+            return build_schedule(auto["peak"], auto["total_steps"], auto["policy"])
         if self.total_steps is None:
             raise ValueError(
                 'lr="auto" needs the length of the run: pass max_steps, or epochs with data '
                 "that has a length"
             )
         bs = None if self.batch_size is None else getattr(self._source, "batch_size", None)
-        chosen = auto_lr.auto_schedule(
+        # the range test draws fit's batches and takes fit's steps (precision, clipping,
+        # accumulation, device): both run bergab.training's data and step code
+        chosen = auto_schedule(
             self.model,
             self.train_data,
             self.loss_fn,
             total_steps=self.total_steps,
             optimizer=self._optimizer_spec,
             batch_size=bs,
-            batch_fn=None if self.batch_fn is _data.default_batch_fn else self.batch_fn,
+            batch_fn=self.batch_fn,
             accumulation_steps=self.accumulation_steps,
             device=self.device,
+            precision=self.precision,
+            clip_norm=self.clip_norm,
+            clip_value=self.clip_value,
             seed=self.seed,
             optimizer_kwargs=self.optimizer_kwargs or None,
         )
@@ -683,16 +669,13 @@ class Trainer:
         lr = self._resolve_lr(fit_state)
         scaled = self._build_optimizer(lr)
         opt = self.optimizer
-        self._params = [p for g in opt.param_groups for p in g["params"]]
-        self._uniform = len({(p.dtype, p.device) for p in self._params}) <= 1
+        self._set_optimizer(opt)
         self._move = not (
             isinstance(self._source, _data.TensorSource)
             and all(t.device == self.device for t in self._source.tensors)
         )
         self._sf = callable(getattr(opt, "train", None)) and callable(getattr(opt, "eval", None))
-        if self.precision == "fp16":
-            self.scaler = torch.amp.GradScaler(self.device.type)
-        self._autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        self._set_precision(self.precision)
         self._lr = _LRControl(opt, self.scheduler, scaled)
         self._group_schedules = self._stateful_schedules()
         self._step_scheduler = self.scheduler is not None and not isinstance(
@@ -715,11 +698,6 @@ class Trainer:
         self._hooks = {h: [cb for cb in self.callbacks if _overrides(cb, h)] for h in HOOKS}
         self._record_sinks = [cb for cb in self.callbacks if hasattr(cb, "write_record")]
         self._factor_cbs = [cb for cb in self.callbacks if _overrides(cb, "lr_factor")]
-
-    def _autocast(self) -> Any:
-        if self._autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self._autocast_dtype)
 
     # ------------------------------------------------------------------ modes
     @contextlib.contextmanager
@@ -952,71 +930,11 @@ class Trainer:
             raise ValueError("train_data yielded no batches")
         self._end_epoch()
 
-    def _forward_backward(self, batch: Any, weight: float | None) -> torch.Tensor:
-        """One micro-batch: forward under autocast, backward (scaled); the (weighted) loss."""
-        x, y = self.batch_fn(batch)
-        if self._move:
-            x = _data.to_device(x, self.device)
-            y = _data.to_device(y, self.device)
-        if self._autocast_dtype is None:
-            loss = self.loss_fn(_data.forward(self.model, x), y)
-        else:
-            with torch.autocast(device_type=self.device.type, dtype=self._autocast_dtype):
-                loss = self.loss_fn(_data.forward(self.model, x), y)
-        if weight is not None:
-            loss = loss * weight
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-        else:
-            loss.backward()
-        return loss  # backward freed its graph: only read from now on (no detach op)
-
-    def _loss_and_grad_norm(self, loss: torch.Tensor) -> tuple[float, float]:
-        """Unscale, clip, and bring the loss and the gradient norm to the host (one sync)."""
-        if loss.ndim != 0:
-            raise ValueError(
-                f"loss_fn must return a scalar (0-d) tensor, got shape {tuple(loss.shape)}"
-            )
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-        if self.clip_norm is not None:
-            total = torch.nn.utils.clip_grad_norm_(self._params, self.clip_norm)
-            dt = torch.promote_types(loss.dtype, total.dtype)
-            pair = torch.stack([loss.detach().to(dt), total.to(loss.device, dt)])
-            loss_v, gn_v = pair.tolist()
-            return loss_v, gn_v
-        grads = [p.grad for p in self._params if p.grad is not None]
-        if not grads:
-            return loss.item(), 0.0
-        # per-tensor norms in one foreach kernel, combined on the host (math.hypot: no
-        # overflow), read back together with the loss
-        norms = _foreach_norm(grads)
-        if loss.is_cpu and len(norms) <= 64:
-            values = [n.item() for n in norms]  # no sync to wait for: .item() is cheapest
-            loss_v = loss.item()
-        elif self._uniform and norms[0].dtype == loss.dtype and norms[0].device == loss.device:
-            values = torch.stack([*norms, loss.detach()]).tolist()  # one device->host copy
-            loss_v = values.pop()
-        else:
-            values = torch.stack([n.to(loss.device, torch.float64) for n in norms]).tolist()
-            loss_v = loss.item()
-        if self.clip_value is not None:
-            torch.nn.utils.clip_grad_value_(self._params, self.clip_value)
-        return loss_v, math.hypot(*values)
-
     def _train_step(self, micro: list[Any]) -> None:
         opt = self.optimizer
         scaler = self.scaler
         k = len(micro)
-        if k == 1:
-            loss = self._forward_backward(micro[0], None)
-        else:
-            sizes = [_data.batch_len(self.batch_fn(b)[1]) for b in micro]
-            total = sum(sizes)
-            loss = self._forward_backward(micro[0], sizes[0] / total).detach()
-            for b, n in zip(micro[1:], sizes[1:], strict=True):
-                loss = loss + self._forward_backward(b, n / total).detach()
-        loss_v, gn_v = self._loss_and_grad_norm(loss)
+        loss_v, gn_v = self._loss_and_grad_norm(self._accumulate(micro))
 
         groups = opt.param_groups
         lrs = [g["lr"] for g in groups]
@@ -1024,13 +942,8 @@ class Trainer:
         skipped = False
         if not math.isfinite(loss_v) or (scaler is None and not math.isfinite(gn_v)):
             skipped = self._non_finite(loss_v, gn_v)
-        elif scaler is not None:
-            before = scaler.get_scale()
-            scaler.step(opt)
-            scaler.update()
-            skipped = scaler.get_scale() < before  # inf/NaN gradients: the step was skipped
         else:
-            opt.step()
+            skipped = self._optimizer_step()
         if self._step_scheduler and not skipped:
             self.scheduler.step()
         opt.zero_grad(set_to_none=True)
@@ -1115,36 +1028,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     def _validate(self) -> dict[str, float]:
-        model = self.model
-        modes = [m.training for m in model.modules()]
-        model.eval()
-        total = torch.zeros((), dtype=torch.float64, device=self.device)
-        count = 0
-        sums = dict.fromkeys(self.metrics, 0.0)
-        try:
-            with torch.no_grad():
-                for batch in self._val_batches():
-                    x, y = self.batch_fn(batch)
-                    x = _data.to_device(x, self.device)
-                    y = _data.to_device(y, self.device)
-                    with self._autocast():
-                        out = _data.forward(model, x)
-                        loss = self.loss_fn(out, y)
-                    n = _data.batch_len(y)
-                    total += loss.detach().double() * n
-                    count += n
-                    for name, fn in self.metrics.items():
-                        value = fn(out, y)
-                        sums[name] += float(value) * n
-        finally:
-            for m, mode in zip(model.modules(), modes, strict=True):
-                m.training = mode
-        if count == 0:
-            raise ValueError("val_data yielded no batches")
-        result = {"val_loss": float(total.item()) / count}
-        for name, s in sums.items():
-            result[f"val_{name}"] = s / count
-        return result
+        return self._validate_on(self._val_batches(), self.metrics)
 
     def _evaluate(self, *, validate: bool, epoch_end: bool, final: bool = False) -> None:
         with self._eval_mode():

@@ -1,0 +1,242 @@
+"""One optimization step, as :func:`fit` takes it, shared with :func:`bergab.lr_find`.
+
+:class:`StepCore` holds the pieces of a step: the forward/backward of a micro-batch under
+autocast (scaled by a ``GradScaler`` for fp16), the example-weighted accumulation of
+micro-batches, unscaling and gradient clipping with the loss and gradient norm read back
+in one sync, the optimizer step (through the scaler under fp16) and the validation loss.
+:class:`~bergab.training.Trainer` is a ``StepCore``; :class:`Stepper` is one built on its
+own, for the range test's sweep, so the sweep trains exactly as ``fit`` would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from bergab._validate import check_choice, check_real
+from bergab.training import _data
+
+__all__ = ["PRECISIONS", "StepCore", "Stepper", "check_clip", "check_precision"]
+
+#: The ``precision`` values fit accepts.
+PRECISIONS = ("32", "bf16", "fp16")
+
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _norms_one_by_one(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [torch.linalg.vector_norm(t) for t in tensors]
+
+
+#: The 2-norm of every tensor of a list (one foreach kernel where torch has it).
+_foreach_norm: Callable[[list[torch.Tensor]], Sequence[torch.Tensor]] = getattr(
+    torch, "_foreach_norm", _norms_one_by_one
+)
+
+
+def check_precision(precision: Any, device: torch.device) -> str:
+    """Validate ``precision`` for ``device``; return it."""
+    precision = check_choice("precision", precision, PRECISIONS)
+    if precision == "fp16" and device.type not in ("cuda", "cpu"):
+        raise ValueError(
+            f"precision='fp16' needs a CUDA device or the CPU (autocast with a GradScaler); "
+            f"on {device.type} use precision='bf16' or '32'"
+        )
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError("precision='bf16' is not supported by this GPU; use 'fp16' or '32'")
+    return str(precision)
+
+
+def check_clip(clip_norm: Any, clip_value: Any) -> tuple[float | None, float | None]:
+    """Validate ``clip_norm`` and ``clip_value`` (each ``None`` or > 0, not both)."""
+    norm = None if clip_norm is None else check_real("clip_norm", clip_norm, low=0.0, low_open=True)
+    value = (
+        None if clip_value is None else check_real("clip_value", clip_value, low=0.0, low_open=True)
+    )
+    if norm is not None and value is not None:
+        raise ValueError("set clip_norm or clip_value, not both")
+    return norm, value
+
+
+class StepCore:
+    """The step code of :func:`fit` (see the module docstring); subclasses set the fields."""
+
+    model: nn.Module
+    loss_fn: Callable[[Any, Any], torch.Tensor]
+    batch_fn: Callable[[Any], tuple[Any, Any]]
+    device: torch.device
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    clip_norm: float | None
+    clip_value: float | None
+    _move: bool
+    _autocast_dtype: torch.dtype | None
+    _params: list[torch.Tensor]
+    _uniform: bool
+
+    def _set_precision(self, precision: str) -> None:
+        """The GradScaler (fp16) and the autocast dtype of ``precision``."""
+        self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
+        self._autocast_dtype = _AUTOCAST_DTYPES.get(precision)
+
+    def _set_optimizer(self, opt: torch.optim.Optimizer) -> None:
+        self.optimizer = opt
+        self._params = [p for g in opt.param_groups for p in g["params"]]
+        self._uniform = len({(p.dtype, p.device) for p in self._params}) <= 1
+
+    def _autocast(self) -> Any:
+        if self._autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self._autocast_dtype)
+
+    def _forward_backward(self, batch: Any, weight: float | None) -> torch.Tensor:
+        """One micro-batch: forward under autocast, backward (scaled); the (weighted) loss."""
+        x, y = self.batch_fn(batch)
+        if self._move:
+            x = _data.to_device(x, self.device)
+            y = _data.to_device(y, self.device)
+        if self._autocast_dtype is None:
+            loss = self.loss_fn(_data.forward(self.model, x), y)
+        else:
+            with torch.autocast(device_type=self.device.type, dtype=self._autocast_dtype):
+                loss = self.loss_fn(_data.forward(self.model, x), y)
+        if weight is not None:
+            loss = loss * weight
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        return loss  # backward freed its graph: only read from now on (no detach op)
+
+    def _accumulate(self, micro: list[Any]) -> torch.Tensor:
+        """Forward/backward of the micro-batches of one step; their example-weighted loss."""
+        if len(micro) == 1:
+            return self._forward_backward(micro[0], None)
+        sizes = [_data.batch_len(self.batch_fn(b)[1]) for b in micro]
+        total = sum(sizes)
+        loss = self._forward_backward(micro[0], sizes[0] / total).detach()
+        for b, n in zip(micro[1:], sizes[1:], strict=True):
+            loss = loss + self._forward_backward(b, n / total).detach()
+        return loss
+
+    def _loss_and_grad_norm(self, loss: torch.Tensor) -> tuple[float, float]:
+        """Unscale, clip, and bring the loss and the gradient norm to the host (one sync)."""
+        if loss.ndim != 0:
+            raise ValueError(
+                f"loss_fn must return a scalar (0-d) tensor, got shape {tuple(loss.shape)}"
+            )
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.clip_norm is not None:
+            total = torch.nn.utils.clip_grad_norm_(self._params, self.clip_norm)
+            dt = torch.promote_types(loss.dtype, total.dtype)
+            pair = torch.stack([loss.detach().to(dt), total.to(loss.device, dt)])
+            loss_v, gn_v = pair.tolist()
+            return loss_v, gn_v
+        grads = [p.grad for p in self._params if p.grad is not None]
+        if not grads:
+            return loss.item(), 0.0
+        # per-tensor norms in one foreach kernel, combined on the host (math.hypot: no
+        # overflow), read back together with the loss
+        norms = _foreach_norm(grads)
+        if loss.is_cpu and len(norms) <= 64:
+            values = [n.item() for n in norms]  # no sync to wait for: .item() is cheapest
+            loss_v = loss.item()
+        elif self._uniform and norms[0].dtype == loss.dtype and norms[0].device == loss.device:
+            values = torch.stack([*norms, loss.detach()]).tolist()  # one device->host copy
+            loss_v = values.pop()
+        else:
+            values = torch.stack([n.to(loss.device, torch.float64) for n in norms]).tolist()
+            loss_v = loss.item()
+        if self.clip_value is not None:
+            torch.nn.utils.clip_grad_value_(self._params, self.clip_value)
+        return loss_v, math.hypot(*values)
+
+    def _optimizer_step(self) -> bool:
+        """``optimizer.step()`` (through the GradScaler under fp16); whether it was skipped."""
+        scaler = self.scaler
+        if scaler is None:
+            self.optimizer.step()
+            return False
+        before = scaler.get_scale()
+        scaler.step(self.optimizer)
+        scaler.update()
+        return bool(scaler.get_scale() < before)  # inf/NaN gradients: the step was skipped
+
+    def _validate_on(
+        self, batches: Iterable[Any], metrics: Mapping[str, Callable[[Any, Any], float]]
+    ) -> dict[str, float]:
+        """``val_loss`` and ``val_<metric>`` over ``batches``, weighted by batch size, in
+        eval mode without gradients (each module's train/eval flag is put back)."""
+        model = self.model
+        modes = [m.training for m in model.modules()]
+        model.eval()
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        count = 0
+        sums = dict.fromkeys(metrics, 0.0)
+        try:
+            with torch.no_grad():
+                for batch in batches:
+                    x, y = self.batch_fn(batch)
+                    x = _data.to_device(x, self.device)
+                    y = _data.to_device(y, self.device)
+                    with self._autocast():
+                        out = _data.forward(model, x)
+                        loss = self.loss_fn(out, y)
+                    n = _data.batch_len(y)
+                    total += loss.detach().double() * n
+                    count += n
+                    for name, fn in metrics.items():
+                        value = fn(out, y)
+                        sums[name] += float(value) * n
+        finally:
+            for m, mode in zip(model.modules(), modes, strict=True):
+                m.training = mode
+        if count == 0:
+            raise ValueError("val_data yielded no batches")
+        result = {"val_loss": float(total.item()) / count}
+        for name, s in sums.items():
+            result[f"val_{name}"] = s / count
+        return result
+
+
+class Stepper(StepCore):
+    """fit's step code on its own: what :func:`bergab.lr_find` sweeps with.
+
+    Example:
+        >>> model = torch.nn.Linear(2, 1)
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> s = Stepper(model, torch.nn.functional.mse_loss, opt, device=torch.device("cpu"),
+        ...             clip_norm=1e-3)
+        >>> loss = s._accumulate([(torch.ones(4, 2), torch.full((4, 1), 5.0))])
+        >>> _, norm = s._loss_and_grad_norm(loss)
+        >>> bool(torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in model.parameters()]))
+        ...      <= 1.001e-3)
+        True
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[[Any, Any], torch.Tensor],
+        optimizer: torch.optim.Optimizer,
+        *,
+        device: torch.device,
+        batch_fn: Callable[[Any], tuple[Any, Any]] | None = None,
+        precision: str = "32",
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
+    ) -> None:
+        self.model = model
+        self.loss_fn = loss_fn
+        self.batch_fn = _data.default_batch_fn if batch_fn is None else batch_fn
+        self.device = device
+        self.clip_norm, self.clip_value = check_clip(clip_norm, clip_value)
+        self._move = True
+        self._set_precision(check_precision(precision, device))
+        self._set_optimizer(optimizer)
