@@ -59,8 +59,7 @@ class BuildKernels(build_ext):
     def build_extensions(self) -> None:
         record: dict[str, object] = {"built": [], "failed": {}}
         out_dir = None
-        switch = os.environ.get("BERGAB_BUILD_NATIVE", "1").strip().lower()
-        if switch in ("0", "false", "no", "off"):
+        if kb.switched_off("BERGAB_BUILD_NATIVE"):
             record["failed"] = {"all": "skipped: BERGAB_BUILD_NATIVE=0 at build time"}
         for ext in self.extensions:
             target = Path(self.get_ext_fullpath(ext.name))

@@ -44,6 +44,17 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _falls_back_to_foreach(reason: str) -> None:
+    """``auto`` steps on foreach, and an explicit ``impl="fused"`` raises with ``reason``."""
+    w = [torch.nn.Parameter(torch.ones(4))]
+    opt = optim.LARS(w, lr=0.1)
+    assert opt._select_impl(w) == "foreach"
+    w[0].grad = torch.ones(4)
+    opt.step()
+    with pytest.raises(_native.NativeUnavailableError, match=reason):
+        optim.LARS(w, lr=0.1, impl="fused").step()
+
+
 @pytest.fixture
 def fresh(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """The package's own libraries (whatever ``BERGAB_NATIVE_*`` the caller set), chosen
@@ -186,13 +197,7 @@ def test_kernels_built_from_other_sources_are_not_used(
     status = _native.reload()
     assert not status.available
     assert "other sources than csrc/ holds now" in (status.reason or "")
-    w = [torch.nn.Parameter(torch.ones(4))]
-    opt = optim.LARS(w, lr=0.1)
-    assert opt._select_impl(w) == "foreach"
-    w[0].grad = torch.ones(4)
-    opt.step()
-    with pytest.raises(_native.NativeUnavailableError, match="other sources"):
-        optim.LARS(w, lr=0.1, impl="fused").step()
+    _falls_back_to_foreach("other sources")
 
 
 def test_a_package_without_kernels_says_so(tmp_path: Path, fresh: pytest.MonkeyPatch) -> None:
@@ -201,6 +206,7 @@ def test_a_package_without_kernels_says_so(tmp_path: Path, fresh: pytest.MonkeyP
     assert not status.available
     assert "holds no CPU kernels" in (status.reason or "")
     assert str(status).endswith("fused optimizers use foreach")
+    _falls_back_to_foreach("holds no CPU kernels")
 
 
 @PACKAGED
@@ -209,8 +215,7 @@ def test_a_cpu_that_runs_none_of_the_built_levels_falls_back(fresh: pytest.Monke
     status = _native.reload()
     assert not status.available
     assert "runs none of the levels built" in (status.reason or "")
-    w = [torch.nn.Parameter(torch.ones(4))]
-    assert optim.LAMB(w)._select_impl(w) == "foreach"
+    _falls_back_to_foreach("runs none of the levels built")
 
 
 def test_the_build_record_goes_stale_with_the_flags_too(fresh: pytest.MonkeyPatch) -> None:
@@ -251,13 +256,7 @@ def test_a_failed_developer_rebuild_gives_the_reason_and_auto_falls_back(
     assert not status.available
     assert "did not build" in (status.reason or "")
     assert "no compiler here" in (status.reason or "")
-    w = [torch.nn.Parameter(torch.ones(5))]
-    opt = optim.LARS(w, lr=0.1)
-    assert opt._select_impl(w) == "foreach"
-    w[0].grad = torch.ones(5)
-    opt.step()
-    with pytest.raises(_native.NativeUnavailableError, match="did not build"):
-        optim.LARS(w, lr=0.1, impl="fused").step()
+    _falls_back_to_foreach("did not build")
 
 
 # ------------------------------------------------------------------ the package build

@@ -57,6 +57,8 @@ __all__ = [
     "library_filename",
     "sources",
     "sources_digest",
+    "switched_off",
+    "switched_on",
     "variants",
 ]
 
@@ -143,6 +145,16 @@ def sources_digest() -> str:
         key.update(path.read_bytes())
     key.update(repr((BASE_FLAGS, FLAVORS, _X86_LEVELS)).encode())
     return key.hexdigest()
+
+
+def switched_off(variable: str) -> bool:
+    """Whether the environment sets ``variable`` to 0/false/no/off (unset: on)."""
+    return os.environ.get(variable, "1").strip().lower() in ("0", "false", "no", "off")
+
+
+def switched_on(variable: str) -> bool:
+    """Whether the environment sets ``variable`` to 1/true/yes/on (unset: off)."""
+    return os.environ.get(variable, "0").strip().lower() in ("1", "true", "yes", "on")
 
 
 def compiler_command() -> list[str]:

@@ -152,20 +152,11 @@ def _after_fork_in_child() -> None:
     _load.cache_clear()
 
 
-def _switched_off(variable: str) -> bool:
-    """Whether the environment sets ``variable`` to 0/false/no/off."""
-    return os.environ.get(variable, "1").strip().lower() in ("0", "false", "no", "off")
-
-
-def _switched_on(variable: str) -> bool:
-    """Whether the environment sets ``variable`` to 1/true/yes/on."""
-    return os.environ.get(variable, "0").strip().lower() in ("1", "true", "yes", "on")
-
-
 def _flavors() -> list[str]:
     """Threading flavors to try in turn: ``omp`` first where torch's libgomp is loaded
     (not in a forked child, not with ``BERGAB_NATIVE_OPENMP=0``)."""
-    if not _switched_off("BERGAB_NATIVE_OPENMP") and not _FORKED["child"] and _torch_libgomp():
+    openmp = not _kernel_build.switched_off("BERGAB_NATIVE_OPENMP")
+    if openmp and not _FORKED["child"] and _torch_libgomp():
         return ["omp", "pthread"]
     return ["pthread"]
 
@@ -274,9 +265,9 @@ def _load_packaged() -> _Loaded:  # noqa: PLR0911 - each way to fail returns its
 @functools.cache
 def _load() -> _Loaded:
     """The loaded library (one for every family) and how it was chosen."""
-    if _switched_off("BERGAB_NATIVE"):
+    if _kernel_build.switched_off("BERGAB_NATIVE"):
         return _unavailable("disabled by BERGAB_NATIVE=0")
-    if _switched_on("BERGAB_NATIVE_DEV"):
+    if _kernel_build.switched_on("BERGAB_NATIVE_DEV"):
         return _load_dev()
     return _load_packaged()
 
