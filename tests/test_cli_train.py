@@ -24,6 +24,7 @@ import torch
 pytest.importorskip("pydantic")
 pytest.importorskip("sklearn")
 
+import bergab.run
 from bergab import config, schedules, tasks
 from bergab.cli import main
 from bergab.lr_finder import lr_find
@@ -300,7 +301,7 @@ def test_ctrl_c_checkpoints_and_resume_is_bitwise_exact(
     cut = tmp_path / "cut"
     run = config.load(cfg, [f'output.dir="{cut}"'])
     before = signal.getsignal(signal.SIGINT)  # SIG_IGN when run as a background job
-    result = config.train(run, callbacks=[SigintAt(at)])
+    result = bergab.run.train(run, callbacks=[SigintAt(at)])
     assert result.interrupted
     assert result.steps == at  # the checkpoint is at the step Ctrl-C arrived in
     ckpt = torch.load(cut / "checkpoints" / "last.pt", weights_only=True)
@@ -324,7 +325,7 @@ def test_report_says_how_to_resume(capsys: pytest.CaptureFixture[str], tmp_path:
     from bergab._commands.train import report
 
     cfg = config.validate({"task": {"name": "linreg"}, "output": {"dir": str(tmp_path)}})
-    result = config.RunResult(
+    result = bergab.run.RunResult(
         run_dir=tmp_path,
         config=cfg,
         history=None,
@@ -426,7 +427,7 @@ def test_sigint_to_the_installed_executable_then_resume(
     try:
         assert main(["resume", str(run)]) == 0
         whole = config.load(cfg, [f'output.dir="{tmp_path / "whole"}"', "output.plots=false"])
-        config.train(whole)
+        bergab.run.train(whole)
     finally:
         sys.modules.pop("slow_task_cli", None)
     assert_same_weights(state(run / "model.pt"), state(tmp_path / "whole" / "model.pt"))

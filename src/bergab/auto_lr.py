@@ -44,7 +44,7 @@ from torch import nn
 from bergab import schedules
 from bergab._validate import check_choice, check_int
 from bergab.lr_finder import LRFindResult, lr_find
-from bergab.training._fit import register_auto_lr
+from bergab.training._lr import register_auto_lr
 
 __all__ = ["POLICIES", "AutoLR", "auto_schedule", "build_schedule"]
 

@@ -45,22 +45,16 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import inspect
 import json
 import math
 import re
-import shutil
-import signal
 import sys
-import threading
-import time
 import tomllib
 import types
 import typing
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -74,12 +68,15 @@ from pydantic import (  # noqa: E402  (after the one-line install hint above)
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     ValidationError,
-    field_validator,
+    create_model,
 )
 
 from bergab import schedules  # noqa: E402
+from bergab._toml import dumps_toml, toml_value  # noqa: E402
 from bergab.auto_lr import POLICIES  # noqa: E402
+from bergab.training.options import Toml, toml_fields  # noqa: E402
 
 __all__ = [
     "CONFIG_NAME",
@@ -91,6 +88,7 @@ __all__ = [
     "RunConfig",
     "TaskSection",
     "apply_overrides",
+    "batch_size",
     "build_schedule",
     "build_task",
     "check_optimizer",
@@ -98,6 +96,9 @@ __all__ = [
     "load",
     "optimizer_factory",
     "parse_override",
+    "planned_steps",
+    "resolve_device",
+    "sweep_batch_size",
     "validate",
 ]
 
@@ -126,96 +127,10 @@ class ConfigError(ValueError):
 # =========================================================================== TOML
 
 
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def _toml_string(text: str) -> str:
-    # JSON's escapes are TOML's, except that TOML also forbids a raw DEL character
-    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
-
-
-def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.fullmatch(key) else _toml_string(key)
-
-
-def _toml_value(value: Any) -> str:  # noqa: PLR0911 (one return per TOML type)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value if v is not None) + "]"
-    if isinstance(value, Mapping):
-        items = [f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items()]
-        return "{" + ", ".join(items) + "}"
-    raise TypeError(f"cannot write a {type(value).__name__} to TOML: {value!r}")
-
-
-def _toml_table(prefix: str, table: Mapping[str, Any], lines: list[str]) -> None:
-    scalars = [(k, v) for k, v in table.items() if v is not None and not isinstance(v, Mapping)]
-    tables = [(k, v) for k, v in table.items() if isinstance(v, Mapping)]
-    if prefix and (scalars or not tables):
-        if lines:
-            lines.append("")
-        lines.append(f"[{prefix}]")
-    lines.extend(f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in scalars)
-    for key, sub in tables:
-        name = _toml_key(str(key))
-        _toml_table(f"{prefix}.{name}" if prefix else name, sub, lines)
-
-
-def dumps_toml(data: Mapping[str, Any], header: str = "") -> str:
-    """Write a dict of tables, numbers, strings, booleans and lists as TOML.
-
-    ``None`` values are left out (TOML has no null); nested dicts become sub-tables
-    ``[a.b]`` (inline tables inside lists). ``tomllib.loads`` reads the result back equal.
-
-    Args:
-        data: the document.
-        header: text put before it as ``#`` comment lines.
-
-    Returns:
-        The TOML text.
-
-    Example:
-        >>> text = dumps_toml({"fit": {"epochs": 3, "seed": None},
-        ...                    "schedule": {"type": "warmup", "steps": 10,
-        ...                                 "schedule": {"type": "cosine", "peak": 1e-3}}})
-        >>> print(text)
-        [fit]
-        epochs = 3
-        <BLANKLINE>
-        [schedule]
-        type = "warmup"
-        steps = 10
-        <BLANKLINE>
-        [schedule.schedule]
-        type = "cosine"
-        peak = 0.001
-        <BLANKLINE>
-        >>> tomllib.loads(text)["schedule"]["schedule"]["peak"]
-        0.001
-    """
-    lines: list[str] = [f"# {line}".rstrip() for line in header.splitlines()]
-    if lines:
-        lines.append("")
-    body: list[str] = []
-    _toml_table("", data, body)
-    return "\n".join(lines + body) + "\n"
-
-
 def _show(value: Any) -> str:
     """A value as the user wrote it in TOML (strings quoted, true/false)."""
     try:
-        return _toml_value(value)
+        return toml_value(value)
     except TypeError:
         return repr(value)
 
@@ -290,39 +205,43 @@ class EarlyStoppingSection(BaseModel):
     restore_best: bool = True
 
 
-class FitSection(BaseModel):
-    """``[fit]``: the options of :func:`bergab.fit` that a file can hold.
+def _fit_field(spec: Toml, default: Any) -> tuple[Any, Any]:
+    """The pydantic field of one ``[fit]`` key, made from fit's own option declaration."""
+    if spec.check is not None:
+        check = spec.check
+        kind: Any = Annotated[Any, PlainValidator(check)]
+    elif spec.kind is dict:
+        kind = EarlyStoppingSection
+    elif spec.choices:
+        kind = Literal[spec.choices]
+    else:
+        kind = spec.kind
+    if spec.optional:
+        kind = kind | None
+    bounds: dict[str, Any] = {
+        k: v for k, v in (("ge", spec.ge), ("gt", spec.gt), ("lt", spec.lt)) if v is not None
+    }
+    if bounds:
+        kind = Annotated[kind, Field(**bounds)]
+    return kind, default
 
-    ``batch_size`` defaults to the task's own batch size (an int, or ``"full"`` for batch
-    gradient descent); ``seed`` defaults to 0 so every run is reproducible and resumable.
-    """
 
-    model_config = _STRICT
-    epochs: Annotated[int | None, Field(ge=1)] = None
-    max_steps: Annotated[int | None, Field(ge=1)] = None
-    batch_size: int | str | None = None
-    shuffle: bool = True
-    clip_norm: Annotated[float | None, Field(gt=0)] = None
-    clip_value: Annotated[float | None, Field(gt=0)] = None
-    accumulation_steps: Annotated[int, Field(ge=1)] = 1
-    precision: Literal["32", "bf16", "fp16"] = "32"
-    device: str = "auto"
-    val_every: Annotated[int | None, Field(ge=1)] = None
-    early_stopping: EarlyStoppingSection | None = None
-    checkpoint_every: Annotated[int | None, Field(ge=1)] = None
-    seed: Annotated[int, Field(ge=0)] = 0
-    progress: bool = True
-    nan_policy: Literal["stop", "skip", "rollback"] = "stop"
-    tol: Annotated[float | None, Field(gt=0)] = None
+_FIT_FIELDS: dict[str, Any] = {name: _fit_field(spec, d) for name, spec, d in toml_fields()}
 
-    @field_validator("batch_size", mode="plain")
-    @classmethod
-    def _batch_size(cls, value: Any) -> int | str | None:
-        if value is None or value == "full":
-            return value
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-            return value
-        raise ValueError(f'must be an integer >= 1 or "full", got {_show(value)}')
+#: ``[fit]``: the options of :func:`bergab.fit` that a file can hold, built from the
+#: options' declarations (:class:`bergab.training.FitOptions`, the fields with a
+#: ``Toml`` spec): a new fit option with a spec is a new key here without an edit.
+#: ``batch_size`` defaults to the task's own batch size (an int, or ``"full"`` for batch
+#: gradient descent); ``seed`` defaults to 0 so every run is reproducible and resumable.
+FitSection: Any = create_model(
+    "FitSection",
+    __config__=_STRICT,
+    __doc__=(
+        "``[fit]``: the options of :func:`bergab.fit` that a file can hold (declared in "
+        ":class:`bergab.training.FitOptions`)."
+    ),
+    **_FIT_FIELDS,
+)
 
 
 class OutputSection(BaseModel):
@@ -564,7 +483,7 @@ def validate(data: Mapping[str, Any]) -> RunConfig:
     _check_schedule(cfg.schedule)
     if cfg.fit.clip_norm is not None and cfg.fit.clip_value is not None:
         raise ConfigError("fit.clip_value", "set fit.clip_norm or fit.clip_value, not both")
-    _device(cfg, torch.nn.Linear(1, 1))  # checks fit.device
+    resolve_device(cfg, torch.nn.Linear(1, 1))  # checks fit.device
     return cfg
 
 
@@ -826,18 +745,38 @@ def build_schedule(table: Mapping[str, Any]) -> schedules.Schedule:
 # =========================================================================== runs
 
 
-def _batch_size(cfg: RunConfig, task: Any) -> int | str:
+def batch_size(cfg: RunConfig, task: Any) -> int | str:
+    """``fit.batch_size``, or the task's own batch size when the config sets none.
+
+    Example:
+        >>> cfg = validate({"task": {"name": "linreg"}, "fit": {"batch_size": "full"}})
+        >>> batch_size(cfg, build_task(cfg))
+        'full'
+    """
     return cfg.fit.batch_size if cfg.fit.batch_size is not None else task.batch_size
 
 
-def _sweep_batch_size(cfg: RunConfig, task: Any) -> int:
-    bs = _batch_size(cfg, task)
+def sweep_batch_size(cfg: RunConfig, task: Any) -> int:
+    """The batch size as a number (``"full"``: the whole training set), for the range test.
+
+    Example:
+        >>> cfg = validate({"task": {"name": "linreg"}, "fit": {"batch_size": "full"}})
+        >>> task = build_task(cfg); sweep_batch_size(cfg, task) == len(task.train)
+        True
+    """
+    bs = batch_size(cfg, task)
     return len(task.train) if bs == "full" else int(bs)
 
 
-def _device(cfg: RunConfig, model: torch.nn.Module) -> torch.device:
+def resolve_device(cfg: RunConfig, model: torch.nn.Module) -> torch.device:
     """``fit.device`` resolved as ``fit`` resolves it (``"auto"``: the model's device if not
-    the CPU, else CUDA when available, else the CPU)."""
+    the CPU, else CUDA when available, else the CPU).
+
+    Example:
+        >>> resolve_device(validate({"task": {"name": "linreg"}, "fit": {"device": "cpu"}}),
+        ...                torch.nn.Linear(1, 1))
+        device(type='cpu')
+    """
     if cfg.fit.device != "auto":
         try:
             return torch.device(cfg.fit.device)
@@ -853,138 +792,16 @@ def _device(cfg: RunConfig, model: torch.nn.Module) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def find_lr(cfg: RunConfig) -> Any:
-    """Run the range test of ``bergab lr-find`` on the config's task and optimizer.
-
-    Uses ``[lr_find]`` for the sweep and ``fit.batch_size``, ``fit.seed``,
-    ``fit.accumulation_steps`` and ``fit.device`` for the data; the model is restored.
-
-    Returns:
-        The :class:`bergab.lr_finder.LRFindResult`.
+def planned_steps(cfg: RunConfig, task: Any) -> int:
+    """The run's length in optimizer steps, counted as ``fit`` counts it.
 
     Example:
-        >>> cfg = validate({"task": {"name": "linreg", "standardize": True},
-        ...                 "lr_find": {"steps": 30}, "fit": {"batch_size": 100}})
-        >>> res = find_lr(cfg)
-        >>> len(res.lrs) <= 30, res.suggestion > 0
-        (True, True)
+        >>> cfg = validate({"task": {"name": "linreg"}, "fit": {"epochs": 2, "batch_size": "full"}})
+        >>> planned_steps(cfg, build_task(cfg))
+        2
     """
-    from bergab.lr_finder import lr_find
-
-    task = build_task(cfg)
-    device = _device(cfg, task.model)
-    return lr_find(
-        task.model,
-        task.train,
-        task.loss_fn,
-        optimizer=optimizer_factory(cfg),
-        batch_size=_sweep_batch_size(cfg, task),
-        accumulation_steps=cfg.fit.accumulation_steps,
-        device=device,
-        seed=cfg.fit.seed,
-        warn=False,
-        **cfg.lr_find.model_dump(),
-    )
-
-
-@dataclass
-class RunResult:
-    """What :func:`train` (``bergab train``/``resume``/``demo``) did.
-
-    Attributes:
-        run_dir: the run directory.
-        config: the resolved config (with ``lr = "auto"`` replaced by the schedule used).
-        history: the :class:`bergab.training.History` of ``fit``.
-        auto: what ``lr = "auto"`` chose (``None`` otherwise).
-        steps: optimizer steps done in all (including before a resume).
-        seconds: wall time of this call; ``lr_find_seconds`` of it was the range test.
-        interrupted: stopped by Ctrl-C (a checkpoint was written).
-        final: the last values of each logged quantity (``loss``, ``val_loss``, metrics).
-        files: the files written, relative to ``run_dir``.
-        error: why training stopped early on a NaN/inf (``nan_policy = "stop"``), else
-            ``None``; the history up to that step is kept and plotted.
-
-    Example:
-        >>> cfg = validate({"task": {"name": "linreg"}, "schedule": {"lr": 0.1}})
-        >>> r = RunResult(Path("runs/x"), cfg, None, None, steps=10, seconds=1.5,
-        ...               lr_find_seconds=0.0, interrupted=False, final={"final_val_loss": 0.25})
-        >>> print(r.summary_table())
-        task            linreg
-        optimizer       adamw
-        schedule        constant(lr=0.1)
-        steps           10
-        final val loss  0.25
-        time            1.5 s
-        run directory   runs/x
-    """
-
-    @property
-    def resumable(self) -> bool:
-        """Whether ``bergab resume run_dir`` can continue this run."""
-        return (self.run_dir / CONFIG_NAME).is_file() and (
-            self.run_dir / "checkpoints" / "last.pt"
-        ).is_file()
-
-    run_dir: Path
-    config: RunConfig
-    history: Any
-    auto: Any
-    steps: int
-    seconds: float
-    lr_find_seconds: float
-    interrupted: bool
-    final: dict[str, float]
-    files: list[str] = field(default_factory=list)
-    error: str | None = None
-
-    def summary_table(self) -> str:
-        """A short two-column summary: chosen lr, steps, final losses and metrics, time."""
-        rows: list[tuple[str, str]] = [("task", self.config.task.name)]
-        rows.append(("optimizer", self.config.optimizer.name))
-        if self.auto is not None:
-            rows.append(
-                (
-                    "chosen lr (peak)",
-                    f"{self.auto.peak:.3g}  (range test: rule {self.auto.result.rule}, "
-                    f"confidence {self.auto.result.confidence:.2f}; {self.auto.policy} schedule)",
-                )
-            )
-        elif self.config.auto:
-            rows.append(("lr", '"auto" (interrupted before the range test finished)'))
-        else:
-            rows.append(("schedule", repr(build_schedule(self.config.schedule))))
-        rows.append(("steps", str(self.steps)))
-        for key, value in self.final.items():
-            rows.append((key.replace("_", " "), f"{value:.4g}"))
-        took = f"{self.seconds:.1f} s"
-        if self.auto is not None and self.lr_find_seconds > 0:
-            took += f" (range test {self.lr_find_seconds:.1f} s)"
-        rows.append(("time", took))
-        rows.append(("run directory", str(self.run_dir)))
-        if self.interrupted:
-            rows.append(("status", "interrupted"))
-        if self.error is not None:
-            rows.append(("status", "stopped: non-finite loss or gradient"))
-        w = max(len(k) for k, _ in rows)
-        return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
-
-
-# files a run directory holds (relative names); `output.overwrite` removes exactly these
-_RUN_FILES = (
-    "config.toml",
-    "lr_find.json",
-    "lr_find.png",
-    "history.png",
-    "model.pt",
-    "summary.json",
-)
-_RUN_DIRS = ("checkpoints", "logs")
-
-
-def _planned_steps(cfg: RunConfig, task: Any) -> int:
-    """The run's length in optimizer steps, counted as ``fit`` counts it."""
     n = len(task.train)
-    bs = _sweep_batch_size(cfg, task)
+    bs = sweep_batch_size(cfg, task)
     batches = math.ceil(n / min(bs, n))
     per_epoch = math.ceil(batches / cfg.fit.accumulation_steps)
     caps = []
@@ -993,423 +810,3 @@ def _planned_steps(cfg: RunConfig, task: Any) -> int:
     if cfg.fit.epochs is not None or cfg.fit.max_steps is None:
         caps.append((cfg.fit.epochs or 1) * per_epoch)
     return min(caps)
-
-
-class _Interrupt:
-    """Ctrl-C during ``fit``: finish the step, checkpoint, then stop (see :func:`train`).
-
-    The first SIGINT only sets a flag. At the next step end the callback asks ``fit`` for
-    a checkpoint at that step (by checkpointing every step from then on, which ``fit``
-    does at the end of the step, after its validation and bookkeeping: a consistent
-    resume point), and at the following hook raises ``KeyboardInterrupt``. A second
-    SIGINT interrupts at once (the last regular checkpoint stays the resume point).
-    """
-
-    def __init__(self) -> None:
-        from bergab.training import Callback
-
-        self.requested = False
-        self.checkpoint_step: int | None = None
-        self._armed = False
-        self._before: tuple[int, int] | None = None
-        self.trainer: Any = None
-        outer = self
-
-        class _Hook(Callback):
-            def on_fit_start(self, trainer: Any) -> None:
-                outer.trainer = trainer
-
-            def on_epoch_start(self, trainer: Any) -> None:
-                outer.poll(trainer)
-
-            def on_batch_end(self, trainer: Any, logs: Mapping[str, Any]) -> None:
-                outer.poll(trainer, in_step=True)
-
-            def on_validation_end(self, trainer: Any, logs: Mapping[str, Any]) -> None:
-                outer.poll(trainer)
-
-            def on_epoch_end(self, trainer: Any, logs: Mapping[str, Any]) -> None:
-                outer.poll(trainer)
-
-        self.callback = _Hook()
-
-    def poll(self, trainer: Any, in_step: bool = False) -> None:
-        if not self.requested:
-            return
-        if not self._armed:
-            self._armed = True
-            self._before = self._stamp(trainer)
-            trainer.checkpoint_every = 1  # fit writes last.pt at the end of the step
-            return
-        if self._stamp(trainer) != self._before:  # the checkpoint has been written
-            # inside a step's on_batch_end the checkpoint is the previous step's
-            self.checkpoint_step = trainer.step - 1 if in_step else trainer.step
-            raise KeyboardInterrupt
-
-    @staticmethod
-    def _stamp(trainer: Any) -> tuple[int, int] | None:
-        try:
-            st = (Path(trainer.checkpoint_dir) / "last.pt").stat()
-        except (OSError, TypeError):
-            return None
-        return (st.st_ino, st.st_mtime_ns)
-
-    def handler(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print(
-            "\nCtrl-C: finishing this step and writing a checkpoint "
-            "(press Ctrl-C again to stop at once)",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = signal.signal(signal.SIGINT, self.handler)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
-
-
-def _prepare_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> None:
-    if resume:
-        if not (run_dir / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"{str(run_dir)!r} is not a run directory (no {CONFIG_NAME})")
-        return
-    if (run_dir / CONFIG_NAME).exists() or (run_dir / "checkpoints").exists():
-        if not cfg.output.overwrite:
-            raise ConfigError(
-                "output.dir",
-                f"{run_dir} already holds a run: continue it with 'bergab resume {run_dir}', "
-                "or pass --out DIR or --set output.overwrite=true",
-            )
-        for name in _RUN_DIRS:
-            shutil.rmtree(run_dir / name, ignore_errors=True)
-        for name in _RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-
-def _load_last(run_dir: Path) -> dict[str, Any]:
-    from bergab.training import load_checkpoint
-
-    return load_checkpoint(run_dir / "checkpoints" / "last.pt")
-
-
-def _finished_run(run_dir: Path, total: int) -> Any:
-    """The History of a run that has nothing left to do, else ``None``.
-
-    A run is finished when its checkpoint reached the planned number of steps or was
-    stopped for good (early stopping, ``tol``). ``fit(resume=True)`` on such a run would
-    return at once but still rewrite ``last.pt`` with the process's current random state,
-    which would break an exact continuation with a larger ``max_steps`` later.
-    """
-    from bergab.training import History
-
-    if not (run_dir / "checkpoints" / "last.pt").is_file():
-        return None
-    ckpt = _load_last(run_dir)
-    state = ckpt["fit"]
-    if int(state["step"]) < total and not state.get("should_stop"):
-        return None
-    history = History()
-    history.load_state_dict(ckpt["history"])
-    return history
-
-
-def _final_values(history: Any) -> dict[str, float]:
-    out: dict[str, float] = {}
-    last = history.last or {}
-    if isinstance(last.get("loss"), float):
-        out["final_train_loss"] = last["loss"]
-    elif history.steps.get("loss"):
-        out["final_train_loss"] = float(history.steps["loss"][-1])
-    for key, value in last.items():
-        if key.startswith("val_") and isinstance(value, (int, float)):
-            out[f"final_{key}"] = float(value)
-    return out
-
-
-def _write_plots(run_dir: Path, history: Any, auto: Any, say: Callable[[str], None]) -> list[str]:
-    from bergab._validate import MissingDependencyError
-
-    written: list[str] = []
-    try:
-        from bergab.plotting import pyplot
-
-        plt = pyplot()
-        if auto is not None:
-            plt.close(auto.result.plot(run_dir / "lr_find.png"))
-            written.append("lr_find.png")
-        if len(history) or history.records:
-            history.plot(run_dir / "history.png")
-            written.append("history.png")
-    except MissingDependencyError as exc:
-        say(f"plots skipped: {exc}")
-    return written
-
-
-def train(
-    cfg: RunConfig,
-    *,
-    resume: bool = False,
-    callbacks: Sequence[Any] = (),
-    say: Callable[[str], None] | None = None,
-) -> RunResult:
-    """Run a config: the library call behind ``bergab train``, ``resume`` and ``demo``.
-
-    1. Build the task, the optimizer factory and the schedule. With ``lr = "auto"``,
-       :func:`bergab.auto_lr.auto_schedule` runs the range test (``[lr_find]``) and
-       builds the schedule; the curve goes to ``lr_find.json``.
-    2. Write the resolved config (the schedule actually used) to ``RUN_DIR/config.toml``.
-    3. :func:`bergab.fit` with checkpoints in ``RUN_DIR/checkpoints`` and CSV/JSONL logs
-       in ``RUN_DIR/logs`` (``resume=True`` continues from ``checkpoints/last.pt``).
-    4. Write ``model.pt`` (the final ``state_dict``), ``summary.json`` and the plots
-       ``lr_find.png`` and ``history.png``.
-
-    Ctrl-C (SIGINT, when called from the main thread) finishes the current step, writes
-    a checkpoint there and returns with ``interrupted=True``; ``bergab resume RUN_DIR``
-    then continues exactly.
-
-    Args:
-        cfg: a validated config.
-        resume: continue the run in ``cfg.run_dir()`` instead of starting one.
-        callbacks: extra :class:`bergab.training.Callback` objects for ``fit``.
-        say: where progress messages go (e.g. ``print``); ``None``: nowhere.
-
-    Returns:
-        A :class:`RunResult`.
-
-    Raises:
-        ConfigError: the run directory already holds a run (and ``output.overwrite`` is
-            false), or the config is invalid.
-
-    Example:
-        >>> import tempfile
-        >>> out = Path(tempfile.mkdtemp()) / "run"
-        >>> cfg = validate({"task": {"name": "linreg", "standardize": True},
-        ...                 "schedule": {"lr": 0.1}, "fit": {"max_steps": 20, "progress": False},
-        ...                 "output": {"dir": str(out), "plots": False}})
-        >>> result = train(cfg)
-        >>> result.steps, result.interrupted, (out / "model.pt").is_file()
-        (20, False, True)
-        >>> resume(out).steps  # a finished run stays finished
-        20
-    """
-    from bergab.auto_lr import auto_schedule
-    from bergab.training import NonFiniteError, fit
-
-    t0 = time.perf_counter()
-    tell = say or (lambda _msg: None)
-    run_dir = cfg.run_dir()
-    _prepare_run_dir(run_dir, cfg, resume)
-    task = build_task(cfg)
-    factory = optimizer_factory(cfg)
-    total = _planned_steps(cfg, task)
-    tell(
-        f"task {task.name}: {len(task.train)} train / {len(task.val)} val examples; "
-        f"optimizer {cfg.optimizer.name}; {total} steps; run directory {run_dir}"
-    )
-    auto = None
-    find_seconds = 0.0
-    interrupt = _Interrupt()
-    if cfg.auto:
-        tell(
-            f"range test: {cfg.lr_find.steps} steps, lr {cfg.lr_find.start_lr:g} .. "
-            f"{cfg.lr_find.end_lr:g}"
-        )
-        t1 = time.perf_counter()
-        try:
-            auto = auto_schedule(
-                task.model,
-                task.train,
-                task.loss_fn,
-                total_steps=total,
-                optimizer=factory,
-                policy=cfg.schedule.get("policy", "cosine"),
-                warmup_steps=cfg.schedule.get("warmup_steps", 0),
-                batch_size=_sweep_batch_size(cfg, task),
-                accumulation_steps=cfg.fit.accumulation_steps,
-                device=_device(cfg, task.model),
-                seed=cfg.fit.seed,
-                lr_find_kwargs=cfg.lr_find.model_dump(),
-                warn=False,
-            )
-        except KeyboardInterrupt:  # nothing trained, nothing to resume
-            from bergab.training import History
-
-            return RunResult(
-                run_dir=run_dir,
-                config=cfg,
-                history=History(),
-                auto=None,
-                steps=0,
-                seconds=time.perf_counter() - t0,
-                lr_find_seconds=time.perf_counter() - t1,
-                interrupted=True,
-                final={},
-            )
-        find_seconds = time.perf_counter() - t1
-        tell(auto.describe())
-        for reason in auto.result.reasons:
-            tell(f"  note: {reason}")
-        (run_dir / "lr_find.json").write_text(
-            json.dumps(auto.result.to_dict(), indent=1) + "\n", encoding="utf-8"
-        )
-        schedule = auto.schedule
-        resolved = cfg.model_copy(update={"schedule": schedules.to_config(schedule)})
-    else:
-        schedule = build_schedule(cfg.schedule)
-        resolved = cfg
-    resolved = resolved.model_copy(
-        update={"output": cfg.output.model_copy(update={"dir": str(run_dir)})}
-    )
-    if not resume:
-        header = (
-            f"bergab run config, resolved (bergab {_version()}); continue with: "
-            f"bergab resume {run_dir}"
-        )
-        if auto is not None:
-            header += f"\n{auto.describe()} (range test curve: lr_find.json)"
-        (run_dir / CONFIG_NAME).write_text(dumps_toml(resolved.to_dict(), header), "utf-8")
-        # written again at the end; the thread count is needed by a resume after a crash
-        started = {"task": task.name, "status": "running", "threads": torch.get_num_threads()}
-        (run_dir / "summary.json").write_text(json.dumps(started) + "\n", "utf-8")
-
-    fit_kwargs = cfg.fit.model_dump(exclude={"early_stopping"})
-    es = cfg.fit.early_stopping
-    history: Any = None
-    interrupted = False
-    error: str | None = None
-    finished = _finished_run(run_dir, total) if resume else None
-    if finished is not None:  # nothing left to train: don't let fit rewrite the checkpoint
-        history = finished
-        hint = (
-            "; to train on, pass e.g. --set fit.max_steps=N with a larger N"
-            if history.stop_reason in ("max_steps", "epochs")
-            else ""
-        )
-        tell(f"the run already finished at step {len(history)} ({history.stop_reason}){hint}")
-        task.model.load_state_dict(_load_last(run_dir)["model"])
-    else:
-        with interrupt.installed():
-            try:
-                history = fit(
-                    task.model,
-                    task.train,
-                    task.loss_fn,
-                    val_data=task.val,
-                    optimizer=factory,
-                    lr=schedule,
-                    metrics=task.metrics,
-                    callbacks=[*callbacks, interrupt.callback],
-                    early_stopping=None if es is None else es.model_dump(),
-                    checkpoint_dir=run_dir / "checkpoints",
-                    log_dir=run_dir / "logs",
-                    resume=resume,
-                    **{**fit_kwargs, "batch_size": _batch_size(cfg, task)},
-                )
-            except KeyboardInterrupt:
-                interrupted = True
-                if interrupt.trainer is not None:
-                    history = interrupt.trainer.history
-            except NonFiniteError as exc:  # nan_policy = "stop": a result with its history
-                error = str(exc)
-                history = exc.history
-    if history is None:  # interrupted before training started (e.g. in the range test)
-        from bergab.training import History
-
-        history = History()
-    elif not interrupted and error is None:
-        torch.save(task.model.state_dict(), run_dir / "model.pt")
-    files = []
-    if cfg.output.plots:
-        files += _write_plots(run_dir, history, auto, tell)
-    steps = int(history.steps["step"][-1]) if history.steps.get("step") else 0
-    if interrupted and interrupt.checkpoint_step is not None:
-        steps = interrupt.checkpoint_step
-    result = RunResult(
-        run_dir=run_dir,
-        config=resolved,
-        history=history,
-        auto=auto,
-        steps=steps,
-        seconds=time.perf_counter() - t0,
-        lr_find_seconds=find_seconds,
-        interrupted=interrupted,
-        final=_final_values(history),
-        error=error,
-    )
-    summary = {
-        "task": task.name,
-        "optimizer": cfg.optimizer.name,
-        "schedule": resolved.schedule,
-        "auto_lr": None
-        if auto is None
-        else {
-            "peak": auto.peak,
-            "policy": auto.policy,
-            "total_steps": auto.total_steps,
-            "rule": auto.result.rule,
-            "confidence": auto.result.confidence,
-            "suggestions": auto.result.suggestions,
-        },
-        "status": "interrupted" if interrupted else "failed" if error else "finished",
-        "steps": steps,
-        "stop_reason": history.stop_reason,
-        "interrupted": interrupted,
-        "error": error,
-        "final": result.final,
-        "best": history.best,
-        "seconds": result.seconds,
-        "lr_find_seconds": find_seconds,
-        "threads": torch.get_num_threads(),  # bergab resume uses the same by default
-    }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", "utf-8")
-    result.files = sorted(p.name for p in run_dir.iterdir())
-    return result
-
-
-def resume(
-    run_dir: str | Path,
-    overrides: Iterable[str] = (),
-    *,
-    callbacks: Sequence[Any] = (),
-    say: Callable[[str], None] | None = None,
-) -> RunResult:
-    """Continue the run in ``run_dir`` from its last checkpoint (``bergab resume``).
-
-    Reads ``run_dir/config.toml`` (with ``lr = "auto"`` already resolved to the schedule
-    used, so no new range test), applies ``overrides`` (e.g. ``fit.max_steps=5000`` to
-    train on), and calls :func:`train` with ``resume=True``. Without overrides the final
-    weights equal, bit for bit on the CPU, those of a run that was never interrupted.
-
-    Args:
-        run_dir: a directory written by :func:`train`.
-        overrides: ``KEY.PATH=VALUE`` strings.
-        callbacks: extra callbacks for ``fit``.
-        say: where progress messages go.
-
-    Returns:
-        The :class:`RunResult` (see :func:`train` for an example).
-    """
-    path = Path(run_dir)
-    if not (path / CONFIG_NAME).is_file():
-        raise FileNotFoundError(
-            f"{str(path)!r} is not a run directory: it has no {CONFIG_NAME} "
-            "(bergab train writes one)"
-        )
-    cfg = load(path / CONFIG_NAME, [*overrides, f"output.dir={_toml_string(str(path))}"])
-    return train(cfg, resume=True, callbacks=callbacks, say=say)
-
-
-def _version() -> str:
-    from bergab._version import __version__
-
-    return __version__

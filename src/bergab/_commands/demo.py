@@ -85,8 +85,8 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bergab import config
+    from bergab import config, run
 
     cfg = config.validate(demo_config(args.quick, args.out, progress=not args.no_progress))
     set_threads(args)
-    return report(config.train(cfg, say=print))
+    return report(run.train(cfg, say=print))

@@ -73,11 +73,11 @@ def format_suggestions(result: Any) -> str:
 def _run(args: argparse.Namespace) -> int:
     import json
 
-    from bergab import config
+    from bergab import config, run
 
     cfg = config.load(args.config, overrides(args))
     set_threads(args)
-    result = config.find_lr(cfg)
+    result = run.find_lr(cfg)
     print(
         f"range test on {cfg.task.name} with {cfg.optimizer.name}: {len(result.lrs)} steps "
         f"({result.stop_reason}), lr {result.lrs[0]:.2g} .. {result.lrs[-1]:.2g}"

@@ -63,11 +63,11 @@ def _run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from bergab import config
+    from bergab import run
 
     if args.threads is None:  # the thread count the run used: same sums, same weights
         summary = Path(args.run_dir) / "summary.json"
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
             args.threads = int(json.loads(summary.read_text(encoding="utf-8"))["threads"])
     set_threads(args)
-    return report(config.resume(args.run_dir, args.set, say=print))
+    return report(run.resume(args.run_dir, args.set, say=print))

@@ -15,6 +15,8 @@ import argparse
 import sys
 from typing import Any
 
+from bergab._toml import toml_string
+
 __all__ = [
     "add_common_arguments",
     "add_threads_argument",
@@ -82,14 +84,8 @@ def overrides(args: argparse.Namespace) -> list[str]:
     """The ``--set`` overrides, plus ``--out`` as ``output.dir``."""
     out = list(args.set or [])
     if getattr(args, "out", None):
-        out.append(f"output.dir={_toml_string(args.out)}")
+        out.append(f"output.dir={toml_string(args.out)}")
     return out
-
-
-def _toml_string(text: str) -> str:
-    from bergab.config import dumps_toml
-
-    return dumps_toml({"v": text}).split("=", 1)[1].strip()
 
 
 def register(subparsers: Any) -> None:
@@ -131,8 +127,8 @@ def report(result: Any) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bergab import config
+    from bergab import config, run
 
     cfg = config.load(args.config, overrides(args))
     set_threads(args)
-    return report(config.train(cfg, say=print))
+    return report(run.train(cfg, say=print))

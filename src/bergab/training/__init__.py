@@ -19,14 +19,8 @@ Example:
 
 from __future__ import annotations
 
-from bergab.training._fit import (
-    CHECKPOINT_FORMAT,
-    NAN_POLICIES,
-    PRECISIONS,
-    NonFiniteError,
-    Trainer,
-    fit,
-)
+from bergab.training._fit import PRECISIONS, NonFiniteError, Trainer, fit
+from bergab.training._state import CHECKPOINT_FORMAT, RunState
 from bergab.training.callbacks import (
     Callback,
     EarlyStopping,
@@ -42,7 +36,9 @@ from bergab.training.checkpoint import (
 )
 from bergab.training.history import History
 from bergab.training.loggers import CSVLogger, JSONLLogger, TensorBoardLogger
+from bergab.training.options import NAN_POLICIES, FitOptions
 from bergab.training.progress import ProgressBar
+from bergab.training.world import World
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -51,6 +47,7 @@ __all__ = [
     "CSVLogger",
     "Callback",
     "EarlyStopping",
+    "FitOptions",
     "History",
     "JSONLLogger",
     "LambdaCallback",
@@ -58,8 +55,10 @@ __all__ = [
     "NonFiniteError",
     "ProgressBar",
     "ReduceLROnPlateau",
+    "RunState",
     "TensorBoardLogger",
     "Trainer",
+    "World",
     "fit",
     "load_checkpoint",
     "rng_state",

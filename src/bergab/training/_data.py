@@ -156,20 +156,53 @@ class Source:
         raise NotImplementedError
 
 
+def _check_shard(shard: Any) -> tuple[int, int] | None:
+    if shard is None:
+        return None
+    rank, size = shard
+    if not 0 <= rank < size:
+        raise ValueError(f"shard must be (rank, size) with 0 <= rank < size, got {shard!r}")
+    return None if size == 1 else (int(rank), int(size))
+
+
 class _IndexedSource(Source):
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int) -> None:
+    """Examples ``0 .. n-1`` in a seeded order, cut into batches.
+
+    With ``shard=(rank, size)`` every process draws the same order of the epoch (the same
+    seed), pads it by wrapping around to a multiple of ``size`` (as torch's
+    ``DistributedSampler`` does, so every process takes the same number of steps), and
+    keeps every ``size``-th example starting at ``rank``: the shards are disjoint
+    (but for the padding) and together cover the epoch.
+    """
+
+    def __init__(
+        self, n: int, batch_size: int, shuffle: bool, seed: int, shard: Any = None
+    ) -> None:
         if n == 0:
             raise ValueError("train_data is empty")
+        self.shard = _check_shard(shard)
+        self.total = n
+        if self.shard is not None:
+            n = math.ceil(n / self.shard[1])  # this process's share
         self.n = n
         self.batch_size = min(batch_size, n)
-        self.shuffle = shuffle and self.batch_size < n
+        self.shuffle = shuffle and (self.batch_size < n or self.shard is not None)
         self.seed = seed
         self.num_batches = math.ceil(n / self.batch_size)
 
     def _order(self, epoch: int) -> torch.Tensor | None:
-        if not self.shuffle:
-            return None
-        return torch.randperm(self.n, generator=_epoch_generator(self.seed, epoch))
+        if self.shard is None:
+            if not self.shuffle:
+                return None
+            return torch.randperm(self.n, generator=_epoch_generator(self.seed, epoch))
+        rank, size = self.shard
+        order = (
+            torch.randperm(self.total, generator=_epoch_generator(self.seed, epoch))
+            if self.shuffle
+            else torch.arange(self.total)
+        )
+        padded = torch.cat([order, order[: self.n * size - self.total]])
+        return padded[rank::size]
 
     def _take(self, idx: torch.Tensor | slice) -> Any:
         raise NotImplementedError
@@ -187,16 +220,21 @@ class TensorSource(_IndexedSource):
     """Tensors ``(x, y, ...)`` cut into batches (full batch: the tensors themselves)."""
 
     def __init__(
-        self, tensors: tuple[torch.Tensor, ...], batch_size: int, shuffle: bool, seed: int
+        self,
+        tensors: tuple[torch.Tensor, ...],
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        shard: Any = None,
     ) -> None:
         self.tensors = tensors
-        super().__init__(len(tensors[0]), batch_size, shuffle, seed)
+        super().__init__(len(tensors[0]), batch_size, shuffle, seed, shard)
 
     def batches(
         self, epoch: int, start: int, epoch_state: Mapping[str, Any] | None
     ) -> Iterator[Any]:
         tensors = self.tensors
-        if self.batch_size >= self.n:  # one batch, not shuffled: the tensors themselves
+        if self.batch_size >= self.n and self.shard is None:  # one batch: the tensors
             if start == 0:
                 yield tensors
             return
@@ -212,9 +250,11 @@ class TensorSource(_IndexedSource):
 class DatasetSource(_IndexedSource):
     """A map-style Dataset batched with ``default_collate``."""
 
-    def __init__(self, dataset: Dataset[Any], batch_size: int, shuffle: bool, seed: int) -> None:
+    def __init__(
+        self, dataset: Dataset[Any], batch_size: int, shuffle: bool, seed: int, shard: Any = None
+    ) -> None:
         self.dataset = dataset
-        super().__init__(len(dataset), batch_size, shuffle, seed)  # type: ignore[arg-type]
+        super().__init__(len(dataset), batch_size, shuffle, seed, shard)  # type: ignore[arg-type]
 
     def _take(self, idx: torch.Tensor | slice) -> Any:
         indices = range(self.n)[idx] if isinstance(idx, slice) else idx.tolist()
@@ -267,6 +307,9 @@ class LoaderSource(Source):
                 raise ValueError("the DataLoader's generators differ from the checkpoint's")
             for g, st in zip(gens, epoch_state["generators"], strict=True):
                 g.set_state(st)
+        set_epoch = getattr(getattr(self.loader, "sampler", None), "set_epoch", None)
+        if callable(set_epoch):  # a DistributedSampler: each epoch its own order
+            set_epoch(epoch)
         it = iter(self.loader)
         for i in range(start):
             try:
@@ -289,19 +332,37 @@ def _is_indexed(data: Any) -> bool:
         return True  # malformed tensors: make_source says why
 
 
-def make_source(data: Any, batch_size: int | str | None, shuffle: bool, seed: int) -> Source:
+def make_source(
+    data: Any,
+    batch_size: int | str | None,
+    shuffle: bool,
+    seed: int,
+    shard: tuple[int, int] | None = None,
+) -> Source:
     """The source of ``data``: tensors, a Dataset, or a DataLoader/re-iterable.
 
     ``batch_size``: ``"full"`` (all examples in one batch), an int, or ``None`` (64, or all
-    examples when fewer).
+    examples when fewer); per process when sharded. ``shard=(rank, size)``: this process's
+    share of every epoch (see :class:`_IndexedSource`). A DataLoader is not cut by bergab:
+    under several processes it must shard itself (a ``DistributedSampler``).
     """
     tensors = _as_tensors(data)
     if tensors is not None or (isinstance(data, Dataset) and not isinstance(data, IterableDataset)):
         n = len(tensors[0]) if tensors is not None else len(data)
+        if shard is not None and shard[1] > 1:
+            n = math.ceil(n / shard[1])
         bs = max(n, 1) if batch_size == "full" else (64 if batch_size is None else int(batch_size))
         if tensors is not None:
-            return TensorSource(tensors, bs, shuffle, seed)
-        return DatasetSource(data, bs, shuffle, seed)
+            return TensorSource(tensors, bs, shuffle, seed, shard)
+        return DatasetSource(data, bs, shuffle, seed, shard)
+    if shard is not None and shard[1] > 1:
+        sampler = getattr(data, "sampler", None)
+        if not isinstance(sampler, torch.utils.data.DistributedSampler):
+            raise ValueError(
+                f"train_data is a {type(data).__name__} and this is one of {shard[1]} "
+                "processes: give the DataLoader a torch.utils.data.DistributedSampler, or "
+                "pass tensors or a Dataset and fit shards them"
+            )
     if batch_size is not None:
         raise ValueError(
             f"batch_size must be None when train_data is a {type(data).__name__} (it makes "

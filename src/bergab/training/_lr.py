@@ -1,0 +1,135 @@
+"""The learning rate as fit controls it: one factor over whatever drives each group's lr.
+
+NaN rollbacks halve the learning rate and callbacks such as
+:class:`~bergab.training.ReduceLROnPlateau` scale it; :class:`LRControl` applies their
+product to every param group, whether a bergab schedule, fit's schedule adapter for a
+torch optimizer, a user's torch LR scheduler or a constant drives it. ``fit(lr="auto")``
+is resolved with the functions :func:`register_auto_lr` was given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeGuard
+
+import torch
+
+from bergab import optim as _optim
+from bergab import schedules
+
+__all__ = ["AUTO_LR", "LRControl", "Scaled", "is_bergab", "register_auto_lr", "write_lr"]
+
+
+def write_lr(group: dict[str, Any], value: float) -> None:
+    if isinstance(group.get("lr"), torch.Tensor):
+        group["lr"].fill_(value)
+    else:
+        group["lr"] = value
+
+
+class Scaled(schedules.Schedule):
+    """A schedule times the factor fit controls (NaN rollbacks, plateau cuts)."""
+
+    name = "fit_scaled"
+
+    def __init__(self, schedule: schedules.ScheduleLike) -> None:
+        self.schedule = schedule
+        self.factor = 1.0
+
+    def _value(self, t: int) -> float:
+        return self.factor * float(self.schedule(t))
+
+    def children(self) -> tuple[schedules.Schedule, ...]:
+        return (self.schedule,) if isinstance(self.schedule, schedules.Schedule) else ()
+
+    def _config(self) -> dict[str, Any]:
+        return {"schedule": self.schedule, "factor": self.factor}
+
+
+def is_bergab(opt: torch.optim.Optimizer) -> TypeGuard[_optim.Optimizer]:
+    return isinstance(opt, _optim.Optimizer) and "lr" in opt.schedulable
+
+
+class LRControl:
+    """Multiplies every param group's learning rate by one factor, whatever drives it.
+
+    bergab optimizers: ``lr_scale = base_scale * factor`` (schedules keep running).
+    torch optimizers driven by fit's schedule adapter: the schedule is wrapped in
+    :class:`Scaled`. A user's torch LR scheduler: its ``base_lrs`` and the groups' lr are
+    rescaled. A constant lr: ``lr = base_lr * factor``.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        scaled: Scaled | None,
+    ) -> None:
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.scaled = scaled
+        groups = optimizer.param_groups
+        if is_bergab(optimizer):
+            self.kind = "lr_scale"
+            self.base = [float(g["lr_scale"]) for g in groups]
+        elif scaled is not None:
+            self.kind = "schedule"
+            self.base = []
+        elif scheduler is not None:
+            self.kind = "scheduler"
+            self.base = []
+        else:
+            self.kind = "lr"
+            self.base = [float(g["lr"]) for g in groups]
+        self.applied = 1.0
+
+    def apply(self, factor: float) -> None:
+        if factor == self.applied:
+            return
+        groups = self.optimizer.param_groups
+        if self.kind == "lr_scale":
+            for g, b in zip(groups, self.base, strict=True):
+                g["lr_scale"] = b * factor
+        elif self.kind == "lr":
+            for g, b in zip(groups, self.base, strict=True):
+                write_lr(g, b * factor)
+        elif self.kind == "schedule":
+            assert self.scaled is not None
+            self.scaled.factor = factor
+            t = self.scheduler.last_epoch
+            for g, s in zip(groups, self.scheduler.schedules, strict=True):
+                write_lr(g, float(s(t)))
+        else:
+            ratio = factor / self.applied
+            for g in groups:
+                write_lr(g, float(g["lr"]) * ratio)
+            if hasattr(self.scheduler, "base_lrs"):
+                self.scheduler.base_lrs = [b * ratio for b in self.scheduler.base_lrs]
+        self.applied = factor
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "base": list(self.base), "applied": self.applied}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state["kind"] != self.kind:
+            raise ValueError(
+                f"the checkpoint's learning rate is driven by {state['kind']!r}, this run's by "
+                f"{self.kind!r}: resume with the same optimizer, lr and scheduler"
+            )
+        self.base = [float(b) for b in state["base"]]
+        self.applied = float(state["applied"])
+        if self.scaled is not None:
+            self.scaled.factor = self.applied
+
+
+#: What ``fit(lr="auto")`` calls: ``auto_schedule`` and ``build_schedule`` of
+#: :mod:`bergab.auto_lr`. The range test lives a layer above training, so training does
+#: not import it: ``bergab.auto_lr`` hands its functions down with
+#: :func:`register_auto_lr` when it is imported (``import bergab`` imports it).
+AUTO_LR: dict[str, Callable[..., Any]] = {}
+
+
+def register_auto_lr(auto_schedule: Callable[..., Any], build_schedule: Callable[..., Any]) -> None:
+    """Set what ``fit(lr="auto")`` resolves the learning rate with (see ``AUTO_LR``)."""
+    AUTO_LR["auto_schedule"] = auto_schedule
+    AUTO_LR["build_schedule"] = build_schedule
