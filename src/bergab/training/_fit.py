@@ -20,23 +20,27 @@ import contextlib
 import dataclasses
 import inspect
 import math
-import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from bergab import optim as _optim
 from bergab import schedules
 from bergab.training import _data
-from bergab.training._lr import AUTO_LR, LRControl, Scaled, is_bergab, write_lr
+from bergab.training._lr import AUTO_LR, LRControl, Scaled, build_optimizer
 from bergab.training._state import CHECKPOINT_FORMAT, RunState
-from bergab.training._step import PRECISIONS, StepCore, check_precision
+from bergab.training._step import (
+    PRECISIONS,
+    StepCore,
+    check_precision,
+    resolve_device,
+    seed_everything,
+)
 from bergab.training.callbacks import HOOKS, Callback
 from bergab.training.checkpoint import remove_stale_temporaries, rng_state, set_rng_state
 from bergab.training.history import History
@@ -81,40 +85,6 @@ class _RollbackError(Exception):
 
 
 # ----------------------------------------------------------------------------- helpers
-def _seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-
-
-def _resolve_device(device: Any, model: nn.Module) -> torch.device:
-    if device == "auto":
-        p = next(model.parameters(), None)
-        if p is not None and p.device.type != "cpu":
-            return p.device
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not isinstance(device, (str, torch.device)):
-        raise TypeError(f"device must be 'auto', a str or a torch.device, got {device!r}")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(
-            f"device must be 'auto' or a torch device such as 'cpu', 'cuda', 'cuda:1'; "
-            f"got {device!r}"
-        ) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r}, but CUDA is not available; use 'cpu' or 'auto'")
-    return dev
-
-
-def _accepts_lr(factory: Callable[..., Any]) -> bool:
-    try:
-        params = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.name == "lr" or p.kind is p.VAR_KEYWORD for p in params)
-
-
 def _overrides(cb: Callback, hook: str) -> bool:
     return hook in vars(cb) or getattr(type(cb), hook) is not getattr(Callback, hook)
 
@@ -178,7 +148,7 @@ class Trainer(StepCore):
         self.has_validation = o.val_data is not None
         self.batch_fn = _data.default_batch_fn if o.batch_fn is None else o.batch_fn
         self.clip_norm, self.clip_value = o.clip_norm, o.clip_value
-        self.device = _resolve_device(o.device, model)
+        self.device = resolve_device(o.device, model)
         self.precision = check_precision(o.precision, self.device)
         self.checkpoint_dir: Path | None = o.checkpoint_dir
         self.log_dir: Path | None = o.log_dir
@@ -306,47 +276,11 @@ class Trainer(StepCore):
         return chosen.schedule
 
     def _build_optimizer(self, lr: Any) -> Scaled | None:
-        spec = self.options.optimizer
-        kwargs = self.options.optimizer_kwargs
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if not params and not isinstance(spec, torch.optim.Optimizer):
-            raise ValueError("the model has no trainable parameters (requires_grad=True)")
-        float_lr = None if lr is None else (lr if isinstance(lr, float) else float(lr(0)))
-        if isinstance(spec, torch.optim.Optimizer):
-            opt = spec
-            mine = {id(p) for p in self.model.parameters()}
-            theirs = {id(p) for g in opt.param_groups for p in g["params"]}
-            if not mine & theirs:
-                raise ValueError("the optimizer holds none of the model's parameters")
-        elif isinstance(spec, str):
-            opt = _optim.create(spec, params, **kwargs)
-        elif isinstance(spec, type):
-            opt = spec(params, **kwargs)
-        else:
-            opt = (
-                spec(params, lr=float_lr)
-                if float_lr is not None and _accepts_lr(spec)
-                else spec(params)
-            )
-            if not isinstance(opt, torch.optim.Optimizer):
-                raise TypeError(
-                    "the optimizer factory must return a torch.optim.Optimizer, got "
-                    f"{type(opt).__name__}"
-                )
+        o = self.options
+        opt, scheduler, scaled = build_optimizer(o.optimizer, o.optimizer_kwargs, self.model, lr)
         self.optimizer = opt
-        scaled = None
-        if lr is not None:
-            if schedules.is_schedule(lr):
-                if is_bergab(opt):
-                    opt.set_schedule("lr", lr)
-                else:
-                    scaled = Scaled(lr)
-                    self.scheduler = schedules.attach(opt, scaled)
-            else:
-                if is_bergab(opt):
-                    opt.set_schedule("lr", None)
-                for g in opt.param_groups:
-                    write_lr(g, float(lr))
+        if scheduler is not None:
+            self.scheduler = scheduler
         return scaled
 
     def _stateful_schedules(self) -> list[schedules.Schedule]:
@@ -410,7 +344,7 @@ class Trainer(StepCore):
         if fit_state is not None:
             self.state.data_seed = int(fit_state["data_seed"])
         elif seed is not None:
-            _seed_everything(seed)
+            seed_everything(seed)
             self.state.data_seed = seed
         else:
             self.state.data_seed = int(torch.randint(0, 2**62, (1,)).item())

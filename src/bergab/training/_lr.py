@@ -9,6 +9,7 @@ is resolved with the functions :func:`register_auto_lr` was given.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, TypeGuard
 
@@ -17,7 +18,15 @@ import torch
 from bergab import optim as _optim
 from bergab import schedules
 
-__all__ = ["AUTO_LR", "LRControl", "Scaled", "is_bergab", "register_auto_lr", "write_lr"]
+__all__ = [
+    "AUTO_LR",
+    "LRControl",
+    "Scaled",
+    "build_optimizer",
+    "is_bergab",
+    "register_auto_lr",
+    "write_lr",
+]
 
 
 def write_lr(group: dict[str, Any], value: float) -> None:
@@ -120,6 +129,63 @@ class LRControl:
         self.applied = float(state["applied"])
         if self.scaled is not None:
             self.scaled.factor = self.applied
+
+
+def _accepts_lr(factory: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "lr" or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def build_optimizer(
+    spec: Any, kwargs: Mapping[str, Any], model: torch.nn.Module, lr: Any
+) -> tuple[torch.optim.Optimizer, Any, Scaled | None]:
+    """fit's optimizer from its ``optimizer`` option, with ``lr`` (a number or schedule) set.
+
+    Returns the optimizer, the schedule adapter fit steps for a torch optimizer driven
+    by a schedule (else ``None``), and the :class:`Scaled` schedule inside that adapter.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params and not isinstance(spec, torch.optim.Optimizer):
+        raise ValueError("the model has no trainable parameters (requires_grad=True)")
+    float_lr = None if lr is None else (lr if isinstance(lr, float) else float(lr(0)))
+    if isinstance(spec, torch.optim.Optimizer):
+        opt = spec
+        mine = {id(p) for p in model.parameters()}
+        theirs = {id(p) for g in opt.param_groups for p in g["params"]}
+        if not mine & theirs:
+            raise ValueError("the optimizer holds none of the model's parameters")
+    elif isinstance(spec, str):
+        opt = _optim.create(spec, params, **kwargs)
+    elif isinstance(spec, type):
+        opt = spec(params, **kwargs)
+    else:
+        opt = (
+            spec(params, lr=float_lr)
+            if float_lr is not None and _accepts_lr(spec)
+            else spec(params)
+        )
+        if not isinstance(opt, torch.optim.Optimizer):
+            raise TypeError(
+                "the optimizer factory must return a torch.optim.Optimizer, got "
+                f"{type(opt).__name__}"
+            )
+    scheduler = scaled = None
+    if lr is not None:
+        if schedules.is_schedule(lr):
+            if is_bergab(opt):
+                opt.set_schedule("lr", lr)
+            else:
+                scaled = Scaled(lr)
+                scheduler = schedules.attach(opt, scaled)
+        else:
+            if is_bergab(opt):
+                opt.set_schedule("lr", None)
+            for g in opt.param_groups:
+                write_lr(g, float(lr))
+    return opt, scheduler, scaled
 
 
 #: What ``fit(lr="auto")`` calls: ``auto_schedule`` and ``build_schedule`` of

@@ -12,16 +12,26 @@ from __future__ import annotations
 
 import contextlib
 import math
+import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from bergab._validate import check_choice, check_real
 from bergab.training import _data
 
-__all__ = ["PRECISIONS", "StepCore", "Stepper", "check_clip", "check_precision"]
+__all__ = [
+    "PRECISIONS",
+    "StepCore",
+    "Stepper",
+    "check_clip",
+    "check_precision",
+    "resolve_device",
+    "seed_everything",
+]
 
 #: The ``precision`` values fit accepts.
 PRECISIONS = ("32", "bf16", "fp16")
@@ -61,6 +71,35 @@ def check_clip(clip_norm: Any, clip_value: Any) -> tuple[float | None, float | N
     if norm is not None and value is not None:
         raise ValueError("set clip_norm or clip_value, not both")
     return norm, value
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy's global generator and Python's ``random``."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def resolve_device(device: Any, model: nn.Module) -> torch.device:
+    """``device`` checked; ``"auto"``: the model's device if not the CPU, else CUDA when
+    available, else the CPU."""
+    if device == "auto":
+        p = next(model.parameters(), None)
+        if p is not None and p.device.type != "cpu":
+            return p.device
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be 'auto', a str or a torch.device, got {device!r}")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(
+            f"device must be 'auto' or a torch device such as 'cpu', 'cuda', 'cuda:1'; "
+            f"got {device!r}"
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}, but CUDA is not available; use 'cpu' or 'auto'")
+    return dev
 
 
 class StepCore:
