@@ -17,8 +17,16 @@ from torch.utils.data import DataLoader, TensorDataset
 import bergab
 import bergab.run
 from bergab import config
-from bergab.training import Callback, FitOptions, RunState, Trainer, World, fit, load_checkpoint
-from bergab.training import _data
+from bergab.training import (
+    Callback,
+    FitOptions,
+    RunState,
+    Trainer,
+    World,
+    _data,
+    fit,
+    load_checkpoint,
+)
 from bergab.training.options import toml_fields
 
 torch.set_num_threads(1)
@@ -126,7 +134,7 @@ class _PauseAt(Callback):
 )
 def test_stop_with_a_checkpoint_resumes_bit_for_bit(tmp_path: Path, at: int, hook: str) -> None:
     x, y = _data_xy()
-    kw: dict[str, Any] = dict(
+    kw: dict[str, Any] = dict(  # noqa: C408
         val_data=(x[:32], y[:32]),
         optimizer="adamw",
         lr=0.01,
@@ -151,7 +159,9 @@ def test_stop_with_a_checkpoint_resumes_bit_for_bit(tmp_path: Path, at: int, hoo
     assert h1.stop_reason == "paused by a test"
     assert len(h1) == at
     saved = load_checkpoint(ckpt / "last.pt")["fit"]
-    assert saved["step"] == at and not saved["should_stop"] and saved["stop_reason"] is None
+    assert saved["step"] == at
+    assert not saved["should_stop"]
+    assert saved["stop_reason"] is None
 
     resumed = _model()
     h2 = fit(resumed, (x, y), torch.nn.functional.mse_loss, checkpoint_dir=ckpt, resume=True, **kw)
@@ -191,7 +201,8 @@ def test_a_pause_after_a_final_stop_keeps_the_final_stop(tmp_path: Path) -> None
     )
     assert h.stop_reason == "done"
     saved = load_checkpoint(tmp_path / "last.pt")["fit"]
-    assert saved["should_stop"] and saved["stop_reason"] == "done"
+    assert saved["should_stop"]
+    assert saved["stop_reason"] == "done"
 
 
 # ----------------------------------------------------------------------------- run layer
@@ -206,7 +217,8 @@ def test_the_run_layer_trains_resumes_and_writes_through_one_world(tmp_path: Pat
         }
     )
     result = bergab.run.train(cfg)
-    assert result.steps == 12 and not result.interrupted
+    assert result.steps == 12
+    assert not result.interrupted
     assert {"config.toml", "summary.json", "model.pt", "checkpoints", "logs"} <= set(result.files)
     assert json.loads((out / "summary.json").read_text())["status"] == "finished"
     assert not list(out.glob(".*.tmp"))  # files are replaced whole
@@ -278,16 +290,14 @@ def _rank_main(rank: int, size: int, port: int, out: str) -> None:
         x = torch.arange(40).float().unsqueeze(1)
         seen: list[int] = []
 
-        class Record(Callback):
-            def on_batch_end(self, trainer: Any, logs: Any) -> None:
-                pass
-
         def batch_fn(batch: Any) -> Any:
             seen.extend(batch[0].long().flatten().tolist())
             return batch[0], batch[1]
 
+        torch.manual_seed(0)
+        model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(1, 1))
         h = fit(
-            torch.nn.Linear(1, 1),
+            model,
             (x, x),
             torch.nn.functional.mse_loss,
             optimizer="sgd",
@@ -299,9 +309,14 @@ def _rank_main(rank: int, size: int, port: int, out: str) -> None:
             progress=False,
             checkpoint_dir=Path(out) / "ckpt",
             log_dir=Path(out) / "logs",
-            callbacks=[Record()],
         )
-        Path(out, f"rank{rank}.json").write_text(json.dumps({"steps": len(h), "seen": seen}))
+        weights = [p.detach().flatten().tolist() for p in model.parameters()]
+        Path(out, f"rank{rank}.json").write_text(
+            json.dumps({"steps": len(h), "seen": seen, "weights": weights})
+        )
+        if rank == 0:  # without gradient averaging, sharded training would be wrong
+            with pytest.raises(ValueError, match="DistributedDataParallel"):
+                fit(torch.nn.Linear(1, 1), (x, x), torch.nn.functional.mse_loss)
     finally:
         torch.distributed.destroy_process_group()
 
@@ -317,6 +332,7 @@ def test_two_processes_shard_the_data_and_only_rank_0_writes(tmp_path: Path) -> 
     epoch0 = [r0["seen"][:20], r1["seen"][:20]]
     assert set(epoch0[0]).isdisjoint(epoch0[1])
     assert set(epoch0[0]) | set(epoch0[1]) == set(range(40))
+    assert r0["weights"] == r1["weights"]  # DDP averaged the shards' gradients
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["last.pt"]
     logs = tmp_path / "logs"
     assert len(list(logs.glob("events.out.tfevents.*"))) <= 1  # one writer, not two
@@ -325,4 +341,5 @@ def test_two_processes_shard_the_data_and_only_rank_0_writes(tmp_path: Path) -> 
 
 def test_bergab_exports_the_seams() -> None:
     assert bergab.training.FitOptions is FitOptions
-    assert callable(bergab.run.train) and callable(bergab.run.resume)
+    assert callable(bergab.run.train)
+    assert callable(bergab.run.resume)

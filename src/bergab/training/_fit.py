@@ -85,6 +85,20 @@ class _RollbackError(Exception):
 
 
 # ----------------------------------------------------------------------------- helpers
+def _synchronizes_gradients(model: nn.Module) -> bool:
+    """Whether ``model`` averages gradients across processes (DDP, FSDP or FSDP2)."""
+    kinds: list[type] = [nn.parallel.DistributedDataParallel]
+    with contextlib.suppress(ImportError):
+        from torch.distributed import fsdp
+
+        kinds += [
+            k
+            for k in (getattr(fsdp, n, None) for n in ("FullyShardedDataParallel", "FSDPModule"))
+            if isinstance(k, type)
+        ]
+    return isinstance(model, tuple(kinds))
+
+
 def _overrides(cb: Callback, hook: str) -> bool:
     return hook in vars(cb) or getattr(type(cb), hook) is not getattr(Callback, hook)
 
@@ -154,6 +168,12 @@ class Trainer(StepCore):
         self.log_dir: Path | None = o.log_dir
         self.scheduler: Any = o.scheduler
         self.world = World.current()
+        if self.world.size > 1 and not _synchronizes_gradients(model):
+            raise ValueError(
+                f"fit runs in one of {self.world.size} processes and shards the data, but the "
+                "model does not average its gradients across them: wrap it in "
+                "torch.nn.parallel.DistributedDataParallel (or FSDP) first"
+            )
 
         self.optimizer: torch.optim.Optimizer = None  # type: ignore[assignment]
         self.scaler: Any = None
