@@ -24,11 +24,10 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import random
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from bergab import _snapshot
 from bergab import optim as _optim
+from bergab._lr_rules import SOFT_MINIMUM_TEMPERATURE, ArrayLike, _confidence, suggest
 from bergab._validate import check_choice, check_int, check_real
 from bergab.training import _data
 from bergab.training._step import Stepper, check_clip, check_precision
@@ -52,7 +53,6 @@ __all__ = [
 ]
 
 BatchFn = Callable[[Any], tuple[Any, Any]]
-ArrayLike = Sequence[float] | np.ndarray
 OptimizerSpec = str | torch.optim.Optimizer | Callable[..., torch.optim.Optimizer]
 
 #: Which suggestion :attr:`LRFindResult.suggestion` is (see :func:`suggest` and
@@ -62,147 +62,6 @@ SUGGESTION_RULE = "soft_minimum"
 
 class LRFindWarning(UserWarning):
     """The range test's loss curve has no clear descending region; see the message."""
-
-
-# =========================================================================== suggestions
-
-
-def _start_level(smoothed: np.ndarray) -> float:
-    """The loss before the descent: the median of the first 10% of the curve."""
-    return float(np.median(smoothed[: max(1, len(smoothed) // 10)]))
-
-
-def _descent_region(smoothed: np.ndarray, i_min: int) -> tuple[int, int]:
-    """Indices where the smoothed loss has made 10% and 90% of its drop to the minimum."""
-    start = _start_level(smoothed)
-    drop = start - float(smoothed[i_min])
-    if drop <= 0 or i_min == 0:
-        return 0, i_min
-    head = smoothed[: i_min + 1]
-    fallen = (start - head) / drop
-    # the last time the curve was above 10% / 90% of the drop, so noise early on is ignored
-    above_10 = np.nonzero(fallen < 0.1)[0]
-    a = int(above_10[-1]) if len(above_10) else 0
-    above_90 = np.nonzero(fallen < 0.9)[0]
-    b = int(above_90[-1]) + 1 if len(above_90) else i_min
-    return a, max(a, min(b, i_min))
-
-
-def _slide(logs: np.ndarray, smoothed: np.ndarray, width: int, thresh: float) -> int:
-    """Right-to-left slide: the left end of the first window whose end slopes agree."""
-    grad = np.gradient(smoothed, logs)
-    span = float(np.max(smoothed) - np.min(smoothed)) or 1.0
-    r = len(smoothed) - 1
-    while r - width >= 0:
-        if abs(grad[r] - grad[r - width]) <= thresh * span:
-            return r - width
-        r -= 1
-    return 0
-
-
-#: Temperature of ``soft_minimum``, as a fraction of the loss drop (see :func:`suggest`).
-SOFT_MINIMUM_TEMPERATURE = 0.05
-
-
-def _soft_minimum(logs: np.ndarray, smoothed: np.ndarray, i_min: int) -> float:
-    """Softmin-weighted mean of log10(lr): the centre of the bottom of the curve."""
-    drop = _start_level(smoothed) - float(smoothed[i_min])
-    if not drop > 0 or not math.isfinite(drop):
-        return float(logs[i_min])
-    u = (smoothed - smoothed[i_min]) / drop  # 0 at the minimum, 1 at the start level
-    w = np.exp(-u / SOFT_MINIMUM_TEMPERATURE)
-    return float(np.sum(w * logs) / np.sum(w))
-
-
-def suggest(lrs: ArrayLike, smoothed: ArrayLike) -> dict[str, float]:
-    """The suggestions read off a range-test curve (all on the smoothed loss).
-
-    With ``i*`` the index of the smallest smoothed loss and ``ℓ = log10(lr)``:
-
-    - ``minimum``: ``lrs[i*] / 10`` (the loss is lowest there; a tenth of it is safe).
-    - ``soft_minimum``: ``minimum`` with the argmin replaced by a soft-argmin over the
-      curve, so that it does not jump along a flat bottom:
-      ``10^ℓ̄ / 10`` with ``ℓ̄ = Σ w_i ℓ_i / Σ w_i``, ``w_i = exp(-u_i / τ)``,
-      ``u_i = (s_i - s_min) / (s_start - s_min)`` (0 at the minimum, 1 at the start level
-      ``s_start``, the median of the first 10% of the curve) and ``τ = 0.05``
-      (:data:`SOFT_MINIMUM_TEMPERATURE`): a point 5% of the drop above the minimum
-      weighs ``1/e`` of it. Falls back to ``minimum`` when the curve never drops.
-    - ``steep``: the lr where the loss falls fastest, ``argmin dL/dℓ`` between the first
-      10% of the points and ``i*`` (torch-lr-finder and Lightning take it over the whole
-      curve after skipping its first 10 points).
-    - ``valley``: the middle (in ``ℓ``) of the descending region, which runs from where the
-      smoothed loss has made 10% of its drop to the minimum to where it has made 90%
-      (the drop is measured from the median of the first 10% of the curve; fastai's rule
-      of the same name takes the middle of the longest decreasing run).
-    - ``slide``: sliding a window of 15% of the points from the right end leftwards, the
-      left end of the first window whose end slopes differ by under 5% of the loss range
-      per decade: where the curve last bends before diverging (after fastai's ``slide``).
-
-    Args:
-        lrs: the learning rates of the sweep, increasing.
-        smoothed: the smoothed loss at each of them.
-
-    Returns:
-        ``{"minimum", "soft_minimum", "steep", "valley", "slide"}`` -> learning rate;
-        empty when the curve has fewer than 3 points.
-
-    Example:
-        >>> lrs = np.logspace(-5, 0, 51)
-        >>> loss = 1 / (1 + (lrs / 1e-3)) + (lrs / 0.1) ** 2  # falls around 1e-3, blows up
-        >>> s = suggest(lrs, loss)
-        >>> [f"{s[k]:.0e}" for k in ("minimum", "soft_minimum", "steep", "valley")]
-        ['2e-03', '1e-03', '1e-03', '7e-04']
-    """
-    lr = np.asarray(lrs, dtype=np.float64)
-    sm = np.asarray(smoothed, dtype=np.float64)
-    if len(lr) < 3:
-        return {}
-    logs = np.log10(lr)
-    i_min = int(np.argmin(sm))
-    out = {"minimum": float(lr[i_min] / 10.0)}
-    out["soft_minimum"] = float(10 ** _soft_minimum(logs, sm, i_min) / 10.0)
-    skip = len(sm) // 10  # the EMA's first points are noisy; torch-lr-finder skips 10 too
-    if i_min - skip >= 2:
-        grad = np.gradient(sm[skip : i_min + 1], logs[skip : i_min + 1])
-        out["steep"] = float(lr[skip + int(np.argmin(grad))])
-    else:
-        out["steep"] = float(lr[i_min])
-    a, b = _descent_region(sm, i_min)
-    out["valley"] = float(10 ** ((logs[a] + logs[b]) / 2))
-    width = max(2, round(0.15 * len(sm)))
-    out["slide"] = float(lr[_slide(logs, sm, width, 0.05)])
-    return out
-
-
-def _confidence(lrs: np.ndarray, smoothed: np.ndarray, stop_reason: str) -> tuple[float, list[str]]:
-    """A score in [0, 1] for how clearly the curve descends, and the reasons it is low."""
-    if len(smoothed) < 3:
-        return 0.0, ["the sweep stopped after fewer than 3 steps: lower start_lr"]
-    i_min = int(np.argmin(smoothed))
-    start = _start_level(smoothed)
-    drop = (start - float(smoothed[i_min])) / max(abs(start), 1e-12)
-    a, b = _descent_region(smoothed, i_min)
-    decades = float(np.log10(lrs[b] / lrs[a])) if b > a else 0.0
-    reasons = []
-    score_drop = min(1.0, max(0.0, drop / 0.2))
-    if drop < 0.1:
-        reasons.append(
-            f"the smoothed loss fell only {100 * max(drop, 0.0):.1f}% below its start: the "
-            "descent may lie below start_lr, or the model does not learn from these batches"
-        )
-    score_width = min(1.0, decades / 0.5)
-    if decades < 0.25:
-        reasons.append(
-            f"the loss fell within {decades:.2f} decades of lr: increase steps for a finer sweep"
-        )
-    score_end = 1.0
-    if stop_reason == "completed" and i_min >= len(smoothed) - max(2, len(smoothed) // 20):
-        score_end = 0.5
-        reasons.append("the loss was still falling at end_lr: raise end_lr")
-    if i_min <= max(1, len(smoothed) // 20):
-        score_end = min(score_end, 0.25)
-        reasons.append("the loss was lowest at the very start: lower start_lr")
-    return score_drop * score_width * score_end, reasons
 
 
 # =========================================================================== result
@@ -463,144 +322,6 @@ class LRFindResult:
         return fig
 
 
-# =========================================================================== state
-
-
-@dataclass
-class _Snapshot:
-    """Everything lr_find may touch, copied so it can be put back bit for bit."""
-
-    # (module, name, the tensor object, its original data, a copy of the values)
-    params: list[tuple[nn.Module, str, nn.Parameter, torch.Tensor, torch.Tensor]]
-    buffers: list[tuple[nn.Module, str, torch.Tensor, torch.Tensor]]
-    grads: list[tuple[nn.Parameter, torch.Tensor | None]]
-    requires_grad: list[tuple[nn.Parameter, bool]]
-    modes: list[tuple[nn.Module, bool]]
-    rng_torch: torch.Tensor
-    rng_numpy: Any
-    rng_python: Any
-    rng_cuda: list[torch.Tensor] | None
-    generators: list[tuple[torch.Generator, torch.Tensor]]
-
-
-def _unique_tensors(model: nn.Module) -> tuple[list[nn.Parameter], list[torch.Tensor]]:
-    params: dict[int, nn.Parameter] = {}
-    for p in model.parameters():
-        params.setdefault(id(p), p)
-    buffers: dict[int, torch.Tensor] = {}
-    for b in model.buffers():
-        buffers.setdefault(id(b), b)
-    return list(params.values()), list(buffers.values())
-
-
-def _snapshot(model: nn.Module, data: Iterable[Any]) -> _Snapshot:
-    params, _ = _unique_tensors(model)
-    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
-    gens = [g for d in data for g in _data.loader_generators(d)]
-    owned_params = []
-    owned_buffers = []
-    for module in model.modules():
-        for name, p in module._parameters.items():
-            if p is not None:
-                owned_params.append((module, name, p, p.data, p.detach().clone()))
-        for name, b in module._buffers.items():
-            if b is not None:
-                owned_buffers.append((module, name, b, b.detach().clone()))
-    return _Snapshot(
-        params=owned_params,
-        buffers=owned_buffers,
-        grads=[(p, None if p.grad is None else p.grad.detach().clone()) for p in params],
-        requires_grad=[(p, p.requires_grad) for p in params],
-        modes=[(m, m.training) for m in model.modules()],
-        rng_torch=torch.get_rng_state(),
-        rng_numpy=np.random.get_state(),
-        rng_python=random.getstate(),
-        rng_cuda=torch.cuda.get_rng_state_all() if cuda else None,
-        generators=[(g, g.get_state()) for g in gens],
-    )
-
-
-def _restore(snap: _Snapshot) -> None:
-    with torch.no_grad():
-        # the original tensor objects and storages go back in place (a device move during
-        # the sweep replaced buffers and parameters' data), then their values
-        for module, name, p, data, saved in snap.params:
-            module._parameters[name] = p
-            if p.data is not data:
-                p.data = data
-            data.copy_(saved)
-        for module, name, b, saved in snap.buffers:
-            module._buffers[name] = b
-            b.copy_(saved)
-        for p, g in snap.grads:
-            p.grad = g
-    for p, flag in snap.requires_grad:
-        p.requires_grad_(flag)
-    for m, mode in snap.modes:
-        m.training = mode
-    torch.set_rng_state(snap.rng_torch)
-    np.random.set_state(snap.rng_numpy)
-    random.setstate(snap.rng_python)
-    if snap.rng_cuda is not None:
-        torch.cuda.set_rng_state_all(snap.rng_cuda)
-    for gen, state in snap.generators:
-        gen.set_state(state)
-
-
-def _clone_value(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    return copy.deepcopy(value)
-
-
-@contextlib.contextmanager
-def _preserved_optimizer(opt: torch.optim.Optimizer) -> Iterator[None]:
-    """Put an optimizer back exactly: its state tensors (in place), groups and attributes."""
-    attrs = dict(vars(opt))
-    state = {
-        p: (st, dict(st), {k: _clone_value(v) for k, v in st.items()})
-        for p, st in opt.state.items()
-    }
-    groups = [
-        (
-            g,
-            dict(g),
-            {k: v if k == "params" or callable(v) else _clone_value(v) for k, v in g.items()},
-        )
-        for g in opt.param_groups
-    ]
-    try:
-        yield
-    finally:
-        for key in [k for k in vars(opt) if k not in attrs]:
-            delattr(opt, key)
-        for key, value in attrs.items():
-            setattr(opt, key, value)
-        for p in [p for p in opt.state if p not in state]:
-            del opt.state[p]
-        with torch.no_grad():
-            for p, (st, entries, saved) in state.items():
-                st.clear()
-                st.update(entries)
-                for k, v in saved.items():
-                    if isinstance(v, torch.Tensor) and isinstance(st[k], torch.Tensor):
-                        if st[k].shape == v.shape and st[k].dtype == v.dtype:
-                            st[k].copy_(v)
-                        else:
-                            st[k] = v
-                    else:
-                        st[k] = v
-                opt.state[p] = st
-            for g, entries, saved in groups:
-                g.clear()
-                g.update(entries)
-                for k, v in saved.items():
-                    if isinstance(v, torch.Tensor) and isinstance(g[k], torch.Tensor):
-                        g[k].copy_(v)
-                    else:
-                        g[k] = v
-
-
 # =========================================================================== optimizer
 
 
@@ -640,12 +361,136 @@ def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
             group["lr"] = lr
 
 
-def _sweep(start: float, end: float, steps: int, mode: str) -> np.ndarray:
-    if steps == 1:
-        return np.array([start])
-    if mode == "exp":
-        return start * (end / start) ** (np.arange(steps) / (steps - 1))
-    return start + (end - start) * np.arange(steps) / (steps - 1)
+# =========================================================================== settings, setup
+
+
+@dataclass
+class _Sweep:
+    """lr_find's settings of the sweep, checked on construction: the learning rates to try
+    and how each step runs."""
+
+    start_lr: float
+    end_lr: float
+    steps: int
+    mode: str
+    smoothing: float
+    diverge_factor: float
+    accumulation_steps: int
+    batch_size: int | None
+    seed: int | None
+    batch_fn: BatchFn | None
+    clip_norm: float | None
+    clip_value: float | None
+    precision: str = "32"  # checked against the device once that is known
+
+    def __post_init__(self) -> None:
+        # lr_find's checks of these arguments, in the order of its signature
+        self.start_lr = check_real("start_lr", self.start_lr, low=0.0, low_open=True)
+        self.end_lr = check_real("end_lr", self.end_lr, low=self.start_lr, low_open=True)
+        self.steps = check_int("steps", self.steps, low=2)
+        check_choice("mode", self.mode, ("exp", "linear"))
+        self.smoothing = check_real("smoothing", self.smoothing, low=0.0, high=1.0, high_open=True)
+        self.diverge_factor = check_real(
+            "diverge_factor", self.diverge_factor, low=1.0, low_open=True
+        )
+        self.accumulation_steps = check_int("accumulation_steps", self.accumulation_steps, low=1)
+        if self.batch_size is not None:
+            self.batch_size = check_int("batch_size", self.batch_size, low=1)
+        if self.seed is not None:
+            self.seed = check_int("seed", self.seed, low=0)
+        if self.batch_fn is not None and not callable(self.batch_fn):
+            raise TypeError(f"batch_fn must be callable, got {type(self.batch_fn).__name__}")
+        self.clip_norm, self.clip_value = check_clip(self.clip_norm, self.clip_value)
+
+    def lrs(self) -> np.ndarray:
+        """The learning rate of each step, log-spaced (``"exp"``) or evenly spaced."""
+        start, end, steps = self.start_lr, self.end_lr, self.steps
+        if steps == 1:
+            return np.array([start])
+        if self.mode == "exp":
+            return start * (end / start) ** (np.arange(steps) / (steps - 1))
+        return start + (end - start) * np.arange(steps) / (steps - 1)
+
+    def stepper(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[[Any, Any], torch.Tensor],
+        opt: torch.optim.Optimizer,
+        device: torch.device,
+    ) -> Stepper:
+        """fit's step code for the sweep (batch_fn, precision and clipping as given)."""
+        return Stepper(
+            model,
+            loss_fn,
+            opt,
+            device=device,
+            batch_fn=self.batch_fn,
+            precision=self.precision,
+            clip_norm=self.clip_norm,
+            clip_value=self.clip_value,
+        )
+
+    def config(self, optimizer: OptimizerSpec, val_data: Any) -> dict[str, Any]:
+        """The arguments of the sweep, as :attr:`LRFindResult.config` keeps them."""
+        return {
+            "optimizer": optimizer if isinstance(optimizer, str) else type(optimizer).__name__,
+            "start_lr": self.start_lr,
+            "end_lr": self.end_lr,
+            "steps": self.steps,
+            "mode": self.mode,
+            "smoothing": self.smoothing,
+            "diverge_factor": self.diverge_factor,
+            "accumulation_steps": self.accumulation_steps,
+            "precision": self.precision,
+            "clip_norm": self.clip_norm,
+            "clip_value": self.clip_value,
+            "val_data": val_data is not None,
+            "seed": self.seed,
+        }
+
+
+def _placement(
+    model: nn.Module, device: str | torch.device | None, instance: bool
+) -> tuple[list[nn.Parameter], set[torch.device], torch.device]:
+    """The model's parameters, the devices its tensors are on and the device to run on
+    (``instance``: the optimizer was given as an instance, so the model cannot move)."""
+    params, buffers = _snapshot.unique_tensors(model)
+    if not params:
+        raise ValueError("model has no parameters to train")
+    here = {t.device for t in (*params, *buffers)}
+    target = torch.device(device) if device is not None else next(iter(here))
+    if device is not None and here != {target}:
+        if len(here) > 1:
+            raise ValueError("model spans several devices; leave device=None")
+        if instance:
+            raise ValueError(
+                "cannot move the model to another device with an optimizer instance; "
+                "move the model first or pass the optimizer by name"
+            )
+    return params, here, target
+
+
+def _seed(seed: int, target: torch.device) -> None:
+    """Seed the generators the sweep uses: torch's CPU one (and ``target``'s CUDA one), NumPy
+    and Python. (torch.manual_seed would queue a seed for a CUDA that is not initialized
+    yet, changing it for later.)"""
+    torch.random.default_generator.manual_seed(seed)
+    if target.type == "cuda":
+        with torch.cuda.device(target):
+            torch.cuda.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _batches(
+    train_data: Any, val_data: Any, sweep: _Sweep
+) -> tuple[Iterator[Any], list[Any] | None]:
+    """The training batches fit would draw (tensors and Datasets shuffled by the sweep's
+    seed, or by one drawn from torch's generator) and the list of validation batches."""
+    data_seed = int(torch.randint(0, 2**62, (1,)).item()) if sweep.seed is None else sweep.seed
+    batches = _data.endless_batches(train_data, sweep.batch_size, data_seed)
+    val = None if val_data is None else _data.val_batch_list(val_data, sweep.batch_size or 256)
+    return batches, val
 
 
 # =========================================================================== lr_find
@@ -761,104 +606,60 @@ def lr_find(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
-    start_lr = check_real("start_lr", start_lr, low=0.0, low_open=True)
-    end_lr = check_real("end_lr", end_lr, low=start_lr, low_open=True)
-    steps = check_int("steps", steps, low=2)
-    check_choice("mode", mode, ("exp", "linear"))
-    smoothing = check_real("smoothing", smoothing, low=0.0, high=1.0, high_open=True)
-    diverge_factor = check_real("diverge_factor", diverge_factor, low=1.0, low_open=True)
-    accumulation_steps = check_int("accumulation_steps", accumulation_steps, low=1)
-    if batch_size is not None:
-        batch_size = check_int("batch_size", batch_size, low=1)
-    if seed is not None:
-        seed = check_int("seed", seed, low=0)
-    if batch_fn is not None and not callable(batch_fn):
-        raise TypeError(f"batch_fn must be callable, got {type(batch_fn).__name__}")
-    clip_norm, clip_value = check_clip(clip_norm, clip_value)
-    instance = isinstance(optimizer, torch.optim.Optimizer)
-    if instance and optimizer_kwargs:
+    sweep = _Sweep(
+        start_lr=start_lr,
+        end_lr=end_lr,
+        steps=steps,
+        mode=mode,
+        smoothing=smoothing,
+        diverge_factor=diverge_factor,
+        accumulation_steps=accumulation_steps,
+        batch_size=batch_size,
+        seed=seed,
+        batch_fn=batch_fn,
+        clip_norm=clip_norm,
+        clip_value=clip_value,
+    )
+    given = optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
+    if given is not None and optimizer_kwargs:
         raise TypeError("optimizer keyword arguments cannot be used with an optimizer instance")
-
-    params, buffers = _unique_tensors(model)
-    if not params:
-        raise ValueError("model has no parameters to train")
-    here = {t.device for t in (*params, *buffers)}
-    target = torch.device(device) if device is not None else next(iter(here))
-    if device is not None and here != {target}:
-        if len(here) > 1:
-            raise ValueError("model spans several devices; leave device=None")
-        if instance:
-            raise ValueError(
-                "cannot move the model to another device with an optimizer instance; "
-                "move the model first or pass the optimizer by name"
-            )
-    precision = check_precision(precision, target)
-    config = {
-        "optimizer": optimizer if isinstance(optimizer, str) else type(optimizer).__name__,
-        "start_lr": start_lr,
-        "end_lr": end_lr,
-        "steps": steps,
-        "mode": mode,
-        "smoothing": smoothing,
-        "diverge_factor": diverge_factor,
-        "accumulation_steps": accumulation_steps,
-        "precision": precision,
-        "clip_norm": clip_norm,
-        "clip_value": clip_value,
-        "val_data": val_data is not None,
-        "seed": seed,
-    }
+    params, here, target = _placement(model, device, given is not None)
+    sweep.precision = check_precision(precision, target)
     if target.type == "cuda":
         torch.cuda.init()  # so the snapshot holds the CUDA generators' states
-    snap = _snapshot(model, (train_data, val_data))
-    given = optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
-    opt_ctx = contextlib.nullcontext() if given is None else _preserved_optimizer(given)
+    snap = _snapshot.take(model, (train_data, val_data))
+    opt_ctx = contextlib.nullcontext() if given is None else _snapshot.preserved_optimizer(given)
     try:
         with opt_ctx:
-            if seed is not None:
-                # seed only the generators the sweep uses (torch.manual_seed would queue a
-                # seed for a CUDA that is not initialized yet, changing it for later)
-                torch.random.default_generator.manual_seed(seed)
-                if target.type == "cuda":
-                    with torch.cuda.device(target):
-                        torch.cuda.manual_seed(seed)
-                np.random.seed(seed)
-                random.seed(seed)
+            if sweep.seed is not None:
+                _seed(sweep.seed, target)
             if target not in here:
                 model.to(target)
-            data_seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else seed
-            # the batches fit would draw (tensors and Datasets shuffled by data_seed)
-            batches = _data.endless_batches(train_data, batch_size, data_seed)
-            val = None if val_data is None else _data.val_batch_list(val_data, batch_size or 256)
-            trainable = [p for p in params if p.requires_grad]
-            opt = (
-                given
-                if given is not None
-                else _make_optimizer(optimizer, trainable, start_lr, optimizer_kwargs)
-            )
-            stepper = Stepper(
-                model,
-                loss_fn,
-                opt,
-                device=target,
-                batch_fn=batch_fn,
-                precision=precision,
-                clip_norm=clip_norm,
-                clip_value=clip_value,
-            )
+            batches, val = _batches(train_data, val_data, sweep)
+            opt = given
+            if opt is None:
+                trainable = [p for p in params if p.requires_grad]
+                opt = _make_optimizer(optimizer, trainable, sweep.start_lr, optimizer_kwargs)
             lrs, losses, stop = _run(
-                stepper,
-                batches,
-                val,
-                _sweep(start_lr, end_lr, steps, mode),
-                accumulation_steps,
-                smoothing,
-                diverge_factor,
+                sweep.stepper(model, loss_fn, opt, target), batches, val, sweep
             )
     finally:
-        _restore(snap)
+        _snapshot.restore(snap)
+    return _result(lrs, losses, stop, sweep, sweep.config(optimizer, val_data), warn=warn)
 
-    smoothed = _smooth(losses, smoothing)
+
+def _result(
+    lrs: list[float],
+    losses: list[float],
+    stop: str,
+    sweep: _Sweep,
+    config: dict[str, Any],
+    *,
+    warn: bool,
+) -> LRFindResult:
+    """The result of a sweep (its losses smoothed as the sweep smoothed them); with ``warn``,
+    an :class:`LRFindWarning` to lr_find's caller when the curve has no clear descent."""
+    smoothed = _smooth(losses, sweep.smoothing)
     result = LRFindResult.from_curve(lrs, losses, smoothed, stop_reason=stop, config=config)
     if warn and result.confidence < 0.5:
         why = "; ".join(result.reasons) or "the curve is noisy"
@@ -866,7 +667,7 @@ def lr_find(
             f"lr_find: no clear descending region (confidence {result.confidence:.2f}): "
             f"{why}. The suggestion {result.suggestion:.3g} is unreliable.",
             LRFindWarning,
-            stacklevel=2,
+            stacklevel=3,  # the caller of lr_find, which called this
         )
     return result
 
@@ -880,16 +681,12 @@ def _smooth(losses: Sequence[float], beta: float) -> list[float]:
 
 
 def _run(
-    stepper: Stepper,
-    batches: Iterator[Any],
-    val: list[Any] | None,
-    schedule: np.ndarray,
-    accumulation_steps: int,
-    beta: float,
-    diverge_factor: float,
+    stepper: Stepper, batches: Iterator[Any], val: list[Any] | None, sweep: _Sweep
 ) -> tuple[list[float], list[float], str]:
     """The sweep itself, stepping with fit's step code; the recorded lrs and losses and why
     it stopped."""
+    schedule, accumulation_steps = sweep.lrs(), sweep.accumulation_steps
+    beta, diverge_factor = sweep.smoothing, sweep.diverge_factor
     lrs: list[float] = []
     losses: list[float] = []
     avg, best = 0.0, math.inf

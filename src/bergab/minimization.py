@@ -253,6 +253,101 @@ def _closure(f: float, evaluate: Callable[[], float]) -> Callable[[], float]:
     return closure
 
 
+def _check_callables(fn: Any, grad: Any, callback: Any, record: Any) -> None:
+    """minimize's checks of ``fn``, ``grad``, ``callback`` and ``record``."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    if grad is not None and not callable(grad):
+        raise TypeError(f"grad must be callable or None, got {type(grad).__name__}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+    if not isinstance(record, bool):
+        raise TypeError(f"record must be a bool, got {type(record).__name__}")
+
+
+def _check_start(f: float, gnorm: float) -> None:
+    """A run needs a finite f and gradient at x0."""
+    if not math.isfinite(f):
+        raise ValueError(f"fn(x0) must be finite, got {f}")
+    if not math.isfinite(gnorm):
+        raise ValueError(f"the gradient at x0 must be finite, got norm {gnorm}")
+
+
+def _evaluator(
+    fn: Callable[..., Any],
+    param: torch.nn.Parameter,
+    grad: Callable[[np.ndarray], Any] | None,
+) -> Callable[[], tuple[float, float]]:
+    """``evaluate() -> (f, ‖∇f‖)`` at ``param``, leaving the gradient in ``param.grad``:
+    by autograd, or from ``grad`` for a NumPy ``fn``."""
+    numpy_mode = grad is not None
+
+    def evaluate() -> tuple[float, float]:
+        param.grad = None
+        if numpy_mode:
+            assert grad is not None
+            xn = param.detach().cpu().numpy().copy()
+            value = fn(xn)
+            try:
+                fval = float(value)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"fn must return a real number, got {value!r}") from exc
+            g = np.asarray(grad(xn), dtype=np.float64)
+            if g.shape != tuple(param.shape):
+                raise ValueError(
+                    f"grad(x) must have the shape of x {tuple(param.shape)}, got {g.shape}"
+                )
+            param.grad = torch.from_numpy(g).to(dtype=param.dtype, device=param.device)
+        else:
+            with torch.enable_grad():
+                value = fn(param)
+                if not isinstance(value, torch.Tensor) or value.numel() != 1:
+                    raise TypeError(
+                        "fn must return a scalar tensor (for NumPy functions pass grad=), "
+                        f"got {type(value).__name__}"
+                        + (f" of shape {tuple(value.shape)}" if hasattr(value, "shape") else "")
+                    )
+                if not value.requires_grad:
+                    raise ValueError("fn(x) does not depend on x through autograd")
+                value.sum().backward()
+            fval = float(value.detach())
+        gnorm = float(torch.linalg.vector_norm(param.grad.detach()))  # type: ignore[union-attr]
+        return fval, gnorm
+
+    return evaluate
+
+
+def _result(
+    param: torch.Tensor,
+    f: float,
+    gnorm: float,
+    steps: int,
+    stop: tuple[str, str] | None,
+    max_steps: int,
+    trajectory: np.ndarray | None,
+    losses: list[float],
+    optimizer: OptimizerSpec,
+    lr: float | Schedule | None,
+    nfev: int,
+) -> MinimizeResult:
+    """The result of a finished run (``stop`` is ``None`` when it ran out of steps)."""
+    status, message = stop or ("max_steps", f"max_steps={max_steps} reached")
+    return MinimizeResult(
+        x=param.detach().cpu().numpy().copy(),
+        fun=f,
+        grad_norm=gnorm,
+        steps=steps,
+        converged=status == "converged",
+        status=status,
+        message=message,
+        trajectory=trajectory,
+        losses=np.asarray(losses, dtype=np.float64),
+        optimizer=_optimizer_name(optimizer),
+        lr=lr,
+        nfev=nfev,
+    )
+
+
 # ---------------------------------------------------------------------------- minimize
 def minimize(
     fn: Callable[..., Any],
@@ -317,14 +412,7 @@ def minimize(
         >>> res.status, res.steps
         ('diverged', 18)
     """
-    if not callable(fn):
-        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    if grad is not None and not callable(grad):
-        raise TypeError(f"grad must be callable or None, got {type(grad).__name__}")
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
-    if not isinstance(record, bool):
-        raise TypeError(f"record must be a bool, got {type(record).__name__}")
+    _check_callables(fn, grad, callback, record)
     if lr is not None and not is_schedule(lr):
         lr = check_real("lr", lr, low=0.0)
     max_steps = check_int("max_steps", max_steps, low=0)
@@ -337,44 +425,10 @@ def minimize(
     if isinstance(fn, Landscape):
         fn.reset()  # noisy landscapes: every run sees the same noise sequence
 
-    def evaluate() -> tuple[float, float]:
-        param.grad = None
-        if numpy_mode:
-            assert grad is not None
-            xn = param.detach().cpu().numpy().copy()
-            value = fn(xn)
-            try:
-                fval = float(value)
-            except (TypeError, ValueError) as exc:
-                raise TypeError(f"fn must return a real number, got {value!r}") from exc
-            g = np.asarray(grad(xn), dtype=np.float64)
-            if g.shape != tuple(param.shape):
-                raise ValueError(
-                    f"grad(x) must have the shape of x {tuple(param.shape)}, got {g.shape}"
-                )
-            param.grad = torch.from_numpy(g).to(dtype=param.dtype, device=param.device)
-        else:
-            with torch.enable_grad():
-                value = fn(param)
-                if not isinstance(value, torch.Tensor) or value.numel() != 1:
-                    raise TypeError(
-                        "fn must return a scalar tensor (for NumPy functions pass grad=), "
-                        f"got {type(value).__name__}"
-                        + (f" of shape {tuple(value.shape)}" if hasattr(value, "shape") else "")
-                    )
-                if not value.requires_grad:
-                    raise ValueError("fn(x) does not depend on x through autograd")
-                value.sum().backward()
-            fval = float(value.detach())
-        gnorm = float(torch.linalg.vector_norm(param.grad.detach()))  # type: ignore[union-attr]
-        return fval, gnorm
-
+    evaluate = _evaluator(fn, param, grad)
     f, gnorm = evaluate()
     nfev = 1
-    if not math.isfinite(f):
-        raise ValueError(f"fn(x0) must be finite, got {f}")
-    if not math.isfinite(gnorm):
-        raise ValueError(f"the gradient at x0 must be finite, got norm {gnorm}")
+    _check_start(f, gnorm)
     opt, native = _build_optimizer(optimizer, param, lr, optimizer_kwargs)
     schedule = None if native else _schedule_of(lr)
     monitor = _Monitor(f, tol, target)
@@ -409,26 +463,8 @@ def minimize(
                 stop = "callback", f"stopped by callback at step {steps}"
         if stop is None:
             stop = monitor.done(f, f_prev, gnorm)
-    status, message = stop or ("max_steps", f"max_steps={max_steps} reached")
-
-    x = param.detach().cpu().numpy().copy()
-    traj = None
-    if trajectory is not None:
-        traj = torch.stack(trajectory).cpu().numpy()
-    return MinimizeResult(
-        x=x,
-        fun=f,
-        grad_norm=gnorm,
-        steps=steps,
-        converged=status == "converged",
-        status=status,
-        message=message,
-        trajectory=traj,
-        losses=np.asarray(losses, dtype=np.float64),
-        optimizer=_optimizer_name(optimizer),
-        lr=lr,
-        nfev=nfev,
-    )
+    traj = None if trajectory is None else torch.stack(trajectory).cpu().numpy()
+    return _result(param, f, gnorm, steps, stop, max_steps, traj, losses, optimizer, lr, nfev)
 
 
 # ---------------------------------------------------------------------------- comparisons
@@ -467,6 +503,19 @@ def _stopping(fn: Any, tol: float) -> tuple[float, float | None]:
     return tol, None
 
 
+def _start_of_batch(fn: Landscape, start: torch.Tensor) -> tuple[float, float, torch.Tensor]:
+    """f, the gradient norm and the gradient at ``start`` (checked finite), which every run
+    of a batch shares."""
+    x = start.clone().requires_grad_(True)
+    with torch.enable_grad():
+        value = fn(x)
+        value.backward()
+    assert x.grad is not None
+    f0, g0 = float(value.detach()), float(torch.linalg.vector_norm(x.grad))
+    _check_start(f0, g0)
+    return f0, g0, x.grad
+
+
 def _batched_runs(
     fn: Landscape,
     optimizer: OptimizerSpec,
@@ -488,19 +537,10 @@ def _batched_runs(
     start = _validate_x0(fn, x0, numpy_mode=False)
     fn.reset()
     n = len(lrs)
-    x = start.clone().requires_grad_(True)
-    with torch.enable_grad():
-        value = fn(x)
-        value.backward()
-    assert x.grad is not None
-    f0, g0 = float(value.detach()), float(torch.linalg.vector_norm(x.grad))
-    if not math.isfinite(f0):
-        raise ValueError(f"fn(x0) must be finite, got {f0}")
-    if not math.isfinite(g0):
-        raise ValueError(f"the gradient at x0 must be finite, got norm {g0}")
+    f0, g0, grad0 = _start_of_batch(fn, start)
     params = [torch.nn.Parameter(start.clone()) for _ in lrs]
     for p in params:
-        p.grad = x.grad.clone()
+        p.grad = grad0.clone()
     opts = [
         _build_optimizer(optimizer, p, lr, optimizer_kwargs)[0]
         for p, lr in zip(params, lrs, strict=True)
@@ -538,24 +578,22 @@ def _batched_runs(
             stops[i] = monitors[i].runaway(fs[i], gnorms[i], taken[i]) or monitors[i].done(
                 fs[i], f_prev, gnorms[i]
             )
-    runs = {}
-    for i, lr in enumerate(lrs):
-        status, message = stops[i] or ("max_steps", f"max_steps={steps} reached")
-        runs[lr] = MinimizeResult(
-            x=params[i].detach().cpu().numpy().copy(),
-            fun=fs[i],
-            grad_norm=gnorms[i],
-            steps=taken[i],
-            converged=status == "converged",
-            status=status,
-            message=message,
-            trajectory=None,
-            losses=np.asarray(losses[i], dtype=np.float64),
-            optimizer=_optimizer_name(optimizer),
-            lr=lr,
-            nfev=nfev[i],
+    return {
+        lr: _result(
+            params[i],
+            fs[i],
+            gnorms[i],
+            taken[i],
+            stops[i],
+            steps,
+            None,
+            losses[i],
+            optimizer,
+            lr,
+            nfev[i],
         )
-    return runs
+        for i, lr in enumerate(lrs)
+    }
 
 
 def _score(result: MinimizeResult, fn: Any, tol: float) -> tuple[float, float, float]:

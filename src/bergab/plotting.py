@@ -181,15 +181,7 @@ def trajectories(
     frames = check_int("frames", frames, low=2)
     fps = check_int("fps", fps, low=1)
     dpi = check_int("dpi", dpi, low=10)
-    if domain is None:
-        domain = getattr(fn, "domain", None)
-        if domain is None:
-            raise ValueError("domain is required unless fn is a landscape with a domain")
-    (x0, x1), (y0, y1) = domain
-    if not (x0 < x1 and y0 < y1):
-        raise ValueError(
-            f"domain must be ((xmin, xmax), (ymin, ymax)) with min < max, got {domain}"
-        )
+    domain = _checked_domain(fn, domain)
     if animate:
         require("PIL", "plot")
     plt = pyplot()
@@ -197,25 +189,9 @@ def trajectories(
 
     gx, gy, z = _grid_values(fn, domain, resolution)
     f_star = float(getattr(fn, "min_value", math.nan))
-    known_min = math.isfinite(f_star)
     if log_levels is None:
         log_levels = f_star != -math.inf
-    finite = z[np.isfinite(z)]
-    if finite.size == 0:
-        raise ValueError("fn is not finite anywhere on the domain")
-    if log_levels:
-        base = min(f_star, float(finite.min())) if known_min else float(finite.min())
-        shifted = z - base
-        top = float(np.nanmax(shifted[np.isfinite(shifted)]))
-        positive = shifted[(shifted > 0) & np.isfinite(shifted)]
-        low = max(float(positive.min()) if positive.size else top * 1e-6, top * 1e-7)
-        lv = np.geomspace(low, top, levels) if top > low else np.linspace(0, top or 1, levels)
-        # below the lowest level nothing is drawn; clipping keeps exact zeros off a log scale
-        field = np.where(np.isfinite(shifted), np.maximum(shifted, lv[0] / 10), shifted)
-        norm = colors_mod.LogNorm(vmin=lv[0], vmax=lv[-1])
-    else:
-        lv = np.linspace(float(finite.min()), float(finite.max()), levels)
-        field, norm = z, None
+    lv, field, norm = _contour_levels(z, f_star, levels, log_levels, colors_mod)
 
     if losses:
         fig, (ax, ax_loss) = plt.subplots(1, 2, figsize=(11.0, 4.6), width_ratios=(1.1, 1.0))
@@ -223,6 +199,7 @@ def trajectories(
         fig, ax = plt.subplots(figsize=(6.0, 5.0))
         ax_loss = None
     try:
+        (x0, x1), (y0, y1) = domain
         ax.contour(gx, gy, field, levels=lv, norm=norm, cmap="viridis", linewidths=0.7)
         ax.set_xlim(x0, x1)
         ax.set_ylim(y0, y1)
@@ -232,63 +209,138 @@ def trajectories(
         if minima:
             mx, my = np.asarray(minima, dtype=np.float64).T
             ax.plot(mx, my, "*", color="crimson", ms=13, mec="white", zorder=5, label="minimum")
-        cmap = plt.get_cmap("tab10")
-        lines, loss_lines, data = [], [], []
-        for i, (label, r) in enumerate(pairs):
-            traj = np.asarray(r.trajectory, dtype=np.float64)
-            if r.diverged:  # draw a runaway path only until it leaves the window
-                out = ~((traj[:, 0] >= x0) & (traj[:, 0] <= x1))
-                out |= ~((traj[:, 1] >= y0) & (traj[:, 1] <= y1))
-                if out.any():
-                    traj = traj[: int(np.argmax(out)) + 1]
-            color = cmap(i % 10)
-            (line,) = ax.plot(
-                traj[:, 0], traj[:, 1], "-o", color=color, lw=1.3, ms=2.0, label=label, zorder=3
-            )
-            lines.append(line)
-            if i == 0:
-                ax.plot(traj[0, 0], traj[0, 1], "o", color="black", ms=6, zorder=6)
-            steps = np.arange(len(r.losses))
-            y = r.losses - f_star if known_min else r.losses
-            if known_min:
-                y = np.maximum(y, 1e-16)
-            data.append((traj, steps, y))
-            if ax_loss is not None:
-                (ll,) = ax_loss.plot(steps, y, color=color, lw=1.3, label=label)
-                loss_lines.append(ll)
+        lines, loss_lines, data = _draw_paths(
+            ax, ax_loss, pairs, domain, f_star, plt.get_cmap("tab10")
+        )
         ax.legend(loc="best", fontsize=8, framealpha=0.85)
         if ax_loss is not None:
-            ax_loss.set_xlabel("step")
-            if known_min:
-                ax_loss.set_yscale("log")
-                ax_loss.set_ylabel("f(x) − f*")
-            else:
-                ax_loss.set_yscale("symlog", linthresh=1.0)
-                ax_loss.set_ylabel("f(x)")
-            ax_loss.grid(True, which="major", alpha=0.3)
+            _label_loss_axis(ax_loss, math.isfinite(f_star))
         name = getattr(fn, "name", None)
         fig.suptitle(title if title is not None else (name or ""), fontsize=12)
         fig.tight_layout()
         if not animate:
             _save(fig, path, dpi)
             return path
-
-        animation = require("matplotlib.animation", "plot")
-        longest = max(len(d[0]) for d in data)
-        idx = np.unique(np.linspace(0, longest - 1, frames).round().astype(int))
-
-        def draw(k: int) -> list[Any]:
-            for line, ll, (traj, steps, y) in zip(
-                lines, loss_lines or [None] * len(lines), data, strict=True
-            ):
-                n = min(k + 1, len(traj))
-                line.set_data(traj[:n, 0], traj[:n, 1])
-                if ll is not None:
-                    ll.set_data(steps[:n], y[:n])
-            return lines + loss_lines
-
-        anim = animation.FuncAnimation(fig, draw, frames=list(idx), blit=False)
-        anim.save(path, writer=animation.PillowWriter(fps=fps), dpi=min(dpi, 72))
+        _save_animation(fig, path, lines, loss_lines, data, frames=frames, fps=fps, dpi=dpi)
         return path
     finally:
         plt.close(fig)
+
+
+def _checked_domain(fn: Any, domain: Any) -> Any:
+    """``domain``, or ``fn.domain`` when it is ``None``, checked to be
+    ``((xmin, xmax), (ymin, ymax))`` with min < max."""
+    if domain is None:
+        domain = getattr(fn, "domain", None)
+        if domain is None:
+            raise ValueError("domain is required unless fn is a landscape with a domain")
+    (x0, x1), (y0, y1) = domain
+    if not (x0 < x1 and y0 < y1):
+        raise ValueError(
+            f"domain must be ((xmin, xmax), (ymin, ymax)) with min < max, got {domain}"
+        )
+    return domain
+
+
+def _contour_levels(
+    z: np.ndarray, f_star: float, levels: int, log_levels: bool, colors_mod: Any
+) -> tuple[np.ndarray, np.ndarray, Any]:
+    """The contour levels, the values to contour and the colour norm (``None`` when linear).
+
+    Log levels are log-spaced in ``z − base`` (``base`` the smaller of f* and the grid's
+    minimum), so valleys stay visible."""
+    finite = z[np.isfinite(z)]
+    if finite.size == 0:
+        raise ValueError("fn is not finite anywhere on the domain")
+    if not log_levels:
+        return np.linspace(float(finite.min()), float(finite.max()), levels), z, None
+    base = min(f_star, float(finite.min())) if math.isfinite(f_star) else float(finite.min())
+    shifted = z - base
+    top = float(np.nanmax(shifted[np.isfinite(shifted)]))
+    positive = shifted[(shifted > 0) & np.isfinite(shifted)]
+    low = max(float(positive.min()) if positive.size else top * 1e-6, top * 1e-7)
+    lv = np.geomspace(low, top, levels) if top > low else np.linspace(0, top or 1, levels)
+    # below the lowest level nothing is drawn; clipping keeps exact zeros off a log scale
+    field = np.where(np.isfinite(shifted), np.maximum(shifted, lv[0] / 10), shifted)
+    return lv, field, colors_mod.LogNorm(vmin=lv[0], vmax=lv[-1])
+
+
+def _draw_paths(
+    ax: Any,
+    ax_loss: Any,
+    pairs: list[tuple[str, MinimizeResult]],
+    domain: Any,
+    f_star: float,
+    cmap: Any,
+) -> tuple[list[Any], list[Any], list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """One path per result on ``ax`` (and its loss curve on ``ax_loss``, if any): the lines
+    drawn on each and, per result, the iterates, steps and plotted losses (for a GIF)."""
+    (x0, x1), (y0, y1) = domain
+    known_min = math.isfinite(f_star)
+    lines, loss_lines, data = [], [], []
+    for i, (label, r) in enumerate(pairs):
+        traj = np.asarray(r.trajectory, dtype=np.float64)
+        if r.diverged:  # draw a runaway path only until it leaves the window
+            out = ~((traj[:, 0] >= x0) & (traj[:, 0] <= x1))
+            out |= ~((traj[:, 1] >= y0) & (traj[:, 1] <= y1))
+            if out.any():
+                traj = traj[: int(np.argmax(out)) + 1]
+        color = cmap(i % 10)
+        (line,) = ax.plot(
+            traj[:, 0], traj[:, 1], "-o", color=color, lw=1.3, ms=2.0, label=label, zorder=3
+        )
+        lines.append(line)
+        if i == 0:
+            ax.plot(traj[0, 0], traj[0, 1], "o", color="black", ms=6, zorder=6)
+        steps = np.arange(len(r.losses))
+        y = r.losses - f_star if known_min else r.losses
+        if known_min:
+            y = np.maximum(y, 1e-16)
+        data.append((traj, steps, y))
+        if ax_loss is not None:
+            (ll,) = ax_loss.plot(steps, y, color=color, lw=1.3, label=label)
+            loss_lines.append(ll)
+    return lines, loss_lines, data
+
+
+def _label_loss_axis(ax_loss: Any, known_min: bool) -> None:
+    """Axes of the loss panel: ``f − f*`` on a log scale, or ``f`` (symlog) without f*."""
+    ax_loss.set_xlabel("step")
+    if known_min:
+        ax_loss.set_yscale("log")
+        ax_loss.set_ylabel("f(x) − f*")
+    else:
+        ax_loss.set_yscale("symlog", linthresh=1.0)
+        ax_loss.set_ylabel("f(x)")
+    ax_loss.grid(True, which="major", alpha=0.3)
+
+
+def _save_animation(
+    fig: Any,
+    path: Path,
+    lines: list[Any],
+    loss_lines: list[Any],
+    data: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    *,
+    frames: int,
+    fps: int,
+    dpi: int,
+) -> None:
+    """Save a GIF whose frames grow every path (and loss curve) to the same step; the
+    iterates are subsampled evenly to ``frames`` frames."""
+    animation = require("matplotlib.animation", "plot")
+    longest = max(len(d[0]) for d in data)
+    idx = np.unique(np.linspace(0, longest - 1, frames).round().astype(int))
+
+    def draw(k: int) -> list[Any]:
+        for line, ll, (traj, steps, y) in zip(
+            lines, loss_lines or [None] * len(lines), data, strict=True
+        ):
+            n = min(k + 1, len(traj))
+            line.set_data(traj[:n, 0], traj[:n, 1])
+            if ll is not None:
+                ll.set_data(steps[:n], y[:n])
+        return lines + loss_lines
+
+    anim = animation.FuncAnimation(fig, draw, frames=list(idx), blit=False)
+    anim.save(path, writer=animation.PillowWriter(fps=fps), dpi=min(dpi, 72))

@@ -84,6 +84,33 @@ def _top_level_layers(model: nn.Module) -> Callable[[str], int]:
     return lambda name: order.get(name.split(".", 1)[0], 0)
 
 
+def _classified(
+    model: nn.Module,
+    is_no_decay: NoDecay,
+    layer: Callable[[str], int],
+    no_decay_embeddings: bool,
+    trainable_only: bool,
+) -> list[tuple[int, bool, nn.Parameter]]:
+    """``(layer, no decay, parameter)`` for each parameter of ``model`` in model order
+    (a shared one once; with ``trainable_only``, only those that require grad)."""
+    owners = dict(model.named_modules())
+    seen: set[int] = set()
+    entries: list[tuple[int, bool, nn.Parameter]] = []
+    for name, param in model.named_parameters():
+        if id(param) in seen or (trainable_only and not param.requires_grad):
+            continue
+        seen.add(id(param))
+        owner = owners[name.rsplit(".", 1)[0]] if "." in name else model
+        skip = is_no_decay(name, param, owner) or (
+            no_decay_embeddings and isinstance(owner, nn.Embedding | nn.EmbeddingBag)
+        )
+        k = layer(name)
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise TypeError(f"layer_of({name!r}) must return an int, got {k!r}")
+        entries.append((k, bool(skip), param))
+    return entries
+
+
 def param_groups(
     model: nn.Module,
     weight_decay: Any,
@@ -168,22 +195,7 @@ def param_groups(
     is_no_decay = _as_predicate(no_decay)
     layer = layer_of if layer_of is not None else _top_level_layers(model)
     extra = dict(no_decay_options or {})
-
-    owners = dict(model.named_modules())
-    seen: set[int] = set()
-    entries: list[tuple[int, bool, nn.Parameter]] = []
-    for name, param in model.named_parameters():
-        if id(param) in seen or (trainable_only and not param.requires_grad):
-            continue
-        seen.add(id(param))
-        owner = owners[name.rsplit(".", 1)[0]] if "." in name else model
-        skip = is_no_decay(name, param, owner) or (
-            no_decay_embeddings and isinstance(owner, nn.Embedding | nn.EmbeddingBag)
-        )
-        k = layer(name)
-        if isinstance(k, bool) or not isinstance(k, int):
-            raise TypeError(f"layer_of({name!r}) must return an int, got {k!r}")
-        entries.append((k, bool(skip), param))
+    entries = _classified(model, is_no_decay, layer, no_decay_embeddings, trainable_only)
 
     last = max((k for k, _, _ in entries), default=0)
     merge = not callable(weight_decay) and weight_decay == 0 and not extra

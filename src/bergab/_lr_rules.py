@@ -1,0 +1,156 @@
+"""The suggestion rules of the learning-rate range test (:mod:`bergab.lr_finder`): where on
+the smoothed loss curve to read a learning rate, and how clearly the curve descends.
+
+Pure functions of the recorded curve (NumPy arrays); :class:`bergab.lr_finder.LRFindResult`
+applies them, and :func:`suggest` and :data:`SOFT_MINIMUM_TEMPERATURE` are also
+``bergab.lr_finder``'s.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["SOFT_MINIMUM_TEMPERATURE", "suggest"]
+
+ArrayLike = Sequence[float] | np.ndarray
+
+
+def _start_level(smoothed: np.ndarray) -> float:
+    """The loss before the descent: the median of the first 10% of the curve."""
+    return float(np.median(smoothed[: max(1, len(smoothed) // 10)]))
+
+
+def _descent_region(smoothed: np.ndarray, i_min: int) -> tuple[int, int]:
+    """Indices where the smoothed loss has made 10% and 90% of its drop to the minimum."""
+    start = _start_level(smoothed)
+    drop = start - float(smoothed[i_min])
+    if drop <= 0 or i_min == 0:
+        return 0, i_min
+    head = smoothed[: i_min + 1]
+    fallen = (start - head) / drop
+    # the last time the curve was above 10% / 90% of the drop, so noise early on is ignored
+    above_10 = np.nonzero(fallen < 0.1)[0]
+    a = int(above_10[-1]) if len(above_10) else 0
+    above_90 = np.nonzero(fallen < 0.9)[0]
+    b = int(above_90[-1]) + 1 if len(above_90) else i_min
+    return a, max(a, min(b, i_min))
+
+
+def _slide(logs: np.ndarray, smoothed: np.ndarray, width: int, thresh: float) -> int:
+    """Right-to-left slide: the left end of the first window whose end slopes agree."""
+    grad = np.gradient(smoothed, logs)
+    span = float(np.max(smoothed) - np.min(smoothed)) or 1.0
+    r = len(smoothed) - 1
+    while r - width >= 0:
+        if abs(grad[r] - grad[r - width]) <= thresh * span:
+            return r - width
+        r -= 1
+    return 0
+
+
+#: Temperature of ``soft_minimum``, as a fraction of the loss drop (see :func:`suggest`).
+SOFT_MINIMUM_TEMPERATURE = 0.05
+
+
+def _soft_minimum(logs: np.ndarray, smoothed: np.ndarray, i_min: int) -> float:
+    """Softmin-weighted mean of log10(lr): the centre of the bottom of the curve."""
+    drop = _start_level(smoothed) - float(smoothed[i_min])
+    if not drop > 0 or not math.isfinite(drop):
+        return float(logs[i_min])
+    u = (smoothed - smoothed[i_min]) / drop  # 0 at the minimum, 1 at the start level
+    w = np.exp(-u / SOFT_MINIMUM_TEMPERATURE)
+    return float(np.sum(w * logs) / np.sum(w))
+
+
+def suggest(lrs: ArrayLike, smoothed: ArrayLike) -> dict[str, float]:
+    """The suggestions read off a range-test curve (all on the smoothed loss).
+
+    With ``i*`` the index of the smallest smoothed loss and ``ℓ = log10(lr)``:
+
+    - ``minimum``: ``lrs[i*] / 10`` (the loss is lowest there; a tenth of it is safe).
+    - ``soft_minimum``: ``minimum`` with the argmin replaced by a soft-argmin over the
+      curve, so that it does not jump along a flat bottom:
+      ``10^ℓ̄ / 10`` with ``ℓ̄ = Σ w_i ℓ_i / Σ w_i``, ``w_i = exp(-u_i / τ)``,
+      ``u_i = (s_i - s_min) / (s_start - s_min)`` (0 at the minimum, 1 at the start level
+      ``s_start``, the median of the first 10% of the curve) and ``τ = 0.05``
+      (:data:`SOFT_MINIMUM_TEMPERATURE`): a point 5% of the drop above the minimum
+      weighs ``1/e`` of it. Falls back to ``minimum`` when the curve never drops.
+    - ``steep``: the lr where the loss falls fastest, ``argmin dL/dℓ`` between the first
+      10% of the points and ``i*`` (torch-lr-finder and Lightning take it over the whole
+      curve after skipping its first 10 points).
+    - ``valley``: the middle (in ``ℓ``) of the descending region, which runs from where the
+      smoothed loss has made 10% of its drop to the minimum to where it has made 90%
+      (the drop is measured from the median of the first 10% of the curve; fastai's rule
+      of the same name takes the middle of the longest decreasing run).
+    - ``slide``: sliding a window of 15% of the points from the right end leftwards, the
+      left end of the first window whose end slopes differ by under 5% of the loss range
+      per decade: where the curve last bends before diverging (after fastai's ``slide``).
+
+    Args:
+        lrs: the learning rates of the sweep, increasing.
+        smoothed: the smoothed loss at each of them.
+
+    Returns:
+        ``{"minimum", "soft_minimum", "steep", "valley", "slide"}`` -> learning rate;
+        empty when the curve has fewer than 3 points.
+
+    Example:
+        >>> lrs = np.logspace(-5, 0, 51)
+        >>> loss = 1 / (1 + (lrs / 1e-3)) + (lrs / 0.1) ** 2  # falls around 1e-3, blows up
+        >>> s = suggest(lrs, loss)
+        >>> [f"{s[k]:.0e}" for k in ("minimum", "soft_minimum", "steep", "valley")]
+        ['2e-03', '1e-03', '1e-03', '7e-04']
+    """
+    lr = np.asarray(lrs, dtype=np.float64)
+    sm = np.asarray(smoothed, dtype=np.float64)
+    if len(lr) < 3:
+        return {}
+    logs = np.log10(lr)
+    i_min = int(np.argmin(sm))
+    out = {"minimum": float(lr[i_min] / 10.0)}
+    out["soft_minimum"] = float(10 ** _soft_minimum(logs, sm, i_min) / 10.0)
+    skip = len(sm) // 10  # the EMA's first points are noisy; torch-lr-finder skips 10 too
+    if i_min - skip >= 2:
+        grad = np.gradient(sm[skip : i_min + 1], logs[skip : i_min + 1])
+        out["steep"] = float(lr[skip + int(np.argmin(grad))])
+    else:
+        out["steep"] = float(lr[i_min])
+    a, b = _descent_region(sm, i_min)
+    out["valley"] = float(10 ** ((logs[a] + logs[b]) / 2))
+    width = max(2, round(0.15 * len(sm)))
+    out["slide"] = float(lr[_slide(logs, sm, width, 0.05)])
+    return out
+
+
+def _confidence(lrs: np.ndarray, smoothed: np.ndarray, stop_reason: str) -> tuple[float, list[str]]:
+    """A score in [0, 1] for how clearly the curve descends, and the reasons it is low."""
+    if len(smoothed) < 3:
+        return 0.0, ["the sweep stopped after fewer than 3 steps: lower start_lr"]
+    i_min = int(np.argmin(smoothed))
+    start = _start_level(smoothed)
+    drop = (start - float(smoothed[i_min])) / max(abs(start), 1e-12)
+    a, b = _descent_region(smoothed, i_min)
+    decades = float(np.log10(lrs[b] / lrs[a])) if b > a else 0.0
+    reasons = []
+    score_drop = min(1.0, max(0.0, drop / 0.2))
+    if drop < 0.1:
+        reasons.append(
+            f"the smoothed loss fell only {100 * max(drop, 0.0):.1f}% below its start: the "
+            "descent may lie below start_lr, or the model does not learn from these batches"
+        )
+    score_width = min(1.0, decades / 0.5)
+    if decades < 0.25:
+        reasons.append(
+            f"the loss fell within {decades:.2f} decades of lr: increase steps for a finer sweep"
+        )
+    score_end = 1.0
+    if stop_reason == "completed" and i_min >= len(smoothed) - max(2, len(smoothed) // 20):
+        score_end = 0.5
+        reasons.append("the loss was still falling at end_lr: raise end_lr")
+    if i_min <= max(1, len(smoothed) // 20):
+        score_end = min(score_end, 0.25)
+        reasons.append("the loss was lowest at the very start: lower start_lr")
+    return score_drop * score_width * score_end, reasons
