@@ -6,11 +6,12 @@ test_schedules_torch.py; the ``bergab schedule`` command in test_schedules_cli.p
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
 import math
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bergab import schedules as sch
+from bergab.schedules._base import factory, schedule_arg
+from bergab.schedules._declare import choice, integer, real
 
 BIG = 10**12  # "past the end": far beyond every schedule's last boundary
 
@@ -553,6 +556,268 @@ def test_repr_reads_like_the_call() -> None:
     assert (
         repr(sch.ReduceOnPlateau(0.1, patience=3)) == "reduce_on_plateau(initial=0.1, patience=3)"
     )
+
+
+# --------------------------------------------------------------------------- declaring a schedule
+@pytest.fixture
+def registry() -> Iterator[dict[str, type[sch.Schedule]]]:
+    """The registry of schedule types, restored after the test: a schedule class declared
+    in a test registers itself like the built-in ones."""
+    saved = dict(sch._REGISTRY)
+    yield sch._REGISTRY
+    sch._REGISTRY.clear()
+    sch._REGISTRY.update(saved)
+
+
+def test_a_new_schedule_is_one_class(registry: dict[str, type[sch.Schedule]]) -> None:
+    class _Staircase(sch.Schedule, name="test_staircase"):
+        """Start at ``start``, lower by ``drop`` every ``every`` steps, never below 0."""
+
+        start: float = real(low=0.0, low_open=True)
+        every: int = integer(low=1)
+        drop: float = real(low=0.0, high="start", default=0.1)
+        rounding: str = choice("down", "nearest", default="down")
+
+        def _value(self, t: int) -> float:
+            n = t // self.every if self.rounding == "down" else round(t / self.every)
+            return max(self.start - n * self.drop, 0.0)
+
+        def key_steps(self, until: int) -> list[int]:
+            return list(range(self.every, until, self.every))[:5]
+
+    staircase = factory(_Staircase)
+
+    # the public function: the declared signature, the class docstring, Python's messages
+    assert registry["test_staircase"] is _Staircase
+    assert staircase.__name__ == "test_staircase"
+    assert staircase.__doc__ == _Staircase.__doc__
+    assert str(inspect.signature(staircase)) == (
+        "(start: 'float', every: 'int', drop: 'float' = 0.1, rounding: 'str' = 'down')"
+        " -> 'Schedule'"
+    )
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'every'"):
+        staircase(1.0)  # type: ignore[call-arg]
+
+    # values, repr (defaults left out), config round trip, key steps
+    s = staircase(1.0, 10, drop=0.25)
+    assert [s(t) for t in (0, 9, 10, 35, 10**6)] == [1.0, 1.0, 0.75, 0.25, 0.0]
+    assert repr(s) == "test_staircase(start=1.0, every=10, drop=0.25)"
+    config = s.to_config()
+    assert config == {
+        "type": "test_staircase",
+        "start": 1.0,
+        "every": 10,
+        "drop": 0.25,
+        "rounding": "down",
+    }
+    again = sch.from_config(json.loads(json.dumps(config)))
+    assert type(again) is _Staircase
+    assert repr(again) == repr(s)
+    assert again.to_config() == config
+    assert [again(t) for t in range(100)] == [s(t) for t in range(100)]
+    assert s.key_steps(100) == [10, 20, 30, 40, 50]
+
+    # nested in a combinator, from a config naming it
+    w = sch.from_config({"type": "warmup", "steps": 5, "schedule": config})
+    assert repr(w) == "warmup(schedule=test_staircase(start=1.0, every=10, drop=0.25), steps=5)"
+    assert w(5) == 1.0
+    assert w.key_steps(30) == [5, 15, 25]
+
+    # checks in declaration order, an earlier argument as a bound, the shared messages
+    with pytest.raises(ValueError, match=r"^start must be in \(0, inf\), got 0.0$"):
+        staircase(0.0, 10)
+    with pytest.raises(TypeError, match="every must be an integer"):
+        staircase(1.0, 2.5)
+    with pytest.raises(ValueError, match=r"^drop must be in \[0, 0.5\], got 0.75$"):
+        staircase(0.5, 10, drop=0.75)
+    with pytest.raises(ValueError, match="rounding must be one of 'down', 'nearest'; got 'up'"):
+        staircase(1.0, 10, rounding="up")
+    with pytest.raises(ValueError, match="allowed: start, every, drop, rounding"):
+        sch.from_config({"type": "test_staircase", "start": 1.0, "every": 3, "step": 1})
+    with pytest.raises(ValueError, match="missing argument 'every'"):
+        sch.from_config({"type": "test_staircase", "start": 1.0})
+
+
+def test_a_new_combinator_gets_children_state_and_post_init(
+    registry: dict[str, type[sch.Schedule]],
+) -> None:
+    class _Product(sch.Schedule, name="test_product"):
+        """The product of two schedules, at most ``cap`` (default: no cap)."""
+
+        first: sch.ScheduleLike = schedule_arg()
+        second: sch.ScheduleLike = schedule_arg()
+        cap: float | None = real(low=0.0, default=None)
+
+        def _post_init(self) -> None:
+            if self.cap == 0.0:
+                raise ValueError("cap must be > 0 when given")
+            self._pair = (self.first, self.second)
+
+        def _value(self, t: int) -> float:
+            v = self._pair[0](t) * self._pair[1](t)
+            return v if self.cap is None else min(v, self.cap)
+
+    product = factory(_Product)
+    plateau = sch.ReduceOnPlateau(2.0, patience=0, factor=0.5)
+    p = product(sch.constant(3.0), plateau)
+    assert p.children() == (p.first, plateau)
+    assert p.stateful
+    p.update(1.0)
+    p.update(1.0)  # no improvement, patience 0: the plateau halves
+    assert p(7) == 3.0
+    state = json.loads(json.dumps(p.state_dict()))
+    config = p.to_config()
+    assert "cap" not in config  # None is "not given": left out (TOML has no null)
+    again = sch.from_config(config)
+    again.load_state_dict(state)
+    assert again(7) == 3.0
+    assert repr(again) == "test_product(first=constant(lr=3.0), second=" + repr(plateau) + ")"
+    assert product(lambda t: 1.0, sch.constant(2.0), cap=1.5)(0) == 1.5  # a plain function too
+    with pytest.raises(ValueError, match="cap must be > 0"):
+        product(sch.constant(1.0), sch.constant(1.0), cap=0.0)
+    with pytest.raises(TypeError, match="second must be a schedule"):
+        product(sch.constant(1.0), 2.0)
+
+
+def test_declaration_mistakes_fail_at_class_definition(
+    registry: dict[str, type[sch.Schedule]],
+) -> None:
+    with pytest.raises(ValueError, match="'cosine' is already registered"):
+
+        class _Again(sch.Schedule, name="cosine"):
+            peak: float = real(low=0.0)
+
+    with pytest.raises(TypeError, match="need a spec"):
+
+        class _NoSpec(sch.Schedule, name="test_no_spec"):
+            peak: float
+
+    with pytest.raises(TypeError, match="'end' without a default follows one with"):
+
+        class _Order(sch.Schedule, name="test_order"):
+            start: float = real(default=0.0)
+            end: float = real()
+
+    with pytest.raises(TypeError, match="registered with name="):
+        factory(sch.Schedule)
+    assert set(registry) == {c[1].name for c in EDGE_CASES}  # none of these registered
+
+
+def test_every_registered_type_has_its_public_function() -> None:
+    for name, cls in sch._REGISTRY.items():
+        public = sch.ReduceOnPlateau if name == "reduce_on_plateau" else getattr(sch, name)
+        assert public.__doc__ == cls.__doc__, name
+        assert inspect.signature(public).parameters == inspect.signature(cls).parameters, name
+        assert [f.name for f in cls._fields] == list(inspect.signature(cls).parameters), name
+        if public is not cls:
+            assert public.__name__ == name
+            assert inspect.signature(public).return_annotation == "Schedule"
+
+
+def test_hand_written_subclasses_still_work() -> None:
+    # The protocol older code uses (training wraps fit's schedule this way): an unregistered
+    # subclass with its own __init__ and _config.
+    class _Half(sch.Schedule):
+        name = "half"
+
+        def __init__(self, inner: sch.Schedule) -> None:
+            self.inner = inner
+
+        def _value(self, t: int) -> float:
+            return 0.5 * self.inner(t)
+
+        def children(self) -> tuple[sch.Schedule, ...]:
+            return (self.inner,)
+
+        def _config(self) -> dict[str, Any]:
+            return {"inner": self.inner}
+
+    h = _Half(sch.cosine(1.0, 10))
+    assert "half" not in sch._REGISTRY
+    assert h(0) == 0.5
+    assert repr(h) == "half(inner=cosine(peak=1.0, total_steps=10))"
+    assert h.to_config() == {"type": "half", "inner": sch.cosine(1.0, 10).to_config()}
+    assert repr(sch.warmup(h, 2)) == f"warmup(schedule={h!r}, steps=2)"
+
+
+# --------------------------------------------------------------------------- one_cycle
+def one_cycle_reference(
+    t: int, T: int, pct: float, phases: list[tuple[float, float]], anneal: str
+) -> float:
+    """torch's ``OneCycleLR`` as published (one param group), written out step by step:
+    phase ends ``pct·T − 1``, (``2·pct·T − 2``,) ``T − 1``; phase ``i`` anneals from its
+    start to its end value over [end of phase i−1, its end]. Ours holds the last value
+    from ``T − 1`` on (torch raises past ``T``)."""
+    if len(phases) == 3:
+        ends = [float(pct * T) - 1, float(2 * pct * T) - 2, T - 1.0]
+    else:
+        ends = [float(pct * T) - 1, T - 1.0]
+    if t >= T - 1:
+        return phases[-1][1]
+    start = 0.0
+    for end, (a, b) in zip(ends, phases, strict=True):
+        if t <= end:
+            p = (t - start) / (end - start)
+            if anneal == "cos":
+                return b + (a - b) / 2.0 * (math.cos(math.pi * p) + 1)
+            return (b - a) * p + a
+        start = end
+    raise AssertionError(t)
+
+
+@pytest.mark.parametrize("anneal", ["cos", "linear"])
+@pytest.mark.parametrize("three_phase", [False, True])
+@pytest.mark.parametrize(("T", "pct"), [(10, 0.3), (100, 0.25), (1001, 0.3), (777, 0.45)])
+def test_one_cycle_and_its_momentum_follow_the_published_formula(
+    anneal: str, three_phase: bool, T: int, pct: float
+) -> None:
+    peak, div, fdiv, base, top = 0.7, 20.0, 300.0, 0.8, 0.97
+    lr = sch.one_cycle(peak, T, pct, div, fdiv, anneal, three_phase)
+    mom = sch.one_cycle_momentum(T, pct, base, top, anneal, three_phase)
+    initial, final = peak / div, peak / div / fdiv
+    if three_phase:
+        lr_phases = [(initial, peak), (peak, initial), (initial, final)]
+        mom_phases = [(top, base), (base, top), (top, top)]
+    else:
+        lr_phases = [(initial, peak), (peak, final)]
+        mom_phases = [(top, base), (base, top)]
+    for t in [*range(T + 20), 10**9]:
+        assert lr(t) == one_cycle_reference(t, T, pct, lr_phases, anneal), t
+        assert mom(t) == one_cycle_reference(t, T, pct, mom_phases, anneal), t
+    ends = [pct * T - 1, 2 * pct * T - 2, T - 1] if three_phase else [pct * T - 1, T - 1]
+    assert lr.key_steps(10**6) == mom.key_steps(10**6) == [math.ceil(e) for e in ends]
+
+
+def test_one_cycle_configs_and_reprs_are_unchanged() -> None:
+    assert sch.one_cycle(1.0, 100).to_config() == {
+        "type": "one_cycle",
+        "peak": 1.0,
+        "total_steps": 100,
+        "pct_start": 0.3,
+        "div_factor": 25.0,
+        "final_div_factor": 10000.0,
+        "anneal": "cos",
+        "three_phase": False,
+    }
+    assert sch.one_cycle_momentum(100, three_phase=True).to_config() == {
+        "type": "one_cycle_momentum",
+        "total_steps": 100,
+        "pct_start": 0.3,
+        "base_momentum": 0.85,
+        "max_momentum": 0.95,
+        "anneal": "cos",
+        "three_phase": True,
+    }
+    assert repr(sch.one_cycle(1.0, 100)) == "one_cycle(peak=1.0, total_steps=100)"
+    assert repr(sch.one_cycle(2.0, 50, anneal="linear")) == (
+        "one_cycle(peak=2.0, total_steps=50, anneal='linear')"
+    )
+    assert repr(sch.one_cycle_momentum(100, 0.4, max_momentum=0.9)) == (
+        "one_cycle_momentum(total_steps=100, pct_start=0.4, max_momentum=0.9)"
+    )
+    # the two are distinct types that share one implementation of the phases
+    assert type(sch.one_cycle(1.0, 100)) is not type(sch.one_cycle_momentum(100))
+    assert type(sch.one_cycle(1.0, 100))._value is type(sch.one_cycle_momentum(100))._value
 
 
 # --------------------------------------------------------------------------- plateau + warmup
