@@ -1,6 +1,7 @@
-"""fit's logs written in batches: the vectorized TensorBoard checksum against the plain
-one, when buffered lines reach the files, and that nothing is lost when a run ends by an
-exception."""
+"""fit's logs written in batches: when buffered lines reach the files, that nothing is lost
+when a run ends by an exception, the batched CSV/JSONL text, and TensorBoard event files
+read back by tensorboard's own readers (matrix-made records equal to protobuf's and
+RecordWriter's, the purge on resume, a clear error without tensorboard)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import csv
 import io
 import json
 import math
+import os
+import re
+import socket
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -15,7 +20,9 @@ from typing import Any
 import pytest
 import torch
 
+from bergab._validate import MissingDependencyError
 from bergab.training import CSVLogger, JSONLLogger, LambdaCallback, TensorBoardLogger, fit
+from bergab.training import _tensorboard as tbfile
 from bergab.training.loggers import masked_crc32c, masked_crc32c_many, tensorboard_available
 from tests.fit_helpers import data, model, mse
 
@@ -29,26 +36,34 @@ def lines(path: Path) -> list[str]:
     return path.read_text().splitlines()
 
 
-# ----------------------------------------------------------------------------- checksums
-def test_vectorized_crc_equals_the_plain_one_and_tensorboards() -> None:
-    pytest.importorskip("tensorboard")
-    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as reference
+def read_events(path: Path) -> list[Any]:
+    """The ``Event`` protos of an event file, read by tensorboard's record reader, which
+    checks both CRCs of every record (``DataLossError`` on a bad one)."""
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.tensorflow_stub import errors
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import PyRecordReader_New
 
-    g = torch.Generator().manual_seed(0)
-    # lengths with every remainder mod 4; counts below and above the vectorized threshold
-    sizes = [(0, 3), (1, 60), (3, 5), (4, 100), (7, 49), (8, 48), (90, 300), (91, 47), (201, 64)]
-    messages = [
-        bytes(torch.randint(0, 256, (length,), generator=g).tolist())
-        for length, count in sizes
-        for _ in range(count)
-    ]
-    order = torch.randperm(len(messages), generator=g).tolist()  # lengths interleaved
-    messages = [messages[i] for i in order]
-    got = masked_crc32c_many(messages)
-    assert got == [masked_crc32c(m) for m in messages]
-    assert got == [reference(m) for m in messages]
-    assert masked_crc32c_many([]) == []
-    assert masked_crc32c_many([b"\xff" * 12] * 50) == [reference(b"\xff" * 12)] * 50
+    reader = PyRecordReader_New(str(path))
+    events = []
+    while True:
+        try:
+            reader.GetNext()
+        except errors.OutOfRangeError:
+            return events
+        events.append(Event.FromString(reader.record()))
+
+
+def accumulate(folder: Path) -> Any:
+    """TensorBoard's view of ``folder`` (every scalar kept, purge events honoured)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    acc.Reload()
+    return acc
+
+
+def float32(x: float) -> float:
+    return torch.tensor(x, dtype=torch.float64).float().item()
 
 
 # ----------------------------------------------------------------------------- buffering
@@ -81,7 +96,12 @@ def test_flush_secs_zero_writes_every_step(tmp_path: Path) -> None:
     log.close()
 
 
-@pytest.mark.parametrize("cls", [CSVLogger, JSONLLogger, TensorBoardLogger])
+needs_tensorboard = pytest.mark.skipif(not tensorboard_available(), reason="needs tensorboard")
+
+
+@pytest.mark.parametrize(
+    "cls", [CSVLogger, JSONLLogger, pytest.param(TensorBoardLogger, marks=needs_tensorboard)]
+)
 def test_flush_arguments_are_checked(cls: Any, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="flush_steps must be"):
         cls(tmp_path, flush_steps=0)
@@ -106,35 +126,9 @@ def test_an_exception_mid_run_still_writes_every_finished_step(tmp_path: Path) -
     assert [json.loads(s)["step"] for s in lines(tmp_path / "steps.jsonl")] == [1, 2, 3, 4, 5]
     assert len(lines(tmp_path / "records.csv")) == 1 + 1  # the first epoch's record
     if tensorboard_available():
-        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-        acc = EventAccumulator(str(tmp_path))
-        acc.Reload()
+        acc = accumulate(tmp_path)
         assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4, 5]
         assert [e.step for e in acc.Scalars("epoch/loss")] == [4]
-
-
-def test_tensorboard_values_beyond_float32_are_infinite(tmp_path: Path) -> None:
-    pytest.importorskip("tensorboard")
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    log = TensorBoardLogger(tmp_path)
-    log.on_fit_start(SimpleNamespace(resumed=False, step=0))
-    for step, gn in [(1, 1e39), (2, -1e39), (3, math.nan), (4, 3.0)]:
-        log.on_batch_end(None, {**record(step), "grad_norm": gn})
-    log.write_record({"step": 4, "epoch": 0, "loss": 0.5, "val_loss": 0.25})
-    log.close()
-    acc = EventAccumulator(str(tmp_path))
-    acc.Reload()
-    values = [e.value for e in acc.Scalars("train/grad_norm")]
-    assert values[:2] == [math.inf, -math.inf]
-    assert math.isnan(values[2])
-    assert values[3] == 3.0
-    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4]
-    assert [(e.step, e.value) for e in acc.Scalars("val/loss")] == [(4, 0.25)]
-    wall = [e.wall_time for e in acc.Scalars("train/loss")]
-    assert wall == sorted(wall)  # each step's own wall time
-    assert wall[0] > 1e9
 
 
 # ----------------------------------------------------------------------------- text
@@ -209,37 +203,147 @@ def test_records_of_other_shapes_fall_back_to_the_csv_and_json_modules(tmp_path:
         assert f.read() == reference_csv([{"x": None}, {"x": 1.5}], ["x"])
 
 
-# ----------------------------------------------------------------------------- TensorBoard bytes
-def test_tensorboard_events_encoded_as_a_matrix_equal_the_one_by_one_bytes(tmp_path: Path) -> None:
-    from bergab.training.loggers import _EventFile
+# ----------------------------------------------------------------------------- TensorBoard
+TAGS = ["train/loss", "train/grad_norm", "lr/lr", "lr/effective_lr"]
+SPECIALS = [math.nan, math.inf, -math.inf, 1e39, -1e39, 3.4028235e38, 1e-46, -0.0, 0.0]
 
+
+def one_by_one(f: Any, walls: list[float], steps: list[int], tags: list[str], values: Any) -> bytes:
+    """The records of tensorboard's RecordWriter for protobuf's events, one at a time."""
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    buf = io.BytesIO()
+    writer = RecordWriter(buf)
+    for wall, step, row in zip(walls, steps, values.tolist(), strict=True):
+        writer.write(
+            f.scalars_event(wall, step, list(zip(tags, row, strict=True))).SerializeToString()
+        )
+    return buf.getvalue()
+
+
+@needs_tensorboard
+def test_matrix_records_are_protobufs_and_record_writers_bytes(tmp_path: Path) -> None:
     g = torch.Generator().manual_seed(0)
-    f = _EventFile(tmp_path)
-    tags = ["train/loss", "train/grad_norm", "lr/lr", "lr/effective_lr"]
-    specials = [math.nan, math.inf, -math.inf, 1e39, -1e39, 3.4028235e38, 1e-46, -0.0]
-    for first, n in [(1, 60), (100, 28), (128, 200), (16000, 384), (2**21, 50)]:
-        steps = list(range(first, first + n))
-        values = torch.randn(n, len(tags), generator=g, dtype=torch.float64) * 1e3
-        values[::7, 1] = torch.tensor(specials * (len(values[::7]) // len(specials) + 1))[
-            : len(values[::7])
-        ]
-        walls = (1.7e9 + torch.rand(n, generator=g, dtype=torch.float64) * 1e6).tolist()
-        one_by_one = [
-            f.scalars_event(w, s, list(zip(tags, row, strict=True)))
-            for w, s, row in zip(walls, steps, values.tolist(), strict=True)
-        ]
-        if ((first + n - 1).bit_length() + 6) // 7 != (first.bit_length() + 6) // 7:
-            with pytest.raises(ValueError, match="varints of one length"):
-                f.scalar_rows(walls, steps, tags, values.numpy())
-            continue
-        assert f.scalar_rows(walls, steps, tags, values.numpy()) == f.frame(one_by_one)
+    f = tbfile.EventFile(tmp_path)
+    tag_sets = [
+        TAGS,
+        ["train/loss"],
+        [f"epoch/metric_{i}" for i in range(40)],  # a Summary of more than 127 bytes
+        ["t/" + "x" * 200, "val/größe", "lr/lr"],  # a tag of more than 127 bytes, UTF-8
+    ]
+    # steps with varints of 1, 2, 3, 4 and 9 bytes, runs of 2 to 384 events
+    runs = [(1, 60), (100, 28), (128, 200), (16000, 384), (2**21, 50), (2**62, 2), (2**63 - 9, 9)]
+    for tags in tag_sets:
+        for first, n in runs:
+            steps = list(range(first, first + n))
+            values = torch.randn(n, len(tags), generator=g, dtype=torch.float64) * 1e3
+            column = values[:, -1]
+            column[::3] = torch.tensor(SPECIALS * n)[: len(column[::3])]
+            walls = (1.7e9 + torch.rand(n, generator=g, dtype=torch.float64) * 1e6).tolist()
+            got = f.scalar_rows(walls, steps, tags, values.numpy())
+            assert got == one_by_one(f, walls, steps, tags, values)
+    # steps whose varints differ in length, step 0 (which protobuf leaves out), 2**63 (beyond
+    # int64): not as a matrix
+    for steps in ([127, 128], [0, 1], [2**63 - 1, 2**63]):
+        assert f.scalar_rows([1.7e9] * 2, steps, TAGS, torch.ones(2, 4).numpy()) is None
     f.close()
+    assert masked_crc32c_many([b"", b"123456789"]) == [masked_crc32c(b""), 0xC78AB0E5]
 
 
+def step_values(r: dict[str, Any]) -> list[tuple[str, float]]:
+    """The (tag, float32 value) pairs of a step record's event."""
+    names = {"loss": "train/loss", "grad_norm": "train/grad_norm", "lr": "lr/lr",
+             "effective_lr": "lr/effective_lr", "loss_scale": "train/loss_scale"}  # fmt: skip
+    return [(names[k], float32(v)) for k, v in r.items() if k in names]
+
+
+@needs_tensorboard
+def test_event_file_read_back_by_tensorboard(tmp_path: Path) -> None:
+    """Name, first record and every event as tensorboard reads them: steps of varints of one
+    and two bytes, flushes every 100 steps, evaluation records, all CRCs checked."""
+    log = TensorBoardLogger(tmp_path, flush_steps=100)
+    log.on_fit_start(SimpleNamespace(resumed=False, step=0))
+    steps = [{**record(s), "effective_lr": 1e-3 * s, "loss_scale": 2.0**16} for s in range(1, 251)]
+    for rec in steps:
+        log.on_batch_end(None, rec)
+        if rec["step"] % 60 == 0:
+            log.write_record({"step": rec["step"], "epoch": 1, "loss": 0.5, "val_loss": 0.25,
+                              "val_acc": 1, "lr": 0.1, "note": "text", "time": 1.0})  # fmt: skip
+    log.close()
+    (path,) = tmp_path.glob("events.out.tfevents.*")
+    name = rf"events\.out\.tfevents\.\d{{10}}\.{re.escape(socket.gethostname())}\.{os.getpid()}"
+    assert re.fullmatch(name, path.name)
+    events = read_events(path)
+    assert events[0].file_version == "brain.Event:2"
+    assert events[0].wall_time > 1e9
+    scalars = [(e.step, [(v.tag, v.simple_value) for v in e.summary.value]) for e in events[1:]]
+    train = [(s, v) for s, v in scalars if v[0][0].startswith("train/")]
+    assert train == [(r["step"], step_values(r)) for r in steps]
+    evaluation = [(s, v) for s, v in scalars if not v[0][0].startswith("train/")]
+    assert evaluation == [
+        (s, [("epoch/loss", 0.5), ("val/loss", 0.25), ("val/acc", 1.0), ("epoch/lr", float32(0.1))])
+        for s in (60, 120, 180, 240)
+    ]
+    walls = [e.wall_time for e in events[1:] if e.summary.value[0].tag == "train/loss"]
+    assert walls == sorted(walls)  # each step's own wall time
+    acc = accumulate(tmp_path)
+    assert [(e.step, e.value) for e in acc.Scalars("lr/effective_lr")] == [
+        (r["step"], float32(r["effective_lr"])) for r in steps
+    ]
+    assert [e.step for e in acc.Scalars("val/acc")] == [60, 120, 180, 240]
+
+
+@needs_tensorboard
+def test_step_events_are_made_as_matrices_and_one_by_one_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Step events go into the file as matrices (RecordWriter writes only the first record
+    and the evaluation records); without a layout they go one by one, and read the same."""
+    written = []
+    write_event = tbfile.EventFile.write_event
+    monkeypatch.setattr(tbfile.EventFile, "write_event",
+                        lambda self, e: written.append(e) or write_event(self, e))  # fmt: skip
+
+    def run(folder: Path) -> list[tuple[int, list[tuple[str, float]]]]:
+        written.clear()
+        log = TensorBoardLogger(folder, flush_steps=1000)
+        log.on_fit_start(SimpleNamespace(resumed=False, step=0))
+        for step in range(1, 2001):
+            log.on_batch_end(None, record(step))
+            if step % 500 == 0:
+                log.write_record({"step": step, "epoch": 0, "loss": 1.0})
+        log.close()
+        (path,) = folder.glob("events.out.tfevents.*")
+        return [(e.step, [(v.tag, v.simple_value) for v in e.summary.value])
+                for e in read_events(path)]  # fmt: skip
+
+    matrices = run(tmp_path / "matrices")
+    assert len(written) == 1 + 4  # file_version and the 4 evaluation records
+    monkeypatch.setattr(tbfile, "_LAYOUTS", {})  # the layouts found so far, forgotten
+    monkeypatch.setattr(tbfile, "_find_layout", lambda *args: None)
+    assert run(tmp_path / "one_by_one") == matrices
+    assert len(written) == 1 + 2000 + 4
+
+
+@needs_tensorboard
+def test_tensorboard_values_beyond_float32_are_infinite(tmp_path: Path) -> None:
+    log = TensorBoardLogger(tmp_path)
+    log.on_fit_start(SimpleNamespace(resumed=False, step=0))
+    for step, gn in [(1, 1e39), (2, -1e39), (3, math.nan), (4, 3.0)]:
+        log.on_batch_end(None, {**record(step), "grad_norm": gn})
+    log.write_record({"step": 4, "epoch": 0, "loss": 0.5, "val_loss": 0.25})
+    log.close()
+    acc = accumulate(tmp_path)
+    values = [e.value for e in acc.Scalars("train/grad_norm")]
+    assert values[:2] == [math.inf, -math.inf]
+    assert math.isnan(values[2])
+    assert values[3] == 3.0
+    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4]
+    assert [(e.step, e.value) for e in acc.Scalars("val/loss")] == [(4, 0.25)]
+
+
+@needs_tensorboard
 def test_tensorboard_runs_with_missing_values_and_step_widths_read_back(tmp_path: Path) -> None:
-    pytest.importorskip("tensorboard")
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     log = TensorBoardLogger(tmp_path, flush_steps=10_000)
     log.on_fit_start(SimpleNamespace(resumed=False, step=0))
     expected = []
@@ -250,13 +354,68 @@ def test_tensorboard_runs_with_missing_values_and_step_widths_read_back(tmp_path
             log.write_record({"step": step, "epoch": 0, "loss": 1.0 / step})
         expected.append(rec)
     log.close()
-    acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
-    acc.Reload()
+    acc = accumulate(tmp_path)
     got = [(e.step, e.value) for e in acc.Scalars("train/grad_norm")]
-    assert got == [(r["step"], pytest.approx(r["grad_norm"], rel=1e-7)) for r in expected]
+    assert got == [(r["step"], float32(r["grad_norm"])) for r in expected]
     eff = [(e.step, e.value) for e in acc.Scalars("lr/effective_lr")]
     assert [s for s, _ in eff] == [r["step"] for r in expected if r["effective_lr"] is not None]
     assert [e.step for e in acc.Scalars("epoch/loss")] == [100, 200, 300]
+
+
+@needs_tensorboard
+def test_resume_purges_the_interrupted_runs_later_steps(tmp_path: Path) -> None:
+    """A run logs steps 1-10 (all written; validation at 4 and 8) and dies; it resumes from
+    its checkpoint at step 6 and logs steps 7-12 with other values (validation at 12) in a
+    second file. TensorBoard shows each step once, those after 6 from the resumed run: the
+    second file starts with a SessionLog.START at step 7."""
+
+    def run(resumed_from: int | None, steps: range, sign: float, validate: set[int]) -> None:
+        log = TensorBoardLogger(tmp_path, flush_steps=3)
+        log.on_fit_start(SimpleNamespace(resumed=resumed_from is not None, step=resumed_from))
+        for step in steps:
+            log.on_batch_end(None, {**record(step), "loss": sign * step})
+            if step in validate:
+                log.write_record({"step": step, "epoch": 0, "loss": 1.0, "val_loss": sign})
+        log.close()
+
+    run(None, range(1, 11), 1.0, {4, 8})
+    run(6, range(7, 13), -1.0, {12})
+    second = sorted(tmp_path.glob("events.out.tfevents.*"))[1]
+    events = read_events(second)
+    assert events[1].step == 7
+    assert events[1].session_log.status == events[1].session_log.START
+    acc = accumulate(tmp_path)
+    expected = [(s, float(s)) for s in range(1, 7)] + [(s, -float(s)) for s in range(7, 13)]
+    assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == expected
+    assert [(e.step, e.value) for e in acc.Scalars("val/loss")] == [(4, 1.0), (12, -1.0)]
+    # the same second file without the START event: the dead run's validation at 8 shows
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    with second.open("wb") as out:
+        writer = RecordWriter(out)
+        for e in events:
+            if not e.HasField("session_log"):
+                writer.write(e.SerializeToString())
+    assert [e.step for e in accumulate(tmp_path).Scalars("val/loss")] == [4, 8, 12]
+
+
+def test_a_missing_tensorboard_is_named_with_its_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without tensorboard, TensorBoardLogger raises an ImportError naming bergab[log]; fit
+    with log_dir writes its CSV and JSONL logs and no event file."""
+    for name in [m for m in sys.modules if m == "tensorboard" or m.startswith("tensorboard.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # None: the import fails
+    assert not tensorboard_available()
+    with pytest.raises(MissingDependencyError, match=r"pip install 'bergab\[log\]'") as info:
+        TensorBoardLogger(tmp_path)
+    assert isinstance(info.value, ImportError)
+    x, y = data()
+    fit(model(), (x, y), mse, optimizer="sgd", lr=0.05, max_steps=3, batch_size=4,
+        log_dir=tmp_path, progress=False)  # fmt: skip
+    assert len(lines(tmp_path / "steps.csv")) == 1 + 3
+    assert not list(tmp_path.glob("events.out.tfevents.*"))
 
 
 # ----------------------------------------------------------------------------- rollback
@@ -292,10 +451,7 @@ def test_a_nan_rollback_cuts_the_pending_and_written_lines_of_the_undone_steps(
         with (logs / "steps.csv").open(newline="") as f:
             assert [float(r["loss"]) for r in csv.DictReader(f)] == h.steps["loss"]
         if tensorboard_available():
-            from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-            acc = EventAccumulator(str(logs))
-            acc.Reload()
+            acc = accumulate(logs)
             got = [(e.step, e.value) for e in acc.Scalars("lr/effective_lr")]
             assert got == [
                 (s, pytest.approx(lr)) for s, lr in enumerate(h.steps["effective_lr"], 1)
