@@ -17,14 +17,10 @@ exactly. Every file is written through :class:`bergab.training.World`: under sev
 processes only rank 0 writes.
 
 Example:
-    >>> import tempfile
-    >>> from bergab import config
-    >>> out = Path(tempfile.mkdtemp()) / "run"
-    >>> cfg = config.validate({"task": {"name": "linreg", "standardize": True},
-    ...     "schedule": {"lr": 0.1}, "fit": {"max_steps": 20, "progress": False},
-    ...     "output": {"dir": str(out), "plots": False}})
-    >>> train(cfg).steps, resume(out).steps
-    (20, 20)
+    >>> from bergab import config, run
+    >>> cfg = config.validate({"task": {"name": "linreg"}, "schedule": {"lr": 0.1}})
+    >>> cfg.run_dir().as_posix()  # where run.train(cfg) writes; run.resume continues it
+    'runs/linreg'
 """
 
 from __future__ import annotations
