@@ -185,6 +185,7 @@ class Trainer(StepCore):
         self.callbacks: list[Callback] = []
 
         self._pause = False  # stop(checkpoint=True): save a resume point, then end
+        self._tol = (o.tol_loss, o.tol_grad)  # read every step: kept at hand
         self._rollback_events: list[dict[str, Any]] = []
         self._pending_rng: Any = None
         self._t0 = time.perf_counter()
@@ -668,7 +669,7 @@ class Trainer(StepCore):
             cb.on_batch_end(self, rec)
 
         if not skipped:
-            tol_loss, tol_grad = o.tol_loss, o.tol_grad
+            tol_loss, tol_grad = self._tol
             if tol_loss is not None:
                 prev = st.prev_loss
                 if prev is not None and abs(loss_v - prev) <= tol_loss * max(1.0, abs(prev)):
