@@ -270,6 +270,16 @@ def _finished_run(run_dir: Path, total: int) -> tuple[History, dict[str, Any]] |
     return history, ckpt["model"]
 
 
+def _finished_message(history: History) -> str:
+    stopped = history.stop_reason
+    hint = (
+        "; to train on, pass e.g. --set fit.max_steps=N with a larger N"
+        if stopped in ("max_steps", "epochs")
+        else ""
+    )
+    return f"the run already finished at step {len(history)} ({stopped}){hint}"
+
+
 def _final_values(history: History) -> dict[str, float]:
     out: dict[str, float] = {}
     last = history.last or {}
@@ -513,14 +523,8 @@ def train(
     finished = _finished_run(run_dir, total) if resume else None
     if finished is not None:  # nothing left to train: don't let fit rewrite the checkpoint
         outcome = _Outcome(finished[0])
-        stopped = outcome.history.stop_reason
-        hint = (
-            "; to train on, pass e.g. --set fit.max_steps=N with a larger N"
-            if stopped in ("max_steps", "epochs")
-            else ""
-        )
-        tell(f"the run already finished at step {len(outcome.history)} ({stopped}){hint}")
         task.model.load_state_dict(finished[1])
+        tell(_finished_message(outcome.history))
     else:
         outcome = _run_fit(cfg, task, schedule, run_dir, resume, callbacks)
     history = outcome.history

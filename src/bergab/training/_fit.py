@@ -44,8 +44,8 @@ from bergab.training._step import (
 from bergab.training.callbacks import HOOKS, Callback
 from bergab.training.checkpoint import remove_stale_temporaries, rng_state, set_rng_state
 from bergab.training.history import History
-from bergab.training.options import NAN_POLICIES, FitOptions, fit_signature, option_docs
-from bergab.training.world import World
+from bergab.training.options import NAN_POLICIES, FitOptions, fit_docstring, fit_signature
+from bergab.training.world import World, synchronizes_gradients
 
 __all__ = ["CHECKPOINT_FORMAT", "NAN_POLICIES", "PRECISIONS", "NonFiniteError", "Trainer", "fit"]
 
@@ -85,20 +85,6 @@ class _RollbackError(Exception):
 
 
 # ----------------------------------------------------------------------------- helpers
-def _synchronizes_gradients(model: nn.Module) -> bool:
-    """Whether ``model`` averages gradients across processes (DDP, FSDP or FSDP2)."""
-    kinds: list[type] = [nn.parallel.DistributedDataParallel]
-    with contextlib.suppress(ImportError):
-        from torch.distributed import fsdp
-
-        kinds += [
-            k
-            for k in (getattr(fsdp, n, None) for n in ("FullyShardedDataParallel", "FSDPModule"))
-            if isinstance(k, type)
-        ]
-    return isinstance(model, tuple(kinds))
-
-
 def _overrides(cb: Callback, hook: str) -> bool:
     return hook in vars(cb) or getattr(type(cb), hook) is not getattr(Callback, hook)
 
@@ -168,7 +154,7 @@ class Trainer(StepCore):
         self.log_dir: Path | None = o.log_dir
         self.scheduler: Any = o.scheduler
         self.world = World.current()
-        if self.world.size > 1 and not _synchronizes_gradients(model):
+        if self.world.size > 1 and not synchronizes_gradients(model):
             raise ValueError(
                 f"fit runs in one of {self.world.size} processes and shards the data, but the "
                 "model does not average its gradients across them: wrap it in "
@@ -798,41 +784,6 @@ class Trainer(StepCore):
 
 
 # ----------------------------------------------------------------------------- fit
-_FIT_DOC = """Train ``model`` on ``train_data`` by gradient descent; return the :class:`History`.
-
-    Args:
-        model: the ``torch.nn.Module`` to train (moved to ``device``, trained in place).
-        train_data: a ``DataLoader`` (or any re-iterable of batches), a map-style
-            ``Dataset``, or tensors ``(x, y)`` / a ``TensorDataset``. With tensors or a
-            Dataset, fit batches: ``batch_size="full"`` is batch gradient descent, ``1``
-            stochastic gradient descent, ``k`` mini-batch.
-        loss_fn: ``loss_fn(outputs, targets) -> scalar tensor`` (a mean over the batch).
-        **options: fit's options, each declared once in
-            :class:`~bergab.training.FitOptions`:
-{options}
-
-    Returns:
-        The :class:`~bergab.training.History`: step and evaluation records, ``best``,
-        ``plot()``, ``stop_reason``.
-
-    Raises:
-        NonFiniteError: a NaN/inf with ``nan_policy="stop"`` (or too many skips/rollbacks).
-        TypeError: an option fit does not have (the message suggests the closest name).
-
-    Example:
-        >>> import torch, bergab
-        >>> g = torch.Generator().manual_seed(0)
-        >>> x = torch.randn(256, 3, generator=g)
-        >>> y = x @ torch.tensor([[1.0], [-2.0], [0.5]])
-        >>> model = torch.nn.Linear(3, 1)
-        >>> h = bergab.fit(model, (x, y), torch.nn.functional.mse_loss, val_data=(x, y),
-        ...                optimizer="sgd", lr=0.1, epochs=5, batch_size=32, seed=0,
-        ...                progress=False)
-        >>> len(h), len(h.records), h.best["val_loss"] < 1e-3
-        (40, 5, True)
-    """
-
-
 def fit(
     model: nn.Module,
     train_data: Any,
@@ -842,7 +793,7 @@ def fit(
     return Trainer(model, train_data, loss_fn, FitOptions.from_kwargs("fit", options)).run()
 
 
-fit.__doc__ = _FIT_DOC.format(options=option_docs(indent=" " * 12))
+fit.__doc__ = fit_docstring()
 fit.__signature__ = fit_signature(  # type: ignore[attr-defined]
     list(inspect.signature(fit).parameters.values())[:3], History
 )

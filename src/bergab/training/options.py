@@ -35,7 +35,15 @@ from bergab._validate import check_bool, check_choice, check_int, check_real, is
 from bergab.training._step import PRECISIONS, check_clip
 from bergab.training.callbacks import Callback, EarlyStopping
 
-__all__ = ["NAN_POLICIES", "FitOptions", "Toml", "fit_signature", "option_docs"]
+__all__ = [
+    "NAN_POLICIES",
+    "FitOptions",
+    "Toml",
+    "fit_docstring",
+    "fit_signature",
+    "option_docs",
+    "toml_fields",
+]
 
 #: The ``nan_policy`` values fit accepts.
 NAN_POLICIES = ("stop", "skip", "rollback")
@@ -514,3 +522,43 @@ def fit_signature(leading: Iterable[inspect.Parameter], returns: Any) -> inspect
         for f in dataclasses.fields(FitOptions)
     )
     return inspect.Signature(params, return_annotation=returns)
+
+
+_FIT_DOC = """Train ``model`` on ``train_data`` by gradient descent; return the :class:`History`.
+
+    Args:
+        model: the ``torch.nn.Module`` to train (moved to ``device``, trained in place).
+        train_data: a ``DataLoader`` (or any re-iterable of batches), a map-style
+            ``Dataset``, or tensors ``(x, y)`` / a ``TensorDataset``. With tensors or a
+            Dataset, fit batches: ``batch_size="full"`` is batch gradient descent, ``1``
+            stochastic gradient descent, ``k`` mini-batch.
+        loss_fn: ``loss_fn(outputs, targets) -> scalar tensor`` (a mean over the batch).
+        **options: fit's options, each declared once in
+            :class:`~bergab.training.FitOptions`:
+{options}
+
+    Returns:
+        The :class:`~bergab.training.History`: step and evaluation records, ``best``,
+        ``plot()``, ``stop_reason``.
+
+    Raises:
+        NonFiniteError: a NaN/inf with ``nan_policy="stop"`` (or too many skips/rollbacks).
+        TypeError: an option fit does not have (the message suggests the closest name).
+
+    Example:
+        >>> import torch, bergab
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x = torch.randn(256, 3, generator=g)
+        >>> y = x @ torch.tensor([[1.0], [-2.0], [0.5]])
+        >>> model = torch.nn.Linear(3, 1)
+        >>> h = bergab.fit(model, (x, y), torch.nn.functional.mse_loss, val_data=(x, y),
+        ...                optimizer="sgd", lr=0.1, epochs=5, batch_size=32, seed=0,
+        ...                progress=False)
+        >>> len(h), len(h.records), h.best["val_loss"] < 1e-3
+        (40, 5, True)
+    """
+
+
+def fit_docstring() -> str:
+    """The docstring of :func:`bergab.fit`, with every option's documentation in it."""
+    return _FIT_DOC.format(options=option_docs(indent=" " * 12))

@@ -33,7 +33,7 @@ import torch
 
 from bergab.training.checkpoint import load_checkpoint, save_checkpoint
 
-__all__ = ["World"]
+__all__ = ["World", "synchronizes_gradients"]
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,25 @@ class World:
         """Pass ``message`` to ``tell`` on rank 0 (one line on the console, not one a rank)."""
         if self.is_main and tell is not None:
             tell(message)
+
+
+def synchronizes_gradients(model: torch.nn.Module) -> bool:
+    """Whether ``model`` averages gradients across processes (DDP, FSDP or FSDP2).
+
+    Example:
+        >>> synchronizes_gradients(torch.nn.Linear(1, 1))
+        False
+    """
+    kinds: list[type] = [torch.nn.parallel.DistributedDataParallel]
+    with contextlib.suppress(ImportError):
+        from torch.distributed import fsdp
+
+        kinds += [
+            k
+            for k in (getattr(fsdp, n, None) for n in ("FullyShardedDataParallel", "FSDPModule"))
+            if isinstance(k, type)
+        ]
+    return isinstance(model, tuple(kinds))
 
 
 def _replace(path: Path, write: Callable[[Path], Any]) -> None:
