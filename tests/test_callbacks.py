@@ -107,7 +107,7 @@ def test_early_stopping_restores_the_best_weights_whatever_ended_the_run(ending:
     m = model()
     kw: dict[str, Any] = {"max_steps": 5} if ending == "max_steps" else {"epochs": 8}
     patience = 2 if ending == "early_stopping" else 10
-    es = EarlyStopping("val_score", patience=patience)
+    es = EarlyStopping("val_score", patience=patience, mode="min")
     run = lambda: fit(m, (x, y), loss_fn, val_data=(x, y), metrics={"score": scripted(values)},  # noqa: E731
                       optimizer="sgd", lr=0.05, batch_size="full", callbacks=[es, snap],
                       progress=False, **kw)  # fmt: skip
@@ -135,7 +135,7 @@ def test_ctrl_c_ends_the_run_cleanly_and_restores_the_best_weights(tmp_path: Pat
             raise KeyboardInterrupt
 
     m = model()
-    es = EarlyStopping("val_score", patience=10)
+    es = EarlyStopping("val_score", patience=10, mode="min")
     with pytest.raises(KeyboardInterrupt):
         fit(m, (x, y), mse, val_data=(x, y), metrics={"score": scripted(values)},
             optimizer="sgd", lr=0.05, epochs=8, batch_size="full", log_dir=tmp_path,
@@ -149,7 +149,7 @@ def test_ctrl_c_ends_the_run_cleanly_and_restores_the_best_weights(tmp_path: Pat
 def test_early_stopping_validates_and_needs_validation() -> None:
     with pytest.raises(ValueError, match="patience"):
         EarlyStopping(patience=-1)
-    with pytest.raises(ValueError, match="mode must be one of 'min', 'max'"):
+    with pytest.raises(ValueError, match="mode must be one of 'auto', 'min', 'max'"):
         EarlyStopping(mode="up")
     x, y = data()
     with pytest.raises(ValueError, match="monitors 'val_loss', but fit\\(\\) has no val_data"):
@@ -186,7 +186,7 @@ def test_early_stopping_on_training_loss_at_epoch_ends() -> None:
 def test_reduce_lr_on_plateau_matches_torch(kwargs: dict[str, Any]) -> None:
     x, y = data()
     values = [1.0, 0.9, 0.95, 0.93, 0.92, 0.97, 0.85, 0.86, 0.9, 0.91, 0.95, 0.99]
-    cb = ReduceLROnPlateau("val_score", **kwargs)
+    cb = ReduceLROnPlateau("val_score", **{"mode": "min", **kwargs})
     h = fit(model(), (x, y), mse, val_data=(x, y), metrics={"score": scripted(values)},
             optimizer=torch.optim.SGD, lr=0.1, epochs=len(values), batch_size="full",
             callbacks=[cb], progress=False)  # fmt: skip
@@ -208,7 +208,7 @@ def test_reduce_lr_on_plateau_composes_with_warmup_on_a_bergab_optimizer() -> No
     x, y = data()
     values = [1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5]
     sched = schedules.warmup(schedules.constant(0.1), steps=4)
-    cb = ReduceLROnPlateau("val_score", factor=0.5, patience=0)
+    cb = ReduceLROnPlateau("val_score", factor=0.5, patience=0, mode="min")
     h = fit(model(), (x, y), mse, val_data=(x, y), metrics={"score": scripted(values)},
             optimizer="sgd", lr=sched, epochs=8, batch_size="full", callbacks=[cb],
             progress=False)  # fmt: skip
@@ -225,7 +225,7 @@ def test_model_checkpoint_keeps_the_k_best(tmp_path: Path) -> None:
     snap = LambdaCallback(
         on_validation_end=lambda t, logs: snapshots.update({t.step: weights(t.model)})
     )
-    mc = ModelCheckpoint(monitor="val_score", keep=2)
+    mc = ModelCheckpoint(monitor="val_score", mode="min", keep=2)
     fit(model(), (x, y), mse, val_data=(x, y), metrics={"score": scripted(values)},
         optimizer="sgd", lr=0.05, epochs=6, batch_size="full", checkpoint_dir=tmp_path,
         callbacks=[mc, snap], progress=False)  # fmt: skip

@@ -29,6 +29,7 @@ from bergab.training import (
     fit,
     load_checkpoint,
 )
+from bergab.training._step import check_precision
 
 mse = nn.functional.mse_loss
 
@@ -336,7 +337,11 @@ def test_fp16_and_bf16_on_cuda() -> None:
 
 
 def test_fp16_on_an_unsupported_device_is_refused() -> None:
+    # fit refuses the meta device before precision (it holds no data); the precision
+    # check itself is fit's, called with a device type autocast+GradScaler do not serve
     with pytest.raises(ValueError, match="precision='fp16'"):
+        check_precision("fp16", torch.device("meta"))
+    with pytest.raises(ValueError, match="device='meta' holds no data"):
         fit(
             nn.Linear(1, 1),
             (torch.zeros(2, 1), torch.zeros(2, 1)),

@@ -241,6 +241,22 @@ def config(name: str) -> tuple[Callable[[], dict[str, Any]], int]:  # noqa: PLR0
             return kw
 
         return fresh_schedule, 9
+    if name == "train_metrics":  # the metric sums of the epoch are in the checkpoint
+        mae = lambda out, t: (out - t).abs().mean()  # noqa: E731
+        return base(metrics={"mae": mae}, train_metrics=True), 7
+    if name == "two_groups_torch_plateau":  # fit's schedule keeps the groups' ratio
+        make = base(
+            optimizer=lambda m: torch.optim.SGD(
+                [{"params": m[0].parameters()}, {"params": m[3].parameters(), "lr": 0.3}], lr=0.1
+            )
+        )
+
+        def two_groups() -> dict[str, Any]:
+            kw = make()
+            kw["lr"] = schedules.warmup(schedules.ReduceOnPlateau(0.05, patience=0), steps=3)
+            return kw
+
+        return two_groups, 9
     if name == "bf16":
         return base(precision="bf16"), 6
     if name == "fp16_scaler":
@@ -255,6 +271,8 @@ CONFIGS = [
     "schedulefree",
     "torch_adam_schedule_plateau",
     "metric_driven_schedule",
+    "train_metrics",
+    "two_groups_torch_plateau",
     "bf16",
     "fp16_scaler",
 ]
@@ -389,6 +407,6 @@ def test_resume_with_a_different_setup_fails_clearly(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="resume with the same optimizer"):
         fit(mlp(), (x, y), mse, optimizer=torch.optim.SGD, lr=0.1, max_steps=6,
             checkpoint_dir=tmp_path, resume=True, progress=False)  # fmt: skip
-    with pytest.raises(RuntimeError, match="state_dict"):
+    with pytest.raises(ValueError, match="resume: the checkpoint's model state does not fit"):
         fit(nn.Linear(4, 1), (x, y), mse, optimizer="sgd", lr=0.1, max_steps=6,
             checkpoint_dir=tmp_path, resume=True, progress=False)  # fmt: skip

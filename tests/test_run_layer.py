@@ -333,7 +333,7 @@ def test_two_processes_shard_the_data_and_only_rank_0_writes(tmp_path: Path) -> 
     assert set(epoch0[0]).isdisjoint(epoch0[1])
     assert set(epoch0[0]) | set(epoch0[1]) == set(range(40))
     assert r0["weights"] == r1["weights"]  # DDP averaged the shards' gradients
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["last.pt"]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["last.prev.pt", "last.pt"]
     logs = tmp_path / "logs"
     assert len(list(logs.glob("events.out.tfevents.*"))) <= 1  # one writer, not two
     assert len((logs / "steps.csv").read_text().splitlines()) == 1 + 8  # header + rank 0's

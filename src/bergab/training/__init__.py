@@ -4,7 +4,8 @@
 clipping, accumulation, mixed precision, validation, callbacks, logs, a progress bar,
 NaN policies) with exact resume: a run killed at any moment and resumed with
 ``resume=True`` ends with the same weights, bit for bit, as a run never interrupted
-(on the CPU). See ``docs/training.md``.
+(on the CPU). :func:`evaluate` computes a model's loss and metrics on any data as fit
+validates. See ``docs/training.md``.
 
 Example:
     >>> import torch
@@ -34,6 +35,7 @@ from bergab.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from bergab.training.evaluation import evaluate
 from bergab.training.history import History
 from bergab.training.loggers import CSVLogger, JSONLLogger, TensorBoardLogger
 from bergab.training.options import NAN_POLICIES, FitOptions
@@ -59,6 +61,7 @@ __all__ = [
     "TensorBoardLogger",
     "Trainer",
     "World",
+    "evaluate",
     "fit",
     "load_checkpoint",
     "rng_state",

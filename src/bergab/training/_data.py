@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 from torch.utils.data import default_collate as _collate
@@ -31,6 +32,7 @@ __all__ = [
     "default_batch_fn",
     "endless_batches",
     "forward",
+    "is_indexed",
     "loader_generators",
     "make_source",
     "to_device",
@@ -112,22 +114,49 @@ def batch_len(targets: Any) -> int:
     return 1
 
 
-def _as_tensors(data: Any) -> tuple[torch.Tensor, ...] | None:
+def _from_numpy(array: np.ndarray, what: str) -> torch.Tensor:
+    """A numpy array as a tensor of the same dtype (sharing its memory where torch can)."""
+    try:
+        if array.flags.writeable and all(s >= 0 for s in array.strides):
+            return torch.from_numpy(array)
+        return torch.tensor(array)  # read-only or reversed: a copy, torch cannot share it
+    except TypeError as exc:
+        raise TypeError(
+            f"{what}: a numpy array of dtype {array.dtype} cannot become a tensor ({exc}); "
+            "convert it to a numeric dtype first"
+        ) from None
+
+
+def _as_tensors(data: Any, what: str = "train_data") -> tuple[torch.Tensor, ...] | None:
+    """``data`` as a tuple of tensors when it is tensors (or numpy arrays), else ``None``."""
     if isinstance(data, TensorDataset):
         return tuple(data.tensors)
-    if isinstance(data, torch.Tensor):
+    if isinstance(data, (torch.Tensor, np.ndarray)):
         raise TypeError(
-            "train_data must hold inputs and targets: pass a tuple (x, y) of tensors, "
-            "not a single tensor"
+            f"{what} must hold inputs and targets: pass a tuple (x, y) of tensors or numpy "
+            f"arrays, not a single {'tensor' if isinstance(data, torch.Tensor) else 'array'}"
         )
-    if isinstance(data, (tuple, list)) and data and all(isinstance(t, torch.Tensor) for t in data):
+    if (
+        isinstance(data, (tuple, list))
+        and data
+        and all(isinstance(t, (torch.Tensor, np.ndarray)) for t in data)
+    ):
         if len(data) < 2:
-            raise TypeError("a tuple of tensors must hold inputs and targets: (x, y)")
-        n = len(data[0])
-        if any(len(t) != n for t in data):
-            lengths = ", ".join(str(len(t)) for t in data)
-            raise ValueError(f"the tensors of the data must have the same length, got {lengths}")
-        return tuple(data)
+            raise TypeError(f"{what}: a tuple of tensors must hold inputs and targets: (x, y)")
+        tensors = tuple(t if isinstance(t, torch.Tensor) else _from_numpy(t, what) for t in data)
+        if any(t.ndim == 0 for t in tensors):
+            shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
+            raise ValueError(
+                f"{what}: every tensor needs a first dimension indexing the examples; got "
+                f"shapes {shapes}"
+            )
+        n = len(tensors[0])
+        if any(len(t) != n for t in tensors):
+            lengths = ", ".join(str(len(t)) for t in tensors)
+            raise ValueError(
+                f"{what}: the tensors of the data must have the same length, got {lengths}"
+            )
+        return tensors
     return None
 
 
@@ -322,7 +351,7 @@ class LoaderSource(Source):
         return it
 
 
-def _is_indexed(data: Any) -> bool:
+def is_indexed(data: Any) -> bool:
     """Whether bergab batches ``data`` itself (tensors or a map-style Dataset)."""
     if isinstance(data, Dataset) and not isinstance(data, IterableDataset):
         return True
@@ -376,18 +405,22 @@ def make_source(
     if isinstance(data, Iterable) and not isinstance(data, (str, bytes, Mapping)):
         return LoaderSource(data)
     raise TypeError(
-        "train_data must be a DataLoader, a Dataset, a tuple (x, y) of tensors or a "
+        "train_data must be a DataLoader, a Dataset, a tuple (x, y) of tensors or numpy "
+        "arrays, or a "
         f"re-iterable of batches, got {type(data).__name__}"
     )
 
 
-def val_batches(data: Any, batch_size: int) -> Callable[[], Iterable[Any]]:
-    """A function giving the validation batches in order (no shuffling)."""
-    tensors = _as_tensors(data)
+def val_batches(data: Any, batch_size: int, what: str = "val_data") -> Callable[[], Iterable[Any]]:
+    """A function giving the validation batches in order (no shuffling).
+
+    ``what`` names the data in errors (``val_data``, or ``data`` for ``evaluate``).
+    """
+    tensors = _as_tensors(data, what)
     if tensors is not None:
         n = len(tensors[0])
         if n == 0:
-            raise ValueError("val_data is empty")
+            raise ValueError(f"{what} is empty")
 
         def tensor_batches() -> Iterable[Any]:
             if batch_size >= n:
@@ -397,15 +430,16 @@ def val_batches(data: Any, batch_size: int) -> Callable[[], Iterable[Any]]:
         return tensor_batches
     if isinstance(data, Dataset) and not isinstance(data, IterableDataset):
         if len(data) == 0:  # type: ignore[arg-type]
-            raise ValueError("val_data is empty")
+            raise ValueError(f"{what} is empty")
         loader = DataLoader(data, batch_size=batch_size, shuffle=False)
         return lambda: loader
     if isinstance(data, Iterator):
-        raise TypeError("val_data is a one-shot iterator; pass a DataLoader, Dataset or tensors")
+        raise TypeError(f"{what} is a one-shot iterator; pass a DataLoader, Dataset or tensors")
     if isinstance(data, Iterable) and not isinstance(data, (str, bytes, Mapping)):
         return lambda: data
     raise TypeError(
-        "val_data must be a DataLoader, a Dataset, a tuple (x, y) of tensors or a "
+        f"{what} must be a DataLoader, a Dataset, a tuple (x, y) of tensors or numpy "
+        "arrays, or a "
         f"re-iterable of batches, got {type(data).__name__}"
     )
 
@@ -425,7 +459,7 @@ def endless_batches(data: Any, batch_size: int | None, seed: int) -> Iterator[An
     """
     if isinstance(data, Iterator):
         return _replay(data)
-    source = make_source(data, batch_size if _is_indexed(data) else None, True, seed)
+    source = make_source(data, batch_size if is_indexed(data) else None, True, seed)
     return _epochs(source)
 
 

@@ -31,8 +31,20 @@ from torch import nn
 
 from bergab import optim as _optim
 from bergab import schedules
-from bergab.training import _data
-from bergab.training._lr import AUTO_LR, LRControl, Scaled, build_optimizer
+from bergab.training import _checks, _data
+from bergab.training._errors import (
+    NonFiniteError,
+    NonFiniteStopError,
+    PauseError,
+    RollbackError,
+)
+from bergab.training._lr import (
+    LRControl,
+    Scaled,
+    build_optimizer,
+    resolve_lr,
+    stateful_schedules,
+)
 from bergab.training._state import CHECKPOINT_FORMAT, RunState
 from bergab.training._step import (
     PRECISIONS,
@@ -56,41 +68,12 @@ MAX_CONSECUTIVE_SKIPS = 100
 
 _LAST = "last.pt"
 _END = object()
-
-
-class NonFiniteError(FloatingPointError):
-    """Training hit a NaN/inf loss (or gradient) and ``nan_policy`` said stop.
-
-    The message names the step, the epoch and the batch. ``history`` holds everything
-    recorded up to that step (callbacks' ``on_fit_end`` has run, so ``EarlyStopping``
-    has restored the best weights).
-
-    Example:
-        >>> err = NonFiniteError("loss is nan at step 3", History())
-        >>> str(err), len(err.history)
-        ('loss is nan at step 3', 0)
-    """
-
-    def __init__(self, message: str, history: History) -> None:
-        super().__init__(message)
-        self.history = history
-
-
-class _NonFiniteError(Exception):
-    pass
-
-
-class _RollbackError(Exception):
-    pass
+_INF = math.inf
 
 
 # ----------------------------------------------------------------------------- helpers
 def _overrides(cb: Callback, hook: str) -> bool:
     return hook in vars(cb) or getattr(type(cb), hook) is not getattr(Callback, hook)
-
-
-class _PauseError(Exception):
-    """Raised at a step boundary by a ``stop(..., checkpoint=True)``, once it is saved."""
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -177,6 +160,9 @@ class Trainer(StepCore):
         self._t0 = time.perf_counter()
         self._sf_depth = 0
         self._sf_final = False
+        self._pending_metrics: list[tuple[list[Any], int]] = []
+        if o.train_metrics:
+            self._train_metrics = o.metrics
 
     # ------------------------------------------------------------------ public helpers
     @property
@@ -238,50 +224,6 @@ class Trainer(StepCore):
         return self.state.elapsed + time.perf_counter() - self._t0
 
     # ------------------------------------------------------------------ setup
-    def _resolve_lr(self, fit_state: Mapping[str, Any] | None) -> Any:
-        """The one place ``lr="auto"`` is turned into a schedule (range test + policy)."""
-        o = self.options
-        if o.lr != "auto":
-            return o.lr
-        if not AUTO_LR:  # pragma: no cover - ``import bergab`` registers it
-            raise RuntimeError('lr="auto" needs bergab.auto_lr: import bergab first')
-        auto_schedule, build_schedule = AUTO_LR["auto_schedule"], AUTO_LR["build_schedule"]
-        if fit_state is not None and fit_state.get("auto") is not None:
-            auto = fit_state["auto"]  # resume: the same schedule, no new range test
-            self.state.auto = dict(auto)
-            return build_schedule(auto["peak"], auto["total_steps"], auto["policy"])
-        if self.total_steps is None:
-            raise ValueError(
-                'lr="auto" needs the length of the run: pass max_steps, or epochs with data '
-                "that has a length"
-            )
-        bs = None if o.batch_size is None else getattr(self._source, "batch_size", None)
-        # the range test draws fit's batches and takes fit's steps (precision, clipping,
-        # accumulation, device): both run bergab.training's data and step code
-        chosen = auto_schedule(
-            self.model,
-            self.train_data,
-            self.loss_fn,
-            total_steps=self.total_steps,
-            optimizer=o.optimizer,
-            batch_size=bs,
-            batch_fn=self.batch_fn,
-            accumulation_steps=o.accumulation_steps,
-            device=self.device,
-            precision=self.precision,
-            clip_norm=self.clip_norm,
-            clip_value=self.clip_value,
-            seed=o.seed,
-            optimizer_kwargs=o.optimizer_kwargs or None,
-        )
-        self.state.auto = {
-            "peak": chosen.peak,
-            "policy": chosen.policy,
-            "total_steps": chosen.total_steps,
-            "describe": chosen.describe(),
-        }
-        return chosen.schedule
-
     def _build_optimizer(self, lr: Any) -> Scaled | None:
         o = self.options
         opt, scheduler, scaled = build_optimizer(o.optimizer, o.optimizer_kwargs, self.model, lr)
@@ -289,20 +231,6 @@ class Trainer(StepCore):
         if scheduler is not None:
             self.scheduler = scheduler
         return scaled
-
-    def _stateful_schedules(self) -> list[schedules.Schedule]:
-        found: list[schedules.Schedule] = []
-        opt = self.optimizer
-        if isinstance(opt, _optim.Optimizer):
-            for i in range(len(opt.param_groups)):
-                for s in opt.schedules(i).values():
-                    if (
-                        isinstance(s, schedules.Schedule)
-                        and s.stateful
-                        and all(s is not f for f in found)
-                    ):
-                        found.append(s)
-        return found
 
     def _make_callbacks(self) -> list[Callback]:
         from bergab.training import loggers
@@ -357,10 +285,13 @@ class Trainer(StepCore):
             self.state.data_seed = int(torch.randint(0, 2**62, (1,)).item())
         self._plan()
 
-        lr = self._resolve_lr(fit_state)
+        lr = resolve_lr(self, fit_state)
         scaled = self._build_optimizer(lr)
         opt = self.optimizer
         self._set_optimizer(opt)
+        self._arm_first_batch_checks()
+        if self._train_metrics:  # keep the metrics of the steps that are taken
+            self._optimizer_step = self._optimizer_step_keeping_metrics  # type: ignore[method-assign]
         self._move = not (
             isinstance(self._source, _data.TensorSource)
             and all(t.device == self.device for t in self._source.tensors)
@@ -368,7 +299,7 @@ class Trainer(StepCore):
         self._sf = callable(getattr(opt, "train", None)) and callable(getattr(opt, "eval", None))
         self._set_precision(self.precision)
         self._lr = LRControl(opt, self.scheduler, scaled)
-        self._group_schedules = self._stateful_schedules()
+        self._group_schedules = stateful_schedules(self.optimizer)
         self._step_scheduler = self.scheduler is not None and not isinstance(
             self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau
         )
@@ -451,7 +382,9 @@ class Trainer(StepCore):
 
     def _save_checkpoint(self) -> None:
         with self._eval_mode():
-            self.world.save_checkpoint(self._checkpoint, self._last_path)
+            self.world.save_checkpoint(
+                self._checkpoint, self._last_path, keep_last=self.options.keep_last
+            )
 
     def _restore(self, ckpt: Mapping[str, Any]) -> None:
         if ckpt.get("format") != CHECKPOINT_FORMAT:
@@ -461,8 +394,14 @@ class Trainer(StepCore):
             )
         if self._sf:
             self.optimizer.eval()  # type: ignore[attr-defined]
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        for what, obj in (("model", self.model), ("optimizer", self.optimizer)):
+            try:  # a checkpoint of another model/optimizer: say so, not torch's KeyError
+                obj.load_state_dict(ckpt[what])
+            except (RuntimeError, ValueError, KeyError) as exc:
+                raise ValueError(
+                    f"resume: the checkpoint's {what} state does not fit this run's {what} "
+                    f"(was it written by another model or optimizer?): {exc}"
+                ) from exc
         if self.scaler is not None and ckpt.get("scaler") is not None:
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.scheduler is not None:
@@ -513,6 +452,10 @@ class Trainer(StepCore):
     # ------------------------------------------------------------------ the loop
     def run(self) -> History:
         """Train, and return the :class:`History` (what :func:`fit` calls)."""
+        if self.world.is_main:  # rank 0 writes: its folders must take files before any work
+            for name, path in (("checkpoint_dir", self.checkpoint_dir), ("log_dir", self.log_dir)):
+                if path is not None:
+                    _checks.check_writable_dir(name, path)
         ckpt = self._load_resume()
         self._setup(ckpt)
         ended = False
@@ -536,11 +479,11 @@ class Trainer(StepCore):
                 ended = True
                 self._finish("interrupted", clean=False)
                 raise
-            except _NonFiniteError as exc:
+            except NonFiniteStopError as exc:
                 ended = True
                 self._finish(f"nan: {exc}", clean=False)
                 raise NonFiniteError(str(exc), self.history) from None
-            except _PauseError:
+            except PauseError:
                 ended = True
                 self._finish(self.state.stop_reason or "paused", clean=False)
             else:
@@ -570,14 +513,14 @@ class Trainer(StepCore):
                 return False
         if self._pause:
             self._save_checkpoint()
-            raise _PauseError
+            raise PauseError
         return True
 
     def _loop(self) -> None:
         while not self._stop_now():
             try:
                 self._run_epoch()
-            except _RollbackError as rb:
+            except RollbackError as rb:
                 self._rollback(str(rb))
 
     def _run_epoch(self) -> None:
@@ -620,10 +563,13 @@ class Trainer(StepCore):
 
         groups = opt.param_groups
         lrs = [g["lr"] for g in groups]
+        for v in lrs:  # a negative lr would ascend, a NaN one poison the weights: refuse
+            if not 0.0 <= v < _INF:
+                self._bad_lr(lrs)
         eff = opt.effective_lr if self._has_effective_lr else None  # type: ignore[attr-defined]
         skipped = False
         if not math.isfinite(loss_v) or (scaler is None and not math.isfinite(gn_v)):
-            skipped = self._non_finite(loss_v, gn_v)
+            skipped = self._non_finite(loss_v, gn_v, micro)
         else:
             skipped = self._optimizer_step()
         if self._step_scheduler and not skipped:
@@ -670,28 +616,57 @@ class Trainer(StepCore):
         if self._pause:
             self._stop_now()
 
-    def _non_finite(self, loss_v: float, gn_v: float) -> bool:
+    def _bad_lr(self, lrs: list[Any]) -> None:
+        o = self.options
+        source = "scheduler" if o.scheduler is not None else "optimizer" if o.lr is None else "lr"
+        error = _checks.lr_error(lrs, self.state.step + 1, source)
+        if error is not None:
+            raise error
+
+    def _non_finite(self, loss_v: float, gn_v: float, micro: list[Any]) -> bool:
+        """A NaN/inf loss or gradient norm: apply ``nan_policy``; whether the step is skipped.
+
+        Before the advice to lower the learning rate, the step's data (and, at the first
+        step, the model's weights) are searched for NaN/inf: then they are to blame, and
+        rolling back would only meet them again.
+        """
         st = self.state
+        policy = self.options.nan_policy
         what = f"loss is {loss_v}" if not math.isfinite(loss_v) else f"gradient norm is {gn_v}"
         where = f"{what} at step {st.step + 1} (epoch {st.epoch}, batch {st.batch_in_epoch + 1})"
         self.optimizer.zero_grad(set_to_none=True)
-        if self.options.nan_policy == "stop":
-            raise _NonFiniteError(
+        self._pending_metrics.clear()  # the step's training metrics are not kept
+        blame = _checks.non_finite_cause(
+            self.batch_fn, micro, st.batch_in_epoch + 1, st.step + 1, self.model
+        )
+        if blame is not None:
+            where = f"{where}: {blame}"
+            if policy != "skip":
+                raise NonFiniteStopError(
+                    f"{where}; this is no learning-rate problem: fix the data or the model "
+                    "(nan_policy='skip' would skip such steps)"
+                )
+        elif policy == "stop":
+            raise NonFiniteStopError(
                 f"{where}; lower the learning rate, clip gradients (clip_norm=...), or pass "
                 "nan_policy='skip' or 'rollback'"
             )
-        if self.options.nan_policy == "rollback":
-            raise _RollbackError(where)
+        if policy == "rollback":
+            raise RollbackError(where)
         st.skips_in_a_row += 1
         self.history.add_event({"event": "skip", "step": st.step + 1, "reason": where})
         if st.skips_in_a_row >= MAX_CONSECUTIVE_SKIPS:
-            raise _NonFiniteError(f"{where}: {MAX_CONSECUTIVE_SKIPS} steps in a row were skipped")
+            raise NonFiniteStopError(
+                f"{where}: {MAX_CONSECUTIVE_SKIPS} steps in a row were skipped"
+            )
         return True
 
     def _rollback(self, reason: str) -> None:
         n = self.state.rollbacks + 1
         if n > MAX_ROLLBACKS:
-            raise _NonFiniteError(f"{reason}: rolled back {MAX_ROLLBACKS} times already, giving up")
+            raise NonFiniteStopError(
+                f"{reason}: rolled back {MAX_ROLLBACKS} times already, giving up"
+            )
         failed = self.state.step + 1
         self._restore(self.world.load_checkpoint(self._last_path))
         self.state.rollbacks = n
@@ -711,6 +686,29 @@ class Trainer(StepCore):
         self._apply_lr_factor()
 
     # ------------------------------------------------------------------ evaluation
+    def _optimizer_step_keeping_metrics(self) -> bool:
+        """The optimizer step; the step's training metrics join the record's sums unless
+        the step was skipped (as its loss does)."""
+        skipped = StepCore._optimizer_step(self)
+        if not skipped:
+            st = self.state
+            sums = st.train_metric_sums
+            for values, n in self._pending_metrics:
+                for name, value in zip(self._train_metrics, values, strict=True):
+                    sums[name] = sums.get(name, 0.0) + _checks.metric_number(name, value) * n
+                st.train_metric_n += n
+        self._pending_metrics.clear()
+        return skipped
+
+    def _train_metrics_record(self) -> dict[str, float | None]:
+        """``train_<metric>`` since the previous record (and the sums start again)."""
+        st = self.state
+        n = st.train_metric_n
+        rec = {f"train_{k}": st.train_metric_sums.get(k, 0.0) / n if n else None
+               for k in self._train_metrics}  # fmt: skip
+        st.train_metric_sums, st.train_metric_n = {}, 0
+        return rec
+
     def _validate(self) -> dict[str, float]:
         return self._validate_on(self._val_batches(), self.options.metrics)
 
@@ -720,6 +718,8 @@ class Trainer(StepCore):
             rec: dict[str, Any] = {"step": st.step, "epoch": st.epoch}
             rec["loss"] = st.loss_sum / st.loss_n if st.loss_n else None
             st.loss_sum, st.loss_n = 0.0, 0
+            if self._train_metrics:
+                rec.update(self._train_metrics_record())
             if validate:
                 val = self._validate()
                 rec.update(val)

@@ -10,21 +10,29 @@ is resolved with the functions :func:`register_auto_lr` was given.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import torch
 
 from bergab import optim as _optim
 from bergab import schedules
+from bergab.training._checks import lr_error
+
+if TYPE_CHECKING:
+    from bergab.training._fit import Trainer
 
 __all__ = [
     "AUTO_LR",
     "LRControl",
     "Scaled",
     "build_optimizer",
+    "group_ratios",
     "is_bergab",
     "register_auto_lr",
+    "resolve_lr",
+    "stateful_schedules",
     "write_lr",
 ]
 
@@ -34,6 +42,52 @@ def write_lr(group: dict[str, Any], value: float) -> None:
         group["lr"].fill_(value)
     else:
         group["lr"] = value
+
+
+class _GroupRatio(schedules.Schedule):
+    """Another param group's lr: the first group's schedule times a fixed ratio.
+
+    It has no children on purpose: the schedule inside is the first group's, fed (a
+    metric-driven one) and saved there once; reporting it here too would feed it twice.
+    """
+
+    name = "fit_group_ratio"
+
+    def __init__(self, schedule: schedules.ScheduleLike, ratio: float) -> None:
+        self.schedule = schedule
+        self.ratio = ratio
+
+    def _value(self, t: int) -> float:
+        return self.ratio * float(self.schedule(t))
+
+    def children(self) -> tuple[schedules.Schedule, ...]:
+        return ()
+
+    def _config(self) -> dict[str, Any]:
+        return {"schedule": self.schedule, "ratio": self.ratio}
+
+
+def group_ratios(opt: torch.optim.Optimizer) -> list[float]:
+    """Each param group's lr divided by the first group's, as the optimizer was given.
+
+    A group's base lr is its ``initial_lr`` when a torch scheduler already set one (so a
+    reused optimizer keeps the ratios it was built with), else its ``lr``.
+
+    Example:
+        >>> w, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+        >>> group_ratios(torch.optim.SGD([{"params": [w]}, {"params": [b], "lr": 1e-2}], lr=1e-3))
+        [1.0, 10.0]
+    """
+    base = [float(g.get("initial_lr", g["lr"])) for g in opt.param_groups]
+    if 0.0 < base[0] < math.inf:
+        return [b / base[0] for b in base]
+    if all(b == base[0] for b in base):
+        return [1.0] * len(base)
+    raise ValueError(
+        f"lr: fit sets the first param group's learning rate and keeps every other group's "
+        f"ratio to it, but the optimizer's first group has lr {base[0]} (the groups have "
+        f"{base}): give the first group a learning rate > 0"
+    )
 
 
 class Scaled(schedules.Schedule):
@@ -151,6 +205,8 @@ def build_optimizer(
     if not params and not isinstance(spec, torch.optim.Optimizer):
         raise ValueError("the model has no trainable parameters (requires_grad=True)")
     float_lr = None if lr is None else (lr if isinstance(lr, float) else float(lr(0)))
+    if float_lr is not None and (bad := lr_error([float_lr], 1, "lr")) is not None:
+        raise bad
     if isinstance(spec, torch.optim.Optimizer):
         opt = spec
         mine = {id(p) for p in model.parameters()}
@@ -174,18 +230,41 @@ def build_optimizer(
             )
     scheduler = scaled = None
     if lr is not None:
+        # fit's lr is the first group's; every other group keeps its ratio to it, as a
+        # torch scheduler keeps each group's base lr
+        ratios = group_ratios(opt)
+
+        def per_group(s: schedules.ScheduleLike) -> list[schedules.ScheduleLike]:
+            return [s if r == 1.0 else _GroupRatio(s, r) for r in ratios]
+
         if schedules.is_schedule(lr):
             if is_bergab(opt):
-                opt.set_schedule("lr", lr)
+                for i, s in enumerate(per_group(lr)):
+                    opt.set_schedule("lr", s, group=i)
             else:
                 scaled = Scaled(lr)
-                scheduler = schedules.attach(opt, scaled)
+                scheduler = schedules.attach(opt, per_group(scaled))
         else:
             if is_bergab(opt):
                 opt.set_schedule("lr", None)
-            for g in opt.param_groups:
-                write_lr(g, float(lr))
+            for g, r in zip(opt.param_groups, ratios, strict=True):
+                write_lr(g, float(lr) * r)
     return opt, scheduler, scaled
+
+
+def stateful_schedules(opt: torch.optim.Optimizer) -> list[schedules.Schedule]:
+    """The metric-driven schedules driving a bergab optimizer's groups, each once."""
+    found: list[schedules.Schedule] = []
+    if isinstance(opt, _optim.Optimizer):
+        for i in range(len(opt.param_groups)):
+            for s in opt.schedules(i).values():
+                if (
+                    isinstance(s, schedules.Schedule)
+                    and s.stateful
+                    and all(s is not f for f in found)
+                ):
+                    found.append(s)
+    return found
 
 
 #: What ``fit(lr="auto")`` calls: ``auto_schedule`` and ``build_schedule`` of
@@ -199,3 +278,49 @@ def register_auto_lr(auto_schedule: Callable[..., Any], build_schedule: Callable
     """Set what ``fit(lr="auto")`` resolves the learning rate with (see ``AUTO_LR``)."""
     AUTO_LR["auto_schedule"] = auto_schedule
     AUTO_LR["build_schedule"] = build_schedule
+
+
+def resolve_lr(trainer: Trainer, fit_state: Mapping[str, Any] | None) -> Any:
+    """fit's ``lr`` option for ``trainer``: ``lr="auto"`` is turned into a schedule here
+    (range test + policy, or the checkpoint's choice on resume), anything else is kept."""
+    o = trainer.options
+    if o.lr != "auto":
+        return o.lr
+    if not AUTO_LR:  # pragma: no cover - ``import bergab`` registers it
+        raise RuntimeError('lr="auto" needs bergab.auto_lr: import bergab first')
+    auto_schedule, build_schedule = AUTO_LR["auto_schedule"], AUTO_LR["build_schedule"]
+    if fit_state is not None and fit_state.get("auto") is not None:
+        auto = fit_state["auto"]  # resume: the same schedule, no new range test
+        trainer.state.auto = dict(auto)
+        return build_schedule(auto["peak"], auto["total_steps"], auto["policy"])
+    if trainer.total_steps is None:
+        raise ValueError(
+            'lr="auto" needs the length of the run: pass max_steps, or epochs with data '
+            "that has a length"
+        )
+    bs = None if o.batch_size is None else getattr(trainer._source, "batch_size", None)
+    # the range test draws fit's batches and takes fit's steps (precision, clipping,
+    # accumulation, device): both run bergab.training's data and step code
+    chosen = auto_schedule(
+        trainer.model,
+        trainer.train_data,
+        trainer.loss_fn,
+        total_steps=trainer.total_steps,
+        optimizer=o.optimizer,
+        batch_size=bs,
+        batch_fn=trainer.batch_fn,
+        accumulation_steps=o.accumulation_steps,
+        device=trainer.device,
+        precision=trainer.precision,
+        clip_norm=trainer.clip_norm,
+        clip_value=trainer.clip_value,
+        seed=o.seed,
+        optimizer_kwargs=o.optimizer_kwargs or None,
+    )
+    trainer.state.auto = {
+        "peak": chosen.peak,
+        "policy": chosen.policy,
+        "total_steps": chosen.total_steps,
+        "describe": chosen.describe(),
+    }
+    return chosen.schedule

@@ -19,6 +19,10 @@ __all__ = ["CHECKPOINT_FORMAT", "RunState"]
 #: The ``format`` entry of the checkpoints fit writes.
 CHECKPOINT_FORMAT = "bergab.fit/1"
 
+#: Fields added since the format was first written: an older checkpoint lacks them, and
+#: loading it gives them their defaults (the run had nothing to record in them).
+_ADDED = frozenset({"train_metric_sums", "train_metric_n"})
+
 
 @dataclass
 class RunState:
@@ -43,6 +47,10 @@ class RunState:
     #: the sum and count of the training losses since the last record
     loss_sum: float = 0.0
     loss_n: int = 0
+    #: the sums (weighted by examples) and example count of the training metrics since
+    #: the last record (``train_metrics``)
+    train_metric_sums: dict[str, float] = dataclasses.field(default_factory=dict)
+    train_metric_n: int = 0
     #: the previous step's loss (``tol``)
     prev_loss: float | None = None
     #: the step of the last evaluation record and of the last validation
@@ -77,6 +85,8 @@ class RunState:
         """
         values = {}
         for f in dataclasses.fields(cls):
+            if f.name in _ADDED and f.name not in data:
+                continue  # a checkpoint from before the field existed: its default
             if f.name not in data:
                 raise ValueError(
                     f"the checkpoint's run state lacks {f.name!r} "

@@ -14,6 +14,7 @@ import contextlib
 import math
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from bergab._validate import check_choice, check_real
-from bergab.training import _data
+from bergab.training import _checks, _data
 
 __all__ = [
     "PRECISIONS",
@@ -97,13 +98,47 @@ def resolve_device(device: Any, model: nn.Module) -> torch.device:
             f"device must be 'auto' or a torch device such as 'cpu', 'cuda', 'cuda:1'; "
             f"got {device!r}"
         ) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r}, but CUDA is not available; use 'cpu' or 'auto'")
+    _check_available(dev, device)
     return dev
 
 
+def _check_available(dev: torch.device, given: Any) -> None:
+    """Raise ``ValueError`` naming ``device`` unless this process can compute on ``dev``."""
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={given!r}, but CUDA is not available; use 'cpu' or 'auto'")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(
+                f"device={given!r}, but this process sees {count} CUDA device(s): "
+                f"use an index in [0, {count - 1}]"
+            )
+        return
+    if dev.type == "cpu":
+        return
+    if dev.type == "meta":
+        raise ValueError(
+            f"device={given!r} holds no data and cannot train; use 'cpu', 'cuda' or 'auto'"
+        )
+    try:  # mps, xpu, xla, ...: a device is usable when a tensor can be made there
+        torch.empty(0, device=dev)
+    except (RuntimeError, AssertionError) as exc:
+        reason = str(exc).strip().split("\n")[0].split(". ")[0]  # torch's first sentence
+        raise ValueError(
+            f"device={given!r} is not available in this process ({reason}); use 'cpu' or 'auto'"
+        ) from None
+
+
 class StepCore:
-    """The step code of :func:`fit` (see the module docstring); subclasses set the fields."""
+    """The step code of :func:`fit` (see the module docstring); subclasses set the fields.
+
+    The hot path (:meth:`_forward_backward`) checks nothing. The first micro-batch goes
+    through :meth:`_first_forward_backward` instead (:meth:`_arm_first_batch_checks`
+    puts it in place as an instance attribute, and it takes itself out), which checks
+    the batch, the model's call, the loss and the backward and names the data in any
+    error; with training metrics on, the steady state is
+    :meth:`_forward_backward_metrics`. So the checks cost nothing after the first batch.
+    """
 
     model: nn.Module
     loss_fn: Callable[[Any, Any], torch.Tensor]
@@ -117,6 +152,12 @@ class StepCore:
     _autocast_dtype: torch.dtype | None
     _params: list[torch.Tensor]
     _uniform: bool
+    #: the metrics computed on the training batches (fit's ``train_metrics``), or ``{}``
+    _train_metrics: Mapping[str, Callable[[Any, Any], Any]] = MappingProxyType({})
+    #: their values of the current step's micro-batches, ``(values, examples)`` each
+    _pending_metrics: list[tuple[list[Any], int]]
+    #: how errors name the training data
+    _data_name = "train_data"
 
     def _set_precision(self, precision: str) -> None:
         """The GradScaler (fp16) and the autocast dtype of ``precision``."""
@@ -132,6 +173,11 @@ class StepCore:
         if self._autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self._autocast_dtype)
+
+    def _arm_first_batch_checks(self, what: str = "train_data") -> None:
+        """Check the next micro-batch's forward/backward (errors name ``what``)."""
+        self._data_name = what
+        self._forward_backward = self._first_forward_backward  # type: ignore[method-assign]
 
     def _forward_backward(self, batch: Any, weight: float | None) -> torch.Tensor:
         """One micro-batch: forward under autocast, backward (scaled); the (weighted) loss."""
@@ -152,11 +198,61 @@ class StepCore:
             loss.backward()
         return loss  # backward freed its graph: only read from now on (no detach op)
 
+    def _first_forward_backward(self, batch: Any, weight: float | None) -> torch.Tensor:
+        """The first micro-batch, checked; later ones take the steady-state path."""
+        if self._train_metrics:
+            self._forward_backward = self._forward_backward_metrics  # type: ignore[method-assign]
+        else:
+            self.__dict__.pop("_forward_backward", None)  # back to the method: no checks
+        return self._forward_backward_slow(batch, weight, check=True)
+
+    def _forward_backward_metrics(self, batch: Any, weight: float | None) -> torch.Tensor:
+        """:meth:`_forward_backward` that also keeps the outputs' metrics (train_metrics)."""
+        return self._forward_backward_slow(batch, weight, check=False)
+
+    def _forward_backward_slow(
+        self, batch: Any, weight: float | None, *, check: bool
+    ) -> torch.Tensor:
+        """:meth:`_forward_backward`, with the checks of the first batch (``check``) and the
+        training metrics (when set), which need the outputs the fast path does not keep."""
+        what = self._data_name
+        x, y = _checks.split_batch(self.batch_fn, batch, what) if check else self.batch_fn(batch)
+        if self._move:
+            x = _data.to_device(x, self.device)
+            y = _data.to_device(y, self.device)
+        with self._autocast():
+            if check:
+                out = _checks.checked_forward(self.model, x, what)
+                loss = _checks.checked_loss(self.loss_fn, out, y, what)
+            else:
+                out = _data.forward(self.model, x)
+                loss = self.loss_fn(out, y)
+        if self._train_metrics:
+            with torch.no_grad():  # values stay on the device until the step is kept
+                values = [
+                    _checks.checked_metric(name, fn, out, y, what) if check else fn(out, y)
+                    for name, fn in self._train_metrics.items()
+                ]
+            self._pending_metrics.append((values, _data.batch_len(y)))
+        if weight is not None:
+            loss = loss * weight
+        scaled = loss if self.scaler is None else self.scaler.scale(loss)
+        if check:
+            _checks.checked_backward(scaled.backward, out, y, what)
+        else:
+            scaled.backward()
+        return loss
+
     def _accumulate(self, micro: list[Any]) -> torch.Tensor:
         """Forward/backward of the micro-batches of one step; their example-weighted loss."""
         if len(micro) == 1:
             return self._forward_backward(micro[0], None)
-        sizes = [_data.batch_len(self.batch_fn(b)[1]) for b in micro]
+        try:
+            sizes = [_data.batch_len(self.batch_fn(b)[1]) for b in micro]
+        except (TypeError, KeyError, IndexError):  # batch_fn gave no pair: say so
+            for b in micro:
+                _checks.split_batch(self.batch_fn, b, self._data_name)
+            raise
         total = sum(sizes)
         loss = self._forward_backward(micro[0], sizes[0] / total).detach()
         for b, n in zip(micro[1:], sizes[1:], strict=True):
@@ -208,39 +304,60 @@ class StepCore:
         return bool(scaler.get_scale() < before)  # inf/NaN gradients: the step was skipped
 
     def _validate_on(
-        self, batches: Iterable[Any], metrics: Mapping[str, Callable[[Any, Any], float]]
+        self,
+        batches: Iterable[Any],
+        metrics: Mapping[str, Callable[[Any, Any], Any]],
+        *,
+        prefix: str = "val_",
+        what: str = "val_data",
     ) -> dict[str, float]:
-        """``val_loss`` and ``val_<metric>`` over ``batches``, weighted by batch size, in
-        eval mode without gradients (each module's train/eval flag is put back)."""
+        """``<prefix>loss`` and ``<prefix><metric>`` over ``batches``, weighted by batch
+        size, in eval mode without gradients (each module's train/eval flag is put back).
+
+        The first batch is checked (batch_fn, the model's call, the loss, the metrics'
+        values); errors name ``what``.
+        """
         model = self.model
         modes = [m.training for m in model.modules()]
         model.eval()
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         count = 0
         sums = dict.fromkeys(metrics, 0.0)
+        first = True
         try:
             with torch.no_grad():
                 for batch in batches:
-                    x, y = self.batch_fn(batch)
+                    if first:
+                        x, y = _checks.split_batch(self.batch_fn, batch, what)
+                    else:
+                        x, y = self.batch_fn(batch)
                     x = _data.to_device(x, self.device)
                     y = _data.to_device(y, self.device)
                     with self._autocast():
-                        out = _data.forward(model, x)
-                        loss = self.loss_fn(out, y)
+                        if first:
+                            out = _checks.checked_forward(model, x, what)
+                            loss = _checks.checked_loss(self.loss_fn, out, y, what)
+                        else:
+                            out = _data.forward(model, x)
+                            loss = self.loss_fn(out, y)
                     n = _data.batch_len(y)
                     total += loss.detach().double() * n
                     count += n
                     for name, fn in metrics.items():
-                        value = fn(out, y)
-                        sums[name] += float(value) * n
+                        if first:
+                            value = _checks.checked_metric(name, fn, out, y, what)
+                        else:
+                            value = _checks.metric_number(name, fn(out, y))
+                        sums[name] += value * n
+                    first = False
         finally:
             for m, mode in zip(model.modules(), modes, strict=True):
                 m.training = mode
         if count == 0:
-            raise ValueError("val_data yielded no batches")
-        result = {"val_loss": float(total.item()) / count}
+            raise ValueError(f"{what} yielded no batches")
+        result = {f"{prefix}loss": float(total.item()) / count}
         for name, s in sums.items():
-            result[f"val_{name}"] = s / count
+            result[f"{prefix}{name}"] = s / count
         return result
 
 
@@ -279,3 +396,4 @@ class Stepper(StepCore):
         self._move = True
         self._set_precision(check_precision(precision, device))
         self._set_optimizer(optimizer)
+        self._arm_first_batch_checks()

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,7 @@ import torch
 
 from bergab import schedules
 from bergab._validate import check_choice, check_int, check_real
+from bergab.training._checks import check_writable_dir
 
 if TYPE_CHECKING:
     from bergab.training._fit import Trainer
@@ -160,6 +162,64 @@ def _check_monitor(monitor: Any) -> str:
     return monitor
 
 
+#: Words of metric names that improve by going up (``mode="max"``) and by going down
+#: (``mode="min"``), written as one string each (a word a line would take 70 lines).
+_HIGHER_WORDS = (
+    "accuracy acc auc auroc auprc f1 f2 fbeta fscore precision recall r2 iou miou jaccard "
+    "dice map ap ndcg mrr hits bleu rouge meteor chrf psnr ssim kappa mcc specificity "
+    "sensitivity tpr tnr correlation pearson spearman reward return"
+)
+_LOWER_WORDS = (
+    "loss error err mse mae rmse msle rmsle mape smape nll perplexity ppl bpc bpd wer cer "
+    "ter distance divergence kl brier hinge huber regret fpr fnr cost entropy crossentropy eer"
+)
+_HIGHER_IS_BETTER = frozenset(_HIGHER_WORDS.split())
+_LOWER_IS_BETTER = frozenset(_LOWER_WORDS.split())
+
+
+def infer_mode(monitor: str) -> str | None:
+    """``"max"`` or ``"min"`` for a metric name, as Keras' ``mode="auto"`` decides; else
+    ``None`` (an unknown name, or one with words of both kinds).
+
+    The name is split into words at every non-alphanumeric character (``val_top1_acc``:
+    ``val``, ``top1``, ``acc``). Accuracy-like words (accuracy, acc, auc, f1, precision,
+    recall, r2, iou, ...; and any word containing "acc", as Keras checks) mean higher is
+    better; loss-like ones (loss, error, mse, mae, perplexity, nll, ...; any word ending
+    in "loss" or "error") mean lower is better.
+
+    Example:
+        >>> [infer_mode(m) for m in ("val_accuracy", "val_loss", "train_f1", "perplexity")]
+        ['max', 'min', 'max', 'min']
+        >>> infer_mode("val_score") is None
+        True
+    """
+    words = [w for w in re.split(r"[^0-9a-z]+", monitor.lower()) if w]
+    higher = any(w in _HIGHER_IS_BETTER or "acc" in w for w in words)
+    lower = any(w in _LOWER_IS_BETTER or w.endswith(("loss", "error")) for w in words)
+    if higher == lower:
+        return None
+    return "max" if higher else "min"
+
+
+def resolve_mode(mode: Any, monitor: str) -> str:
+    """``mode`` checked; ``"auto"`` becomes ``"min"`` or ``"max"`` by :func:`infer_mode`.
+
+    Example:
+        >>> resolve_mode("auto", "val_acc"), resolve_mode("min", "val_acc")
+        ('max', 'min')
+    """
+    mode = check_choice("mode", mode, ("auto", "min", "max"))
+    if mode != "auto":
+        return str(mode)
+    inferred = infer_mode(monitor)
+    if inferred is None:
+        raise ValueError(
+            f"mode: cannot tell whether monitor {monitor!r} improves by going up or down; "
+            "pass mode='max' (accuracy-like) or mode='min' (loss-like)"
+        )
+    return inferred
+
+
 class _Monitoring(Callback):
     """Shared by callbacks that watch one logged quantity.
 
@@ -183,10 +243,32 @@ class _Monitoring(Callback):
         return float(value)
 
     def on_fit_start(self, trainer: Trainer) -> None:
+        """Check before the first step that :attr:`monitor` will be logged."""
+        name = type(self).__name__
         if self.monitor.startswith("val_") and not trainer.has_validation:
             raise ValueError(
-                f"{type(self).__name__} monitors {self.monitor!r}, but fit() has no val_data; "
+                f"{name} monitors {self.monitor!r}, but fit() has no val_data; "
                 "pass val_data or monitor='loss'"
+            )
+        options = getattr(trainer, "options", None)
+        if options is None:
+            return
+        metrics = list(options.metrics)
+        if self.monitor.startswith("val_"):
+            logged = ["val_loss", *(f"val_{m}" for m in metrics)]
+            if self.monitor not in logged:
+                raise ValueError(
+                    f"{name}: monitor {self.monitor!r} is not logged; available here: "
+                    f"{', '.join(logged)}"
+                )
+        elif (
+            self.monitor.startswith("train_")
+            and self.monitor[len("train_") :] in metrics
+            and not options.train_metrics
+        ):
+            raise ValueError(
+                f"{name} monitors {self.monitor!r}: pass train_metrics=True to compute the "
+                "metrics on the training batches"
             )
 
     def on_validation_end(self, trainer: Trainer, logs: Mapping[str, Any]) -> None:
@@ -218,7 +300,10 @@ class EarlyStopping(_Monitoring):
         monitor: the logged quantity, e.g. ``"val_loss"``, ``"val_accuracy"``, ``"loss"``.
         patience: evaluations without improvement before stopping, an int >= 0.
         min_delta: the margin an improvement must beat, >= 0.
-        mode: ``"min"`` or ``"max"``.
+        mode: ``"min"``, ``"max"``, or ``"auto"``: from the name of ``monitor``
+            (:func:`infer_mode`: accuracy-like names such as ``val_accuracy``, ``val_f1``
+            are maximized, loss-like ones such as ``val_loss``, ``val_mae`` minimized; an
+            unknown name is a ``ValueError`` asking for ``"min"`` or ``"max"``).
         restore_best: load the best weights back at the end.
 
     Example:
@@ -232,17 +317,17 @@ class EarlyStopping(_Monitoring):
         monitor: str = "val_loss",
         patience: int = 5,
         min_delta: float = 0.0,
-        mode: str = "min",
+        mode: str = "auto",
         restore_best: bool = True,
     ) -> None:
         self.monitor = _check_monitor(monitor)
         self.patience = check_int("patience", patience, low=0)
         self.min_delta = check_real("min_delta", min_delta, low=0.0)
-        self.mode = check_choice("mode", mode, ("min", "max"))
+        self.mode = resolve_mode(mode, self.monitor)
         if not isinstance(restore_best, bool):
             raise TypeError(f"restore_best must be a bool, got {type(restore_best).__name__}")
         self.restore_best = restore_best
-        self.best = math.inf if mode == "min" else -math.inf
+        self.best = math.inf if self.mode == "min" else -math.inf
         self.best_step: int | None = None
         self.wait = 0
         self.stopped_step: int | None = None
@@ -313,7 +398,8 @@ class ReduceLROnPlateau(_Monitoring):
         monitor: the logged quantity (``"val_loss"``, ``"val_accuracy"``, ``"loss"``).
         factor: the multiplier applied at each cut, in (0, 1).
         patience: evaluations without improvement tolerated before a cut, an int >= 0.
-        mode: ``"min"`` or ``"max"``.
+        mode: ``"min"``, ``"max"`` or ``"auto"`` (from the name of ``monitor``, as in
+            :class:`EarlyStopping`).
         threshold: the margin an improvement must beat, >= 0.
         threshold_mode: ``"rel"`` or ``"abs"`` (as in torch).
         cooldown: evaluations to wait after a cut before counting again, an int >= 0.
@@ -333,18 +419,18 @@ class ReduceLROnPlateau(_Monitoring):
         monitor: str = "val_loss",
         factor: float = 0.1,
         patience: int = 10,
-        mode: str = "min",
+        mode: str = "auto",
         threshold: float = 1e-4,
         threshold_mode: str = "rel",
         cooldown: int = 0,
         min_scale: float = 0.0,
     ) -> None:
         self.monitor = _check_monitor(monitor)
-        self.mode = check_choice("mode", mode, ("min", "max"))
+        self.mode = resolve_mode(mode, self.monitor)
         check_real("min_scale", min_scale, low=0.0, high=1.0)
         self.plateau = schedules.ReduceOnPlateau(
             1.0,
-            mode=mode,
+            mode=self.mode,
             factor=factor,
             patience=patience,
             threshold=threshold,
@@ -390,7 +476,8 @@ class ModelCheckpoint(_Monitoring):
             ``<log_dir>/models``).
         save: ``"best"`` or ``"last"``.
         monitor: the quantity ranking the ``"best"`` files.
-        mode: ``"min"`` or ``"max"``.
+        mode: ``"min"``, ``"max"`` or ``"auto"`` (from the name of ``monitor``, as in
+            :class:`EarlyStopping`).
         keep: how many files to keep, an int >= 1.
 
     Attributes:
@@ -408,13 +495,16 @@ class ModelCheckpoint(_Monitoring):
         *,
         save: str = "best",
         monitor: str = "val_loss",
-        mode: str = "min",
+        mode: str = "auto",
         keep: int = 1,
     ) -> None:
         self.dirpath = None if dirpath is None else Path(dirpath)
         self.save = check_choice("save", save, ("best", "last"))
         self.monitor = _check_monitor(monitor)
-        self.mode = check_choice("mode", mode, ("min", "max"))
+        if self.save == "best":
+            self.mode = resolve_mode(mode, self.monitor)
+        else:  # the newest files are kept: no value is ranked, any mode will do
+            self.mode = check_choice("mode", mode, ("auto", "min", "max"))
         self.keep = check_int("keep", keep, low=1)
         self.kept: list[tuple[float, str]] = []
 
@@ -436,6 +526,9 @@ class ModelCheckpoint(_Monitoring):
                     "checkpoint_dir or log_dir"
                 )
             self.dirpath = Path(base) / "models"
+        world = getattr(trainer, "world", None)
+        if world is None or world.is_main:  # the folder is written by rank 0 only
+            check_writable_dir("ModelCheckpoint dirpath", self.dirpath)
 
     def _write(self, trainer: Trainer, name: str, value: float | None) -> str:
         from bergab.training.checkpoint import save_checkpoint
@@ -452,6 +545,7 @@ class ModelCheckpoint(_Monitoring):
                 "value": value,
             },
             path,
+            keep_last=0,  # every file has its own name: nothing is replaced
         )
         return str(path)
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from bergab._validate import check_choice, require
+from bergab._validate import check_bool, check_choice, check_output_path, require
 
 __all__ = ["History"]
 
@@ -134,7 +134,13 @@ class History:
         Records where ``key`` is missing or not finite are ignored; ties go to the first.
 
         Returns:
-            The record, or ``None`` when no record has a finite ``key``.
+            The record, or ``None`` when no record has a finite ``key`` (or there is no
+            record yet).
+
+        Raises:
+            ValueError: when records exist and none has ``key`` at all (a misspelt key
+                such as ``"val_acc"`` would otherwise give ``None`` as if nothing were
+                measured); the message lists the keys there are.
 
         Example:
             >>> h = History()
@@ -144,6 +150,9 @@ class History:
             2
         """
         check_choice("mode", mode, ("min", "max"))
+        if self.records and not any(key in r for r in self.records):
+            known = sorted({k for r in self.records for k in r})
+            raise ValueError(f"key {key!r} is in no record; the records hold {', '.join(known)}")
         candidates = [r for r in self.records if _finite(r.get(key))]
         if not candidates:
             return None
@@ -160,6 +169,8 @@ class History:
         """
         if any(_finite(r.get("val_loss")) for r in self.records):
             return self.best_by("val_loss")
+        if not any("loss" in r for r in self.records):  # nothing to rank by (no error)
+            return None
         return self.best_by("loss")
 
     def __repr__(self) -> str:
@@ -190,18 +201,30 @@ class History:
             return pd.DataFrame(self.steps)
         return pd.DataFrame(self.records)
 
-    def plot(self, path: str | Path | None = None, *, log_loss: bool | None = None) -> Any:
-        """Loss and learning-rate curves (needs matplotlib: ``bergab[plot]``).
+    def plot(
+        self,
+        path: str | Path | None = None,
+        *,
+        log_loss: bool | None = None,
+        title: str | None = None,
+    ) -> Any:
+        """Loss, metric and learning-rate curves (needs matplotlib: ``bergab[plot]``).
 
         Top: the training loss of every step (thin), the per-record training loss and the
-        validation loss on the same axes. Bottom: the lr of every param group (dashed:
-        the optimizer's effective lr). Rollbacks are marked with vertical lines.
+        validation loss on the same axes. Middle, when the records hold metrics: each
+        validation metric (``val_accuracy``...; solid) and training metric
+        (``train_accuracy``...; dashed) per record. Bottom: the lr of every param group
+        (dashed: the optimizer's effective lr). Rollbacks are marked with vertical lines.
+        The title sums the run up: steps, the best validation loss and where, the metrics
+        there, and why training stopped.
 
         Args:
-            path: save the figure there (parent folders created) and close it; ``None``
-                leaves it open.
+            path: save the figure there (any format matplotlib writes, by extension;
+                parent folders created; checked before anything is drawn) and close it;
+                ``None`` leaves it open.
             log_loss: logarithmic loss axis; ``None`` chooses it when the positive losses
                 span more than two decades.
+            title: the figure title; ``None``: the summary above.
 
         Returns:
             The matplotlib ``Figure``.
@@ -213,21 +236,82 @@ class History:
             >>> h.add_record({"step": 4, "loss": 0.5, "val_loss": 0.6})
             >>> fig = h.plot(); len(fig.axes)
             2
-            >>> import matplotlib.pyplot as plt; plt.close(fig)
+            >>> h.add_record({"step": 8, "loss": 0.4, "val_loss": 0.5, "val_accuracy": 0.9})
+            >>> fig2 = h.plot(); [ax.get_ylabel() for ax in fig2.axes]
+            ['loss', 'metric', 'learning rate']
+            >>> import matplotlib.pyplot as plt; plt.close(fig); plt.close(fig2)
         """
         from bergab.plotting import pyplot
 
+        out = None if path is None else check_output_path("path", path)
+        if log_loss is not None:
+            check_bool("log_loss", log_loss)
+        if title is not None and not isinstance(title, str):
+            raise TypeError(f"title must be a str or None, got {type(title).__name__}")
         if not self._n and not self.records:
             raise ValueError("the history is empty: nothing to plot")
         plt = pyplot()
-        fig, (ax_loss, ax_lr) = plt.subplots(
-            2, 1, sharex=True, figsize=(7.0, 5.5), layout="constrained", height_ratios=[2, 1]
+        metrics = self._metric_keys()
+        rows = 3 if metrics else 2
+        fig, axes = plt.subplots(
+            rows,
+            1,
+            sharex=True,
+            figsize=(7.0, 7.5 if metrics else 5.5),
+            layout="constrained",
+            height_ratios=[2, 1.3, 1] if metrics else [2, 1],
         )
+        ax_loss, ax_lr = axes[0], axes[-1]
         steps = self.steps.get("step") or list(range(1, self._n + 1))
+        self._plot_losses(ax_loss, steps, log_loss)
+        if metrics:
+            self._plot_metrics(axes[1], metrics)
+        self._plot_lrs(ax_lr, steps)
+        for event in self.events:
+            if event.get("event") == "rollback":
+                for ax in axes:
+                    ax.axvline(event["step"], color="red", lw=0.8, alpha=0.5)
+        fig.suptitle(self._title() if title is None else title, fontsize=10)
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(out, dpi=100)
+            plt.close(fig)
+        return fig
+
+    def _metric_keys(self) -> list[str]:
+        """The metric names in the records (``accuracy`` for ``val_accuracy`` or
+        ``train_accuracy``), in the order they first appear."""
+        names: dict[str, None] = {}
+        for record in self.records:
+            for key in record:
+                for prefix in ("val_", "train_"):
+                    if key.startswith(prefix) and key != "val_loss":
+                        names[key[len(prefix) :]] = None
+        return list(names)
+
+    def _title(self) -> str:
+        """One line: steps, the best record's loss and metrics, and why training stopped."""
+        parts = [f"{self._n} steps"]
+        best = self.best
+        if best is not None:
+            key = "val_loss" if _finite(best.get("val_loss")) else "loss"
+            shown = [f"best {key} {best[key]:.4g} at step {best.get('step')}"]
+            shown += [
+                f"{k} {best[k]:.4g}"
+                for k in best
+                if k.startswith("val_") and k != "val_loss" and _finite(best[k])
+            ]
+            parts.append(", ".join(shown))
+        if self.stop_reason:
+            parts.append(f"stopped: {self.stop_reason}")
+        return "training history: " + "; ".join(parts)
+
+    def _plot_losses(self, ax: Any, steps: list[Any], log_loss: bool | None) -> None:
+        """The step losses (thin) and the per-record training and validation losses."""
         positive: list[float] = []
         if "loss" in self.steps:
             losses = [math.nan if v is None else float(v) for v in self.steps["loss"]]
-            ax_loss.plot(steps, losses, lw=0.7, alpha=0.45, color="C0", label="train loss (step)")
+            ax.plot(steps, losses, lw=0.7, alpha=0.45, color="C0", label="train loss (step)")
             positive += [v for v in losses if math.isfinite(v) and v > 0]
         for key, style, color, label in (
             ("loss", "o-", "C0", "train loss"),
@@ -236,43 +320,47 @@ class History:
             pts = [(r["step"], float(r[key])) for r in self.records if _finite(r.get(key))]
             if pts:
                 xs, ys = zip(*pts, strict=True)
-                ax_loss.plot(xs, ys, style, ms=3, color=color, label=label)
+                ax.plot(xs, ys, style, ms=3, color=color, label=label)
                 positive += [v for v in ys if v > 0]
         if log_loss is None:
             log_loss = bool(positive) and max(positive) / min(positive) > 100
         if log_loss:
-            ax_loss.set_yscale("log")
-        ax_loss.set_ylabel("loss")
-        ax_loss.grid(alpha=0.3)
-        ax_loss.legend(fontsize=8)
+            ax.set_yscale("log")
+        ax.set_ylabel("loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+
+    def _plot_metrics(self, ax: Any, metrics: list[str]) -> None:
+        """Each metric per record: validation solid, training dashed, one colour each."""
+        for i, name in enumerate(metrics):
+            for prefix, style in (("val_", "s-"), ("train_", "o--")):
+                key = prefix + name
+                pts = [(r["step"], float(r[key])) for r in self.records if _finite(r.get(key))]
+                if pts:
+                    xs, ys = zip(*pts, strict=True)
+                    ax.plot(xs, ys, style, ms=3, color=f"C{(i + 2) % 10}", label=key)
+        ax.set_ylabel("metric")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+
+    def _plot_lrs(self, ax: Any, steps: list[Any]) -> None:
+        """The lr of every param group (dashed: the optimizer's effective lr)."""
         lr_keys = [k for k in self.steps if k == "lr" or k.startswith("lr_")]
         eff_keys = [k for k in self.steps if k.startswith("effective_lr")]
         lr_values: list[float] = []
-        for i, key in enumerate(lr_keys):
-            lr_ys = [math.nan if v is None else float(v) for v in self.steps[key]]
-            ax_lr.plot(steps, lr_ys, color=f"C{i % 10}", lw=1.2, label=key)
-            lr_values += [v for v in lr_ys if math.isfinite(v) and v > 0]
-        for i, key in enumerate(eff_keys):
-            eff_ys = [math.nan if v is None else float(v) for v in self.steps[key]]
-            ax_lr.plot(steps, eff_ys, "--", color=f"C{i % 10}", lw=1.0, label=key)
-            lr_values += [v for v in eff_ys if math.isfinite(v) and v > 0]
+        for style, keys in (("-", lr_keys), ("--", eff_keys)):
+            for i, key in enumerate(keys):
+                ys = [math.nan if v is None else float(v) for v in self.steps[key]]
+                width = 1.2 if style == "-" else 1.0
+                ax.plot(steps, ys, style, color=f"C{i % 10}", lw=width, label=key)
+                lr_values += [v for v in ys if math.isfinite(v) and v > 0]
         if lr_values and max(lr_values) / min(lr_values) > 10:
-            ax_lr.set_yscale("log")
-        for event in self.events:
-            if event.get("event") == "rollback":
-                for ax in (ax_loss, ax_lr):
-                    ax.axvline(event["step"], color="red", lw=0.8, alpha=0.5)
-        ax_lr.set_xlabel("step")
-        ax_lr.set_ylabel("learning rate")
-        ax_lr.grid(alpha=0.3)
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("learning rate")
+        ax.grid(alpha=0.3)
         if lr_keys or eff_keys:
-            ax_lr.legend(fontsize=8)
-        if path is not None:
-            out = Path(path)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(out, dpi=100)
-            plt.close(fig)
-        return fig
+            ax.legend(fontsize=8)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:

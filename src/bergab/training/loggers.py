@@ -53,6 +53,7 @@ import numpy as np
 
 from bergab._validate import check_int, check_real
 from bergab.training import _tensorboard
+from bergab.training._checks import check_writable_dir
 from bergab.training.callbacks import Callback
 
 if TYPE_CHECKING:
@@ -145,7 +146,7 @@ class _FileLogger(Callback):
         return self.log_dir / f"{kind}{self.suffix}"
 
     def on_fit_start(self, trainer: Trainer) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        check_writable_dir(f"{type(self).__name__} log_dir", self.log_dir)
         for kind in ("steps", "records"):
             path = self._path(kind)
             if self._resume is not None and path.exists():
@@ -389,6 +390,7 @@ class TensorBoardLogger(Callback):
         self._deadline = 0.0
 
     def on_fit_start(self, trainer: Trainer) -> None:
+        check_writable_dir(f"{type(self).__name__} log_dir", self.log_dir)
         self._file = _tensorboard.EventFile(self.log_dir)
         if trainer.resumed:
             self._file.purge_from(trainer.step + 1)

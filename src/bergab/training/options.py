@@ -39,6 +39,9 @@ __all__ = [
     "NAN_POLICIES",
     "FitOptions",
     "Toml",
+    "callable_or_none",
+    "check_batch_size",
+    "check_metrics",
     "fit_docstring",
     "fit_signature",
     "option_docs",
@@ -109,7 +112,7 @@ def _path(name: str, value: Any) -> Path | None:
     return Path(value)
 
 
-def _batch_size(name: str, value: Any) -> int | str | None:
+def check_batch_size(name: str, value: Any) -> int | str | None:
     if value is None or value == "full":
         return value
     if isinstance(value, str):
@@ -126,7 +129,7 @@ def _toml_batch_size(value: Any) -> Any:
     raise ValueError(f'must be an integer >= 1 or "full", got {shown}')
 
 
-def _callable_or_none(what: str) -> Callable[[str, Any], Any]:
+def callable_or_none(what: str) -> Callable[[str, Any], Any]:
     def check(name: str, value: Any) -> Any:
         if value is not None and not callable(value):
             raise TypeError(f"{name} must be callable {what}, got {value!r}")
@@ -172,7 +175,7 @@ def _scheduler(name: str, value: Any) -> Any:
     return value
 
 
-def _metrics(name: str, value: Any) -> dict[str, Callable[[Any, Any], float]]:
+def check_metrics(name: str, value: Any) -> dict[str, Callable[[Any, Any], float]]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -182,6 +185,11 @@ def _metrics(name: str, value: Any) -> dict[str, Callable[[Any, Any], float]]:
             raise TypeError(
                 f"metrics must map names (str) to functions fn(outputs, targets) -> float; "
                 f"got {key!r}: {fn!r}"
+            )
+        if key == "loss" or not key:
+            raise ValueError(
+                f"metrics: the name {key!r} is not allowed ('loss' is loss_fn's value, "
+                "recorded as loss and val_loss); name the metric otherwise"
             )
     return dict(value)
 
@@ -298,7 +306,7 @@ class FitOptions:
         None,
         '``"full"``, an int >= 1 or ``None`` (64) for tensors and Datasets; must be '
         "``None`` for a DataLoader.",
-        _batch_size,
+        check_batch_size,
         Toml(int, optional=True, check=_toml_batch_size),
     )
     shuffle: bool = _option(
@@ -307,7 +315,7 @@ class FitOptions:
     batch_fn: Any = _option(
         None,
         "maps a batch to ``(inputs, targets)`` (default: pairs and dicts).",
-        _callable_or_none("batch -> (inputs, targets)"),
+        callable_or_none("batch -> (inputs, targets)"),
     )
     clip_norm: float | None = _option(
         None,
@@ -342,7 +350,19 @@ class FitOptions:
         Toml(str),
     )
     metrics: Any = _option(
-        None, "``{name: fn(outputs, targets) -> float}`` computed on ``val_data``.", _metrics
+        None,
+        "``{name: fn(outputs, targets) -> number}`` computed on ``val_data`` (``val_<name>``"
+        " in the records), and on the training batches with ``train_metrics``.",
+        check_metrics,
+    )
+    train_metrics: bool = _option(
+        False,
+        "also compute ``metrics`` on the training batches, from the outputs of the training "
+        "steps themselves (no second pass; in train mode, while the weights move): "
+        "``train_<name>`` in every record, the mean since the previous record weighted by "
+        "batch size (skipped steps left out), like ``loss``.",
+        check_bool,
+        Toml(bool),
     )
     val_every: int | None = _option(
         None,
@@ -370,6 +390,13 @@ class FitOptions:
         "checkpoint every this many steps.",
         _optional(_int_ge(1)),
         Toml(int, optional=True, ge=1),
+    )
+    keep_last: int = _option(
+        1,
+        "replaced checkpoints kept beside ``last.pt`` (``last.prev.pt``, ...), an int >= 0: "
+        "a resume falls back to the newest one that loads, with a warning.",
+        _int_ge(0),
+        Toml(int, ge=0),
     )
     resume: Any = _option(
         False,
@@ -422,8 +449,13 @@ class FitOptions:
                 raise ValueError("tol needs a cap on the run: set max_steps (or epochs) with tol")
             object.__setattr__(self, "epochs", 1)
         check_clip(self.clip_norm, self.clip_value)
-        if self.metrics and self.val_data is None:
-            raise ValueError("metrics are computed on val_data: pass val_data too")
+        if self.metrics and self.val_data is None and not self.train_metrics:
+            raise ValueError(
+                "metrics are computed on val_data: pass val_data too (or train_metrics=True "
+                "for the training batches)"
+            )
+        if self.train_metrics and not self.metrics:
+            raise ValueError("train_metrics=True needs metrics to compute")
         if self.val_every is not None and self.val_data is None:
             raise ValueError("val_every needs val_data")
         if self.checkpoint_every is not None and self.checkpoint_dir is None:

@@ -87,20 +87,24 @@ class World:
 
     # ---------------------------------------------------------------- side effects
     def save_checkpoint(
-        self, state: Mapping[str, Any] | Callable[[], Mapping[str, Any]], path: Path
+        self,
+        state: Mapping[str, Any] | Callable[[], Mapping[str, Any]],
+        path: Path,
+        keep_last: int = 1,
     ) -> None:
         """Rank 0 writes the checkpoint atomically; every rank returns once it is on disk.
 
         ``state`` may be a function building the state, so ranks that do not write do not
-        build it.
+        build it. ``keep_last`` replaced files are kept beside it (``last.prev.pt``, ...).
         """
         if self.is_main:
-            save_checkpoint(state() if callable(state) else state, path)
+            save_checkpoint(state() if callable(state) else state, path, keep_last=keep_last)
         self.barrier()
 
     def load_checkpoint(self, path: Path) -> dict[str, Any]:
-        """Every rank reads the checkpoint (after rank 0 finished writing it)."""
-        return load_checkpoint(path)
+        """Every rank reads the checkpoint (after rank 0 finished writing it); when it is
+        unreadable, the newest kept one that loads, with a warning."""
+        return load_checkpoint(path, fallback=True)
 
     def write_text(self, path: Path, text: str) -> None:
         """Rank 0 writes ``text`` to ``path`` (replacing it whole: a reader never sees half)."""
