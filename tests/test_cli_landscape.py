@@ -112,6 +112,19 @@ def test_several_lrs_show_the_effect_of_the_learning_rate(
     assert out.exists()
 
 
+def test_the_readme_saddle_command_draws_an_escape(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # README: bergab landscape saddle --optimizers sgd,momentum --out saddle.png
+    out = tmp_path / "saddle.png"
+    assert main(["landscape", "saddle", "--optimizers", "sgd,momentum", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    # lr 1 (sgd) and 0.0316 (momentum) left the window within a few steps
+    assert "tuned lr for sgd: 0.01\n" in text
+    assert "tuned lr for momentum: 0.001\n" in text
+    assert out.stat().st_size > 10_000
+
+
 @pytest.mark.slow
 def test_gif(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "saddle.png"
@@ -147,9 +160,13 @@ def test_help_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:
         (["booth", "--gif", "--lr", "0.1"], "--gif needs --out"),
         (["booth", "--grid", "1,2", "--optimizers", "sgd"], "LOW,HIGH,NUM"),
         (["booth", "--grid", "1,0.1,3", "--optimizers", "sgd"], "--grid HIGH"),
-        (["quadratic", "--condition-number", "0.5", "--lr", "0.1"], "condition_number"),
-        (["booth", "--noise", "-1", "--lr", "0.1"], "noise"),
+        (["quadratic", "--condition-number", "0.5", "--lr", "0.1"], "--condition-number must be"),
+        (["booth", "--noise", "-1", "--lr", "0.1"], "--noise must be"),
+        (["booth", "--noise", "nan", "--lr", "0.1"], "--noise must be"),
         (["booth", "--out", "/no/such/dir/x.png", "--lr", "0.1"], "does not exist"),
+        (["booth", "--out", "x.xyz", "--lr", "0.1"], "--out must end in a file extension"),
+        (["booth", "--out", "/", "--lr", "0.1"], "--out must be a file path"),
+        (["booth", "--out", f"{__file__}/x.png", "--lr", "0.1"], "--out: cannot create"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(

@@ -316,7 +316,9 @@ def test_noisy_landscape_runs_are_reproducible() -> None:
         ({"optimizer": lambda p, lr: "not an optimizer"}, TypeError, "torch.optim.Optimizer"),
         ({"x0": [math.inf, 0.0]}, ValueError, "x0 must be finite"),
         ({"x0": []}, ValueError, "x0 must not be empty"),
-        ({"x0": [1.0, 2.0, 3.0]}, ValueError, "size 2"),
+        ({"x0": [1.0, 2.0, 3.0]}, ValueError, r"x0 must be one point of 2 coordinates for booth"),
+        ({"x0": [[1.0, 2.0]]}, ValueError, r"x0 must be one point .* got shape \(1, 2\)"),
+        ({"max_steps": 0}, ValueError, r"max_steps must be an integer in \[1, inf\)"),
     ],
 )
 def test_bad_arguments(kwargs: dict[str, Any], exc: type[Exception], match: str) -> None:
@@ -378,6 +380,31 @@ def test_tune_lr_batched_runs_equal_one_by_one_runs(optimizer: Any) -> None:
     assert best == (
         min(reached, key=lambda v: runs[v].steps) if reached else min(finals, key=finals.get)
     )
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adagrad", "adam"])
+def test_tuned_lr_on_the_saddle_escapes_it_in_a_path_the_figure_shows(optimizer: str) -> None:
+    # the lowest final f rewarded the lr that flings the iterate out of the window at once
+    # (sgd: lr 1, where x flips between +1 and -1 while y triples each step)
+    best, runs = tune_lr(ls.saddle, optimizer, steps=500)
+    res = minimize(ls.saddle, optimizer=optimizer, lr=best, max_steps=500)
+    (x0, x1), (y0, y1) = ls.saddle.domain
+    t = res.trajectory
+    inside = (t[:, 0] >= x0) & (t[:, 0] <= x1) & (t[:, 1] >= y0) & (t[:, 1] <= y1)
+    shown = int(np.argmin(inside)) if not inside.all() else len(t)
+    assert shown > 30  # a path of many steps inside the plot window
+    assert np.hypot(*res.x) > 1.5  # and away from the saddle point: it escaped
+    assert abs(t[shown - 1, 0]) < 0.3  # down the valley: x shrank on the way out
+    assert runs[best].status != "diverged"
+
+
+def test_tuning_on_the_saddle_ranks_a_run_that_leaves_the_window_at_once_last() -> None:
+    # lr 1 for sgd leaves the window after 7 steps: below MIN_WINDOW_STEPS it can only win
+    # against diverged runs
+    best, _ = tune_lr(ls.saddle, "sgd", steps=500, grid=[1e-5, 1.0])
+    assert best == 1e-5
+    best, _ = tune_lr(ls.saddle, "sgd", steps=500, grid=[0.01, 0.1, 1.0])
+    assert best in (0.01, 0.1)
 
 
 def test_compare_and_table() -> None:

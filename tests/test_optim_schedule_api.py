@@ -248,3 +248,111 @@ def test_listing_an_impl_without_its_method_fails_at_construction() -> None:
 
     with pytest.raises(TypeError, match=r"Broken lists impl 'foreach' .* no _foreach method"):
         Broken(_params(1))
+
+
+# ---------------------------------------------------------------------------- parameter dtypes
+@pytest.mark.parametrize("name", optim.names())
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int8, torch.bool, torch.complex64])
+def test_a_parameter_that_is_not_floating_point_is_refused_naming_its_dtype(
+    name: str, dtype: torch.dtype
+) -> None:
+    # an integer/bool/complex tensor would otherwise be accepted and fail (or be rounded)
+    # only at the first step, deep inside a kernel
+    good, bad = torch.nn.Parameter(torch.ones(3)), torch.zeros(3, dtype=dtype)
+    short = str(dtype).removeprefix("torch.")
+    with pytest.raises(TypeError, match=rf"parameter 1 of param group 0 has dtype {short};"):
+        optim.create(name, [good, bad])
+    with pytest.raises(TypeError, match=r"floating point \(float16, bfloat16, float32, float64\)"):
+        optim.create(name, [bad])
+
+
+def test_a_refused_param_group_is_not_added() -> None:
+    opt = optim.SGD(_params(1), lr=0.1)
+    with pytest.raises(TypeError, match="parameter 0 of param group 1 has dtype int32"):
+        opt.add_param_group({"params": [torch.zeros(2, dtype=torch.int32)]})
+    with pytest.raises(ValueError, match="lr_scale"):
+        opt.add_param_group({"params": _params(1), "lr_scale": -1.0})
+    assert len(opt.param_groups) == 1
+    _step(opt)  # the optimizer still works on the group it had
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_every_floating_dtype_is_accepted(dtype: torch.dtype) -> None:
+    w = torch.nn.Parameter(torch.ones(3, dtype=dtype))
+    opt = optim.AdamW([w], lr=0.1)
+    _step(opt)
+    assert w.dtype == dtype
+
+
+# ---------------------------------------------------------------------------- scheduled values
+def test_a_schedule_that_leaves_the_range_raises_before_anything_moves() -> None:
+    # a plain function as lr used to step with whatever it returned, NaN or negative
+    a, b = _params()
+    opt = optim.SGD([{"params": [a]}, {"params": [b], "lr": lambda t: 0.1 if t < 1 else math.nan}])
+    _step(opt)  # step 0 at lr 0.1; the value for step 1 is NaN: kept out of the group
+    assert opt.param_groups[1]["lr"] == 0.1
+    before = [a.detach().clone(), b.detach().clone()]
+    with pytest.raises(
+        ValueError, match=r"the lr schedule must give values in \[0, inf\), got nan"
+    ):
+        _step(opt)
+    # neither group moved: every group's schedule is checked before the first update
+    assert torch.equal(a, before[0])
+    assert torch.equal(b, before[1])
+
+
+@pytest.mark.parametrize("value", ["0.1", True, [0.1]])
+def test_a_schedule_that_returns_no_number_is_refused(value: object) -> None:
+    # float("0.1") would have stepped with a str's value
+    with pytest.raises(TypeError, match="the lr schedule must return a number, got"):
+        optim.SGD(_params(1), lr=lambda t: value)
+
+
+@pytest.mark.parametrize("value", [-0.1, math.inf, math.nan])
+def test_a_schedule_out_of_range_at_the_start_is_refused(value: float) -> None:
+    with pytest.raises(ValueError, match="the weight_decay schedule must give values"):
+        optim.AdamW(_params(1), lr=0.1, weight_decay=lambda t: value)
+    opt = optim.SGD(_params(1), lr=0.1)
+    with pytest.raises(ValueError, match="the lr schedule must give values"):
+        opt.set_schedule("lr", lambda t: value)
+
+
+# ---------------------------------------------------------------------------- shared checks
+@pytest.mark.parametrize(
+    ("name", "kwargs", "match"),
+    [
+        ("sgd", {"momentum": 0.9, "nesterov": "yes"}, "nesterov must be True or False"),
+        ("sgd", {"maximize": 1}, "maximize must be True or False, got int 1"),
+        ("rmsprop", {"centered": "no"}, "centered must be True or False"),
+        ("adam", {"amsgrad": "true"}, "amsgrad must be True or False"),
+        ("lamb", {"bias_correction": None}, "bias_correction must be True or False"),
+    ],
+)
+def test_flags_take_only_true_or_false(name: str, kwargs: dict[str, Any], match: str) -> None:
+    # 1, "yes" and "no" were accepted as truthy (or compared equal to True)
+    with pytest.raises(TypeError, match=match):
+        optim.create(name, _params(1), lr=0.1, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["sgd", "lars", "hypergradient_sgd"])
+def test_momentum_above_one_is_refused(name: str) -> None:
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\], got 1.5"):
+        optim.create(name, _params(1), lr=0.1, momentum=1.5)
+    optim.create(name, _params(1), lr=0.1, momentum=0.9)
+
+
+@pytest.mark.parametrize(
+    ("params", "error", "match"),
+    [
+        ([], ValueError, "params must hold at least one tensor or param group"),
+        (None, TypeError, "params must be an iterable of tensors .* got NoneType"),
+        (torch.zeros(2, requires_grad=True), TypeError, "params must be an iterable .* Tensor"),
+        ({"params": []}, TypeError, "params must be an iterable .* got dict"),
+        ({torch.zeros(2, requires_grad=True)}, TypeError, "params must be an ordered collection"),
+    ],
+)
+def test_params_that_are_not_a_list_of_tensors_are_named(
+    params: Any, error: type, match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        optim.SGD(params, lr=0.1)

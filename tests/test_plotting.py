@@ -107,3 +107,54 @@ def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="domain must be"):
         trajectories(ls.himmelblau, rs, tmp_path / "x.png", domain=((1, -1), (0, 1)))
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "animate", "match"),
+    [
+        ("t.xyz", False, "path must end in a file extension matplotlib writes"),
+        ("t.png", True, r"path must end in one of \.gif"),
+        ("f.txt/t.png", False, "path: cannot create a folder inside the file"),
+        ("", False, "path must be a file path, got the folder"),
+    ],
+)
+def test_the_path_is_checked_before_the_contours_are_computed(
+    tmp_path: Path, name: str, animate: bool, match: str
+) -> None:
+    (tmp_path / "f.txt").write_text("x")
+    evaluated: list[int] = []
+
+    def bowl(x: torch.Tensor) -> torch.Tensor:
+        evaluated.append(x.numel())
+        return (x**2).sum(-1)
+
+    rs = [minimize(bowl, [1.0, -0.5], lr=0.1, max_steps=5)]
+    evaluated.clear()
+    path = tmp_path / name if name else tmp_path
+    with pytest.raises(ValueError, match=match):
+        trajectories(bowl, rs, path, animate, domain=((-1, 1), (-1, 1)))
+    assert evaluated == []  # no grid was evaluated
+
+
+def test_missing_folders_are_created(tmp_path: Path) -> None:
+    out = trajectories(ls.booth, runs(ls.booth, 5), tmp_path / "a" / "b" / "t.svg")
+    assert out.read_text().lstrip().startswith("<?xml")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"domain": ((0, 1),)}, ValueError, "domain must be"),
+        ({"domain": ((0, 1), (0, "a"))}, ValueError, "domain must be"),
+        ({"domain": ((0, 1), (0, float("inf")))}, ValueError, "domain must be"),
+        ({"animate": "yes"}, TypeError, "animate must be True or False"),
+        ({"losses": 1}, TypeError, "losses must be True or False"),
+        ({"log_levels": "no"}, TypeError, "log_levels must be True or False"),
+        ({"title": 3}, TypeError, "title must be a str"),
+    ],
+)
+def test_arguments_of_the_wrong_shape_or_kind_are_named(
+    tmp_path: Path, kwargs: dict[str, object], error: type, match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        trajectories(ls.booth, runs(ls.booth, 5), tmp_path / "t.png", **kwargs)  # type: ignore[arg-type]

@@ -408,12 +408,15 @@ def basic_schedules(draw: st.DrawFn) -> sch.Schedule:  # noqa: PLR0911 - one bra
         return sch.multistep(draw(NONNEG), ms, draw(UNIT_OPEN))
     if kind == "exponential":
         return sch.exponential(draw(NONNEG), draw(st.floats(0.0, 10.0)))
-    if kind == "polynomial":
-        return sch.polynomial(draw(NONNEG), draw(STEPS), draw(NONNEG), draw(st.floats(1e-3, 10.0)))
+    if kind == "polynomial":  # a decay: final in [0, initial]
+        initial = draw(NONNEG)
+        final = initial * draw(st.floats(0.0, 1.0))
+        return sch.polynomial(initial, draw(STEPS), final, draw(st.floats(1e-3, 10.0)))
     if kind == "linear":
         return sch.linear(draw(NONNEG), draw(NONNEG), draw(STEPS))
-    if kind == "cosine":
-        return sch.cosine(draw(NONNEG), draw(STEPS), draw(NONNEG))
+    if kind == "cosine":  # an annealing: final in [0, peak]
+        peak = draw(NONNEG)
+        return sch.cosine(peak, draw(STEPS), peak * draw(st.floats(0.0, 1.0)))
     if kind == "cosine_restarts":
         mult = draw(st.one_of(st.sampled_from([1.0, 2.0, 3.0]), st.floats(1.0, 5.0)))
         peak = draw(NONNEG)
@@ -628,7 +631,7 @@ def test_a_new_schedule_is_one_class(registry: dict[str, type[sch.Schedule]]) ->
         staircase(0.0, 10)
     with pytest.raises(TypeError, match="every must be an integer"):
         staircase(1.0, 2.5)
-    with pytest.raises(ValueError, match=r"^drop must be in \[0, 0.5\], got 0.75$"):
+    with pytest.raises(ValueError, match=r"^drop must be in \[0, start\] = \[0, 0.5\], got 0.75$"):
         staircase(0.5, 10, drop=0.75)
     with pytest.raises(ValueError, match="rounding must be one of 'down', 'nearest'; got 'up'"):
         staircase(1.0, 10, rounding="up")
@@ -925,10 +928,12 @@ BAD: list[tuple[str, Callable[[], Any]]] = [
     ("total_steps", lambda: sch.polynomial(0.1, 0)),
     ("power", lambda: sch.polynomial(0.1, 10, power=0.0)),
     ("final", lambda: sch.polynomial(0.1, 10, final=-1.0)),
+    ("final", lambda: sch.polynomial(0.1, 10, final=0.2)),  # a decay that rises
     ("end", lambda: sch.linear(0.1, -0.1, 10)),
     ("total_steps", lambda: sch.linear(0.1, 0.0, 0)),
     ("peak", lambda: sch.cosine(-0.1, 10)),
     ("total_steps", lambda: sch.cosine(0.1, -5)),
+    ("final", lambda: sch.cosine(0.1, 10, final=0.2)),  # an annealing that rises
     ("period", lambda: sch.cosine_restarts(0.1, 0)),
     ("period_mult", lambda: sch.cosine_restarts(0.1, 10, period_mult=0.5)),
     ("final", lambda: sch.cosine_restarts(0.1, 10, final=0.2)),
@@ -1000,6 +1005,19 @@ def test_bad_arguments_raise_valueerror_naming_them(arg: str, make: Callable[[],
         make()
 
 
+def test_a_decay_that_ends_above_its_start_is_refused_naming_both_arguments() -> None:
+    # cosine and polynomial are decays by their docs; their end may not exceed their start
+    with pytest.raises(ValueError, match=r"final must be in \[0, peak\] = \[0, 0.1\], got 0.3"):
+        sch.cosine(peak=0.1, total_steps=10, final=0.3)
+    with pytest.raises(ValueError, match=r"final must be in \[0, initial\] = \[0, 0.1\]"):
+        sch.polynomial(0.1, total_steps=10, final=0.3)
+    with pytest.raises(ValueError, match=r"final must be in \[0, peak\]"):
+        sch.from_config({"type": "cosine", "peak": 0.1, "total_steps": 10, "final": 0.3})
+    # final == peak is a constant, allowed; linear may rise (its docs say monotone)
+    assert sch.cosine(0.1, 10, final=0.1)(5) == pytest.approx(0.1)
+    assert sch.linear(0.0, 1.0, 4)(4) == 1.0
+
+
 def test_wrong_types_raise_typeerror() -> None:
     with pytest.raises(TypeError, match="total_steps"):
         sch.cosine(1.0, 10.5)  # type: ignore[arg-type]
@@ -1037,3 +1055,28 @@ def test_plot_into_given_axes_with_log_scale() -> None:
         assert ax.get_yscale() == "log"
     finally:
         plt.close(fig)
+
+
+@pytest.mark.parametrize(
+    ("name", "match"),
+    [
+        ("sched.xyz", r"path must end in a file extension matplotlib writes"),
+        ("sched", r"path must end in a file extension"),  # savefig would write sched.png
+        ("f.txt/sched.png", "path: cannot create a folder inside the file"),
+        (".", "path must be a file path, got the folder"),
+    ],
+)
+def test_plot_checks_the_path_before_computing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, match: str
+) -> None:
+    (tmp_path / "f.txt").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    calls: list[int] = []
+
+    def counted(t: int) -> float:
+        calls.append(t)
+        return 0.1
+
+    with pytest.raises(ValueError, match=match):
+        sch.plot(counted, 100, name)
+    assert calls == []  # refused before a single value was computed

@@ -177,3 +177,134 @@ def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="context"):
         tasks.charlm(context=0)
     assert tasks.names() == ["charlm", "digits", "linreg"]
+
+
+# ---------------------------------------------------------------------------- fractions, dtypes
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"val_fraction": 0.999}, r"val_fraction leaves 0 training images of digit 0"),
+        ({"val_fraction": 0.01}, r"val_fraction leaves 2 validation images"),
+        ({"test_fraction": 0.01}, r"test_fraction leaves 2 test images"),
+        ({"val_fraction": 0.5, "test_fraction": 0.49}, r"val_fraction \+ test_fraction leaves"),
+        ({"test_fraction": 1.0}, r"test_fraction must be in \[0, 1\)"),
+    ],
+)
+def test_digits_fractions_that_leave_a_split_almost_empty_are_refused(
+    kwargs: dict[str, float], match: str
+) -> None:
+    # val_fraction=0.999 once left 10 training images (one per class) without a word
+    with pytest.raises(ValueError, match=match):
+        tasks.digits(**kwargs)
+
+
+def test_digits_fractions_at_the_edge_of_the_minimum_are_accepted() -> None:
+    smallest = 174  # images of the rarest digit
+    low = tasks.MIN_PER_CLASS / smallest + 1e-3
+    task = tasks.digits(val_fraction=low)
+    assert torch.bincount(task.val.tensors[1], minlength=10).min() >= tasks.MIN_PER_CLASS
+    task = tasks.digits(val_fraction=1 - low)
+    assert torch.bincount(task.train.tensors[1], minlength=10).min() >= tasks.MIN_PER_CLASS
+
+
+@pytest.mark.parametrize("name", ["digits", "linreg"])
+@pytest.mark.parametrize(
+    ("given", "dtype"),
+    [("float64", torch.float64), ("torch.float64", torch.float64), ("bfloat16", torch.bfloat16)],
+)
+def test_dtype_may_be_given_by_name(name: str, given: str, dtype: torch.dtype) -> None:
+    # digits(dtype="float64") used to fail with "Invalid device string"
+    task = tasks.get(name, dtype=given)
+    assert task.train.tensors[0].dtype == dtype
+    assert next(task.model.parameters()).dtype == dtype
+
+
+@pytest.mark.parametrize("name", ["digits", "linreg"])
+def test_a_dtype_that_is_not_floating_point_is_refused_naming_dtype(name: str) -> None:
+    with pytest.raises(ValueError, match=r"dtype must be a floating-point dtype .*'int64'"):
+        tasks.get(name, dtype="int64")
+    with pytest.raises(ValueError, match=r"dtype must be a floating-point dtype .*'cuda'"):
+        tasks.get(name, dtype="cuda")
+    with pytest.raises(ValueError, match="dtype must be a floating-point dtype"):
+        tasks.get(name, dtype=torch.int32)
+    with pytest.raises(TypeError, match=r"dtype must be a torch\.dtype or its name"):
+        tasks.get(name, dtype=64)
+
+
+def test_linreg_needs_more_rows_than_unknowns() -> None:
+    # with n_train <= features the optimum in info is not unique and the Hessian singular
+    with pytest.raises(ValueError, match=r"n_train must be an integer in \[11, inf\)"):
+        tasks.linreg(n_train=10)
+    assert tasks.linreg(n_train=11, features=10).info["condition_number"] > 0
+
+
+# ---------------------------------------------------------------------------- test splits
+def _same(a: torch.utils.data.TensorDataset, b: torch.utils.data.TensorDataset) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.tensors, b.tensors, strict=True))
+
+
+def test_linreg_test_split_is_extra_rows_that_change_nothing_else() -> None:
+    task = tasks.linreg(seed=2, dtype=torch.float64)
+    none = tasks.linreg(seed=2, dtype=torch.float64, n_test=0)
+    assert none.test is None
+    assert "optimal_test_loss" not in none.info
+    assert _same(task.train, none.train)
+    assert _same(task.val, none.val)
+    assert task.info["optimum_bias"] == none.info["optimum_bias"]
+    xt, yt = task.test.tensors
+    assert xt.shape == (250, 10)
+    assert yt.shape == (250, 1)
+    # the same distribution: the optimum does about as well there as on validation
+    w, b = task.info["optimum_weight"], task.info["optimum_bias"]
+    mse = torch.mean((xt @ w + b - yt[:, 0]) ** 2).item()
+    assert mse == pytest.approx(task.info["optimal_test_loss"], rel=1e-12)
+    assert 0.15 < mse < 0.4  # noise sigma 0.5: 0.25 plus the estimation error
+    # standardized with the training statistics, like validation
+    std = tasks.linreg(seed=2, standardize=True, dtype=torch.float64)
+    assert std.test.tensors[0].std(0).max() < 1.3
+
+
+def test_digits_test_split_is_opt_in_and_keeps_validation() -> None:
+    plain = tasks.digits(seed=1)
+    assert plain.test is None
+    held = tasks.digits(seed=1, test_fraction=0.1)
+    # validation is the same images (standardized with the smaller training set's statistics)
+    assert torch.equal(held.val.tensors[1], plain.val.tensors[1])
+    raw_held = held.val.tensors[0] * held.info["std"] + held.info["mean"]
+    raw_plain = plain.val.tensors[0] * plain.info["std"] + plain.info["mean"]
+    assert torch.allclose(raw_held, raw_plain, atol=1e-4)
+    n = len(held.train) + len(held.val) + len(held.test)
+    assert n == 1797
+    assert len(held.test) == 179
+    counts = torch.bincount(held.test.tensors[1], minlength=10)
+    assert counts.min() >= 17  # stratified: about 10% of every class
+
+    # no image is in two splits: compare the (unstandardized) rows as sets
+    def rows(ds: torch.utils.data.TensorDataset) -> set[tuple[float, ...]]:
+        x = ds.tensors[0] * held.info["std"] + held.info["mean"]
+        return {tuple(r) for r in x.round().tolist()}
+
+    assert not rows(held.test) & rows(held.train)
+
+
+def test_charlm_test_split_is_the_text_after_each_files_share() -> None:
+    task = tasks.charlm(seed=0, context=8, max_chars=30_000)
+    none = tasks.charlm(seed=0, context=8, max_chars=30_000, test_chars=0)
+    assert none.test is None
+    assert none.info["test_chars"] == 0
+    assert _same(task.train, none.train)
+    assert _same(task.val, none.val)
+    assert task.info["test_chars"] == task.info["val_chars"]
+    # the test text starts where the first file's share ends
+    files = task.info["files"]
+    share = -(-30_000 // len(files))
+    text = Path(sysconfig.get_paths()["stdlib"], files[0]).read_text()[share : share + 100]
+    vocab = task.info["vocab"]
+    x = task.test.tensors[0]
+    decoded = "".join(vocab[i] if i < len(vocab) else "\0" for i in x[:100, 0].tolist())
+    assert decoded == "".join(c if c in vocab else "\0" for c in text)
+    exact = tasks.charlm(seed=0, context=8, max_chars=30_000, test_chars=5_000)
+    assert exact.info["test_chars"] == 5_000
+    assert len(exact.test) == 5_000 - 8
+    with pytest.raises(ValueError, match="test_chars=10000000 is more than"):
+        tasks.charlm(max_chars=30_000, test_chars=10_000_000)

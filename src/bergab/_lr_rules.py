@@ -51,6 +51,32 @@ def _slide(logs: np.ndarray, smoothed: np.ndarray, width: int, thresh: float) ->
     return 0
 
 
+def _curve_array(name: str, values: ArrayLike) -> np.ndarray:
+    """``values`` as a 1-D float64 array; anything else raises naming ``name``."""
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a sequence of numbers, got {values!r:.80}") from None
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D sequence of numbers, got shape {arr.shape}")
+    return arr
+
+
+def _check_curve(lrs: np.ndarray, **curves: np.ndarray) -> None:
+    """A curve the rules can read: learning rates positive and strictly increasing, every
+    other curve as long as ``lrs`` and finite (the rules take logs and minima: a NaN or an
+    unsorted lr would give a suggestion that is silently wrong)."""
+    if not (np.all(np.isfinite(lrs)) and np.all(lrs > 0) and np.all(np.diff(lrs) > 0)):
+        raise ValueError("lrs must be finite, positive and strictly increasing")
+    for name, values in curves.items():
+        if len(values) != len(lrs):
+            raise ValueError(
+                f"{name} must have the same length as lrs ({len(lrs)}), got {len(values)}"
+            )
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"{name} must be finite (a sweep stops before a non-finite loss)")
+
+
 #: Temperature of ``soft_minimum``, as a fraction of the loss drop (see :func:`suggest`).
 SOFT_MINIMUM_TEMPERATURE = 0.05
 
@@ -95,7 +121,11 @@ def suggest(lrs: ArrayLike, smoothed: ArrayLike) -> dict[str, float]:
 
     Returns:
         ``{"minimum", "soft_minimum", "steep", "valley", "slide"}`` -> learning rate;
-        empty when the curve has fewer than 3 points.
+        empty when the curve has 1 or 2 points.
+
+    Raises:
+        ValueError: no points, lrs not positive and strictly increasing, ``smoothed`` of
+            another length or not finite.
 
     Example:
         >>> lrs = np.logspace(-5, 0, 51)
@@ -104,8 +134,10 @@ def suggest(lrs: ArrayLike, smoothed: ArrayLike) -> dict[str, float]:
         >>> [f"{s[k]:.0e}" for k in ("minimum", "soft_minimum", "steep", "valley")]
         ['2e-03', '1e-03', '1e-03', '7e-04']
     """
-    lr = np.asarray(lrs, dtype=np.float64)
-    sm = np.asarray(smoothed, dtype=np.float64)
+    lr, sm = _curve_array("lrs", lrs), _curve_array("smoothed", smoothed)
+    _check_curve(lr, smoothed=sm)
+    if len(lr) == 0:
+        raise ValueError("lrs must hold the learning rates of the sweep, got none")
     if len(lr) < 3:
         return {}
     logs = np.log10(lr)
@@ -125,10 +157,33 @@ def suggest(lrs: ArrayLike, smoothed: ArrayLike) -> dict[str, float]:
     return out
 
 
-def _confidence(lrs: np.ndarray, smoothed: np.ndarray, stop_reason: str) -> tuple[float, list[str]]:
-    """A score in [0, 1] for how clearly the curve descends, and the reasons it is low."""
+def _short_curve_reason(lrs: np.ndarray, stop_reason: str, start_lr: float | None) -> str:
+    """Why a sweep recorded fewer than 3 steps, and what to do about it."""
+    n = len(lrs)
+    if stop_reason == "non-finite" and n == 0:
+        at = "" if start_lr is None else f", at start_lr={start_lr:g}"
+        return (
+            f"the loss was not finite from the first step{at}: at the smallest learning rate "
+            "the loss itself is NaN or infinite, which is no learning-rate problem (unless "
+            "start_lr is large): check the data, the model and loss_fn"
+        )
+    if stop_reason == "non-finite":
+        return (
+            f"the loss became non-finite after {n} step(s), at lr {lrs[-1]:.3g}: lower "
+            "start_lr, or check the data, the model and loss_fn if start_lr is already small"
+        )
+    if stop_reason == "diverged":
+        return f"the sweep diverged after {n} step(s), at lr {lrs[-1]:.3g}: lower start_lr"
+    return f"the sweep recorded {n} step(s); the rules need at least 3: raise steps"
+
+
+def _confidence(
+    lrs: np.ndarray, smoothed: np.ndarray, stop_reason: str, start_lr: float | None = None
+) -> tuple[float, list[str]]:
+    """A score in [0, 1] for how clearly the curve descends, and the reasons it is low
+    (``start_lr``, when known, makes the reason for a curve cut short more precise)."""
     if len(smoothed) < 3:
-        return 0.0, ["the sweep stopped after fewer than 3 steps: lower start_lr"]
+        return 0.0, [_short_curve_reason(lrs, stop_reason, start_lr)]
     i_min = int(np.argmin(smoothed))
     start = _start_level(smoothed)
     drop = (start - float(smoothed[i_min])) / max(abs(start), 1e-12)

@@ -8,16 +8,21 @@ out of range, and the message always names the argument and the allowed range, e
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Collection, Sequence
 from numbers import Integral, Real
+from pathlib import Path
 from typing import Any, TypeGuard
 
 __all__ = [
+    "FlagError",
     "MissingDependencyError",
     "check_betas",
     "check_bool",
     "check_choice",
+    "check_float_dtype",
     "check_int",
+    "check_output_path",
     "check_real",
     "is_schedule",
     "require",
@@ -120,7 +125,8 @@ def check_int(name: str, value: Any, *, low: int | None = None, high: int | None
 
 
 def check_choice(name: str, value: Any, choices: Collection[Any]) -> Any:
-    """Check that ``value`` is one of ``choices``.
+    """Check that ``value`` is one of ``choices``; choices that are all bools make it a flag,
+    checked by :func:`check_bool` (``TypeError`` for anything but ``True``/``False``).
 
     Example:
         >>> check_choice("mode", "exp", ("exp", "linear"))
@@ -129,15 +135,34 @@ def check_choice(name: str, value: Any, choices: Collection[Any]) -> Any:
         Traceback (most recent call last):
         ...
         ValueError: mode must be one of 'exp', 'linear'; got 'log'
+        >>> check_choice("nesterov", 1, (False, True))  # choices of bools: a flag
+        Traceback (most recent call last):
+        ...
+        bergab._validate.FlagError: nesterov must be True or False, got int 1
     """
+    if choices and all(isinstance(c, bool) for c in choices):
+        # a flag: 1 == True and 0 == False, so membership alone would let 1, 0 and 1.0 in
+        return check_bool(name, value)
     if value not in choices:
         allowed = ", ".join(repr(c) for c in choices)
         raise ValueError(f"{name} must be one of {allowed}; got {value!r}")
     return value
 
 
+class FlagError(TypeError, ValueError):
+    """A flag given something other than ``True`` or ``False``.
+
+    A ``TypeError`` (the wrong kind of value), and a ``ValueError`` too: the optimizers
+    checked their flags as a choice among ``(False, True)`` and raised ``ValueError``, so
+    code that catches that keeps working (numpy's ``AxisError`` is a ``ValueError`` and an
+    ``IndexError`` for the same reason).
+    """
+
+
 def check_bool(name: str, value: Any) -> bool:
     """Check that ``value`` is ``True`` or ``False`` (not merely truthy); return it.
+
+    Raises :class:`FlagError`, a ``TypeError`` (and ``ValueError``), otherwise.
 
     Example:
         >>> check_bool("log", True)
@@ -145,10 +170,10 @@ def check_bool(name: str, value: Any) -> bool:
         >>> check_bool("log", "yes")
         Traceback (most recent call last):
         ...
-        TypeError: log must be True or False, got str 'yes'
+        bergab._validate.FlagError: log must be True or False, got str 'yes'
     """
     if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+        raise FlagError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
     return value
 
 
@@ -199,3 +224,87 @@ def is_schedule(value: Any) -> TypeGuard[Callable[..., Any]]:
     """
     # (tensors and numbers are not callable; a class is, but builds objects, not values)
     return callable(value) and not isinstance(value, type)
+
+
+def _figure_suffixes() -> list[str]:
+    """The file extensions matplotlib's ``savefig`` writes (``.png``, ``.svg``, ``.pdf``...)."""
+    backend_bases = require("matplotlib.backend_bases", "plot")
+    return sorted(f".{ext}" for ext in backend_bases.FigureCanvasBase.get_supported_filetypes())
+
+
+def check_output_path(name: str, path: Any, *, suffixes: Collection[str] | None = None) -> Path:
+    """Check that a file can be written at ``path``, before the work that produces it.
+
+    The checks: ``path`` is a str or ``os.PathLike`` (``TypeError``); it is not an existing
+    folder; it ends in one of ``suffixes`` (lowercase, with the dot; ``None``: every format
+    matplotlib's ``savefig`` writes, which is what the plotting functions pass it to); an
+    existing file there is writable; and the nearest existing folder above it is a
+    writable folder, so that the missing ones can be created (the writers create them).
+    Each failure is a ``ValueError`` naming the argument, raised before a sweep or a run
+    spends its time rather than by pathlib or PIL afterwards.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Example:
+        >>> check_output_path("path", "runs/lr_find.png")
+        PosixPath('runs/lr_find.png')
+        >>> check_output_path("path", "runs/lr_find.xyz")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: path must end in a file extension matplotlib writes ..., .png, ...; got '...xyz'
+    """
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"{name} must be a file path (str or os.PathLike), got {type(path).__name__}"
+        )
+    out = Path(path)
+    if str(path) == "" or out.is_dir():
+        raise ValueError(f"{name} must be a file path, got the folder {str(path)!r}")
+    allowed = _figure_suffixes() if suffixes is None else sorted(suffixes)
+    if out.suffix.lower() not in allowed:
+        kind = "a file extension matplotlib writes" if suffixes is None else "one of"
+        raise ValueError(f"{name} must end in {kind} {', '.join(allowed)}; got {str(path)!r}")
+    if out.exists() and not os.access(out, os.W_OK):
+        raise ValueError(f"{name}: the file {str(path)!r} exists and is not writable")
+    # the nearest existing folder above must be a writable folder (the rest is created)
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"{name}: cannot create a folder inside the file {str(folder)!r}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{name}: the folder {str(folder)!r} is not writable")
+    return out
+
+
+#: Floating-point dtypes by the names configs and users write (``torch.float32`` etc.).
+_FLOAT_DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64", "half", "float", "double")
+
+
+def check_float_dtype(name: str, value: Any) -> Any:
+    """A floating-point ``torch.dtype``, given as one or by name (``"float64"``,
+    ``"torch.bfloat16"``, ``"double"``...); anything else raises naming the argument.
+
+    Example:
+        >>> check_float_dtype("dtype", "float64")
+        torch.float64
+        >>> check_float_dtype("dtype", "int64")
+        Traceback (most recent call last):
+        ...
+        ValueError: dtype must be a floating-point dtype (float16, bfloat16, float32, float64, half, float, double), got 'int64'
+    """  # noqa: E501 - a doctest's output is one line
+    import torch
+
+    allowed = ", ".join(_FLOAT_DTYPE_NAMES)
+    dtype = value
+    if isinstance(value, str):
+        key = value.strip().removeprefix("torch.")
+        dtype = getattr(torch, key) if key in _FLOAT_DTYPE_NAMES else None
+    elif not isinstance(value, torch.dtype):
+        raise TypeError(
+            f"{name} must be a torch.dtype or its name ({allowed}), got {type(value).__name__}"
+        )
+    if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        raise ValueError(f"{name} must be a floating-point dtype ({allowed}), got {value!r}")
+    return dtype

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from bergab import schedules
-from bergab._validate import check_choice, check_int
+from bergab._validate import check_choice, check_int, check_real
 from bergab.lr_finder import LRFindResult, lr_find
 from bergab.training._lr import register_auto_lr
 
@@ -110,6 +110,8 @@ def build_schedule(
         >>> build_schedule(0.1, 100, "one_cycle")(29)
         0.1
     """
+    # a schedule peaking at 0 (or NaN) trains nothing: refused here, naming peak
+    peak = check_real("peak", peak, low=0.0, low_open=True)
     check_choice("policy", policy, POLICIES)
     total_steps = check_int("total_steps", total_steps, low=2 if policy == "one_cycle" else 1)
     if policy == "one_cycle":
@@ -173,6 +175,10 @@ def auto_schedule(
     Returns:
         An :class:`AutoLR` holding the schedule, the peak and the range test.
 
+    Raises:
+        ValueError: when the range test found no usable learning rate (a loss that was
+            non-finite or diverged within its first steps); the message says why.
+
     Example:
         >>> x, y = torch.randn(128, 3), torch.randn(128, 1)
         >>> auto = auto_schedule(torch.nn.Linear(3, 1), (x, y), torch.nn.functional.mse_loss,
@@ -183,6 +189,11 @@ def auto_schedule(
     """
     check_choice("policy", policy, POLICIES)
     total_steps = check_int("total_steps", total_steps, low=1)
+    for name, value in (("lr_find_kwargs", lr_find_kwargs), ("optimizer_kwargs", optimizer_kwargs)):
+        if value is not None and not isinstance(value, Mapping):
+            raise TypeError(
+                f"{name} must be a dict of keyword arguments, got {type(value).__name__}"
+            )
     sweep = dict(lr_find_kwargs or {})
     unknown = sorted(set(sweep) - set(_SWEEP_KEYS))
     if unknown:
@@ -208,7 +219,13 @@ def auto_schedule(
         **sweep,
         **dict(optimizer_kwargs or {}),
     )
-    peak = float(result.suggestion)
+    try:
+        peak = result.usable_suggestion()
+    except ValueError as exc:  # no NaN peak into a schedule: say what the range test saw
+        raise ValueError(
+            f'lr="auto": {exc}. Give lr a number instead of "auto", or change the sweep '
+            "(lr_find_kwargs: start_lr, end_lr, steps)"
+        ) from None
     return AutoLR(
         schedule=build_schedule(peak, total_steps, policy, warmup_steps),
         peak=peak,

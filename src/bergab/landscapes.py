@@ -449,8 +449,7 @@ class Noisy(Landscape):
     """
 
     def __init__(self, base: Landscape, sigma: float, seed: int = 0) -> None:
-        if not isinstance(base, Landscape):
-            raise TypeError(f"base must be a Landscape, got {type(base).__name__}")
+        self._check_base("base", base)
         self.sigma = check_real("sigma", sigma, low=0.0)
         self.seed = check_int("seed", seed, low=0)
         self.base = base
@@ -466,6 +465,16 @@ class Noisy(Landscape):
         )
         self._gen = torch.Generator()
         self.reset()
+
+    @staticmethod
+    def _check_base(name: str, base: Any) -> None:
+        """``base`` is a landscape (its domain, minima and start are copied); the error
+        names the argument as the caller called it (``noisy``'s ``fn``)."""
+        if not isinstance(base, Landscape):
+            raise TypeError(
+                f"{name} must be a Landscape (see bergab.landscapes.names()), got "
+                f"{type(base).__name__}"
+            )
 
     def reset(self) -> None:
         """Restart the noise stream from ``seed``."""
@@ -505,6 +514,7 @@ def noisy(fn: Landscape, sigma: float, seed: int = 0) -> Noisy:
         >>> f.name, f.minima
         ('noisy-rosenbrock', [(1.0, 1.0)])
     """
+    Noisy._check_base("fn", fn)
     return Noisy(fn, sigma, seed)
 
 
@@ -553,8 +563,13 @@ def get(
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__}")
     key = check_choice("name", name.lower().replace("-", "_"), names())
-    fn: Landscape = quadratic(condition_number) if key == "quadratic" else _NAMED[key]
-    if dim is not None:
-        fn = fn.with_dim(dim)
+    if key == "quadratic":  # any dimension; quadratic() checks dim by that name
+        fn: Landscape = quadratic(condition_number, 2 if dim is None else dim)
+    else:
+        fn = _NAMED[key]
+        if dim is not None:
+            # checked here so that the error names get's argument (with_dim calls it n)
+            low, high = (fn.min_dim, None) if fn.any_dim else (fn.dim, fn.dim)
+            fn = fn.with_dim(check_int("dim", dim, low=low, high=high))
     noise = check_real("noise", noise, low=0.0)
     return noisy(fn, noise, seed) if noise > 0 else fn

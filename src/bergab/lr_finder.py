@@ -38,10 +38,17 @@ from torch import nn
 
 from bergab import _snapshot
 from bergab import optim as _optim
-from bergab._lr_rules import SOFT_MINIMUM_TEMPERATURE, ArrayLike, _confidence, suggest
-from bergab._validate import check_choice, check_int, check_real
+from bergab._lr_rules import (
+    SOFT_MINIMUM_TEMPERATURE,
+    ArrayLike,
+    _check_curve,
+    _confidence,
+    _curve_array,
+    suggest,
+)
+from bergab._validate import check_bool, check_choice, check_int, check_real
 from bergab.training import _data
-from bergab.training._step import Stepper, check_clip, check_precision
+from bergab.training._step import Stepper, check_clip, check_precision, resolve_device
 
 __all__ = [
     "SOFT_MINIMUM_TEMPERATURE",
@@ -58,6 +65,10 @@ OptimizerSpec = str | torch.optim.Optimizer | Callable[..., torch.optim.Optimize
 #: Which suggestion :attr:`LRFindResult.suggestion` is (see :func:`suggest` and
 #: ``docs/choosing-the-learning-rate.md`` for the measurements behind the choice).
 SUGGESTION_RULE = "soft_minimum"
+
+
+#: How a sweep can end (:attr:`LRFindResult.stop_reason`).
+STOP_REASONS = ("completed", "diverged", "non-finite")
 
 
 class LRFindWarning(UserWarning):
@@ -78,7 +89,9 @@ class LRFindResult:
         smoothed: bias-corrected exponential moving average of ``losses``.
         suggestions: ``minimum``, ``steep``, ``valley``, ``slide`` -> lr (see
             :func:`suggest`).
-        suggestion: the recommended lr: ``suggestions[rule]`` (:data:`SUGGESTION_RULE`).
+        suggestion: the recommended lr: ``suggestions[rule]`` (:data:`SUGGESTION_RULE`);
+            NaN when the sweep recorded fewer than 3 steps and no rule applies (then
+            ``rule`` is ``"none"`` and ``reasons`` says why).
         rule: the name of the suggestion used as ``suggestion``.
         confidence: in [0, 1]; below 0.5 the curve had no clear descending region and
             :func:`lr_find` warned with :class:`LRFindWarning`.
@@ -120,7 +133,8 @@ class LRFindResult:
             lrs: learning rates, increasing.
             losses: the raw loss at each.
             smoothed: the smoothed loss; ``None`` uses ``losses`` as they are.
-            stop_reason: how the sweep ended.
+            stop_reason: how the sweep ended, one of :data:`STOP_REASONS`; a
+                ``"completed"`` curve has at least 3 points.
             config: the sweep's arguments, kept for :meth:`to_dict`.
 
         Returns:
@@ -131,17 +145,23 @@ class LRFindResult:
             >>> r.rule
             'soft_minimum'
         """
-        lr = np.asarray(lrs, dtype=np.float64)
-        raw = np.asarray(losses, dtype=np.float64)
-        sm = raw.copy() if smoothed is None else np.asarray(smoothed, dtype=np.float64)
-        if not (len(lr) == len(raw) == len(sm)):
-            raise ValueError("lrs, losses and smoothed must have the same length")
-        sugg = suggest(lr, sm)
-        conf, reasons = _confidence(lr, sm, stop_reason)
+        lr, raw = _curve_array("lrs", lrs), _curve_array("losses", losses)
+        sm = raw.copy() if smoothed is None else _curve_array("smoothed", smoothed)
+        _check_curve(lr, losses=raw, smoothed=sm)
+        check_choice("stop_reason", stop_reason, STOP_REASONS)
+        if stop_reason == "completed" and len(lr) < 3:
+            raise ValueError(
+                f"lrs must hold at least 3 points for a completed sweep, got {len(lr)} (a "
+                "shorter curve comes from a sweep that stopped early: stop_reason "
+                "'diverged' or 'non-finite')"
+            )
+        sugg = suggest(lr, sm) if len(lr) else {}
+        start_lr = (config or {}).get("start_lr")
+        conf, reasons = _confidence(lr, sm, stop_reason, start_lr)
         if sugg:
             rule, value = SUGGESTION_RULE, sugg[SUGGESTION_RULE]
-        else:
-            rule, value = "none", float(lr[0]) if len(lr) else math.nan
+        else:  # too short a curve: no rule applies, and no lr is made up
+            rule, value = "none", math.nan
         return cls(
             lrs=lr,
             losses=raw,
@@ -199,6 +219,12 @@ class LRFindResult:
             >>> LRFindResult.from_dict(r.to_dict()).suggestions == r.suggestions
             True
         """
+        if not isinstance(data, Mapping):
+            raise TypeError(f"data must be the dict to_dict() wrote, got {type(data).__name__}")
+        missing = [k for k in ("lrs", "losses", "smoothed", "suggestions", "suggestion",
+                               "rule", "confidence") if k not in data]  # fmt: skip
+        if missing:
+            raise ValueError(f"data is not a to_dict() result: it lacks {', '.join(missing)}")
         return cls(
             lrs=np.asarray(data["lrs"], dtype=np.float64),
             losses=np.asarray(data["losses"], dtype=np.float64),
@@ -213,6 +239,31 @@ class LRFindResult:
         )
 
     # ------------------------------------------------------------------ schedules
+    def usable_suggestion(self) -> float:
+        """:attr:`suggestion`, or a ``ValueError`` saying why the range test found none.
+
+        A sweep cut short (fewer than 3 steps: a loss that was non-finite or diverged at
+        once) has no suggestion; the error carries :attr:`reasons` instead of letting a
+        NaN reach a schedule.
+
+        Example:
+            >>> r = LRFindResult.from_curve([1e-3, 1e-2, 1e-1], [1.0, 0.5, 0.9])
+            >>> r.usable_suggestion() == r.suggestion
+            True
+            >>> LRFindResult.from_curve([], [], stop_reason="non-finite").usable_suggestion()
+            Traceback (most recent call last):
+            ...
+            ValueError: the range test found no usable learning rate (0 steps recorded, stop_reason 'non-finite'): the loss was not finite from the first step: at the smallest learning rate the loss itself is NaN or infinite, which is no learning-rate problem (unless start_lr is large): check the data, the model and loss_fn
+        """  # noqa: E501 - a doctest's output is one line
+        value = self.suggestion
+        if self.suggestions and math.isfinite(value) and value > 0:
+            return float(value)
+        why = "; ".join(self.reasons) or "no rule gave a positive learning rate"
+        raise ValueError(
+            f"the range test found no usable learning rate ({len(self.lrs)} steps recorded, "
+            f"stop_reason {self.stop_reason!r}): {why}"
+        )
+
     def one_cycle(self, total_steps: int, **kwargs: Any) -> Any:
         """A 1cycle schedule (Smith & Topin 2018) peaking at :attr:`suggestion`.
 
@@ -232,7 +283,7 @@ class LRFindResult:
         """
         from bergab import schedules
 
-        return schedules.one_cycle(peak=self.suggestion, total_steps=total_steps, **kwargs)
+        return schedules.one_cycle(peak=self.usable_suggestion(), total_steps=total_steps, **kwargs)
 
     def cosine(self, total_steps: int, warmup_steps: int = 0, final: float = 0.0) -> Any:
         """Cosine decay from :attr:`suggestion` to ``final``, after an optional warmup.
@@ -257,7 +308,7 @@ class LRFindResult:
         total_steps = check_int("total_steps", total_steps, low=1)
         warmup_steps = check_int("warmup_steps", warmup_steps, low=0, high=total_steps - 1)
         sched = schedules.cosine(
-            peak=self.suggestion, total_steps=total_steps - warmup_steps, final=final
+            peak=self.usable_suggestion(), total_steps=total_steps - warmup_steps, final=final
         )
         if warmup_steps:
             sched = schedules.warmup(sched, steps=warmup_steps)
@@ -265,10 +316,16 @@ class LRFindResult:
 
     # ------------------------------------------------------------------ plot
     def plot(self, path: str | Path | None = None, *, ax: Any = None) -> Any:
-        """Plot loss against lr (log x), marking every suggestion.
+        """Plot loss against lr (log x), marking every suggestion and the raw minimum.
+
+        The y axis spans the lowest loss recorded (raw or smoothed) up to a quarter above
+        where the smoothed curve starts, so the divergence at the end does not squash the
+        descent and no recorded minimum is cut off.
 
         Args:
-            path: where to save the figure (any format matplotlib knows); ``None``: don't.
+            path: where to save the figure (any format matplotlib knows, by extension;
+                parent folders are created); checked before anything is drawn.
+                ``None``: don't save.
             ax: a matplotlib Axes to draw on; ``None`` makes a new figure.
 
         Returns:
@@ -280,46 +337,9 @@ class LRFindResult:
             >>> fig.axes[0].get_xscale()
             'log'
         """
-        from bergab.plotting import pyplot
+        from bergab.plotting import range_test
 
-        plt = pyplot()
-        if ax is None:
-            fig, ax = plt.subplots(figsize=(7, 4.5))
-        else:
-            fig = ax.figure
-        ax.plot(self.lrs, self.losses, color="0.75", lw=1, label="loss")
-        ax.plot(self.lrs, self.smoothed, color="C0", lw=2, label="smoothed")
-        ax.set_xscale("log")
-        markers = {"minimum": "v", "soft_minimum": "^", "steep": "o", "valley": "s", "slide": "D"}
-        for i, (name, lr) in enumerate(sorted(self.suggestions.items())):
-            y = float(np.interp(np.log10(lr), np.log10(self.lrs), self.smoothed))
-            chosen = name == self.rule
-            ax.axvline(lr, color=f"C{i + 1}", ls="-" if chosen else ":", lw=1.5 if chosen else 1)
-            ax.plot(
-                [lr],
-                [y],
-                marker=markers.get(name, "o"),
-                ms=9 if chosen else 7,
-                color=f"C{i + 1}",
-                ls="none",
-                label=f"{name} {lr:.2g}" + (" (suggestion)" if chosen else ""),
-            )
-        finite = self.smoothed[np.isfinite(self.smoothed)]
-        if len(finite):
-            lo, start = float(finite.min()), float(finite[0])
-            hi = max(start, lo) + 0.25 * abs(max(start, lo) - lo) + 1e-12
-            ax.set_ylim(lo - 0.1 * (hi - lo), hi)
-        ax.set_xlabel("learning rate")
-        ax.set_ylabel("loss")
-        ax.set_title(
-            f"LR range test: suggestion {self.suggestion:.2g} ({self.rule}), "
-            f"confidence {self.confidence:.2f}"
-        )
-        ax.legend(fontsize="small")
-        ax.grid(True, which="both", alpha=0.3)
-        if path is not None:
-            fig.savefig(path, dpi=120, bbox_inches="tight")
-        return fig
+        return range_test(self, path, ax=ax)
 
 
 # =========================================================================== optimizer
@@ -387,7 +407,7 @@ class _Sweep:
         # lr_find's checks of these arguments, in the order of its signature
         self.start_lr = check_real("start_lr", self.start_lr, low=0.0, low_open=True)
         self.end_lr = check_real("end_lr", self.end_lr, low=self.start_lr, low_open=True)
-        self.steps = check_int("steps", self.steps, low=2)
+        self.steps = check_int("steps", self.steps, low=3)  # the rules read 3 points or more
         check_choice("mode", self.mode, ("exp", "linear"))
         self.smoothing = check_real("smoothing", self.smoothing, low=0.0, high=1.0, high_open=True)
         self.diverge_factor = check_real(
@@ -458,7 +478,9 @@ def _placement(
     if not params:
         raise ValueError("model has no parameters to train")
     here = {t.device for t in (*params, *buffers)}
-    target = torch.device(device) if device is not None else next(iter(here))
+    # fit's own check: a device torch does not know, or CUDA where there is none, is a
+    # ValueError naming device rather than a RuntimeError from torch mid-setup
+    target = resolve_device(device, model) if device is not None else next(iter(here))
     if device is not None and here != {target}:
         if len(here) > 1:
             raise ValueError("model spans several devices; leave device=None")
@@ -561,7 +583,7 @@ def lr_find(
             (its lr is swept in every param group; its state is restored afterwards).
         start_lr: first learning rate, > 0.
         end_lr: last learning rate, > ``start_lr``.
-        steps: optimizer steps of the sweep, >= 2.
+        steps: optimizer steps of the sweep, >= 3 (the suggestion rules need 3 points).
         mode: ``"exp"`` (log-spaced) or ``"linear"``.
         smoothing: EMA factor β in [0, 1); 0 disables smoothing.
         diverge_factor: stop when the smoothed loss exceeds this many times its best, > 1.
@@ -576,7 +598,8 @@ def lr_find(
             ``model(**inputs)``.
         batch_size: mini-batch size when ``train_data`` is a Dataset or tensors (default
             64, or the whole set when it has at most 64 rows).
-        device: where to run (default: where the model is). A single-device model is moved
+        device: where to run, as for :func:`bergab.fit` (``"cpu"``, ``"cuda:1"``,
+            ``"auto"``...; default: where the model is). A single-device model is moved
             there and back; not allowed with an optimizer instance.
         precision: ``"32"``, ``"bf16"`` or ``"fp16"``, as in :func:`bergab.fit`: each step
             of the sweep runs fit's own step code (autocast, fp16 loss scaling).
@@ -620,6 +643,7 @@ def lr_find(
         clip_norm=clip_norm,
         clip_value=clip_value,
     )
+    check_bool("warn", warn)
     given = optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
     if given is not None and optimizer_kwargs:
         raise TypeError("optimizer keyword arguments cannot be used with an optimizer instance")
@@ -663,9 +687,14 @@ def _result(
     result = LRFindResult.from_curve(lrs, losses, smoothed, stop_reason=stop, config=config)
     if warn and result.confidence < 0.5:
         why = "; ".join(result.reasons) or "the curve is noisy"
+        verdict = (
+            f"The suggestion {result.suggestion:.3g} is unreliable."
+            if result.suggestions
+            else "There is no suggestion."
+        )
         warnings.warn(
             f"lr_find: no clear descending region (confidence {result.confidence:.2f}): "
-            f"{why}. The suggestion {result.suggestion:.3g} is unreliable.",
+            f"{why}. {verdict}",
             LRFindWarning,
             stacklevel=3,  # the caller of lr_find, which called this
         )
@@ -704,8 +733,13 @@ def _run(
     # update (the next batch's loss, or the validation loss)
     opt.zero_grad(set_to_none=True)
     current = train_loss()
-    if not math.isfinite(current):
-        return lrs, losses, "non-finite"
+    if not math.isfinite(current):  # before any update: no learning rate can be the cause
+        fp = "" if sweep.precision == "32" else f" (or precision={sweep.precision!r}: try '32')"
+        raise ValueError(
+            f"lr_find: the loss is {current} at the model's initial parameters, before any "
+            f"update, so no learning rate can fix it: check train_data, the model and "
+            f"loss_fn{fp}"
+        )
     for i, lr in enumerate(schedule):
         _set_lr(opt, float(lr))
         stepper._optimizer_step()

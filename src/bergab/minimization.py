@@ -189,6 +189,14 @@ def _validate_x0(fn: Any, x0: Any, numpy_mode: bool) -> torch.Tensor:
         raise ValueError("x0 must not be empty")
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"x0 must be finite, got {t.tolist()}")
+    if isinstance(fn, Landscape):  # a point of the landscape's space, not a batch
+        n = t.shape[-1]
+        if t.ndim != 1 or (n < fn.min_dim if fn.any_dim else n != fn.dim):
+            need = f"at least {fn.min_dim}" if fn.any_dim else str(fn.dim)
+            raise ValueError(
+                f"x0 must be one point of {need} coordinates for {fn.name}, got shape "
+                f"{tuple(t.shape)}"
+            )
     return t
 
 
@@ -389,7 +397,7 @@ def minimize(
         lr: a float, a schedule (``step -> lr``; bergab optimizers take it directly, for
             others ``group["lr"]`` is set before each step), or ``None`` for the optimizer's
             own default.
-        max_steps: the most optimizer steps, ``>= 0``.
+        max_steps: the most optimizer steps, ``>= 1``.
         tol: the convergence tolerance, ``>= 0``.
         target: stop (converged) once ``f <= target``, e.g. ``f* + 1e-8`` for a landscape.
         grad: the gradient of a NumPy ``fn``: ``grad(x) -> array`` of the shape of ``x``.
@@ -415,7 +423,7 @@ def minimize(
     _check_callables(fn, grad, callback, record)
     if lr is not None and not is_schedule(lr):
         lr = check_real("lr", lr, low=0.0)
-    max_steps = check_int("max_steps", max_steps, low=0)
+    max_steps = check_int("max_steps", max_steps, low=1)  # 0 steps would minimize nothing
     tol = check_real("tol", tol, low=0.0)
     if target is not None:
         target = check_real("target", target)
@@ -478,6 +486,7 @@ def steps_to_tolerance(result: MinimizeResult, fn: Any, tol: float) -> int | Non
         >>> steps_to_tolerance(r, landscapes.booth, 1e-6)
         87
     """
+    tol = check_real("tol", tol, low=0.0)
     f_star = getattr(fn, "min_value", None)
     if f_star is not None and math.isfinite(f_star):
         return result.steps_to(f_star + tol)
@@ -526,8 +535,9 @@ def _batched_runs(
     tol: float,
     target: float | None,
     optimizer_kwargs: dict[str, Any],
+    record: bool = False,
 ) -> dict[float, MinimizeResult]:
-    """``minimize(fn, x0, lr=lr, record=False, ...)`` for every lr at once.
+    """``minimize(fn, x0, lr=lr, record=record, ...)`` for every lr at once.
 
     Each lr keeps its own parameter and its own optimizer (so nothing couples the runs);
     only the evaluation is shared: the landscape takes the stacked iterates ``(n, d)`` in
@@ -549,6 +559,7 @@ def _batched_runs(
     stops = [m.at_start(f0, g0) for m in monitors]
     fs, gnorms = [f0] * n, [g0] * n
     losses: list[list[float]] = [[f0] for _ in lrs]
+    trajs = [[start.clone()] for _ in lrs] if record else None
     taken, nfev = [0] * n, [1] * n
 
     def reevaluate(i: int) -> float:  # for optimizers that call the closure again
@@ -575,6 +586,8 @@ def _batched_runs(
             gnorms[i] = float(torch.linalg.vector_norm(params[i].grad))
             nfev[i] += 1
             losses[i].append(fs[i])
+            if trajs is not None:
+                trajs[i].append(params[i].detach().clone())
             stops[i] = monitors[i].runaway(fs[i], gnorms[i], taken[i]) or monitors[i].done(
                 fs[i], f_prev, gnorms[i]
             )
@@ -586,7 +599,7 @@ def _batched_runs(
             taken[i],
             stops[i],
             steps,
-            None,
+            None if trajs is None else torch.stack(trajs[i]).numpy(),
             losses[i],
             optimizer,
             lr,
@@ -596,10 +609,45 @@ def _batched_runs(
     }
 
 
-def _score(result: MinimizeResult, fn: Any, tol: float) -> tuple[float, float, float]:
-    """Lower is better: reached the tolerance (fewest steps), else lowest final f."""
+#: On a function unbounded below, a run that leaves the plot window within this many steps
+#: (or within its whole budget, if shorter) ranks after every run that stays longer.
+MIN_WINDOW_STEPS = 10
+
+
+def _escape_window(fn: Any) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """The window tuning judges a run in, for a 2-D landscape unbounded below (the saddle):
+    there "lowest final f" would reward the lr that flings the iterate out of any figure
+    fastest. ``None`` for every other function."""
+    if isinstance(fn, Landscape) and fn.min_value == -math.inf and fn.dim == 2:
+        return fn.domain
+    return None
+
+
+def _window_score(result: MinimizeResult, window: Any, steps: int) -> tuple[float, float, float]:
+    """The score of a run on a function unbounded below: the lowest f it reached while still
+    inside ``window`` (the iterates before it first leaves), so the winner descends as far
+    as the figure shows rather than jumping out of it; a run that left within
+    :data:`MIN_WINDOW_STEPS` steps ranks after those that stayed."""
+    (x0, x1), (y0, y1) = window
+    t = result.trajectory
+    assert t is not None  # tune_lr records the runs it scores this way
+    inside = (t[:, 0] >= x0) & (t[:, 0] <= x1) & (t[:, 1] >= y0) & (t[:, 1] <= y1)
+    k = len(t) if inside.all() else int(np.argmin(inside))  # iterates before leaving
+    brief = not inside.all() and k - 1 < min(MIN_WINDOW_STEPS, steps)
+    return (1.5 if brief else 1.0, float(np.min(result.losses[:k])), -float(k))
+
+
+def _score(result: MinimizeResult, fn: Any, tol: float, steps: int) -> tuple[float, float, float]:
+    """Lower is better: reached the tolerance (fewest steps), else lowest final f; on a
+    function unbounded below, the lowest f inside the plot window (:func:`_window_score`)."""
     if result.status == "diverged" or not math.isfinite(result.fun):
         return (2.0, math.inf, math.inf)
+    window = _escape_window(fn)
+    if window is not None and result.trajectory is not None and result.losses.size:
+        (x0, x1), (y0, y1) = window
+        start = result.trajectory[0]
+        if x0 <= start[0] <= x1 and y0 <= start[1] <= y1:  # else the window says nothing
+            return _window_score(result, window, steps)
     hit = steps_to_tolerance(result, fn, tol)
     if hit is not None:
         return (0.0, float(hit), result.fun)
@@ -621,8 +669,13 @@ def tune_lr(
     Every lr runs up to ``steps`` steps from the same start (stopping early once
     ``f − f* <= tol`` when ``fn`` knows ``f*``). The best is the one that reaches
     ``f − f* <= tol`` in the fewest steps; if none does, the lowest final f. Diverged runs
-    lose. On a landscape the runs share one batched evaluation per step (each lr keeps its
-    own optimizer); a noisy landscape runs them one by one, reseeded, so each lr sees the
+    lose. On a 2-D landscape unbounded below (``saddle``), where the lowest final f would
+    go to the lr that throws the iterate out of the picture fastest, the best is the
+    lowest f reached while the iterate is still inside ``fn.domain`` (the plot window),
+    and runs that leave it within 10 steps rank last but for diverged ones: the chosen lr
+    escapes the saddle point in a path the figure shows (those runs are recorded). On a
+    landscape the runs share one batched evaluation per step (each lr keeps its own
+    optimizer); a noisy landscape runs them one by one, reseeded, so each lr sees the
     same noise.
 
     Args:
@@ -644,6 +697,8 @@ def tune_lr(
         (0.05, 'diverged')
     """
     steps = check_int("steps", steps, low=1)
+    if grid is not None and (isinstance(grid, (str, bytes)) or not isinstance(grid, Sequence)):
+        raise TypeError(f"grid must be a list of learning rates, got {type(grid).__name__}")
     lrs = (
         default_lr_grid()
         if grid is None
@@ -651,34 +706,22 @@ def tune_lr(
     )
     if not lrs:
         raise ValueError("grid must hold at least one learning rate")
+    tol = check_real("tol", tol, low=0.0)
     run_tol, target = _stopping(fn, tol)
+    record = _escape_window(fn) is not None  # the window score reads the iterates
     if isinstance(fn, Landscape) and not isinstance(fn, Noisy):
         runs = _batched_runs(
-            fn,
-            optimizer,
-            lrs,
-            steps=steps,
-            x0=x0,
-            tol=run_tol,
-            target=target,
-            optimizer_kwargs=optimizer_kwargs,
-        )
-        best = min(lrs, key=lambda v: _score(runs[v], fn, tol))
-        return best, runs
-    runs = {}
-    for value in lrs:
-        runs[value] = minimize(
-            fn,
-            x0,
-            optimizer=optimizer,
-            lr=value,
-            max_steps=steps,
-            tol=run_tol,
-            target=target,
-            record=False,
-            **optimizer_kwargs,
-        )
-    best = min(lrs, key=lambda v: _score(runs[v], fn, tol))
+            fn, optimizer, lrs, steps=steps, x0=x0, tol=run_tol, target=target,
+            optimizer_kwargs=optimizer_kwargs, record=record,
+        )  # fmt: skip
+    else:  # a plain function, or a noisy landscape (each run reseeds its noise): one by one
+        runs = {}
+        for value in lrs:
+            runs[value] = minimize(
+                fn, x0, optimizer=optimizer, lr=value, max_steps=steps, tol=run_tol,
+                target=target, record=record, **optimizer_kwargs,
+            )  # fmt: skip
+    best = min(lrs, key=lambda v: _score(runs[v], fn, tol, steps))
     return best, runs
 
 
@@ -720,8 +763,15 @@ def compare(
     """
     if isinstance(lr, str) and lr != "tune":
         raise ValueError(f"lr must be a float, a dict of floats or 'tune'; got {lr!r}")
+    if isinstance(optimizers, (str, bytes)) or not isinstance(optimizers, Sequence):
+        # a str is a sequence too: "sgd" would race the optimizers 's', 'g' and 'd'
+        raise TypeError(
+            f"optimizers must be a list of optimizers, e.g. ['sgd'], got {optimizers!r:.60}"
+        )
     if not optimizers:
         raise ValueError("optimizers must name at least one optimizer")
+    steps = check_int("steps", steps, low=1)
+    tol = check_real("tol", tol, low=0.0)
     run_tol, target = _stopping(fn, tol)
     results = []
     for opt in optimizers:

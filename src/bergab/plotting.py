@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bergab._validate import check_int, require
+from bergab._validate import check_bool, check_int, check_output_path, require
 
 if TYPE_CHECKING:
+    from bergab.lr_finder import LRFindResult
     from bergab.minimization import MinimizeResult
 
-__all__ = ["pyplot", "trajectories"]
+__all__ = ["pyplot", "range_test", "trajectories"]
 
 
 def pyplot() -> Any:
@@ -148,7 +149,9 @@ def trajectories(
             (its ``domain``, ``minima`` and ``min_value`` are used when present).
         results: one :class:`~bergab.minimization.MinimizeResult`, a sequence (labels from
             optimizer and lr) or a ``{label: result}`` dict; each recorded (``record=True``).
-        path: output file; with ``animate=True`` it must end in ``.gif``.
+        path: output file, any format matplotlib writes by its extension (parent folders
+            are created); with ``animate=True`` it must end in ``.gif``. Checked before
+            any work.
         animate: write an animated GIF (matplotlib's ``PillowWriter``; needs pillow).
         domain: ``((xmin, xmax), (ymin, ymax))``; default ``fn.domain``.
         levels: number of contour levels, ``>= 2``.
@@ -172,16 +175,23 @@ def trajectories(
         >>> trajectories(landscapes.booth, runs, out).read_bytes()[:4]
         b'\\x89PNG'
     """
+    if not callable(fn):
+        raise TypeError(f"fn must be a function of a (..., 2) tensor, got {type(fn).__name__}")
     pairs = _named_results(results)
-    path = Path(path)
-    if animate and path.suffix.lower() != ".gif":
-        raise ValueError(f"path must end in .gif when animate=True, got {str(path)!r}")
+    check_bool("animate", animate)
+    # checked before the contours are computed: a GIF, or any format matplotlib writes
+    path = check_output_path("path", path, suffixes=[".gif"] if animate else None)
     levels = check_int("levels", levels, low=2)
     resolution = check_int("resolution", resolution, low=10)
     frames = check_int("frames", frames, low=2)
     fps = check_int("fps", fps, low=1)
     dpi = check_int("dpi", dpi, low=10)
     domain = _checked_domain(fn, domain)
+    check_bool("losses", losses)
+    if log_levels is not None:
+        check_bool("log_levels", log_levels)
+    if title is not None and not isinstance(title, str):
+        raise TypeError(f"title must be a str or None, got {type(title).__name__}")
     if animate:
         require("PIL", "plot")
     plt = pyplot()
@@ -218,6 +228,7 @@ def trajectories(
         name = getattr(fn, "name", None)
         fig.suptitle(title if title is not None else (name or ""), fontsize=12)
         fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
         if not animate:
             _save(fig, path, dpi)
             return path
@@ -234,12 +245,16 @@ def _checked_domain(fn: Any, domain: Any) -> Any:
         domain = getattr(fn, "domain", None)
         if domain is None:
             raise ValueError("domain is required unless fn is a landscape with a domain")
-    (x0, x1), (y0, y1) = domain
-    if not (x0 < x1 and y0 < y1):
+    try:
+        (x0, x1), (y0, y1) = ((float(a), float(b)) for a, b in domain)
+        ok = all(map(math.isfinite, (x0, x1, y0, y1))) and x0 < x1 and y0 < y1
+    except (TypeError, ValueError):  # not two pairs of numbers
+        ok = False
+    if not ok:
         raise ValueError(
-            f"domain must be ((xmin, xmax), (ymin, ymax)) with min < max, got {domain}"
+            f"domain must be ((xmin, xmax), (ymin, ymax)), finite with min < max, got {domain!r}"
         )
-    return domain
+    return (x0, x1), (y0, y1)
 
 
 def _contour_levels(
@@ -344,3 +359,64 @@ def _save_animation(
 
     anim = animation.FuncAnimation(fig, draw, frames=list(idx), blit=False)
     anim.save(path, writer=animation.PillowWriter(fps=fps), dpi=min(dpi, 72))
+
+
+# ----------------------------------------------------------------------------- range test
+_MARKERS = {"minimum": "v", "soft_minimum": "^", "steep": "o", "valley": "s", "slide": "D"}
+
+
+def range_test(result: LRFindResult, path: str | Path | None = None, *, ax: Any = None) -> Any:
+    """The range test's figure, which :meth:`bergab.lr_finder.LRFindResult.plot` draws.
+
+    Loss against lr (log x): the raw and the smoothed loss, a marker and a vertical line
+    per suggestion (solid: the one used), and the raw minimum. The y axis spans the
+    lowest loss recorded (raw or smoothed) up to a quarter above where the smoothed curve
+    starts.
+
+    Example:
+        >>> from bergab.lr_finder import LRFindResult
+        >>> r = LRFindResult.from_curve([1e-3, 1e-2, 1e-1], [1.0, 0.5, 0.9])
+        >>> range_test(r).axes[0].get_ylabel()
+        'loss'
+    """
+    out = None if path is None else check_output_path("path", path)
+    if ax is not None and not callable(getattr(ax, "plot", None)):
+        raise TypeError(f"ax must be matplotlib Axes or None, got {type(ax).__name__}")
+    plt = pyplot()
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+    else:
+        fig = ax.figure
+    lrs, losses, smoothed = result.lrs, result.losses, result.smoothed
+    ax.plot(lrs, losses, color="0.75", lw=1, label="loss")
+    ax.plot(lrs, smoothed, color="C0", lw=2, label="smoothed")
+    ax.set_xscale("log")
+    for i, (name, lr) in enumerate(sorted(result.suggestions.items())):
+        y = float(np.interp(np.log10(lr), np.log10(lrs), smoothed))
+        chosen = name == result.rule
+        ax.axvline(lr, color=f"C{i + 1}", ls="-" if chosen else ":", lw=1.5 if chosen else 1)
+        label = f"{name} {lr:.2g}" + (" (suggestion)" if chosen else "")
+        ax.plot([lr], [y], marker=_MARKERS.get(name, "o"), ms=9 if chosen else 7,
+                color=f"C{i + 1}", ls="none", label=label)  # fmt: skip
+    if len(losses):
+        # the raw minimum, marked and inside the y range (the smoothed curve lags and sits
+        # above it: a range from the smoothed curve alone cut it off)
+        i_raw = int(np.argmin(losses))
+        raw_min = float(losses[i_raw])
+        label = f"raw minimum {raw_min:.3g} at lr {lrs[i_raw]:.2g}"
+        ax.plot([lrs[i_raw]], [raw_min], marker="x", color="0.35", ls="none", label=label)
+        lo, start = min(raw_min, float(smoothed.min())), float(smoothed[0])
+        hi = max(start, lo) + 0.25 * abs(max(start, lo) - lo) + 1e-12
+        ax.set_ylim(lo - 0.1 * (hi - lo), hi)
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss")
+    ax.set_title(
+        f"LR range test: suggestion {result.suggestion:.2g} ({result.rule}), "
+        f"confidence {result.confidence:.2f}"
+    )
+    ax.legend(fontsize="small")
+    ax.grid(True, which="both", alpha=0.3)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=120, bbox_inches="tight")
+    return fig

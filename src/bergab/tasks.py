@@ -2,9 +2,15 @@
 
 Each task is a function returning a :class:`Task`: a freshly initialized model, train and
 validation data as ``TensorDataset`` (so a training loop can run batch, mini-batch or
-stochastic gradient descent over them), a loss function, metrics and a description. Every
-task takes a ``seed`` and is deterministic given it; building one never touches the global
-random number generators.
+stochastic gradient descent over them), a held-out ``test`` split where the task has one,
+a loss function, metrics and a description. Every task takes a ``seed`` and is
+deterministic given it; building one never touches the global random number generators.
+
+The test splits come from data the train and validation splits do not use, so adding them
+changed no existing split: ``linreg`` generates 250 more rows after the ones it always drew,
+``charlm`` reads the text that follows the part each file contributes, and ``digits``
+(whose every image is already in train or validation) holds one out only when asked,
+``test_fraction > 0``.
 
 ==========  ==================================================  ============================
 name        data, model                                         a typical good result
@@ -23,8 +29,8 @@ the exact budget). Use :func:`get` to build a task by name, as configs and the C
 Example:
     >>> from bergab import tasks
     >>> task = tasks.get("linreg", seed=0)
-    >>> task.name, len(task.train), len(task.val)
-    ('linreg', 1000, 250)
+    >>> task.name, len(task.train), len(task.val), len(task.test)
+    ('linreg', 1000, 250, 250)
     >>> "digits" in tasks.names()
     True
 """
@@ -44,7 +50,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from bergab._validate import check_int, check_real, require
+from bergab._validate import check_float_dtype, check_int, check_real, require
 
 __all__ = [
     "CHARLM_FILES",
@@ -76,6 +82,10 @@ class Task:
         description: one paragraph: data, model, size, a typical good result.
         batch_size: a mini-batch size that trains this task well.
         info: task-specific extras (e.g. the exact optimum of ``linreg``).
+        test: held-out test data, a ``TensorDataset`` of ``(inputs, targets)`` that
+            neither training nor validation (early stopping, lr choice) ever sees, for
+            one final evaluation; ``None`` when the task has none. A run evaluates it at
+            the end when it is not ``None``.
 
     Example:
         >>> task = linreg(seed=1)
@@ -93,6 +103,7 @@ class Task:
     description: str
     batch_size: int = 64
     info: dict[str, Any] = field(default_factory=dict)
+    test: Any = None
 
 
 @contextlib.contextmanager
@@ -117,7 +128,24 @@ def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
         >>> accuracy(torch.tensor([[2.0, 1.0], [0.0, 3.0]]), torch.tensor([0, 0]))
         0.5
     """
+    _check_class_targets(outputs, targets)
     return float((outputs.argmax(dim=-1) == targets).double().mean())
+
+
+def _check_class_targets(outputs: torch.Tensor, targets: torch.Tensor) -> None:
+    """``targets`` holds one class index per row of logits: shape ``outputs.shape[:-1]``
+    (broadcasting a mismatch would compare the wrong rows, or fail deep inside torch)."""
+    if not (isinstance(outputs, torch.Tensor) and isinstance(targets, torch.Tensor)):
+        raise TypeError(
+            f"outputs and targets must be tensors, got {type(outputs).__name__} and "
+            f"{type(targets).__name__}"
+        )
+    if outputs.ndim < 1 or targets.shape != outputs.shape[:-1]:
+        raise ValueError(
+            f"targets must hold one class index per row of outputs: shape "
+            f"{tuple(outputs.shape[:-1])} for outputs of shape {tuple(outputs.shape)}, got "
+            f"{tuple(targets.shape)}"
+        )
 
 
 def bits_per_char(outputs: torch.Tensor, targets: torch.Tensor) -> float:
@@ -134,6 +162,7 @@ def bits_per_char(outputs: torch.Tensor, targets: torch.Tensor) -> float:
         >>> bits_per_char(torch.zeros(3, 4), torch.tensor([0, 1, 2]))  # uniform over 4: 2 bits
         2.0
     """
+    _check_class_targets(outputs, targets)
     ce = nn.functional.cross_entropy(
         outputs.reshape(-1, outputs.shape[-1]).double(), targets.reshape(-1)
     )
@@ -158,6 +187,66 @@ def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+#: Every split of ``digits`` keeps at least this many images of each class: fewer leaves a
+#: split that measures (or learns) almost nothing, e.g. ``val_fraction=0.999`` once left 10
+#: training images.
+MIN_PER_CLASS = 5
+
+
+def _check_digits_fractions(val_fraction: Any, test_fraction: Any, counts: list[int]) -> None:
+    """``val_fraction`` in (0, 1), ``test_fraction`` in [0, 1), and every split (train,
+    validation, and test when asked for) with at least :data:`MIN_PER_CLASS` images of
+    each class, given the images per class ``counts``; the error names the fraction."""
+    smallest = min(counts)
+    for c, n in enumerate(counts):
+        n_val, n_test = round(val_fraction * n), round(test_fraction * n)
+        splits = [("validation", n_val, "val_fraction"), ("training", n - n_val - n_test, "")]
+        if test_fraction > 0:
+            splits.append(("test", n_test, "test_fraction"))
+        for split, size, arg in splits:
+            if size >= MIN_PER_CLASS:
+                continue
+            low, high = MIN_PER_CLASS / smallest, 1.0 - test_fraction - MIN_PER_CLASS / smallest
+            if arg == "test_fraction":
+                high = 1.0 - val_fraction - MIN_PER_CLASS / smallest
+            argument = arg or ("val_fraction + test_fraction" if test_fraction else "val_fraction")
+            raise ValueError(
+                f"{argument} leaves {size} {split} images of digit {c} (of {n}); every split "
+                f"needs at least {MIN_PER_CLASS} per class, so {arg or 'val_fraction'} must be "
+                f"in about [{low:.3f}, {max(high, low):.3f}] here; got "
+                f"val_fraction={val_fraction:g}, test_fraction={test_fraction:g}"
+            )
+
+
+def _stratified_split(
+    y_all: torch.Tensor, val_fraction: float, test_fraction: float, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Indices of the training, validation and (``test_fraction > 0``) test images: the same
+    fraction of every class goes to each. The random draws do not depend on
+    ``test_fraction``: the test images are the last of each class's shuffled training
+    images, taken out of the shuffled training order afterwards, so validation is the same
+    images in the same order with or without a test split, and ``test_fraction=0`` is the
+    split digits always had."""
+    val_idx: list[torch.Tensor] = []
+    train_idx: list[torch.Tensor] = []
+    test_idx: list[torch.Tensor] = []
+    for c in range(10):
+        idx = torch.nonzero(y_all == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        n_val, n_test = round(val_fraction * len(idx)), round(test_fraction * len(idx))
+        val_idx.append(idx[:n_val])
+        train_idx.append(idx[n_val:])
+        test_idx.append(idx[len(idx) - n_test :])
+    tr = torch.cat(train_idx)
+    va = torch.cat(val_idx)
+    tr = tr[torch.randperm(len(tr), generator=gen)]
+    va = va[torch.randperm(len(va), generator=gen)]
+    if test_fraction == 0:
+        return tr, va, None
+    held = torch.isin(tr, torch.cat(test_idx))
+    return tr[~held], va, tr[held]
+
+
 def digits(
     seed: int = 0,
     hidden: int = 64,
@@ -165,7 +254,8 @@ def digits(
     depth: int = 1,
     dropout: float = 0.0,
     val_fraction: float = 0.2,
-    dtype: torch.dtype = torch.float32,
+    test_fraction: float = 0.0,
+    dtype: torch.dtype | str = torch.float32,
 ) -> Task:
     """scikit-learn's 8×8 handwritten digits with an MLP classifier.
 
@@ -174,6 +264,10 @@ def digits(
     standardized with the training set's mean and standard deviation. The model is an MLP
     ``64 → hidden (× depth) → 10`` with ReLU; the loss is cross-entropy on the logits and
     the metric is accuracy.
+
+    Every image is in the training or the validation split, so there is no test split
+    unless ``test_fraction > 0`` holds one out (taken from the training images of each
+    class: the validation images stay the same, the training set shrinks).
 
     Typical good result (measured, seeds 0–2): AdamW at lr 1e-2 with a cosine schedule,
     batch 64, 1,000 steps (45 epochs, about 1 s on one CPU core) reaches val accuracy
@@ -186,16 +280,24 @@ def digits(
         hidden: width of each hidden layer.
         depth: number of hidden layers.
         dropout: dropout probability after each hidden layer (0 disables it).
-        val_fraction: fraction of the images held out for validation, in (0, 1).
-        dtype: floating dtype of the model and the inputs.
+        val_fraction: fraction of the images held out for validation, in (0, 1), leaving
+            at least :data:`MIN_PER_CLASS` images of every class in each split (about
+            0.03 to 0.97).
+        test_fraction: fraction of the images held out as the test split, in [0, 1);
+            0 (the default): no test split.
+        dtype: floating dtype of the model and the inputs: a ``torch.dtype`` or its name
+            (``"float32"``, ``"float64"``, ``"bfloat16"``, ``"float16"``).
 
     Returns:
         The :class:`Task` (``info`` holds ``mean`` and ``std`` of the features).
 
     Example:
         >>> task = digits(seed=0)
-        >>> len(task.train), len(task.val), task.train.tensors[0].shape[1]
-        (1438, 359, 64)
+        >>> len(task.train), len(task.val), task.train.tensors[0].shape[1], task.test
+        (1438, 359, 64, None)
+        >>> task = digits(seed=0, test_fraction=0.1, dtype="float64")
+        >>> len(task.train), len(task.val), len(task.test), task.val.tensors[0].dtype
+        (1259, 359, 179, torch.float64)
     """
     seed = _check_seed(seed)
     hidden = check_int("hidden", hidden, low=1)
@@ -204,25 +306,17 @@ def digits(
     val_fraction = check_real(
         "val_fraction", val_fraction, low=0.0, high=1.0, low_open=True, high_open=True
     )
+    test_fraction = check_real("test_fraction", test_fraction, low=0.0, high=1.0, high_open=True)
+    dtype = check_float_dtype("dtype", dtype)
     datasets = require("sklearn.datasets", "tasks")
     data = datasets.load_digits()
     x_all = torch.as_tensor(data.data, dtype=torch.float64)
     y_all = torch.as_tensor(data.target, dtype=torch.long)
-
-    # a stratified split: the same fraction of every class goes to validation
-    gen = torch.Generator().manual_seed(seed)
-    val_idx: list[torch.Tensor] = []
-    train_idx: list[torch.Tensor] = []
-    for c in range(10):
-        idx = torch.nonzero(y_all == c).flatten()
-        idx = idx[torch.randperm(len(idx), generator=gen)]
-        n_val = round(val_fraction * len(idx))
-        val_idx.append(idx[:n_val])
-        train_idx.append(idx[n_val:])
-    tr = torch.cat(train_idx)
-    va = torch.cat(val_idx)
-    tr = tr[torch.randperm(len(tr), generator=gen)]
-    va = va[torch.randperm(len(va), generator=gen)]
+    counts = torch.bincount(y_all, minlength=10).tolist()
+    _check_digits_fractions(val_fraction, test_fraction, counts)
+    tr, va, te = _stratified_split(
+        y_all, val_fraction, test_fraction, torch.Generator().manual_seed(seed)
+    )
 
     mean = x_all[tr].mean(dim=0)
     std = x_all[tr].std(dim=0)
@@ -231,15 +325,17 @@ def digits(
 
     with _seeded(seed):
         model = _mlp([64] + [hidden] * depth + [10], dropout).to(dtype)
+    test_note = "" if te is None else f" / {len(te)} test"
     return Task(
         model=model,
         train=TensorDataset(x_std[tr], y_all[tr]),
         val=TensorDataset(x_std[va], y_all[va]),
+        test=None if te is None else TensorDataset(x_std[te], y_all[te]),
         loss_fn=nn.functional.cross_entropy,
         metrics={"accuracy": accuracy},
         name="digits",
         description=(
-            f"scikit-learn 8x8 digits: {len(tr)} train / {len(va)} val images, 64 "
+            f"scikit-learn 8x8 digits: {len(tr)} train / {len(va)} val{test_note} images, 64 "
             f"standardized features, 10 classes; MLP 64-{'-'.join([str(hidden)] * depth)}-10 "
             "with cross-entropy. Typical good result: val accuracy 0.98-0.99, val loss "
             "0.02-0.12 (AdamW lr 1e-2, cosine, batch 64, 1000 steps)."
@@ -258,10 +354,11 @@ def linreg(
     *,
     n_train: int = 1000,
     n_val: int = 250,
+    n_test: int = 250,
     features: int = 10,
     max_scale: float = 1000.0,
     noise: float = 0.5,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = torch.float32,
 ) -> Task:
     """A convex least-squares regression with deliberately ill-scaled features.
 
@@ -280,7 +377,12 @@ def linreg(
 
     ``info`` holds the exact least-squares solution on the training set computed in float64
     (``optimum_weight``, ``optimum_bias``), the losses there (``optimal_train_loss``,
-    ``optimal_val_loss``), and ``condition_number`` of the Hessian.
+    ``optimal_val_loss``, ``optimal_test_loss`` with a test split), and
+    ``condition_number`` of the Hessian.
+
+    The test rows are drawn from the same distribution after every draw of the training
+    and validation rows, so they leave those (and the model) exactly as they were without
+    a test split.
 
     Typical good result (measured): with ``standardize=True``, full-batch gradient descent
     at lr 0.5 reaches the optimal train loss to 1e-6 relative in 30 steps. Without
@@ -292,12 +394,15 @@ def linreg(
     Args:
         seed: seeds the data and the model's initialization.
         standardize: centre and scale the features with the training statistics.
-        n_train: training examples.
+        n_train: training examples, more than ``features`` (else the least-squares optimum
+            is not unique and the Hessian is singular).
         n_val: validation examples.
+        n_test: test examples (``Task.test``); 0: no test split.
         features: number of features.
         max_scale: scale of the largest feature (the smallest has scale 1).
         noise: standard deviation of the target noise.
-        dtype: floating dtype of the model and data (float64 for exact tests).
+        dtype: floating dtype of the model and data (float64 for exact tests): a
+            ``torch.dtype`` or its name (``"float32"``, ``"float64"``...).
 
     Returns:
         The :class:`Task`.
@@ -313,9 +418,12 @@ def linreg(
         True
     """
     seed = _check_seed(seed)
-    n_train = check_int("n_train", n_train, low=2)
-    n_val = check_int("n_val", n_val, low=1)
     features = check_int("features", features, low=1)
+    # more rows than unknowns (features + bias), so the optimum in info is the unique one
+    n_train = check_int("n_train", n_train, low=features + 1)
+    n_val = check_int("n_val", n_val, low=1)
+    n_test = check_int("n_test", n_test, low=0)
+    dtype = check_float_dtype("dtype", dtype)
     max_scale = check_real("max_scale", max_scale, low=1.0)
     noise = check_real("noise", noise, low=0.0)
     if not isinstance(standardize, bool):
@@ -328,11 +436,15 @@ def linreg(
     w_true = torch.randn(features, generator=gen, dtype=torch.float64) / scales
     y = x @ w_true + 3.0 + noise * torch.randn(n, generator=gen, dtype=torch.float64)
     x_tr, x_va, y_tr, y_va = x[:n_train], x[n_train:], y[:n_train], y[n_train:]
+    # the test rows: drawn after everything above, so train, val and w* do not change
+    x_te = torch.randn(n_test, features, generator=gen, dtype=torch.float64) * scales
+    y_te = x_te @ w_true + 3.0 + noise * torch.randn(n_test, generator=gen, dtype=torch.float64)
     if standardize:
         mean = x_tr.mean(dim=0)
         std = x_tr.std(dim=0)
         x_tr = (x_tr - mean) / std
         x_va = (x_va - mean) / std
+        x_te = (x_te - mean) / std
 
     # the exact optimum of the (convex) training loss, in float64
     design = torch.cat([x_tr, torch.ones(n_train, 1, dtype=torch.float64)], dim=1)
@@ -340,6 +452,7 @@ def linreg(
     w_opt, b_opt = sol[:-1], float(sol[-1])
     opt_train = float(torch.mean((x_tr @ w_opt + b_opt - y_tr) ** 2))
     opt_val = float(torch.mean((x_va @ w_opt + b_opt - y_va) ** 2))
+    opt_test = float(torch.mean((x_te @ w_opt + b_opt - y_te) ** 2)) if n_test else math.nan
     eig = torch.linalg.eigvalsh(2.0 * design.T @ design / n_train)
     cond = float(eig[-1] / eig[0])
 
@@ -350,6 +463,7 @@ def linreg(
         model=model,
         train=TensorDataset(x_tr.to(dtype), y_tr.unsqueeze(1).to(dtype)),
         val=TensorDataset(x_va.to(dtype), y_va.unsqueeze(1).to(dtype)),
+        test=TensorDataset(x_te.to(dtype), y_te.unsqueeze(1).to(dtype)) if n_test else None,
         loss_fn=nn.functional.mse_loss,
         metrics={"mse": _mse},
         name="linreg",
@@ -364,6 +478,7 @@ def linreg(
             "optimum_bias": b_opt,
             "optimal_train_loss": opt_train,
             "optimal_val_loss": opt_val,
+            **({"optimal_test_loss": opt_test} if n_test else {}),
             "condition_number": cond,
             "scales": scales,
         },
@@ -415,27 +530,48 @@ class _CharMLP(nn.Module):
         return self.mlp(self.embed(x).flatten(1))
 
 
-def _stdlib_text(max_chars: int) -> tuple[str, str, list[str]]:
-    """The train and val text: the first 90% of each file to train, the last 10% to val."""
+def _stdlib_text(max_chars: int, test_chars: int | None) -> tuple[str, str, str, list[str]]:
+    """The train, val and test text. Each file contributes an equal share of what is left of
+    ``max_chars``: its first 90% to train, the last 10% to val. The test text is read from
+    what follows each file's share (text train and val never use), again in equal shares,
+    up to ``test_chars`` characters (``None``: as many as val has, or what is left)."""
     root = Path(sysconfig.get_paths()["stdlib"])
     present = [name for name in CHARLM_FILES if (root / name).is_file()]
     train_parts: list[str] = []
     val_parts: list[str] = []
+    unread: list[str] = []
     total = 0
     for i, name in enumerate(present):
         # an equal share of what is left for each remaining file, so every file is seen
         share = -(-(max_chars - total) // (len(present) - i))
-        text = (root / name).read_text(encoding="utf-8", errors="replace")[:share]
+        full = (root / name).read_text(encoding="utf-8", errors="replace")
+        text = full[:share]
         cut = int(0.9 * len(text))
         train_parts.append(text[:cut])
         val_parts.append(text[cut:])
+        unread.append(full[len(text) :])
         total += len(text)
     if total < min(max_chars, 20_000):
         raise FileNotFoundError(
             f"charlm needs the Python standard library's .py sources in {root}; found only "
             f"{total} characters"
         )
-    return "".join(train_parts), "".join(val_parts), present
+    val = "".join(val_parts)
+    want = len(val) if test_chars is None else test_chars
+    test_parts: list[str] = []
+    taken = 0
+    for i, rest in enumerate(unread):
+        share = -(-(want - taken) // (len(unread) - i))
+        test_parts.append(rest[:share])
+        taken += len(test_parts[-1])
+    test = "".join(test_parts)
+    if test_chars is not None and len(test) < test_chars:
+        raise ValueError(
+            f"test_chars={test_chars} is more than the {len(test)} characters the standard "
+            f"library files have left after max_chars={max_chars}; lower test_chars or "
+            "max_chars, or set test_chars=0 for no test split"
+        )
+    return "".join(train_parts), val, test, present
 
 
 def _encode(text: str) -> torch.Tensor:
@@ -458,6 +594,7 @@ def charlm(
     embed: int = 16,
     hidden: int = 256,
     max_chars: int = 200_000,
+    test_chars: int | None = None,
 ) -> Task:
     """A small character-level language model on the Python standard library's own source.
 
@@ -467,7 +604,9 @@ def charlm(
     the last 10% to validation. Characters outside :data:`CHARLM_VOCAB` map to one "other"
     symbol (97 symbols in all). Each example is ``context`` characters and the target is
     the next one: ~180,000 training and ~20,000 validation examples (the inputs are
-    overlapping windows that share memory). The model embeds each context character
+    overlapping windows that share memory). The test split is the text that follows each
+    file's share (never read for train or val), as long as the validation text by
+    default: ~20,000 more examples. The model embeds each context character
     (``embed`` dims), concatenates them and applies ``Linear → LayerNorm → GELU → Linear``
     to next-character logits (~150k parameters by default); the loss is cross-entropy
     and the metric bits per character. The text depends on the Python version.
@@ -484,11 +623,15 @@ def charlm(
         context: number of previous characters the model sees.
         embed: embedding size per character.
         hidden: width of the hidden layer.
-        max_chars: characters of source read in all.
+        max_chars: characters of source read in all for train and val.
+        test_chars: characters of the test split, read after each file's share; ``None``
+            (the default): as many as the validation text, fewer if the files have less
+            left (none when nothing is left: from about 1.4 million ``max_chars``, when
+            every file is read whole); 0: no test split.
 
     Returns:
         The :class:`Task` (``info`` holds ``vocab``, ``files``, ``train_chars``,
-        ``val_chars``).
+        ``val_chars``, ``test_chars``).
 
     Example:
         >>> task = charlm(seed=0, max_chars=50_000)
@@ -501,9 +644,17 @@ def charlm(
     embed = check_int("embed", embed, low=1)
     hidden = check_int("hidden", hidden, low=1)
     max_chars = check_int("max_chars", max_chars, low=1000)
-    train_text, val_text, files = _stdlib_text(max_chars)
+    if test_chars is not None:
+        test_chars = check_int("test_chars", test_chars, low=0)
+    train_text, val_text, test_text, files = _stdlib_text(max_chars, test_chars)
     if len(val_text) <= context:
         raise ValueError(f"context must be shorter than the validation text; got {context}")
+    if test_chars and len(test_text) <= context:
+        raise ValueError(
+            f"test_chars must be more than context = {context} (one example needs "
+            f"context + 1 characters); got {test_chars}"
+        )
+    test = _windows(_encode(test_text), context) if len(test_text) > context else None
     vocab = len(CHARLM_VOCAB) + 1
     with _seeded(seed):
         model = _CharMLP(vocab, context, embed, hidden)
@@ -513,6 +664,7 @@ def charlm(
         model=model,
         train=train,
         val=val,
+        test=test,
         loss_fn=nn.functional.cross_entropy,
         metrics={"bits_per_char": bits_per_char},
         name="charlm",
@@ -528,6 +680,7 @@ def charlm(
             "files": files,
             "train_chars": len(train_text),
             "val_chars": len(val_text),
+            "test_chars": len(test_text) if test is not None else 0,
         },
     )
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bergab import landscapes
-from bergab._validate import check_int, check_real
+from bergab._validate import check_int, check_output_path, check_real
 
 __all__ = ["register"]
 
@@ -137,10 +136,15 @@ def run(args: argparse.Namespace) -> int:
     """Handle ``bergab landscape``; returns the exit code."""
     from bergab.minimization import compare, format_table
 
+    # each option checked under its own name before landscapes.get sees it
+    condition_number = check_real(
+        "--condition-number", _float("--condition-number", args.condition_number), low=1.0
+    )
+    noise = check_real("--noise", _float("--noise", args.noise), low=0.0)
     fn = landscapes.get(
         args.name,
-        condition_number=_float("--condition-number", args.condition_number),
-        noise=_float("--noise", args.noise),
+        condition_number=condition_number,
+        noise=noise,
         seed=check_int("--seed", _float("--seed", args.seed), low=0),
     )
     optimizers = [o.strip() for o in args.optimizers.split(",") if o.strip()]
@@ -160,9 +164,13 @@ def run(args: argparse.Namespace) -> int:
     if args.gif and args.out is None:
         raise ValueError("--gif needs --out (the GIF is written next to the figure)")
     frames = check_int("--frames", _float("--frames", args.frames), low=2)
-    out = Path(args.out) if args.out is not None else None
-    if out is not None and not out.parent.exists():
-        raise FileNotFoundError(f"--out: directory {str(out.parent)!r} does not exist")
+    out = None
+    if args.out is not None:  # the figure (and the GIF) must be writable before the runs
+        out = check_output_path("--out", args.out)
+        if not out.parent.is_dir():
+            raise FileNotFoundError(f"--out: directory {str(out.parent)!r} does not exist")
+        if args.gif:
+            check_output_path("--out", out.with_suffix(".gif"), suffixes=[".gif"])
 
     results = compare(fn, optimizers, steps=steps, lr=lr, x0=x0, tol=tol, grid=grid)
     if lr == "tune":

@@ -26,12 +26,15 @@ class (:data:`IMPL_METHODS`).
 from __future__ import annotations
 
 import ctypes
+import inspect
+import math
 from collections.abc import Callable, Iterable, Sequence
+from numbers import Real
 from typing import Any, ClassVar
 
 import torch
 
-from bergab._validate import check_choice, check_int, check_real, is_schedule
+from bergab._validate import check_bool, check_choice, check_int, check_real, is_schedule
 from bergab.optim import _native
 
 __all__ = ["IMPLS", "IMPL_METHODS", "Optimizer"]
@@ -50,6 +53,53 @@ IMPL_METHODS = {
 _UpdateFn = Callable[[Any, dict[str, Any], list[torch.Tensor], list[torch.Tensor]], None]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _scheduled(key: str, schedule: Callable[[int], Any], step: int) -> float:
+    """The value ``schedule`` gives hyperparameter ``key`` at ``step``, checked: the
+    schedulable hyperparameters (lr, weight decay) are finite and >= 0, and a schedule
+    (a plain function, say) that leaves that range would otherwise step silently with a
+    negative or NaN learning rate. A float costs one type test and one comparison."""
+    value = schedule(step)
+    if type(value) is not float:  # bergab's schedules return floats: no further tests
+        value = _as_float(key, value, step)
+    if not 0.0 <= value < math.inf:  # NaN fails it too
+        raise ValueError(
+            f"the {key} schedule must give values in [0, inf), got {value} at step {step}"
+        )
+    return value
+
+
+def _as_float(key: str, value: Any, step: int) -> float:
+    """A schedule's value that is not a float: a real number or a 0-d tensor (a str such
+    as "0.1" would pass ``float()``, and a bool is no learning rate)."""
+    if isinstance(value, (bool, str, bytes)) or not (
+        isinstance(value, Real) or (isinstance(value, torch.Tensor) and value.ndim == 0)
+    ):
+        raise TypeError(
+            f"the {key} schedule must return a number, got {type(value).__name__} "
+            f"{value!r} at step {step}"
+        )
+    return float(value)
+
+
+def _param_list(params: Any) -> list[Any]:
+    """``params`` as a non-empty list of tensors or param-group dicts; anything else (None,
+    a single tensor, a number, an empty list) raises naming ``params``."""
+    if isinstance(params, (torch.Tensor, str, bytes, dict)) or not isinstance(params, Iterable):
+        raise TypeError(
+            "params must be an iterable of tensors or of param-group dicts (e.g. "
+            f"model.parameters()), got {type(params).__name__}"
+        )
+    if isinstance(params, (set, frozenset)):  # the order is what state_dict() keys on
+        raise TypeError("params must be an ordered collection such as a list, not a set")
+    items = list(params)
+    if not items:
+        raise ValueError(
+            "params must hold at least one tensor or param group, got none (an exhausted "
+            "generator? model.parameters() can be iterated once)"
+        )
+    return items
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -86,6 +136,9 @@ class Optimizer(torch.optim.Optimizer):
     fused_state: ClassVar[tuple[str, ...] | None] = None
     #: impl name -> the class's method for it (built by ``__init_subclass__``).
     _impl_table: ClassVar[dict[str, _UpdateFn]] = {}
+    #: The hyperparameters that are flags: the constructor's arguments with a bool default
+    #: (built by ``__init_subclass__``); a group's value must be ``True`` or ``False``.
+    _flags: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -94,6 +147,12 @@ class Optimizer(torch.optim.Optimizer):
             for impl, method in IMPL_METHODS.items()
             if callable(getattr(cls, method, None))
         }
+        # the flags: constructor arguments whose default is True or False
+        cls._flags = tuple(
+            name
+            for name, p in inspect.signature(cls.__init__).parameters.items()
+            if isinstance(p.default, bool)
+        )
 
     def __init__(
         self, params: Iterable[Any], defaults: dict[str, Any], *, impl: str = "auto"
@@ -115,22 +174,58 @@ class Optimizer(torch.optim.Optimizer):
         defaults = dict(defaults)
         defaults.setdefault("lr_scale", 1.0)
         defaults["step"] = 0
-        super().__init__(params, defaults)
+        super().__init__(_param_list(params), defaults)
 
     # ------------------------------------------------------------------ groups
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a param group; hyperparameters given as schedules are resolved here."""
+        """Add a param group; hyperparameters given as schedules are resolved here.
+
+        A group that fails a check (a parameter that is not floating point, a bad
+        hyperparameter) raises and is not added.
+        """
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        for key in self.schedulable:
-            value = group.get(key)
-            if is_schedule(value):
-                group[f"{key}_schedule"] = value
-                group[key] = float(value(int(group["step"])))
-            elif key in group:
-                group.setdefault(f"{key}_schedule", None)
-        check_real("lr_scale", group["lr_scale"], low=0.0)
-        self._validate_group(group)
+        try:
+            self._check_dtypes(group["params"], len(self.param_groups) - 1)
+            self._check_shared(group)
+            for key in self.schedulable:
+                value = group.get(key)
+                if is_schedule(value):
+                    group[f"{key}_schedule"] = value
+                    group[key] = _scheduled(key, value, int(group["step"]))
+                elif key in group:
+                    group.setdefault(f"{key}_schedule", None)
+            check_real("lr_scale", group["lr_scale"], low=0.0)
+            self._validate_group(group)
+        except BaseException:
+            self.param_groups.pop()  # the optimizer stays as it was before the call
+            raise
+
+    def _check_shared(self, group: dict[str, Any]) -> None:
+        """The checks every family shares, before its own ``_validate_group``: a
+        hyperparameter whose constructor default is ``True``/``False`` is a flag and takes
+        only those (``nesterov="yes"`` or ``maximize=1`` were accepted as truthy), and a
+        momentum coefficient β is in [0, 1] (above 1 the momentum buffer grows without
+        bound)."""
+        for key in self._flags:
+            if key in group:
+                check_bool(key, group[key])
+        if "momentum" in group and not is_schedule(group["momentum"]):
+            check_real("momentum", group["momentum"], low=0.0, high=1.0)
+
+    def _check_dtypes(self, params: Sequence[torch.Tensor], index: int) -> None:
+        """Every parameter is floating point: the updates (and torch's own optimizers) are
+        defined for real floats only, and an integer, bool or complex tensor would fail
+        deep inside a kernel at the first step, or be rounded silently. Checked once,
+        when the group is added, so a step costs nothing more."""
+        for i, p in enumerate(params):
+            if p.dtype not in _FLOAT_DTYPES:
+                allowed = ", ".join(str(d).removeprefix("torch.") for d in _FLOAT_DTYPES)
+                raise TypeError(
+                    f"{type(self).__name__}: parameter {i} of param group {index} has dtype "
+                    f"{str(p.dtype).removeprefix('torch.')}; parameters must be floating "
+                    f"point ({allowed})"
+                )
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         """Check a group's hyperparameters; raise ValueError naming the bad one."""
@@ -168,7 +263,7 @@ class Optimizer(torch.optim.Optimizer):
         for g in groups:
             g[f"{key}_schedule"] = schedule
             if schedule is not None:
-                g[key] = float(schedule(int(g["step"])))
+                g[key] = _scheduled(key, schedule, int(g["step"]))
 
     def schedules(self, group: int = 0) -> dict[str, Any]:
         """The schedules driving param group ``group``: hyperparameter -> schedule.
@@ -194,11 +289,18 @@ class Optimizer(torch.optim.Optimizer):
         n = len(self.param_groups)
         return check_int("group", group, low=0, high=n - 1)
 
-    def _apply_schedules(self, group: dict[str, Any]) -> None:
+    def _apply_schedules(self, group: dict[str, Any], strict: bool = True) -> None:
+        """Set each scheduled hyperparameter to its schedule's value at the group's step.
+        ``strict=False`` (after an update, for the next step) leaves a value the schedule
+        gives out of range unset: the next ``step()`` raises on it before anything moves."""
         for key in self.schedulable:
             sched = group.get(f"{key}_schedule")
             if sched is not None:
-                group[key] = float(sched(group["step"]))
+                try:
+                    group[key] = _scheduled(key, sched, group["step"])
+                except (TypeError, ValueError):
+                    if strict:
+                        raise
 
     @property
     def effective_lr(self) -> list[float]:
@@ -312,15 +414,16 @@ class Optimizer(torch.optim.Optimizer):
                     params.append(p)
                     grads.append(g)
             work.append((params, grads))
+        for group in self.param_groups:  # every group's schedules checked before any update
+            self._apply_schedules(group)
         self._before_step()
         update = self._impl_table
         for group, (params, grads) in zip(self.param_groups, work, strict=True):
-            self._apply_schedules(group)
             if params:
                 self._init_state(group, params)
                 update[self._select_impl(params)](self, group, params, grads)
             group["step"] += 1
-            self._apply_schedules(group)
+            self._apply_schedules(group, strict=False)
         return loss
 
     def __setstate__(self, state: dict[str, Any]) -> None:

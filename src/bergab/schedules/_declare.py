@@ -76,7 +76,18 @@ def real(
 
     def check(schedule: Any, name: str, value: Any) -> float:
         lo, hi = _bound(schedule, low), _bound(schedule, high)
-        return check_real(name, value, low=lo, high=hi, low_open=low_open, high_open=high_open)
+        try:
+            return check_real(name, value, low=lo, high=hi, low_open=low_open, high_open=high_open)
+        except ValueError as exc:
+            # name the argument a bound comes from: "final must be in [0, peak] = [0, 0.1]"
+            left = "(" if low_open or low is None else "["
+            right = ")" if high_open or high is None else "]"
+            lo_s = "-inf" if low is None else low if isinstance(low, str) else f"{low:g}"
+            hi_s = "inf" if high is None else high if isinstance(high, str) else f"{high:g}"
+            message = str(exc).replace(
+                " must be in ", f" must be in {left}{lo_s}, {hi_s}{right} = "
+            )
+            raise ValueError(message) from None
 
     return Arg(check, default)
 

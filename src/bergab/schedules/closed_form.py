@@ -149,11 +149,12 @@ class _Polynomial(Schedule, name="polynomial"):
     Args:
         initial: the value at step 0, >= 0.
         total_steps: T, an int >= 1; the value is ``final`` from step T on.
-        final: the end value, >= 0.
+        final: the end value, in [0, initial]: a decay ends below where it starts (for a
+            rise, use :func:`linear` or :func:`warmup`).
         power: the exponent, > 0 (1 is linear decay).
 
     Returns:
-        The schedule (monotone from ``initial`` to ``final``).
+        The schedule (non-increasing from ``initial`` to ``final``).
 
     Example:
         >>> s = polynomial(1.0, total_steps=10, power=2.0)
@@ -163,7 +164,7 @@ class _Polynomial(Schedule, name="polynomial"):
 
     initial: float = real(low=0.0)
     total_steps: int = integer(low=1)
-    final: float = real(low=0.0, default=0.0)
+    final: float = real(low=0.0, high="initial", default=0.0)  # a decay: final <= initial
     power: float = real(low=0.0, low_open=True, default=1.0)
 
     def _value(self, t: int) -> float:
@@ -227,10 +228,11 @@ class _Cosine(Schedule, name="cosine"):
     Args:
         peak: the value at step 0, >= 0.
         total_steps: T, an int >= 1.
-        final: the value from step T on, >= 0.
+        final: the value from step T on, in [0, peak]: an annealing ends below its peak
+            (for a rise, use :func:`linear` or :func:`warmup`).
 
     Returns:
-        The schedule (monotone from ``peak`` to ``final``).
+        The schedule (non-increasing from ``peak`` to ``final``).
 
     Example:
         >>> s = cosine(peak=1.0, total_steps=100, final=0.1)
@@ -240,7 +242,7 @@ class _Cosine(Schedule, name="cosine"):
 
     peak: float = real(low=0.0)
     total_steps: int = integer(low=1)
-    final: float = real(low=0.0, default=0.0)
+    final: float = real(low=0.0, high="peak", default=0.0)  # annealing: final <= peak
 
     def _value(self, t: int) -> float:
         if t >= self.total_steps:

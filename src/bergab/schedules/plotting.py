@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bergab._validate import check_bool, check_int
+from bergab._validate import check_bool, check_int, check_output_path
 from bergab.schedules._base import ScheduleLike, _as_schedule
 
 
@@ -23,8 +23,9 @@ def plot(
     Args:
         schedule: the schedule.
         steps: the number of steps to plot, an int >= 1.
-        path: save the figure there (PNG, SVG, PDF by extension; parent folders are
-            created) and close it. ``None``: leave it open.
+        path: save the figure there (PNG, SVG, PDF... by extension; parent folders are
+            created; checked before anything is computed) and close it. ``None``: leave
+            it open.
         ax: draw into these matplotlib axes instead of a new figure.
         log: logarithmic y axis.
         label: the legend label (default: none, the schedule is the title).
@@ -44,6 +45,11 @@ def plot(
     sched = _as_schedule(schedule, "schedule")
     n = check_int("steps", steps, low=1)
     check_bool("log", log)
+    out = None if path is None else check_output_path("path", path)
+    if label is not None and not isinstance(label, str):
+        raise TypeError(f"label must be a str or None, got {type(label).__name__}")
+    if ax is not None and not callable(getattr(ax, "plot", None)):
+        raise TypeError(f"ax must be matplotlib Axes or None, got {type(ax).__name__}")
     plt = pyplot()
     values = [sched(t) for t in range(n)]
     own = ax is None
@@ -62,8 +68,7 @@ def plot(
         title = repr(sched)
         ax.set_title(title if len(title) <= 90 else title[:87] + "...", fontsize=8)
     ax.grid(alpha=0.3)
-    if path is not None:
-        out = Path(path)
+    if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out, dpi=100)
         if own:
