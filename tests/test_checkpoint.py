@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +15,14 @@ import torch
 
 from bergab._validate import MissingDependencyError
 from bergab.training import History, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from bergab.training.checkpoint import remove_stale_temporaries
+from bergab.training.checkpoint import (
+    CheckpointError,
+    CheckpointWarning,
+    load_latest_checkpoint,
+    previous_checkpoints,
+    recover_checkpoint,
+    remove_stale_temporaries,
+)
 
 
 def test_save_is_atomic_a_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
@@ -120,3 +130,141 @@ def test_history_to_dataframe() -> None:
         assert h.to_dataframe("steps").shape == (1, 2)
     with pytest.raises(ValueError, match="kind must be one of 'records', 'steps'"):
         h.to_dataframe("rows")
+
+
+# ----------------------------------------------------------------------------- keep_last
+def test_save_keeps_the_file_it_replaces(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    for step in range(4):
+        save_checkpoint({"step": step}, path, keep_last=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "last.prev.pt",
+        "last.prev2.pt",
+        "last.pt",
+    ]
+    assert [load_checkpoint(p)["step"] for p in previous_checkpoints(path)] == [2, 1]
+    assert load_checkpoint(path)["step"] == 3
+    save_checkpoint({"step": 4}, tmp_path / "plain.pt", keep_last=0)
+    save_checkpoint({"step": 5}, tmp_path / "plain.pt", keep_last=0)
+    assert not previous_checkpoints(tmp_path / "plain.pt")
+    with pytest.raises(ValueError, match="keep_last must be an integer in"):
+        save_checkpoint({"step": 6}, path, keep_last=-1)
+
+
+def test_a_damaged_file_is_not_kept_over_a_good_one(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    save_checkpoint({"step": 1}, path)
+    save_checkpoint({"step": 2}, path)
+    path.write_bytes(path.read_bytes()[:50])  # damaged after it was written
+    save_checkpoint({"step": 3}, path)
+    assert load_checkpoint(tmp_path / "last.prev.pt") == {"step": 1}  # not the torn one
+    assert load_checkpoint(path) == {"step": 3}
+
+
+def test_an_unreadable_checkpoint_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    save_checkpoint({"step": 1}, path)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"checkpoint {str(path)!r} cannot be read" in message
+    assert "truncated or damaged" in message
+
+
+def test_fallback_loads_the_previous_checkpoint_with_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    save_checkpoint({"step": 1}, path)
+    save_checkpoint({"step": 2}, path)
+    path.write_bytes(b"")
+    with pytest.warns(CheckpointWarning, match=r"cannot be read .* loaded the previous"):
+        assert load_checkpoint(path, fallback=True) == {"step": 1}
+    with pytest.warns(CheckpointWarning):
+        assert load_latest_checkpoint(path) == {"step": 1}
+    path.unlink()  # missing: the kept file still loads
+    with pytest.warns(CheckpointWarning, match="does not exist"):
+        assert load_checkpoint(path, fallback=True) == {"step": 1}
+    (tmp_path / "last.prev.pt").write_bytes(b"PK")
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"last\.pt' cannot be read .*nor the 1 older one"):
+        load_checkpoint(path, fallback=True)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_checkpoint(tmp_path / "none.pt", fallback=True)
+
+
+def test_recover_moves_the_damaged_file_aside_and_restores_the_previous(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    save_checkpoint({"step": 1}, path)
+    assert recover_checkpoint(path) is None  # readable: nothing to do
+    assert recover_checkpoint(tmp_path / "none.pt") is None
+    save_checkpoint({"step": 2}, path)
+    torn = path.read_bytes()[:80]
+    path.write_bytes(torn)
+    note = recover_checkpoint(path)
+    assert note is not None
+    assert "last.prev.pt" in note
+    assert "last.pt.damaged" in note
+    assert load_checkpoint(path) == {"step": 1}
+    assert (tmp_path / "last.pt.damaged").read_bytes() == torn  # nothing is lost
+    # the restored file is a copy: damaging one name leaves the other whole
+    path.write_bytes(b"")
+    assert load_checkpoint(tmp_path / "last.prev.pt") == {"step": 1}
+    (tmp_path / "last.prev.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError):
+        recover_checkpoint(path)
+
+
+# A process that forks writers and SIGKILLs each at a random moment of a write: after
+# every kill, last.pt itself must load whole (no fallback needed) and hold what one
+# complete write put there. Forking (not a new interpreter per kill) makes 60 kills
+# cheap; the writers only call torch.save, no thread pool is involved.
+_KILL_LOOP = """
+import os, random, signal, sys, time
+import torch
+torch.set_num_threads(1)
+from bergab.training.checkpoint import load_checkpoint, previous_checkpoints, save_checkpoint
+
+path = os.path.join(sys.argv[1], "last.pt")
+rounds = int(sys.argv[2])
+weights = torch.arange(500_000, dtype=torch.float32)  # 2 MB: a write takes a while
+t = time.perf_counter()
+for step in range(3):
+    save_checkpoint({"step": step, "w": weights, "tag": torch.tensor([step])}, path)
+cycle = (time.perf_counter() - t) / 3
+rng = random.Random(1)
+step = 3
+for _ in range(rounds):
+    pid = os.fork()
+    if pid == 0:  # the writer: checkpoints as fast as it can until it is killed
+        s = step
+        while True:
+            save_checkpoint({"step": s, "w": weights, "tag": torch.tensor([s])}, path)
+            s += 1
+    time.sleep(rng.uniform(0.0, 2.5 * cycle))
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    ckpt = load_checkpoint(path)
+    assert int(ckpt["tag"]) == ckpt["step"] and torch.equal(ckpt["w"], weights), ckpt["step"]
+    older = previous_checkpoints(path)  # equal to last.pt when killed between link and rename
+    assert older and load_checkpoint(older[0])["step"] <= ckpt["step"]
+    step = ckpt["step"] + 1
+print("ok", rounds, step)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_write_killed_at_any_moment_leaves_a_loadable_checkpoint(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILL_LOOP, str(tmp_path), "60"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ok 60")
+    remove_stale_temporaries(tmp_path / "last.pt")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["last.prev.pt", "last.pt"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import textwrap
 import tomllib
@@ -76,8 +77,10 @@ ERRORS = [
     ),
     (
         {"task": {"name": "linreg", "standardise": True}},
-        "task.standardise: unknown key for task 'linreg' (allowed: name, seed, standardize, "
-        "n_train, n_val, features, max_scale, noise, dtype)",
+        # the allowed keys are linreg's parameters, whatever they are today
+        "task.standardise: unknown key for task 'linreg' (allowed: name, "
+        + ", ".join(inspect.signature(tasks.linreg).parameters)
+        + ")",
     ),
     (
         {"task": {"name": "linreg", "dtype": "float65"}},
@@ -85,11 +88,18 @@ ERRORS = [
     ),
     (with_(optimizer={"name": "adam", "lr": 0.1}), None),  # checked below
     (
-        with_(optimizer={"name": "sgd", "momentum": -0.5}),
-        "optimizer.momentum: must be in [0, inf), got -0.5",
+        with_(optimizer={"name": "sgd", "weight_decay": -0.5}),
+        "optimizer.weight_decay: must be in [0, inf), got -0.5",
     ),
-    (with_(schedule={"lr": -1}), 'schedule.lr: must be a number > 0 or "auto", got -1'),
-    (with_(schedule={"lr": "fast"}), 'schedule.lr: must be a number > 0 or "auto", got "fast"'),
+    (with_(schedule={"lr": -1}), 'schedule.lr: must be a finite number > 0 or "auto", got -1'),
+    (
+        with_(schedule={"lr": "fast"}),
+        'schedule.lr: must be a finite number > 0 or "auto", got "fast"',
+    ),
+    (
+        with_(schedule={"lr": math.inf}),
+        'schedule.lr: must be a finite number > 0 or "auto", got inf',
+    ),
     (
         with_(schedule={"policy": "linear"}),
         'schedule.policy: must be one of "cosine", "one_cycle", got "linear"',

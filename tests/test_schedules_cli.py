@@ -140,3 +140,53 @@ def test_bad_json_file_and_non_object(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_help_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schedule", "--help"]) == 0
     assert "bergab schedule examples/schedules/warmup_cosine.json" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- run configs
+RUN_CONFIG = '[task]\nname = "linreg"\n\n[fit]\nmax_steps = 100\n'
+
+
+@pytest.mark.parametrize(
+    ("schedule", "rows"),
+    [
+        ("[schedule]\nlr = 0.05\n", {0: 0.05, 9: 0.05}),
+        (
+            '[schedule]\ntype = "warmup"\nsteps = 2\n\n[schedule.schedule]\ntype = "constant"\n'
+            "lr = 0.1\n",
+            {0: 0.0333333, 2: 0.1, 9: 0.1},  # warmup starts at lr / (steps + 1)
+        ),
+    ],
+)
+def test_a_run_config_gives_its_schedule_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], schedule: str, rows: dict[int, float]
+) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text(RUN_CONFIG + schedule)
+    assert main(["schedule", str(path), "--steps", "10"]) == 0
+    assert table(capsys.readouterr().out) == rows
+
+
+@pytest.mark.parametrize("schedule", ['[schedule]\nlr = "auto"\n', ""])
+def test_a_run_config_with_lr_auto_points_to_lr_find(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], schedule: str
+) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text(RUN_CONFIG + schedule)  # no [schedule] table: lr = "auto" too
+    assert main(["schedule", str(path), "--steps", "10"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith('bergab schedule: error: schedule.lr: "auto"')
+    assert f"bergab lr-find {path}" in lines[0]
+
+
+def test_a_run_config_schedule_error_names_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text(
+        RUN_CONFIG + '[schedule]\ntype = "warmup"\nsteps = 2\n\n[schedule.schedule]\n'
+        'type = "constant"\nlr = -1.0\n'
+    )
+    assert main(["schedule", str(path), "--steps", "10"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bergab schedule: error: schedule.schedule.lr: must be in [0, inf)")

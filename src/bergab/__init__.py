@@ -25,9 +25,11 @@ from bergab import (
 )
 from bergab._version import __version__
 from bergab.initialization import init
+from bergab.loaded_run import load_run
 from bergab.lr_finder import LRFindResult, lr_find
 from bergab.minimization import MinimizeResult, minimize
 from bergab.training import History, fit
+from bergab.training.evaluation import evaluate
 
 __all__ = [
     "History",
@@ -36,9 +38,11 @@ __all__ = [
     "__version__",
     "auto_lr",
     "diagnostics",
+    "evaluate",
     "fit",
     "init",
     "landscapes",
+    "load_run",
     "lr_find",
     "minimize",
     "optim",

@@ -2,8 +2,10 @@
 
 Each command lives in ``bergab._commands.<name>`` and exposes ``register(subparsers)``;
 the handler it sets returns the exit code. Errors a user can fix (bad arguments, a bad
-config, a missing optional dependency) print one line to stderr and exit 2, never a
-traceback.
+config, a missing optional dependency, a file that cannot be read or written) print one
+line to stderr and exit 2, never a traceback; ``bergab`` without a command prints its
+usage and exits 2. Ctrl-C exits 130 and SIGTERM 143; a run stopped by either writes a
+checkpoint first.
 
 Example:
     >>> main(["--version"])  # doctest: +ELLIPSIS
@@ -17,7 +19,9 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
+from bergab._interrupts import Terminated, exit_code, sigterm_raises
 from bergab._validate import MissingDependencyError
 from bergab._version import __version__
 
@@ -39,6 +43,16 @@ class UsageError(Exception):
     """A problem the user can fix from the command line; printed as one line, exit 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one line for a mistake: ``bergab train: error: argument --threads:
+    invalid int value: 'two' (see bergab train --help)``, not the usage block before it
+    (every bad input gets one line; ``--help`` shows the usage). Subcommands' parsers are
+    made by ``add_subparsers`` with the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every registered command.
 
@@ -47,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         >>> p.prog
         'bergab'
     """
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bergab",
         description="Gradient descent with the learning rate under control.",
         epilog="Run 'bergab COMMAND --help' for a command's options and an example.",
@@ -63,9 +77,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``) and return the exit code.
 
     Example:
-        >>> main([])  # doctest: +ELLIPSIS
-        usage: bergab ...
-        0
+        >>> import contextlib, io
+        >>> err = io.StringIO()
+        >>> with contextlib.redirect_stderr(err):
+        ...     main([])
+        2
+        >>> err.getvalue().splitlines()[0]  # doctest: +ELLIPSIS
+        'usage: bergab ...'
     """
     parser = build_parser()
     try:
@@ -73,17 +91,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help/--version exit 0, bad usage exits 2
         return int(exc.code or 0)
     func = getattr(args, "func", None)
-    if func is None:
-        parser.print_usage(sys.stdout)
-        return 0
+    if func is None:  # no command: a mistake, as argparse treats a missing argument
+        parser.print_usage(sys.stderr)
+        print("bergab: error: a command is required (see bergab --help)", file=sys.stderr)
+        return 2
     try:
-        return int(func(args) or 0)
-    except (UsageError, MissingDependencyError, ValueError, TypeError, FileNotFoundError) as exc:
+        with sigterm_raises():
+            return int(func(args) or 0)
+    except (UsageError, MissingDependencyError, ValueError, TypeError) as exc:
         print(f"bergab {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"bergab {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except OSError as exc:  # a file or folder that cannot be read or written
+        print(f"bergab {args.command}: error: {_os_error(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated) outside a run
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"bergab {args.command}: {what}", file=sys.stderr)
+        return exit_code(exc)
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for an ``OSError``: what failed and on which path.
+
+    Example:
+        >>> _os_error(PermissionError(13, "Permission denied", "/x"))
+        "Permission denied: '/x'"
+    """
+    if exc.strerror and exc.filename is not None:
+        return f"{exc.strerror}: {str(exc.filename)!r}"
+    return str(exc) or type(exc).__name__
 
 
 def entrypoint() -> None:

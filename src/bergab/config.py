@@ -52,9 +52,7 @@ import math
 import re
 import sys
 import tomllib
-import types
-import typing
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -74,7 +72,8 @@ from pydantic import (  # noqa: E402  (after the one-line install hint above)
 )
 
 from bergab import schedules  # noqa: E402
-from bergab._toml import dumps_toml, toml_value  # noqa: E402
+from bergab._config_errors import explain, keyed, schedule_error, show  # noqa: E402
+from bergab._toml import dumps_toml  # noqa: E402
 from bergab.auto_lr import POLICIES  # noqa: E402
 from bergab.training.options import Toml, toml_fields  # noqa: E402
 
@@ -127,17 +126,11 @@ class ConfigError(ValueError):
 # =========================================================================== TOML
 
 
-def _show(value: Any) -> str:
-    """A value as the user wrote it in TOML (strings quoted, true/false)."""
-    try:
-        return toml_value(value)
-    except TypeError:
-        return repr(value)
-
-
 # =========================================================================== schema
 
-_STRICT = ConfigDict(strict=True, extra="forbid")
+# strict types, no unknown keys, and no inf/nan in a number: "fit.clip_norm = inf" once
+# passed the schema and failed inside fit with a message that lost its key path
+_STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
 
 class TaskSection(BaseModel):
@@ -190,7 +183,8 @@ class LRFindSection(BaseModel):
 
 class EarlyStoppingSection(BaseModel):
     """``[fit.early_stopping]``: stop when ``monitor`` stops improving (see
-    ``bergab.training.EarlyStopping``).
+    ``bergab.training.EarlyStopping``). ``mode = "auto"`` (the default) takes ``"max"``
+    for accuracy-like names and ``"min"`` for loss-like ones.
 
     Example:
         >>> EarlyStoppingSection(patience=3).monitor
@@ -201,7 +195,7 @@ class EarlyStoppingSection(BaseModel):
     monitor: str = "val_loss"
     patience: Annotated[int, Field(ge=0)] = 5
     min_delta: Annotated[float, Field(ge=0)] = 0.0
-    mode: Literal["min", "max"] = "min"
+    mode: Literal["auto", "min", "max"] = "auto"
     restore_best: bool = True
 
 
@@ -245,7 +239,9 @@ FitSection: Any = create_model(
 
 
 class OutputSection(BaseModel):
-    """``[output]``: where the run's files go (default ``runs/<task name>``).
+    """``[output]``: where the run's files go (default ``runs/<task name>``), whether an
+    existing run there is replaced, plots, and ``keep_best``: keep the weights of the best
+    evaluation in ``checkpoints/`` (by ``fit.early_stopping.monitor``, else ``val_loss``).
 
     Example:
         >>> OutputSection().overwrite
@@ -253,9 +249,11 @@ class OutputSection(BaseModel):
     """
 
     model_config = _STRICT
-    dir: str | None = None
+    # "" would silently mean the default folder: refused (leave the key out for that)
+    dir: Annotated[str, Field(min_length=1)] | None = None
     overwrite: bool = False
     plots: bool = True
+    keep_best: bool = False
 
 
 class RunConfig(BaseModel):
@@ -287,9 +285,15 @@ class RunConfig(BaseModel):
         return "type" not in self.schedule and self.schedule.get("lr", "auto") == "auto"
 
     def run_dir(self) -> Path:
-        """``output.dir``, or ``runs/<task name>`` when it is not set."""
+        """``output.dir`` (``~`` expanded, as a shell would), or ``runs/<task name>`` when
+        it is not set (``runs/<function>`` for a task ``"package.module:function"``).
+
+        Example:
+            >>> validate({"task": {"name": "bergab.tasks:linreg"}}).run_dir().as_posix()
+            'runs/linreg'
+        """
         if self.output.dir:
-            return Path(self.output.dir)
+            return Path(self.output.dir).expanduser()
         return Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", self.task.name.split(":")[-1])
 
     def to_dict(self) -> dict[str, Any]:
@@ -303,103 +307,6 @@ class RunConfig(BaseModel):
         data["task"] = {"name": self.task.name, **self.task_kwargs()}
         data["optimizer"] = {"name": self.optimizer.name, **self.optimizer_kwargs()}
         return data
-
-
-# =========================================================================== errors
-
-
-def _unwrap_model(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        for arg in typing.get_args(annotation):
-            found = _unwrap_model(arg)
-            if found is not None:
-                return found
-    return None
-
-
-def _model_at(loc: Sequence[Any]) -> type[BaseModel] | None:
-    model: type[BaseModel] | None = RunConfig
-    for part in loc:
-        if model is None or part not in model.model_fields:
-            return None
-        model = _unwrap_model(model.model_fields[part].annotation)
-    return model
-
-
-def _explain(err: Mapping[str, Any]) -> tuple[str, str]:
-    """(key path, message) for one pydantic error."""
-    loc = [str(p) for p in err["loc"]]
-    kind = err["type"]
-    ctx = err.get("ctx") or {}
-    got = f"got {_show(err.get('input'))}"
-    path = ".".join(loc)
-    if kind == "extra_forbidden":
-        model = _model_at(loc[:-1])
-        allowed = ", ".join(model.model_fields) if model is not None else "see docs/cli.md"
-        what = "key" if loc[:-1] else "table"
-        return path, f"unknown {what} (allowed: {allowed})"
-    if kind == "missing":
-        return path, "required table is missing" if len(loc) == 1 else "required key is missing"
-    bounds = {
-        "greater_than_equal": (">=", "ge"),
-        "greater_than": (">", "gt"),
-        "less_than_equal": ("<=", "le"),
-        "less_than": ("<", "lt"),
-    }
-    if kind in bounds:
-        op, key = bounds[kind]
-        bound = ctx.get(key)
-        shown = f"{bound:g}" if isinstance(bound, (int, float)) else _show(bound)
-        return path, f"must be {op} {shown}, {got}"
-    types_ = {
-        "int_type": "an integer",
-        "int_from_float": "an integer",
-        "float_type": "a number",
-        "bool_type": "true or false",
-        "string_type": "a string",
-        "dict_type": "a table",
-        "model_type": "a table",
-        "model_attributes_type": "a table",
-        "list_type": "a list",
-        "finite_number": "a finite number",
-    }
-    if kind in types_:
-        return path, f"must be {types_[kind]}, {got}"
-    if kind == "literal_error":
-        expected = str(ctx.get("expected", "")).replace("'", '"')
-        return path, f"must be one of {expected}, {got}"
-    msg = str(err.get("msg", ""))
-    return path, msg.removeprefix("Value error, ")
-
-
-def _from_validation_error(exc: ValidationError) -> ConfigError:
-    errors = exc.errors()
-    path, message = _explain(errors[0])
-    if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-    return ConfigError(path, message)
-
-
-def _keyed(
-    section: str, exc: Exception, keys: Iterable[str], allowed: Sequence[str] = ()
-) -> ConfigError:
-    """Turn a library error ("hidden must be ...") into ``section.hidden: must be ...``."""
-    msg = str(exc)
-    for key in sorted(keys, key=len, reverse=True):
-        if msg.startswith(f"{key} "):
-            return ConfigError(f"{section}.{key}", msg[len(key) + 1 :])
-        if msg.startswith(f"{key}["):
-            return ConfigError(f"{section}.{key}", msg)
-    match = re.search(r"unexpected keyword argument '(\w+)'", msg)
-    if match:
-        hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
-        return ConfigError(f"{section}.{match.group(1)}", f"unknown key{hint}")
-    match = re.search(r"(unknown|missing) argument '(\w+)'", msg)
-    if match:
-        return ConfigError(f"{section}.{match.group(2)}", msg)
-    return ConfigError(section, msg)
 
 
 # =========================================================================== load
@@ -477,10 +384,15 @@ def validate(data: Mapping[str, Any]) -> RunConfig:
     try:
         cfg = RunConfig.model_validate(dict(data))
     except ValidationError as exc:
-        raise _from_validation_error(exc) from None
+        raise ConfigError(*explain(exc, RunConfig)) from None
     _check_task(cfg)
     check_optimizer(cfg)
     _check_schedule(cfg.schedule)
+    if cfg.lr_find.end_lr <= cfg.lr_find.start_lr:
+        raise ConfigError(
+            "lr_find.end_lr",
+            f"must be > lr_find.start_lr = {cfg.lr_find.start_lr:g}, got {cfg.lr_find.end_lr:g}",
+        )
     if cfg.fit.clip_norm is not None and cfg.fit.clip_value is not None:
         raise ConfigError("fit.clip_value", "set fit.clip_norm or fit.clip_value, not both")
     resolve_device(cfg, torch.nn.Linear(1, 1))  # checks fit.device
@@ -509,6 +421,8 @@ def load(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
         5
     """
     p = Path(path)
+    if p.is_dir():
+        raise FileNotFoundError(f"config file {str(p)!r} is a folder, not a TOML file")
     if not p.is_file():
         raise FileNotFoundError(f"config file {str(p)!r} not found")
     try:
@@ -532,7 +446,7 @@ def _task_function(name: str) -> Callable[..., Any]:
             raise ConfigError(
                 "task.name",
                 f'must be a built-in task ({allowed}) or "package.module:function", '
-                f"got {_show(name)}",
+                f"got {show(name)}",
             )
         return getattr(tasks, name.lower())
     module_name, _, attr = name.partition(":")
@@ -544,6 +458,10 @@ def _task_function(name: str) -> Callable[..., Any]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError("task.name", f"cannot import {module_name!r}: {exc}") from None
+    except Exception as exc:  # the module itself is broken (SyntaxError, NameError, ...)
+        raise ConfigError(
+            "task.name", f"importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from None
     finally:
         for p in added:
             sys.path.remove(p)
@@ -569,7 +487,7 @@ def _task_call_kwargs(cfg: RunConfig, fn: Callable[..., Any]) -> dict[str, Any]:
         if not isinstance(dtype, torch.dtype):
             raise ConfigError(
                 "task.dtype",
-                f'must name a torch dtype ("float64", ...), got {_show(kwargs["dtype"])}',
+                f'must name a torch dtype ("float64", ...), got {show(kwargs["dtype"])}',
             )
         kwargs["dtype"] = dtype
     if "seed" not in kwargs and ("seed" in params or open_ended):
@@ -601,7 +519,7 @@ def build_task(cfg: RunConfig) -> Any:
     try:
         task = fn(**kwargs)
     except (ValueError, TypeError) as exc:
-        raise _keyed("task", exc, kwargs) from None
+        raise ConfigError(*keyed("task", exc, kwargs)) from None
     if not isinstance(task, Task):
         raise ConfigError(
             "task.name",
@@ -629,11 +547,11 @@ def check_optimizer(cfg: RunConfig) -> None:
 
     Example:
         >>> cfg = RunConfig(task=TaskSection(name="linreg"),
-        ...                 optimizer=OptimizerSection(name="sgd", momentum=-1.0))
+        ...                 optimizer=OptimizerSection(name="sgd", weight_decay=-1.0))
         >>> check_optimizer(cfg)
         Traceback (most recent call last):
         ...
-        bergab.config.ConfigError: optimizer.momentum: must be in [0, inf), got -1.0
+        bergab.config.ConfigError: optimizer.weight_decay: must be in [0, inf), got -1.0
     """
     from bergab import optim
 
@@ -649,7 +567,7 @@ def check_optimizer(cfg: RunConfig) -> None:
         plain = optim.create(cfg.optimizer.name, [torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
         params = inspect.signature(type(plain).__init__).parameters
         allowed = ["name", *(n for n in params if n not in ("self", "params", "lr"))]
-        raise _keyed("optimizer", exc, kwargs, allowed) from None
+        raise ConfigError(*keyed("optimizer", exc, kwargs, allowed)) from None
 
 
 def optimizer_factory(cfg: RunConfig) -> Callable[..., torch.optim.Optimizer]:
@@ -697,12 +615,10 @@ def _check_schedule(table: Mapping[str, Any]) -> None:
         policy = table.get("policy", "cosine")
         if policy not in POLICIES:
             allowed = ", ".join(f'"{p}"' for p in POLICIES)
-            raise ConfigError("schedule.policy", f"must be one of {allowed}, got {_show(policy)}")
+            raise ConfigError("schedule.policy", f"must be one of {allowed}, got {show(policy)}")
         warm = table.get("warmup_steps", 0)
         if isinstance(warm, bool) or not isinstance(warm, int) or warm < 0:
-            raise ConfigError(
-                "schedule.warmup_steps", f"must be an integer >= 0, got {_show(warm)}"
-            )
+            raise ConfigError("schedule.warmup_steps", f"must be an integer >= 0, got {show(warm)}")
         if warm and policy == "one_cycle":
             raise ConfigError(
                 "schedule.warmup_steps", 'must be 0 with policy = "one_cycle" (it warms up itself)'
@@ -711,8 +627,8 @@ def _check_schedule(table: Mapping[str, Any]) -> None:
     for key in ("policy", "warmup_steps"):
         if key in table:
             raise ConfigError(f"schedule.{key}", 'is only allowed with lr = "auto"')
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        raise ConfigError("schedule.lr", f'must be a number > 0 or "auto", got {_show(lr)}')
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
+        raise ConfigError("schedule.lr", f'must be a finite number > 0 or "auto", got {show(lr)}')
 
 
 def build_schedule(table: Mapping[str, Any]) -> schedules.Schedule:
@@ -739,7 +655,7 @@ def build_schedule(table: Mapping[str, Any]) -> schedules.Schedule:
     try:
         return schedules.from_config(table)
     except (ValueError, TypeError) as exc:
-        raise _keyed("schedule", exc, list(table)) from None
+        raise ConfigError(*schedule_error(table, exc)) from None
 
 
 # =========================================================================== runs
@@ -779,17 +695,48 @@ def resolve_device(cfg: RunConfig, model: torch.nn.Module) -> torch.device:
     """
     if cfg.fit.device != "auto":
         try:
-            return torch.device(cfg.fit.device)
+            device = torch.device(cfg.fit.device)
         except RuntimeError:
             raise ConfigError(
                 "fit.device",
                 f'must be "auto" or a torch device ("cpu", "cuda:1", ...), '
-                f"got {_show(cfg.fit.device)}",
+                f"got {show(cfg.fit.device)}",
             ) from None
+        missing = _unavailable(device)
+        if missing is not None:
+            raise ConfigError("fit.device", f"{show(cfg.fit.device)}: {missing}")
+        return device
     p = next(model.parameters(), None)
     if p is not None and p.device.type != "cpu":
         return p.device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _unavailable(device: torch.device) -> str | None:
+    """Why this machine cannot train on ``device``, or ``None`` when it can.
+
+    Checked with the config rather than at the first tensor moved: the range test of
+    ``lr = "auto"`` once met a missing GPU as a torch ``AssertionError`` traceback.
+    """
+    kind = device.type
+    if kind == "cpu":
+        return None
+    if kind == "meta":
+        return 'the meta device holds no data to train on; use "cpu", "cuda" or "auto"'
+    if kind == "mps":
+        backend = getattr(torch.backends, "mps", None)
+        ok = backend is not None and backend.is_available()
+        return None if ok else 'Apple\'s MPS is not available here; use "cpu" or "auto"'
+    module = getattr(torch, kind, None)
+    is_available = getattr(module, "is_available", None)
+    if not callable(is_available) or not is_available():
+        built = "" if kind != "cuda" or torch.version.cuda else " (this torch build has no CUDA)"
+        return f'{kind.upper()} is not available on this machine{built}; use "cpu" or "auto"'
+    count = getattr(module, "device_count", None)
+    if device.index is not None and callable(count) and device.index >= count():
+        n = count()
+        return f"this machine has {n} {kind} device{'s' if n != 1 else ''} (indices 0..{n - 1})"
+    return None
 
 
 def planned_steps(cfg: RunConfig, task: Any) -> int:

@@ -8,13 +8,20 @@ one hyperparameter search calls for each trial. :func:`train` takes a validated
    range test picks it, and its curve goes to ``lr_find.json``);
 2. write the resolved config (the schedule actually used) to ``config.toml``;
 3. :func:`bergab.fit` with checkpoints in ``checkpoints/`` and logs in ``logs/``;
-4. write ``model.pt``, ``summary.json`` and the plots.
+4. write ``model.pt``, the test split's loss and metrics (when the task has a test
+   split), ``summary.json`` and the plots.
 
-:func:`resume` continues a run from its last checkpoint. Ctrl-C (SIGINT) during a run
-asks the trainer to stop at the end of the step with a checkpoint there
-(:meth:`bergab.training.Trainer.stop` with ``checkpoint=True``), so a resume continues
-exactly. Every file is written through :class:`bergab.training.World`: under several
-processes only rank 0 writes.
+Everything that can be checked is checked before the run directory is made (the task
+is built, fit's options go through fit's own checks, the directory must be writable);
+a run that fails anyway is marked ``"failed"`` in ``summary.json``, and one that failed
+before it trained a step does not keep its directory from a new run.
+
+:func:`resume` continues a run from its last checkpoint (the previous one when the last
+is unreadable). Ctrl-C (SIGINT) or SIGTERM (what schedulers send before preempting a
+job) during a run asks the trainer to stop at the end of the step with a checkpoint
+there (:meth:`bergab.training.Trainer.stop` with ``checkpoint=True``), so a resume
+continues exactly. Every file is written through :class:`bergab.training.World`: under
+several processes only rank 0 writes.
 
 Example:
     >>> from bergab import config, run
@@ -27,11 +34,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import signal
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,22 +46,31 @@ from typing import Any
 
 import torch
 
-from bergab import config, schedules
-from bergab._toml import dumps_toml, toml_string
-from bergab.training import Callback, History, NonFiniteError, World, fit, load_checkpoint
+from bergab import _run_checks, config, schedules
+from bergab._config_errors import nested_keys, show
+from bergab._interrupts import Terminated
+from bergab._run_dir import (
+    LAST,
+    mark,
+    prepare_run_dir,
+    read_summary,
+    started,
+    write_config,
+    write_plots,
+)
+from bergab._toml import toml_string
+from bergab.training import (
+    Callback,
+    History,
+    ModelCheckpoint,
+    NonFiniteError,
+    World,
+    fit,
+    load_checkpoint,
+)
+from bergab.training.checkpoint import previous_checkpoints
 
 __all__ = ["RunResult", "find_lr", "resume", "train"]
-
-# files a run directory holds (relative names); `output.overwrite` removes exactly these
-_RUN_FILES = (
-    "config.toml",
-    "lr_find.json",
-    "lr_find.png",
-    "history.png",
-    "model.pt",
-    "summary.json",
-)
-_RUN_DIRS = ("checkpoints", "logs")
 
 
 @dataclass
@@ -68,11 +84,17 @@ class RunResult:
         auto: what ``lr = "auto"`` chose (``None`` otherwise).
         steps: optimizer steps done in all (including before a resume).
         seconds: wall time of this call; ``lr_find_seconds`` of it was the range test.
-        interrupted: stopped by Ctrl-C (a checkpoint was written).
-        final: the last values of each logged quantity (``loss``, ``val_loss``, metrics).
+        interrupted: stopped by Ctrl-C or SIGTERM (a checkpoint was written, unless
+            ``at_once``).
+        final: the last values of each logged quantity (``final_train_loss``,
+            ``final_val_loss``, metrics) and, when the task has a test split, its
+            ``test_loss`` and ``test_<metric>``.
         files: the files written, relative to ``run_dir``.
         error: why training stopped early on a NaN/inf (``nan_policy = "stop"``), else
             ``None``; the history up to that step is kept and plotted.
+        signal: ``"SIGINT"`` or ``"SIGTERM"`` when ``interrupted`` by one.
+        at_once: a second signal stopped the run without a checkpoint at ``steps``
+            (the last regular checkpoint is the resume point).
 
     Example:
         >>> cfg = config.validate({"task": {"name": "linreg"}, "schedule": {"lr": 0.1}})
@@ -92,8 +114,8 @@ class RunResult:
     def resumable(self) -> bool:
         """Whether ``bergab resume run_dir`` can continue this run."""
         return (self.run_dir / config.CONFIG_NAME).is_file() and (
-            self.run_dir / "checkpoints" / "last.pt"
-        ).is_file()
+            (self.run_dir / LAST).is_file() or bool(previous_checkpoints(self.run_dir / LAST))
+        )
 
     run_dir: Path
     config: config.RunConfig
@@ -106,6 +128,8 @@ class RunResult:
     final: dict[str, float]
     files: list[str] = field(default_factory=list)
     error: str | None = None
+    signal: str | None = None
+    at_once: bool = False
 
     def summary_table(self) -> str:
         """A short two-column summary: chosen lr, steps, final losses and metrics, time."""
@@ -132,7 +156,7 @@ class RunResult:
         rows.append(("time", took))
         rows.append(("run directory", str(self.run_dir)))
         if self.interrupted:
-            rows.append(("status", "interrupted"))
+            rows.append(("status", "terminated" if self.signal == "SIGTERM" else "interrupted"))
         if self.error is not None:
             rows.append(("status", "stopped: non-finite loss or gradient"))
         w = max(len(k) for k, _ in rows)
@@ -174,16 +198,22 @@ def find_lr(cfg: config.RunConfig) -> Any:
 
 
 class _Interrupt(Callback):
-    """Ctrl-C during a run: stop at the end of the step, with a checkpoint there.
+    """Ctrl-C or SIGTERM during a run: stop at the end of the step, with a checkpoint.
 
-    The first SIGINT only sets a flag; the next hook of the trainer turns it into
+    The first signal only sets a flag; the next hook of the trainer turns it into
     ``trainer.stop("interrupted", checkpoint=True)``, so the run ends at a step boundary
-    with a checkpoint a resume continues from exactly. A second SIGINT interrupts at
-    once (``KeyboardInterrupt``; the last regular checkpoint stays the resume point).
+    with a checkpoint a resume continues from exactly. A second signal interrupts at
+    once (``KeyboardInterrupt``, or :class:`~bergab._interrupts.Terminated` for SIGTERM;
+    the last regular checkpoint stays the resume point). SIGTERM is what cluster
+    schedulers send before they preempt a job: handled like Ctrl-C, it leaves a run that
+    resumes where it stopped.
     """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
+        self.signal: str | None = None
         self.trainer: Any = None
 
     def _poll(self, trainer: Any) -> None:
@@ -206,12 +236,15 @@ class _Interrupt(Callback):
         self._poll(trainer)
 
     def handler(self, signum: int, frame: Any) -> None:
+        term = signum == signal.SIGTERM
         if self.requested:
-            raise KeyboardInterrupt
+            self.signal = "SIGTERM" if term else "SIGINT"
+            raise Terminated if term else KeyboardInterrupt
         self.requested = True
+        self.signal = "SIGTERM" if term else "SIGINT"
+        what, again = ("SIGTERM", "send it again") if term else ("Ctrl-C", "press Ctrl-C again")
         print(
-            "\nCtrl-C: finishing this step and writing a checkpoint "
-            "(press Ctrl-C again to stop at once)",
+            f"\n{what}: finishing this step and writing a checkpoint ({again} to stop at once)",
             file=sys.stderr,
             flush=True,
         )
@@ -221,53 +254,30 @@ class _Interrupt(Callback):
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = signal.signal(signal.SIGINT, self.handler)
+        previous = {s: signal.signal(s, self.handler) for s in self.SIGNALS}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
 
-def _prepare_run_dir(world: World, run_dir: Path, cfg: config.RunConfig, resume: bool) -> None:
-    if resume:
-        if not (run_dir / config.CONFIG_NAME).is_file():
-            raise FileNotFoundError(
-                f"{str(run_dir)!r} is not a run directory (no {config.CONFIG_NAME})"
-            )
-        return
-    if (run_dir / config.CONFIG_NAME).exists() or (run_dir / "checkpoints").exists():
-        if not cfg.output.overwrite:
-            raise config.ConfigError(
-                "output.dir",
-                f"{run_dir} already holds a run: continue it with 'bergab resume {run_dir}', "
-                "or pass --out DIR or --set output.overwrite=true",
-            )
-        if world.is_main:
-            for name in _RUN_DIRS:
-                shutil.rmtree(run_dir / name, ignore_errors=True)
-            for name in _RUN_FILES:
-                (run_dir / name).unlink(missing_ok=True)
-    world.mkdir(run_dir)
-
-
-def _finished_run(run_dir: Path, total: int) -> tuple[History, dict[str, Any]] | None:
-    """The History and model weights of a run that has nothing left to do, else ``None``.
+def _finished_run(run_dir: Path, total: int) -> dict[str, Any] | None:
+    """The last checkpoint of a run that has nothing left to do, else ``None``.
 
     A run is finished when its checkpoint reached the planned number of steps or was
     stopped for good (early stopping, ``tol``). ``fit(resume=True)`` on such a run would
     return at once but still rewrite ``last.pt`` with the process's current random state,
     which would break an exact continuation with a larger ``max_steps`` later.
     """
-    path = run_dir / "checkpoints" / "last.pt"
+    path = run_dir / LAST
     if not path.is_file():
         return None
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, mmap=True)  # the weights are read only when needed
     state = ckpt["fit"]
     if int(state["step"]) < total and not state.get("should_stop"):
         return None
-    history = History()
-    history.load_state_dict(ckpt["history"])
-    return history, ckpt["model"]
+    return ckpt
 
 
 def _finished_message(history: History) -> str:
@@ -291,29 +301,6 @@ def _final_values(history: History) -> dict[str, float]:
         if key.startswith("val_") and isinstance(value, (int, float)):
             out[f"final_{key}"] = float(value)
     return out
-
-
-def _write_plots(
-    world: World, run_dir: Path, history: History, auto: Any, say: Callable[[str], None]
-) -> list[str]:
-    from bergab._validate import MissingDependencyError
-
-    written: list[str] = []
-    if not world.is_main:
-        return written
-    try:
-        from bergab.plotting import pyplot
-
-        plt = pyplot()
-        if auto is not None:
-            plt.close(auto.result.plot(run_dir / "lr_find.png"))
-            written.append("lr_find.png")
-        if len(history) or history.records:
-            history.plot(run_dir / "history.png")
-            written.append("history.png")
-    except MissingDependencyError as exc:
-        say(f"plots skipped: {exc}")
-    return written
 
 
 def _range_test(cfg: config.RunConfig, task: Any, total: int, tell: Callable[[str], None]) -> Any:
@@ -345,27 +332,6 @@ def _range_test(cfg: config.RunConfig, task: Any, total: int, tell: Callable[[st
     return auto
 
 
-def _write_start(
-    world: World, run_dir: Path, resolved: config.RunConfig, task: Any, auto: Any
-) -> None:
-    """A new run's resolved ``config.toml`` and a first ``summary.json``."""
-    from bergab._version import __version__
-
-    header = (
-        f"bergab run config, resolved (bergab {__version__}); continue with: "
-        f"bergab resume {run_dir}"
-    )
-    if auto is not None:
-        header += f"\n{auto.describe()} (range test curve: lr_find.json)"
-        world.write_text(
-            run_dir / "lr_find.json", json.dumps(auto.result.to_dict(), indent=1) + "\n"
-        )
-    world.write_text(run_dir / config.CONFIG_NAME, dumps_toml(resolved.to_dict(), header))
-    # written again at the end; the thread count is needed by a resume after a crash
-    started = {"task": task.name, "status": "running", "threads": torch.get_num_threads()}
-    world.write_text(run_dir / "summary.json", json.dumps(started) + "\n")
-
-
 @dataclass
 class _Outcome:
     """How the fit part of a run ended."""
@@ -373,74 +339,248 @@ class _Outcome:
     history: History
     interrupted: bool = False
     error: str | None = None
+    signal: str | None = None
+    at_once: bool = False
+
+
+def _best_keeper(
+    cfg: config.RunConfig, task: Any, arguments: Mapping[str, Any], run_dir: Path
+) -> list[Any]:
+    """``output.keep_best``: a :class:`~bergab.training.ModelCheckpoint` keeping the best
+    weights in ``checkpoints/`` by the early-stopping monitor (else ``val_loss``)."""
+    if not cfg.output.keep_best:
+        return []
+    es = arguments.get("early_stopping")
+    if es is not None:
+        monitor, mode = es.monitor, es.mode
+    else:
+        monitor, mode = ("val_loss" if getattr(task, "val", None) is not None else "loss"), "min"
+    return [ModelCheckpoint(run_dir / "checkpoints", monitor=monitor, mode=mode, keep=1)]
+
+
+@dataclass
+class _Plan:
+    """A run checked before it starts: the config, its built task, its length in steps,
+    fit's arguments from ``[fit]`` and the task, and the callbacks (the caller's, and
+    the ``keep_best`` one)."""
+
+    cfg: config.RunConfig
+    task: Any
+    total: int
+    arguments: dict[str, Any]
+    callbacks: list[Any]
+
+    @classmethod
+    def make(cls, cfg: config.RunConfig, callbacks: Sequence[Any]) -> _Plan:
+        """Build the task and check everything fit will be given; no file is written."""
+        task = config.build_task(cfg)
+        total = config.planned_steps(cfg, task)
+        arguments = _run_checks.fit_arguments(cfg, task, more_logged=bool(callbacks))
+        keeper = _best_keeper(cfg, task, arguments, cfg.run_dir())
+        return cls(cfg, task, total, arguments, [*callbacks, *keeper])
+
+    def describe(self, run_dir: Path) -> str:
+        """The first line a run prints: the data, the optimizer, the length, the folder."""
+        splits = [f"{len(self.task.train)} train"]
+        for name in ("val", "test"):
+            data = getattr(self.task, name, None)
+            if data is not None:
+                splits.append(f"{len(data)} {name}")
+        return (
+            f"task {self.task.name}: {' / '.join(splits)} examples; optimizer "
+            f"{self.cfg.optimizer.name}; {self.total} steps; run directory {run_dir}"
+        )
 
 
 def _run_fit(
-    cfg: config.RunConfig,
-    task: Any,
-    schedule: Any,
-    run_dir: Path,
-    resume: bool,
-    callbacks: Sequence[Any],
+    plan: _Plan, schedule: Any, run_dir: Path, resume: bool, interrupt: _Interrupt
 ) -> _Outcome:
-    """``fit`` on the config, with Ctrl-C turned into a stop with a checkpoint."""
-    interrupt = _Interrupt()
-    es = cfg.fit.early_stopping
-    options = cfg.fit.model_dump(exclude={"early_stopping"})
-    options["batch_size"] = config.batch_size(cfg, task)
+    """``fit`` on the config, with Ctrl-C/SIGTERM turned into a stop with a checkpoint."""
+    cfg, task = plan.cfg, plan.task
     with interrupt.installed():
         try:
             history = fit(
                 task.model,
                 task.train,
                 task.loss_fn,
-                val_data=task.val,
                 optimizer=config.optimizer_factory(cfg),
                 lr=schedule,
-                metrics=task.metrics,
-                callbacks=[*callbacks, interrupt],
-                early_stopping=None if es is None else es.model_dump(),
+                callbacks=[*plan.callbacks, interrupt],
                 checkpoint_dir=run_dir / "checkpoints",
                 log_dir=run_dir / "logs",
                 resume=resume,
-                **options,
+                **plan.arguments,
             )
-        except KeyboardInterrupt:  # a second Ctrl-C: at once, no checkpoint here
+        except KeyboardInterrupt as exc:  # a second signal: at once, no checkpoint here
             trainer = interrupt.trainer
-            return _Outcome(History() if trainer is None else trainer.history, interrupted=True)
+            return _Outcome(
+                History() if trainer is None else trainer.history,
+                interrupted=True,
+                signal="SIGTERM" if isinstance(exc, Terminated) else "SIGINT",
+                at_once=True,
+            )
         except NonFiniteError as exc:  # nan_policy = "stop": a result with its history
             return _Outcome(exc.history, error=str(exc))
-    return _Outcome(history, interrupted=interrupt.requested)
+    return _Outcome(history, interrupted=interrupt.requested, signal=interrupt.signal)
 
 
-def _summary(result: RunResult, task_name: str) -> dict[str, Any]:
-    """``summary.json``: what the run did, for people and for ``bergab resume``."""
+def _test_values(plan: _Plan) -> dict[str, float]:
+    """The task's test split (when it has one) evaluated with the final weights, as
+    ``test_loss`` and ``test_<metric>``; the test split is seen by nothing else."""
+    task = plan.task
+    test = getattr(task, "test", None)
+    if test is None:
+        return {}
+    from bergab.training import evaluate
+
+    values = evaluate(
+        task.model,
+        test,
+        task.loss_fn,
+        metrics=task.metrics,
+        batch_size=config.sweep_batch_size(plan.cfg, task),
+        device=str(config.resolve_device(plan.cfg, task.model)),
+    )
+    return {f"test_{key}": float(value) for key, value in values.items()}
+
+
+def _summary(result: RunResult, plan: _Plan, earlier: Mapping[str, Any]) -> dict[str, Any]:
+    """``summary.json``: what the run did, for people and for ``bergab resume``
+    (``earlier``: the summary before a resume, whose range test this run still uses)."""
     auto, history = result.auto, result.history
-    return {
-        "task": task_name,
-        "optimizer": result.config.optimizer.name,
-        "schedule": result.config.schedule,
-        "auto_lr": None
-        if auto is None
-        else {
+    auto_lr = earlier.get("auto_lr")
+    if auto is not None:
+        auto_lr = {
             "peak": auto.peak,
             "policy": auto.policy,
             "total_steps": auto.total_steps,
             "rule": auto.result.rule,
             "confidence": auto.result.confidence,
             "suggestions": auto.result.suggestions,
-        },
-        "status": "interrupted" if result.interrupted else "failed" if result.error else "finished",
+        }
+    status = "finished"
+    if result.interrupted:
+        status = {"SIGTERM": "terminated", "SIGINT": "interrupted"}.get(
+            result.signal or "", "paused"
+        )
+    elif result.error:
+        status = "failed"
+    keeper = next((c for c in plan.callbacks if isinstance(c, ModelCheckpoint)), None)
+    best_file = None if keeper is None else keeper.best_path
+    return {
+        "task": plan.task.name,
+        "optimizer": result.config.optimizer.name,
+        "schedule": result.config.schedule,
+        "auto_lr": auto_lr,
+        "status": status,
         "steps": result.steps,
         "stop_reason": history.stop_reason,
         "interrupted": result.interrupted,
+        "signal": result.signal,
         "error": result.error,
         "final": result.final,
         "best": history.best,
+        # kept in checkpoints/ (the path the keeper holds may be spelled another way)
+        "best_checkpoint": None if best_file is None else f"checkpoints/{Path(best_file).name}",
         "seconds": result.seconds,
-        "lr_find_seconds": result.lr_find_seconds,
+        "lr_find_seconds": result.lr_find_seconds or earlier.get("lr_find_seconds", 0.0),
         "threads": torch.get_num_threads(),  # bergab resume uses the same by default
     }
+
+
+def _final_weights(ckpt: Mapping[str, Any], cfg: config.RunConfig) -> dict[str, Any]:
+    """The weights a finished run ended with: early stopping's best when it restores
+    them (what ``model.pt`` got), else the checkpoint's last."""
+    es = cfg.fit.early_stopping
+    if es is not None and es.restore_best:
+        for entry in ckpt.get("callbacks", []):
+            if str(entry.get("key", "")).startswith("EarlyStopping#"):
+                best = (entry.get("state") or {}).get("best_weights")
+                if best is not None:
+                    return dict(best)
+    return dict(ckpt["model"])
+
+
+def _steps_of(history: History) -> int:
+    return int(history.steps["step"][-1]) if history.steps.get("step") else 0
+
+
+def _finished_result(
+    plan: _Plan, ckpt: Mapping[str, Any], run_dir: Path, world: World
+) -> tuple[RunResult, str]:
+    """A resume of a run with nothing left to do: its files stay as they are (only a
+    missing ``model.pt`` is written), and the result is read from them."""
+    history = History()
+    history.load_state_dict(ckpt["history"])
+    if not (run_dir / "model.pt").exists():  # the run stopped between its last two files
+        plan.task.model.load_state_dict(_final_weights(ckpt, plan.cfg))
+        world.save(plan.task.model.state_dict(), run_dir / "model.pt")
+    earlier = read_summary(run_dir)
+    final = earlier.get("final") if isinstance(earlier.get("final"), dict) else None
+    result = RunResult(
+        run_dir=run_dir,
+        config=plan.cfg,
+        history=history,
+        auto=None,
+        steps=_steps_of(history),
+        seconds=0.0,
+        lr_find_seconds=0.0,
+        interrupted=False,
+        final=final or _final_values(history),
+    )
+    return result, _finished_message(history)
+
+
+def _schedule(plan: _Plan, tell: Callable[[str], None]) -> tuple[Any, Any]:
+    """``(schedule, auto)``: the config's schedule, or with ``lr = "auto"`` the one the
+    range test chose and what it chose (``auto`` is ``None`` otherwise)."""
+    if plan.cfg.auto:
+        auto = _range_test(plan.cfg, plan.task, plan.total, tell)
+        return auto.schedule, auto
+    return config.build_schedule(plan.cfg.schedule), None
+
+
+#: What a finished run may be resumed with: settings that change nothing it would do
+#: (``output.dir`` is where the run is now: a run folder may be moved or copied).
+_NO_EFFECT = ("fit.progress", "fit.device", "output.plots", "output.dir")
+
+
+def _refuse_unused(run_dir: Path, resolved: config.RunConfig, ckpt: Mapping[str, Any]) -> None:
+    """A resume with nothing left to train refuses ``--set`` values it would not use
+    (they would be neither trained with nor written anywhere), naming the first.
+
+    Raises:
+        ConfigError: e.g. ``schedule.lr: the run already finished at step 12, ...``.
+    """
+    try:
+        before = tomllib.loads((run_dir / config.CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    was, now = dict(nested_keys(before)), dict(nested_keys(resolved.to_dict()))
+    missing = object()
+    changed = [
+        k
+        for k in [*was, *(k for k in now if k not in was)]
+        if was.get(k, missing) != now.get(k, missing) and k not in _NO_EFFECT
+    ]
+    if not changed:
+        return
+    key, state = changed[0], ckpt["fit"]
+    step = int(state["step"])
+    if state.get("should_stop"):
+        why = f"the run stopped for good at step {step} ({state.get('stop_reason')})"
+        raise config.ConfigError(key, f"{why}: nothing is left to train, so this --set is not used")
+    if key in ("fit.max_steps", "fit.epochs"):
+        raise config.ConfigError(
+            key,
+            f"{show(now.get(key))} trains nothing: the run has done {step} steps already; "
+            "set a larger value to train it on",
+        )
+    raise config.ConfigError(
+        key,
+        f"the run already finished at step {step}, so this --set would not be used; to "
+        "train on with it, also raise fit.max_steps (or fit.epochs)",
+    )
 
 
 def train(
@@ -452,9 +592,10 @@ def train(
 ) -> RunResult:
     """Run a config: the library call behind ``bergab train``, ``resume`` and ``demo``.
 
-    See the module docstring for the steps and files. Ctrl-C (SIGINT, when called from
-    the main thread) finishes the current step, writes a checkpoint there and returns
-    with ``interrupted=True``; ``bergab resume RUN_DIR`` then continues exactly.
+    See the module docstring for the steps and files. Ctrl-C (SIGINT) or SIGTERM, when
+    called from the main thread, finishes the current step, writes a checkpoint there
+    and returns with ``interrupted=True``; ``bergab resume RUN_DIR`` then continues
+    exactly. An exception marks the run ``"failed"`` in ``summary.json`` and is raised.
 
     Args:
         cfg: a validated config (:func:`bergab.config.load` or ``validate``).
@@ -467,7 +608,8 @@ def train(
 
     Raises:
         ConfigError: the run directory already holds a run (and ``output.overwrite`` is
-            false), or the config is invalid.
+            false), cannot be written, or the config is invalid (checked before the
+            directory is made).
 
     Example:
         >>> import tempfile
@@ -484,71 +626,113 @@ def train(
     world = World.current()
     tell: Callable[[str], None] = lambda msg: world.say(say, msg)  # noqa: E731
     run_dir = cfg.run_dir()
-    _prepare_run_dir(world, run_dir, cfg, resume)
-    task = config.build_task(cfg)
-    total = config.planned_steps(cfg, task)
-    tell(
-        f"task {task.name}: {len(task.train)} train / {len(task.val)} val examples; "
-        f"optimizer {cfg.optimizer.name}; {total} steps; run directory {run_dir}"
-    )
-    auto = None
-    find_seconds = 0.0
+    plan = _Plan.make(cfg, callbacks)  # every check that needs no file, before the folder
+    earlier = read_summary(run_dir) if resume else {}
+    prepare_run_dir(world, run_dir, cfg, resume, tell)
+    tell(plan.describe(run_dir))
+    interrupt = _Interrupt()
+    claimed = [False]  # whether this call marked the run "running" (then it marks failures)
+    try:
+        return _train_in(plan, world, run_dir, resume, earlier, interrupt, claimed, tell, t0)
+    except (Exception, KeyboardInterrupt) as exc:  # the summary must not stay "running"
+        if claimed[0]:
+            trainer = interrupt.trainer
+            steps = 0 if trainer is None else int(trainer.step)
+            if isinstance(exc, KeyboardInterrupt):  # a signal outside fit (plots, test split)
+                name = "terminated" if isinstance(exc, Terminated) else "interrupted"
+                mark(world, run_dir, status=name, steps=steps)
+            else:
+                mark(
+                    world,
+                    run_dir,
+                    status="failed",
+                    error=f"{type(exc).__name__}: {exc}",
+                    steps=steps,
+                )
+        raise
+
+
+def _train_in(
+    plan: _Plan,
+    world: World,
+    run_dir: Path,
+    resume: bool,
+    earlier: Mapping[str, Any],
+    interrupt: _Interrupt,
+    claimed: list[bool],
+    tell: Callable[[str], None],
+    t0: float,
+) -> RunResult:
+    """:func:`train` once the run directory is claimed."""
+    cfg, task = plan.cfg, plan.task
     resolved = cfg.model_copy(
         update={"output": cfg.output.model_copy(update={"dir": str(run_dir)})}
     )
-    if cfg.auto:
-        t1 = time.perf_counter()
-        try:
-            auto = _range_test(cfg, task, total, tell)
-        except KeyboardInterrupt:  # nothing trained, nothing to resume
-            return RunResult(
-                run_dir=run_dir,
-                config=cfg,
-                history=History(),
-                auto=None,
-                steps=0,
-                seconds=time.perf_counter() - t0,
-                lr_find_seconds=time.perf_counter() - t1,
-                interrupted=True,
-                final={},
-            )
-        find_seconds = time.perf_counter() - t1
-        schedule = auto.schedule
+    if resume:
+        ckpt = _finished_run(run_dir, plan.total)
+        if ckpt is not None:  # nothing to train: no file is rewritten, not even the summary
+            _refuse_unused(run_dir, resolved, ckpt)
+            result, message = _finished_result(plan, ckpt, run_dir, world)
+            tell(message)
+            result.seconds = time.perf_counter() - t0
+            result.files = sorted(p.name for p in run_dir.iterdir())
+            return result
+    if resume:
+        mark(world, run_dir, **started(task.name))
+    else:
+        world.write_text(run_dir / "summary.json", json.dumps(started(task.name)) + "\n")
+    claimed[0] = True
+    t1 = time.perf_counter()
+    try:
+        schedule, auto = _schedule(plan, tell)
+    except KeyboardInterrupt as exc:  # in the range test: nothing trained, nothing to resume
+        name = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+        mark(world, run_dir, status="terminated" if name == "SIGTERM" else "interrupted", steps=0)
+        return RunResult(
+            run_dir=run_dir, config=cfg, history=History(), auto=None, steps=0,
+            seconds=time.perf_counter() - t0, lr_find_seconds=time.perf_counter() - t1,
+            interrupted=True, final={}, signal=name,
+        )  # fmt: skip
+    find_seconds = time.perf_counter() - t1 if auto is not None else 0.0
+    if auto is not None:
         resolved = resolved.model_copy(update={"schedule": schedules.to_config(schedule)})
-    else:
-        schedule = config.build_schedule(cfg.schedule)
-    if not resume:
-        _write_start(world, run_dir, resolved, task, auto)
-
-    finished = _finished_run(run_dir, total) if resume else None
-    if finished is not None:  # nothing left to train: don't let fit rewrite the checkpoint
-        outcome = _Outcome(finished[0])
-        task.model.load_state_dict(finished[1])
-        tell(_finished_message(outcome.history))
-    else:
-        outcome = _run_fit(cfg, task, schedule, run_dir, resume, callbacks)
+    write_config(world, run_dir, resolved, auto, resume)
+    outcome = _run_fit(plan, schedule, run_dir, resume, interrupt)
+    if not outcome.interrupted and outcome.error is None and not _finished_run(run_dir, plan.total):
+        # a callback stopped fit with a checkpoint (Trainer.stop(checkpoint=True)) before
+        # the end: a pause a resume continues, not a finished run (no model.pt)
+        outcome.interrupted = True
     history = outcome.history
+    final = _final_values(history)
     if not outcome.interrupted and outcome.error is None:
         world.save(task.model.state_dict(), run_dir / "model.pt")
-    files = _write_plots(world, run_dir, history, auto, tell) if cfg.output.plots else []
+        final.update(_test_values(plan))
+    files = write_plots(world, run_dir, history, auto, tell) if cfg.output.plots else []
     result = RunResult(
         run_dir=run_dir,
         config=resolved,
         history=history,
         auto=auto,
-        steps=int(history.steps["step"][-1]) if history.steps.get("step") else 0,
+        steps=_steps_of(history),
         seconds=time.perf_counter() - t0,
         lr_find_seconds=find_seconds,
         interrupted=outcome.interrupted,
-        final=_final_values(history),
+        final=final,
         error=outcome.error,
         files=files,
+        signal=outcome.signal,
+        at_once=outcome.at_once,
     )
     world.write_text(
-        run_dir / "summary.json", json.dumps(_summary(result, task.name), indent=1) + "\n"
+        run_dir / "summary.json", json.dumps(_summary(result, plan, earlier), indent=1) + "\n"
     )
     result.files = sorted(p.name for p in run_dir.iterdir())
     return result
+
+
+def _device_override(overrides: Iterable[str]) -> list[str]:
+    """The overrides of ``fit.device`` among ``overrides`` (a resume may move a run)."""
+    return [o for o in overrides if config.parse_override(o)[0] == ["fit", "device"]]
 
 
 def resume(
@@ -564,6 +748,9 @@ def resume(
     used, so no new range test), applies ``overrides`` (e.g. ``fit.max_steps=5000`` to
     train on), and calls :func:`train` with ``resume=True``. Without overrides the final
     weights equal, bit for bit on the CPU, those of a run that was never interrupted.
+    Overrides that the checkpoint cannot continue with (the optimizer, the task, the
+    batch size, ...: see :data:`bergab._run_checks.RESUMABLE_KEYS`) are refused; the
+    others are written to ``config.toml`` once the run trains on.
 
     Args:
         run_dir: a directory written by :func:`train`.
@@ -573,6 +760,9 @@ def resume(
 
     Returns:
         The :class:`RunResult` (see :func:`train` for an example).
+
+    Raises:
+        ConfigError: an override the run cannot continue with (naming its key).
 
     Example:
         >>> resume("no/such/run")  # doctest: +ELLIPSIS
@@ -586,7 +776,15 @@ def resume(
             f"{str(path)!r} is not a run directory: it has no {config.CONFIG_NAME} "
             "(bergab train writes one)"
         )
-    cfg = config.load(
-        path / config.CONFIG_NAME, [*overrides, f"output.dir={toml_string(str(path))}"]
-    )
+    here = f"output.dir={toml_string(str(path))}"
+    overrides = list(overrides)
+    if overrides:
+        # the run's own config, made valid on this machine (its device may be absent
+        # here): only the keys the overrides change are compared
+        old = config.load(path / config.CONFIG_NAME, [here, *_device_override(overrides)])
+        # here first: an output.dir among the overrides then differs, and is refused
+        cfg = config.load(path / config.CONFIG_NAME, [here, *overrides])
+        _run_checks.check_resume_changes(old, cfg)
+    else:
+        cfg = config.load(path / config.CONFIG_NAME, [here])
     return train(cfg, resume=True, callbacks=callbacks, say=say)

@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from bergab._commands import check_writable_file
 from bergab._commands.train import add_common_arguments, overrides, set_threads
 
 __all__ = ["format_suggestions", "register"]
@@ -77,6 +78,8 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = config.load(args.config, overrides(args))
     set_threads(args)
+    plot = Path(args.plot) if args.plot else cfg.run_dir() / "lr_find.png"
+    check_writable_file(plot, "--plot" if args.plot else "output.dir")  # before the sweep
     result = run.find_lr(cfg)
     print(
         f"range test on {cfg.task.name} with {cfg.optimizer.name}: {len(result.lrs)} steps "
@@ -88,8 +91,6 @@ def _run(args: argparse.Namespace) -> int:
     )
     for reason in result.reasons:
         print(f"  note: {reason}")
-    plot = Path(args.plot) if args.plot else cfg.run_dir() / "lr_find.png"
-    plot.parent.mkdir(parents=True, exist_ok=True)
     result.plot(plot)
     data = plot.with_suffix(".json")
     data.write_text(json.dumps(result.to_dict(), indent=1) + "\n", encoding="utf-8")

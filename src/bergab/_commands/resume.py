@@ -26,9 +26,17 @@ Reads RUN_DIR/config.toml (the resolved config: with lr = "auto" the chosen sche
 so no new range test) and RUN_DIR/checkpoints/last.pt, and continues where the run
 stopped (Ctrl-C, a crash, a killed job), on as many torch threads as the run used
 (unless --threads says otherwise). The final weights are bitwise those of a run never
-interrupted (on the CPU). A finished run is continued only when --set raises
-fit.max_steps (or fit.epochs); other --set values (but fit.progress, fit.device) make
-the rest of the run differ from an uninterrupted one.
+interrupted (on the CPU). When last.pt cannot be read, the previous checkpoint
+(last.prev.pt) is used, with a warning. A finished run is continued only when --set
+raises fit.max_steps (or fit.epochs), and is otherwise left as it is.
+
+--set may change fit.max_steps, fit.epochs, fit.progress, fit.device, fit.precision,
+clipping, fit.val_every, fit.checkpoint_every, fit.nan_policy, fit.tol,
+fit.early_stopping, fit.train_metrics, [schedule], output.plots and output.keep_best
+(any but fit.progress and fit.device make the rest of the run differ from an
+uninterrupted one); the changed values are written to RUN_DIR/config.toml. The
+optimizer, the task, the batch size, the seed and the data order cannot change: the
+checkpoint holds state made with them (train a new run with --out instead).
 """
 
 

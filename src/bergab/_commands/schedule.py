@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bergab import schedules
+from bergab._commands import check_writable_file
 from bergab._validate import check_int
 
 __all__ = ["format_table", "load_schedule", "register"]
@@ -35,7 +36,9 @@ examples:
   bergab schedule '{"type": "cosine", "peak": 0.1, "total_steps": 1000}' --steps 1200
 
 A config is the dict bergab.schedules.to_config() writes: a "type" (cosine, warmup,
-wsd, ...) and the function's arguments; a TOML file may also hold it as a [schedule] table.
+wsd, ...) and the function's arguments. A run config (bergab train's TOML file) works
+too: its [schedule] table is used (lr = 0.01 is a constant; lr = "auto" is chosen by a
+range test when training: bergab lr-find CONFIG shows it).
 """
 
 
@@ -102,15 +105,47 @@ def load_schedule(source: str) -> schedules.Schedule:
             raise ValueError(
                 f"invalid {path.suffix.lstrip('.') or 'JSON'} in {path}: {exc}"
             ) from None
-    if (
-        isinstance(config, dict)
-        and "type" not in config
-        and isinstance(config.get("schedule"), dict)
-    ):
-        config = config["schedule"]  # a bigger config holding a [schedule] table
     if not isinstance(config, dict):
         raise ValueError(f"{where} must hold a JSON object (a schedule config), got {config!r}")
-    return schedules.from_config(config)
+    if "type" in config:
+        return _from_config(config, "")
+    if "task" in config or isinstance(config.get("schedule"), dict):
+        return _run_config_schedule(config, where)
+    return _from_config(config, "")
+
+
+def _from_config(table: dict[str, Any], prefix: str) -> schedules.Schedule:
+    """``schedules.from_config``; inside a run config its errors name ``schedule.<key>``."""
+    from bergab._config_errors import schedule_error
+
+    try:
+        return schedules.from_config(table)
+    except (ValueError, TypeError) as exc:
+        if not prefix:
+            raise
+        path, message = schedule_error(table, exc)
+        raise ValueError(f"{path}: {message}") from None
+
+
+def _run_config_schedule(config: dict[str, Any], where: str) -> schedules.Schedule:
+    """The schedule of a run config (what ``bergab train`` reads): its ``[schedule]``
+    table, which is ``lr = "auto"`` when missing, a constant ``lr = 0.01``, or a
+    ``type = ...`` table."""
+    table = config.get("schedule", {"lr": "auto"})
+    if not isinstance(table, dict):
+        raise ValueError(f"schedule: must be a table in {where}, got {table!r}")
+    if "type" in table:
+        return _from_config(table, "schedule")
+    lr = table.get("lr", "auto")
+    if lr == "auto":
+        raise ValueError(
+            f'schedule.lr: "auto" in {where} is chosen by a range test when training; '
+            f"run 'bergab lr-find {where}' to see the learning rate it picks (the peak of a "
+            f"{table.get('policy', 'cosine')} schedule over the run)"
+        )
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+        raise ValueError(f'schedule.lr: must be a finite number > 0 or "auto", got {lr!r}')
+    return _from_config({"type": "constant", "lr": lr}, "schedule")
 
 
 def format_table(schedule: schedules.Schedule, steps: int) -> str:
@@ -148,6 +183,8 @@ def format_table(schedule: schedules.Schedule, steps: int) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     n = check_int("--steps", args.steps, low=1)
+    if args.plot:
+        check_writable_file(Path(args.plot), "--plot")
     sched = load_schedule(args.config)
     print(repr(sched))
     print(format_table(sched, n))

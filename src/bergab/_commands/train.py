@@ -37,8 +37,10 @@ The config has the tables [task], [optimizer], [schedule], [lr_find], [fit] and
 resolved config), lr_find.json/.png (with lr = "auto"), logs/, checkpoints/,
 history.png, model.pt and summary.json.
 
-Ctrl-C writes a checkpoint, prints how to continue (bergab resume RUN_DIR) and exits
-with code 130. A config mistake prints one line naming the key and exits with code 2.
+Ctrl-C (or SIGTERM, what cluster schedulers send before preempting a job) writes a
+checkpoint, prints how to continue (bergab resume RUN_DIR) and exits with code 130
+(143 for SIGTERM). A config mistake prints one line naming the key and exits with
+code 2; it is found before the run directory is made.
 A NaN/inf loss (with fit.nan_policy = "stop") keeps the logs and plots, says at which
 step and exits with code 1.
 """
@@ -108,22 +110,33 @@ def register(subparsers: Any) -> None:
 
 
 def report(result: Any) -> int:
-    """Print a run's summary (or how to resume it) and return the exit code."""
+    """Print a run's summary (or how to resume it) and return the exit code: 0 done,
+    1 stopped on a NaN/inf, 130 interrupted by Ctrl-C, 143 by SIGTERM."""
+    from bergab._interrupts import exit_code
+
     print(result.summary_table())
     if result.error is not None:
         print(f"training stopped: {result.error}", file=sys.stderr)
         return 1
     if not result.interrupted:
         return 0
-    if result.resumable:
+    signal = getattr(result, "signal", None)
+    what = "terminated (SIGTERM)" if signal == "SIGTERM" else "interrupted"
+    if not result.resumable:
+        print(f"{what} before training started: nothing to resume", file=sys.stderr)
+    elif getattr(result, "at_once", False):
         print(
-            f"interrupted at step {result.steps}: checkpoint written; continue with:\n"
-            f"  bergab resume {result.run_dir}",
+            f"{what} at step {result.steps} at once, without a checkpoint there; continue "
+            f"from the last checkpoint with:\n  bergab resume {result.run_dir}",
             file=sys.stderr,
         )
     else:
-        print("interrupted before training started: nothing to resume", file=sys.stderr)
-    return 130
+        print(
+            f"{what} at step {result.steps}: checkpoint written; continue with:\n"
+            f"  bergab resume {result.run_dir}",
+            file=sys.stderr,
+        )
+    return exit_code(name=signal)
 
 
 def _run(args: argparse.Namespace) -> int:
