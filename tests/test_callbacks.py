@@ -346,3 +346,14 @@ def test_progress_true_without_tqdm_trains_silently(
     assert len(h) == 3
     assert capsys.readouterr().err == ""
     assert fit_module.Trainer  # the module stays importable without tqdm
+
+
+def test_folders_of_callbacks_and_loggers_must_be_paths() -> None:
+    from bergab.training import CSVLogger, JSONLLogger, TensorBoardLogger
+
+    with pytest.raises(TypeError, match=r"dirpath must be a path .*got int"):
+        ModelCheckpoint(5)  # type: ignore[arg-type]
+    for cls in (CSVLogger, JSONLLogger, TensorBoardLogger):
+        with pytest.raises(TypeError, match=r"log_dir must be a path .*got NoneType"):
+            cls(None)  # type: ignore[arg-type]
+    assert ModelCheckpoint("runs/m").dirpath == Path("runs/m")

@@ -133,6 +133,23 @@ def test_history_to_dataframe() -> None:
 
 
 # ----------------------------------------------------------------------------- keep_last
+def test_save_and_load_name_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"state must be a dict .*got list"):
+        save_checkpoint([1, 2], tmp_path / "x.pt")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"path must be a path .*got int"):
+        save_checkpoint({"a": 1}, 5)  # type: ignore[arg-type]
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(NotADirectoryError, match=r"path: cannot write the checkpoint .*f.txt"):
+        save_checkpoint({"a": 1}, tmp_path / "f.txt" / "x.pt")
+    with pytest.raises(IsADirectoryError, match=r"path: .* is a directory, not a checkpoint"):
+        save_checkpoint({"a": 1}, tmp_path)
+    with pytest.raises(IsADirectoryError, match="is a directory, not a checkpoint file"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(IsADirectoryError, match="is a directory, not a checkpoint file"):
+        load_checkpoint(tmp_path, fallback=True)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
 def test_save_keeps_the_file_it_replaces(tmp_path: Path) -> None:
     path = tmp_path / "last.pt"
     for step in range(4):

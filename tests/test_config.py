@@ -63,7 +63,7 @@ ERRORS = [
         with_(fit={"device": "gpu"}),
         'fit.device: must be "auto" or a torch device ("cpu", "cuda:1", ...), got "gpu"',
     ),
-    (with_(lr_find={"steps": 1}), "lr_find.steps: must be >= 2, got 1"),
+    (with_(lr_find={"steps": 1}), "lr_find.steps: must be >= 3, got 1"),
     (with_(lr_find={"smoothing": 1.0}), "lr_find.smoothing: must be < 1, got 1.0"),
     (with_(lr_find={"mode": "log"}), 'lr_find.mode: must be one of "exp" or "linear", got "log"'),
     (with_(output={"plots": "yes"}), 'output.plots: must be true or false, got "yes"'),
@@ -189,10 +189,15 @@ def test_several_problems_are_still_one_line() -> None:
 
 
 def test_task_errors_from_the_task_function_get_the_key_path() -> None:
-    cfg = conf.validate({"task": {"name": "digits", "hidden": 0}})
+    # argument checks that need no data run in validate already
+    with pytest.raises(conf.ConfigError) as info:
+        conf.validate({"task": {"name": "digits", "hidden": 0}})
+    assert str(info.value) == "task.hidden: must be an integer in [1, inf), got 0"
+    # those that need the data run when the task is built
+    cfg = conf.validate({"task": {"name": "digits", "val_fraction": 0.999}})
     with pytest.raises(conf.ConfigError) as info:
         conf.build_task(cfg)
-    assert str(info.value) == "task.hidden: must be an integer in [1, inf), got 0"
+    assert str(info.value).startswith("task.val_fraction: must leave at least 5 training")
 
 
 # --------------------------------------------------------------------------- defaults
@@ -395,3 +400,46 @@ def test_build_schedule_equals_from_config() -> None:
     assert conf.build_schedule({"lr": 0.25})(1000) == 0.25
     with pytest.raises(conf.ConfigError, match="auto"):
         conf.build_schedule({"lr": "auto"})
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_validate_refuses_a_non_mapping_naming_the_config() -> None:
+    with pytest.raises(TypeError, match="config must be a mapping"):
+        conf.validate("task")  # type: ignore[arg-type]
+
+
+def test_validate_checks_built_in_task_values_with_the_key_path() -> None:
+    with pytest.raises(conf.ConfigError, match=r"^task\.n_train: must be an integer"):
+        conf.validate({"task": {"name": "linreg", "n_train": 0}})
+    with pytest.raises(conf.ConfigError, match=r"^task\.hidden: "):
+        conf.validate({"task": {"name": "digits", "hidden": 0}})
+    with pytest.raises(conf.ConfigError, match=r"^task\.context: "):
+        conf.validate({"task": {"name": "charlm", "context": 0}})
+
+
+def test_lr_find_steps_must_be_at_least_three() -> None:
+    with pytest.raises(conf.ConfigError, match=r"^lr_find\.steps: "):
+        conf.validate({"task": {"name": "linreg"}, "lr_find": {"steps": 2}})
+    assert conf.validate({"task": {"name": "linreg"}, "lr_find": {"steps": 3}}).lr_find.steps == 3
+
+
+def test_dumps_toml_names_the_key_of_a_value_it_cannot_write() -> None:
+    with pytest.raises(TypeError, match=r"^weird_key: cannot write a object"):
+        conf.dumps_toml({"weird_key": object()})
+    with pytest.raises(TypeError, match=r"^fit\.cbs\[1\]: cannot write a set"):
+        conf.dumps_toml({"fit": {"cbs": [1, set()]}})
+
+
+def test_load_of_a_directory_says_it_is_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(IsADirectoryError, match="is a directory, not a config file"):
+        conf.load(tmp_path)
+
+
+def test_overrides_must_be_a_list_of_strings(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text("[task]\nname = 'linreg'\n")
+    for bad in ("fit.max_steps=5", b"fit.max_steps=5", [5], 5):
+        with pytest.raises(TypeError, match="overrides must be a list"):
+            conf.load(path, bad)  # type: ignore[arg-type]

@@ -278,3 +278,26 @@ def test_bad_arguments() -> None:
     ]:
         with pytest.raises(ValueError, match=match):
             LRMonitor(**kwargs)
+
+
+def test_lr_monitor_update_refuses_a_negative_step_and_a_str_loss() -> None:
+    mon = LRMonitor()
+    with pytest.raises(ValueError, match="step must be an integer in"):
+        mon.update(step=-1, loss=1.0)
+    with pytest.raises(TypeError, match="loss must be a real number"):
+        mon.update(step=1, loss="1.0")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="lr must be a real number"):
+        mon.update(step=1, loss=1.0, lr="0.1")  # type: ignore[arg-type]
+    assert mon.steps_seen == 0
+    # 0-d tensors and non-finite losses still pass (divergence is what it watches for)
+    mon.update(step=0, loss=torch.tensor(1.0))
+    assert mon.update(step=1, loss=float("nan"))[0].kind == "divergence"
+
+
+def test_grad_norm_and_update_cosine_name_parameters_when_given_a_non_tensor() -> None:
+    with pytest.raises(TypeError, match="parameters must be a Module"):
+        grad_norm(5)
+    with pytest.raises(TypeError, match="parameters must be a Module"):
+        UpdateCosine(5)
+    with pytest.raises(TypeError, match="parameters must hold tensors"):
+        UpdateCosine([1.0])

@@ -5,6 +5,7 @@ numpy data, NaN data, evaluate(), and metrics on the training batches."""
 from __future__ import annotations
 
 import functools
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -389,12 +390,18 @@ def test_numpy_arrays_train_as_tensors_do() -> None:
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
 
 
-def test_numpy_float64_with_a_float32_model_says_so() -> None:
-    x = np.random.default_rng(0).normal(size=(8, 3))
+def test_numpy_float64_data_become_the_models_dtype() -> None:
+    x = np.random.default_rng(0).normal(size=(8, 3))  # numpy's float64
+    h = fit(nn.Linear(3, 1), (x, x[:, :1]), mse, val_data=(x, x[:, :1]), **quiet())
+    assert math.isfinite(h.last["loss"])
+    assert math.isfinite(h.last["val_loss"])
+    h = fit(nn.Linear(3, 1).double(), (x.astype(np.float32), x[:, :1]), mse, **quiet())
+    assert math.isfinite(h.last["loss"])
+    # tensors are not cast: a float64 tensor for a float32 model is still refused
     with pytest.raises(ValueError, match=re.escape(
         "inputs of shape (8, 3) dtype torch.float64 (the model's parameters are torch.float32"
     )):  # fmt: skip
-        fit(nn.Linear(3, 1), (x, x[:, :1]), mse, **quiet())
+        fit(nn.Linear(3, 1), (torch.from_numpy(x), torch.zeros(8, 1)), mse, **quiet())
     with pytest.raises(TypeError, match="train_data: a numpy array of dtype object"):
         fit(nn.Linear(3, 1), (x, np.array([object()] * 8)), mse, **quiet())
 
@@ -432,6 +439,35 @@ def test_nan_data_under_skip_and_rollback(tmp_path: Path) -> None:
     with pytest.raises(NonFiniteError, match="contain NaN; this is no learning-rate problem"):
         fit(model(), (x, y), mse, optimizer="sgd", lr=0.01, batch_size=4, shuffle=False,
             nan_policy="rollback", checkpoint_dir=tmp_path, **quiet())  # fmt: skip
+
+
+def test_nan_in_val_data_is_named_not_recorded_as_val_loss() -> None:
+    from bergab.training import evaluate
+
+    x, y = data()
+    vx = x.clone()
+    vx[5, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"val_data: the inputs of batch 1 contain NaN"):
+        fit(model(), (x, y), mse, val_data=(vx, y), optimizer="sgd", lr=0.01, **quiet())
+    vy = y.clone()
+    vy[3] = float("inf")  # batches of 4: the first has 4 examples
+    with pytest.raises(ValueError, match=r"the targets of batch 1 contain inf"):
+        fit(model(), (x, y), mse, val_data=[(x[:4], vy[:4])], optimizer="sgd", lr=0.01,
+            **quiet())  # fmt: skip
+    with pytest.raises(ValueError, match=r"data: the inputs of batch 1 contain NaN"):
+        evaluate(model(), (vx, y), mse)
+
+
+def test_callbacks_must_be_a_list_of_callbacks() -> None:
+    x, y = data()
+    with pytest.raises(TypeError, match="callbacks must be a list of Callback instances"):
+        fit(model(), (x, y), mse, callbacks=5, **quiet())
+    with pytest.raises(TypeError, match="callbacks must be Callback instances, got int"):
+        fit(model(), (x, y), mse, callbacks=[5], **quiet())
+    seen: list[int] = []
+    cb = LambdaCallback(on_batch_end=lambda t, rec: seen.append(rec["step"]))
+    fit(model(), (x, y), mse, callbacks=cb, max_steps=2, **quiet())  # one Callback is fine
+    assert seen == [1, 2]
 
 
 def test_nan_in_the_initial_weights_is_named() -> None:

@@ -410,3 +410,40 @@ def test_resume_with_a_different_setup_fails_clearly(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="resume: the checkpoint's model state does not fit"):
         fit(nn.Linear(4, 1), (x, y), mse, optimizer="sgd", lr=0.1, max_steps=6,
             checkpoint_dir=tmp_path, resume=True, progress=False)  # fmt: skip
+
+
+def test_resume_refuses_what_is_not_a_fit_checkpoint(tmp_path: Path) -> None:
+    x, y = data()
+    weights = tmp_path / "weights.pt"
+    torch.save(mlp().state_dict(), weights)
+    with pytest.raises(ValueError, match=r"resume: .*weights.pt' is not a bergab fit checkpoint"):
+        fit(mlp(), (x, y), mse, resume=weights, max_steps=2, progress=False)
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError, match=r"resume: .*runs' is a directory, not a"):
+        fit(mlp(), (x, y), mse, resume=folder, max_steps=2, progress=False)
+    (folder / "last.pt").mkdir()  # resume=True with last.pt a folder: not "start fresh"
+    with pytest.raises(IsADirectoryError, match=r"last.pt' is a directory"):
+        fit(mlp(), (x, y), mse, resume=True, checkpoint_dir=folder, max_steps=2,
+            progress=False)  # fmt: skip
+
+
+def test_resume_with_another_optimizer_says_so_before_loading(tmp_path: Path) -> None:
+    x, y = data()
+    fit(mlp(), (x, y), mse, optimizer="adamw", lr=0.01, max_steps=2, checkpoint_dir=tmp_path,
+        progress=False)  # fmt: skip
+    last = tmp_path / "last.pt"
+    assert load_checkpoint(last)["optimizer_class"].endswith(".AdamW")
+    with pytest.raises(ValueError, match=r"resume: the checkpoint's optimizer is .*AdamW.*SGD"):
+        fit(mlp(), (x, y), mse, optimizer="sgd", lr=0.1, resume=last, max_steps=4,
+            progress=False)  # fmt: skip
+    # an older checkpoint without the class: the param groups' settings tell
+    ckpt = load_checkpoint(last)
+    del ckpt["optimizer_class"]
+    torch.save(ckpt, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="resume: the checkpoint's optimizer differs"):
+        fit(mlp(), (x, y), mse, optimizer="sgd", lr=0.1, resume=tmp_path / "old.pt",
+            max_steps=4, progress=False)  # fmt: skip
+    h = fit(mlp(), (x, y), mse, optimizer="adamw", lr=0.01, resume=tmp_path / "old.pt",
+            max_steps=4, progress=False)  # fmt: skip
+    assert len(h) == 4

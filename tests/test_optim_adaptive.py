@@ -390,7 +390,8 @@ def test_registry_names_and_presets() -> None:
     w = [torch.nn.Parameter(torch.zeros(2))]
     assert type(optim.create("AdamW", w)) is optim.AdamW
     assert optim.create("amsgrad", w).defaults["amsgrad"] is True
-    assert optim.create("amsgrad", w, amsgrad=False).defaults["amsgrad"] is False
+    with pytest.raises(ValueError, match="amsgrad=False contradicts optimizer 'amsgrad'"):
+        optim.create("amsgrad", w, amsgrad=False)  # the name means amsgrad=True
     for name, cls in [("adagrad", optim.Adagrad), ("rmsprop", optim.RMSprop), ("adam", optim.Adam)]:
         assert type(optim.create(name, w)) is cls
     assert type(optim.create("nadam", w)) is optim.NAdam

@@ -270,3 +270,39 @@ def test_bad_arguments(kwargs: dict[str, Any], error: type, name: str) -> None:
 def test_model_must_be_a_module() -> None:
     with pytest.raises(TypeError, match="model"):
         param_groups([torch.zeros(2)], 0.1)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_register_refuses_a_non_optimizer_class_and_an_empty_name() -> None:
+    from bergab.optim import _registry
+
+    saved = dict(_registry._REGISTRY)
+    try:
+        with pytest.raises(TypeError, match=r"cls must be a torch\.optim\.Optimizer subclass"):
+            optim.register("mine", 5)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="optimizer name must be a non-empty str"):
+            optim.register("", optim.SGD)
+        with pytest.raises(ValueError, match="optimizer name must be a non-empty str"):
+            optim.register("  ", optim.SGD)
+        assert saved == dict(_registry._REGISTRY)
+    finally:
+        _registry._REGISTRY.clear()
+        _registry._REGISTRY.update(saved)
+
+
+def test_create_refuses_to_contradict_a_boolean_preset_but_overrides_numbers() -> None:
+    p = [nn.Parameter(torch.zeros(2))]
+    with pytest.raises(ValueError, match="nesterov=False contradicts optimizer 'nesterov'"):
+        optim.create("nesterov", p, lr=0.1, nesterov=False)
+    with pytest.raises(ValueError, match="amsgrad"):
+        optim.create("amsgrad", p, lr=0.1, amsgrad=False)
+    assert optim.create("nesterov", p, lr=0.1, nesterov=True).defaults["nesterov"] is True
+    momentum = optim.create("momentum", p, lr=0.1, momentum=0.8).defaults["momentum"]
+    assert momentum == pytest.approx(0.8)
+
+
+def test_param_groups_refuses_a_no_decay_that_is_neither_predicate_nor_list() -> None:
+    with pytest.raises(TypeError, match="no_decay must be a predicate"):
+        param_groups(nn.Linear(2, 2), weight_decay=0.1, no_decay=5)  # type: ignore[arg-type]

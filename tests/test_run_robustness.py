@@ -812,7 +812,7 @@ def test_a_config_path_that_is_a_folder_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["train", str(tmp_path)]) == 2
-    assert "is a folder, not a TOML file" in one_line(capsys.readouterr().err)
+    assert "is a directory, not a config file" in one_line(capsys.readouterr().err)
 
 
 def test_an_empty_output_dir_is_refused() -> None:
@@ -855,3 +855,14 @@ def test_output_dir_expands_the_home_folder(
     monkeypatch.setenv("HOME", str(tmp_path))
     cfg = config.validate({"task": {"name": "linreg"}, "output": {"dir": "~/runs/x"}})
     assert cfg.run_dir() == tmp_path / "runs" / "x"
+
+
+def test_train_and_find_lr_refuse_a_dict_config_naming_cfg() -> None:
+    for fn in (bergab.run.train, bergab.run.find_lr):
+        with pytest.raises(TypeError, match=r"cfg must be a bergab.config.RunConfig.*validate"):
+            fn({"task": {"name": "linreg"}})  # type: ignore[arg-type]
+
+
+def test_resume_refuses_a_lone_string_of_overrides(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="overrides must be a list"):
+        bergab.run.resume(tmp_path, "fit.max_steps=5")  # type: ignore[arg-type]

@@ -183,10 +183,16 @@ def test_bad_arguments() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"val_fraction": 0.999}, r"val_fraction leaves 0 training images of digit 0"),
+        (
+            {"val_fraction": 0.999},
+            r"val_fraction must leave at least 5 training images.* leaves 0 of digit 0",
+        ),
         ({"val_fraction": 0.01}, r"val_fraction leaves 2 validation images"),
         ({"test_fraction": 0.01}, r"test_fraction leaves 2 test images"),
-        ({"val_fraction": 0.5, "test_fraction": 0.49}, r"val_fraction \+ test_fraction leaves"),
+        (
+            {"val_fraction": 0.5, "test_fraction": 0.49},
+            r"val_fraction \+ test_fraction must leave at least 5 training",
+        ),
         ({"test_fraction": 1.0}, r"test_fraction must be in \[0, 1\)"),
     ],
 )
@@ -308,3 +314,23 @@ def test_charlm_test_split_is_the_text_after_each_files_share() -> None:
     assert len(exact.test) == 5_000 - 8
     with pytest.raises(ValueError, match="test_chars=10000000 is more than"):
         tasks.charlm(max_chars=30_000, test_chars=10_000_000)
+
+
+def test_digits_fractions_leaving_too_few_training_images_name_both_fractions() -> None:
+    with pytest.raises(ValueError, match="val_fraction") as info:
+        tasks.digits(val_fraction=0.6, test_fraction=0.5)
+    msg = str(info.value)
+    assert msg.startswith(
+        f"val_fraction + test_fraction must leave at least {tasks.MIN_PER_CLASS} training"
+    )
+    assert "-" not in msg.split(";", maxsplit=1)[0], msg  # no negative image count
+
+
+def test_check_arguments_checks_a_built_in_task_without_building_it() -> None:
+    tasks._check_arguments("digits", hidden=8, val_fraction=0.3)
+    with pytest.raises(ValueError, match="n_train must be an integer"):
+        tasks._check_arguments("linreg", n_train=0)
+    with pytest.raises(ValueError, match="max_chars"):
+        tasks._check_arguments("charlm", max_chars=10)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'n_trian'"):
+        tasks._check_arguments("linreg", n_trian=5)

@@ -27,7 +27,8 @@ def _toml_key(key: str) -> str:
     return key if _BARE_KEY.fullmatch(key) else toml_string(key)
 
 
-def toml_value(value: Any) -> str:  # noqa: PLR0911 (one return per TOML type)
+def toml_value(value: Any, key: str = "") -> str:  # noqa: PLR0911 (one return per TOML type)
+    """``value`` as TOML; ``key`` is its key path, named when ``value`` cannot be written."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -41,11 +42,19 @@ def toml_value(value: Any) -> str:  # noqa: PLR0911 (one return per TOML type)
     if isinstance(value, str):
         return toml_string(value)
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value if v is not None) + "]"
+        items = [toml_value(v, f"{key}[{i}]") for i, v in enumerate(value) if v is not None]
+        return "[" + ", ".join(items) + "]"
     if isinstance(value, Mapping):
-        items = [f"{_toml_key(str(k))} = {toml_value(v)}" for k, v in value.items()]
-        return "{" + ", ".join(items) + "}"
-    raise TypeError(f"cannot write a {type(value).__name__} to TOML: {value!r}")
+        pairs = [
+            f"{_toml_key(str(k))} = {toml_value(v, f'{key}.{k}' if key else str(k))}"
+            for k, v in value.items()
+        ]
+        return "{" + ", ".join(pairs) + "}"
+    where = f"{key}: " if key else ""
+    raise TypeError(
+        f"{where}cannot write a {type(value).__name__} to TOML ({value!r:.60}); allowed: "
+        "str, int, float, bool, list, tuple, dict"
+    )
 
 
 def _toml_table(prefix: str, table: Mapping[str, Any], lines: list[str]) -> None:
@@ -55,7 +64,10 @@ def _toml_table(prefix: str, table: Mapping[str, Any], lines: list[str]) -> None
         if lines:
             lines.append("")
         lines.append(f"[{prefix}]")
-    lines.extend(f"{_toml_key(str(k))} = {toml_value(v)}" for k, v in scalars)
+    lines.extend(
+        f"{_toml_key(str(k))} = {toml_value(v, f'{prefix}.{k}' if prefix else str(k))}"
+        for k, v in scalars
+    )
     for key, sub in tables:
         name = _toml_key(str(key))
         _toml_table(f"{prefix}.{name}" if prefix else name, sub, lines)

@@ -26,8 +26,11 @@ A config has six tables (only ``[task]`` is required)::
 
 The schema is checked by pydantic (``extra="forbid"``, strict types); every mistake is a
 :class:`ConfigError` whose message is one line naming the TOML key path and what is
-allowed, e.g. ``fit.epochs: must be >= 1, got 0``. Task, optimizer and schedule arguments
-are checked by building them once, and their errors are given the same key paths.
+allowed, e.g. ``fit.epochs: must be >= 1, got 0``. Optimizer and schedule arguments are
+checked by building them once; a built-in task's arguments by the task's own argument
+checks (without loading its data), a custom task's names against its signature. Their
+errors are given the same key paths. The few task checks that need the data (``digits``'
+split sizes, ``charlm``'s ``context``) run when :func:`build_task` builds it.
 
 pydantic is an optional dependency (``pip install 'bergab[cli]'``); ``import bergab``
 does not import this module.
@@ -175,7 +178,7 @@ class LRFindSection(BaseModel):
     model_config = _STRICT
     start_lr: Annotated[float, Field(gt=0)] = 1e-7
     end_lr: Annotated[float, Field(gt=0)] = 10.0
-    steps: Annotated[int, Field(ge=2)] = 100
+    steps: Annotated[int, Field(ge=3)] = 100  # lr_find needs 3 points
     mode: Literal["exp", "linear"] = "exp"
     smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.98
     diverge_factor: Annotated[float, Field(gt=1)] = 4.0
@@ -341,6 +344,39 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, value
 
 
+def _override_list(overrides: Any) -> list[str]:
+    """``overrides`` as a list, refusing a lone string (which would be read letter by
+    letter) and anything that is not an iterable of strings.
+
+    Example:
+        >>> _override_list(("fit.max_steps=5",))
+        ['fit.max_steps=5']
+        >>> _override_list("fit.max_steps=5")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        TypeError: overrides must be a list of "KEY=VALUE" strings, got the str ...
+    """
+    if isinstance(overrides, str | bytes):
+        raise TypeError(
+            'overrides must be a list of "KEY=VALUE" strings, got the '
+            f"{type(overrides).__name__} {overrides!r} (wrap it in a list)"
+        )
+    if not isinstance(overrides, Iterable):
+        raise TypeError(
+            'overrides must be a list of "KEY=VALUE" strings, got '
+            f"{type(overrides).__name__} {overrides!r}"
+        )
+    out = list(overrides)
+    bad = next((o for o in out if not isinstance(o, str)), None)
+    if bad is not None:
+        raise TypeError(
+            f'overrides must be a list of "KEY=VALUE" strings, got an item {bad!r} '
+            f"({type(bad).__name__})"
+        )
+
+    return out
+
+
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Apply ``--set KEY.PATH=VALUE`` overrides to a raw config dict (a copy).
 
@@ -348,6 +384,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
         >>> apply_overrides({"fit": {"epochs": 3}}, ["fit.max_steps=5", "output.dir=runs/x"])
         {'fit': {'epochs': 3, 'max_steps': 5}, 'output': {'dir': 'runs/x'}}
     """
+    overrides = _override_list(overrides)
     out = json.loads(json.dumps(data))  # a deep copy of plain TOML data
     for text in overrides:
         parts, value = parse_override(text)
@@ -372,6 +409,7 @@ def validate(data: Mapping[str, Any]) -> RunConfig:
         The :class:`RunConfig`.
 
     Raises:
+        TypeError: ``data`` is not a mapping.
         ConfigError: one line naming the key path and what is allowed.
 
     Example:
@@ -381,6 +419,11 @@ def validate(data: Mapping[str, Any]) -> RunConfig:
         bergab.config.ConfigError: optimizer.lr: the learning rate is set in [schedule] \
 (lr = 0.01, lr = "auto", or a schedule with type = ...)
     """
+    if not isinstance(data, Mapping):
+        raise TypeError(
+            "config must be a mapping of TOML tables (the parsed TOML, a dict), "
+            f"got {type(data).__name__} {data!r:.60}; use bergab.config.load for a file"
+        )
     try:
         cfg = RunConfig.model_validate(dict(data))
     except ValidationError as exc:
@@ -411,6 +454,7 @@ def load(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
 
     Raises:
         FileNotFoundError: no such file.
+        IsADirectoryError: ``path`` is a directory.
         ConfigError: invalid TOML or an invalid config (one line, with the key path).
 
     Example:
@@ -422,7 +466,9 @@ def load(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
     """
     p = Path(path)
     if p.is_dir():
-        raise FileNotFoundError(f"config file {str(p)!r} is a folder, not a TOML file")
+        raise IsADirectoryError(
+            f"config {str(p)!r} is a directory, not a config file; name a .toml file"
+        )
     if not p.is_file():
         raise FileNotFoundError(f"config file {str(p)!r} not found")
     try:
@@ -496,8 +542,18 @@ def _task_call_kwargs(cfg: RunConfig, fn: Callable[..., Any]) -> dict[str, Any]:
 
 
 def _check_task(cfg: RunConfig) -> None:
+    """The task's keys, and for a built-in task its values (checked without building it:
+    digits and charlm load data)."""
+    from bergab import tasks
+
     fn = _task_function(cfg.task.name)
-    _task_call_kwargs(cfg, fn)
+    kwargs = _task_call_kwargs(cfg, fn)
+    if ":" in cfg.task.name:
+        return
+    try:
+        tasks._check_arguments(cfg.task.name, **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(*keyed("task", exc, kwargs)) from None
 
 
 def build_task(cfg: RunConfig) -> Any:

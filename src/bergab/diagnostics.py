@@ -34,6 +34,7 @@ import math
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from numbers import Real
 from typing import Any
 
 import torch
@@ -249,13 +250,15 @@ class LRMonitor:
         Returns:
             The new flags (usually empty).
         """
-        loss = float(loss)
-        grad_norm = None if grad_norm is None else float(grad_norm)
-        lr = None if lr is None else float(lr)
+        step = check_int("step", step, low=0)
+        loss = _scalar("loss", loss)
+        grad_norm = None if grad_norm is None else _scalar("grad_norm", grad_norm)
+        lr = None if lr is None else _scalar("lr", lr)
+        update_cosine = None if update_cosine is None else _scalar("update_cosine", update_cosine)
         self.steps_seen += 1
-        self._last = {"step": int(step), "loss": loss, "lr": lr, "grad_norm": grad_norm}
-        if update_cosine is not None and math.isfinite(float(update_cosine)):
-            self._cosines.append(float(update_cosine))
+        self._last = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm}
+        if update_cosine is not None and math.isfinite(update_cosine):
+            self._cosines.append(update_cosine)
         if grad_norm is not None and math.isfinite(grad_norm):
             self._grad_norms.append(grad_norm)
             if self._first_grad_norm is None:
@@ -483,6 +486,21 @@ class LRMonitor:
 # =========================================================================== helpers
 
 
+def _scalar(name: str, value: Any) -> float:
+    """``value`` as a float: a real number or a one-element tensor/array (NaN and inf
+    pass; they are what the monitor watches for)."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        if not (hasattr(value, "item") and getattr(value, "numel", lambda: 1)() == 1):
+            raise TypeError(
+                f"{name} must be a real number or a one-element tensor, "
+                f"got {type(value).__name__} {value!r}"
+            )
+        value = value.item()  # type: ignore[union-attr]
+        if isinstance(value, bool) or not isinstance(value, Real):
+            raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
 def _params_of(source: Any) -> list[torch.Tensor]:
     if isinstance(source, nn.Module):
         return list(source.parameters())
@@ -492,11 +510,13 @@ def _params_of(source: Any) -> list[torch.Tensor]:
         return [source]
     if isinstance(source, Iterable):
         out = list(source)
-        if not all(isinstance(p, torch.Tensor) for p in out):
-            raise TypeError("parameters must be tensors")
+        bad = next((p for p in out if not isinstance(p, torch.Tensor)), None)
+        if bad is not None:
+            raise TypeError(f"parameters must hold tensors, got a {type(bad).__name__}")
         return out
     raise TypeError(
-        f"expected a Module, an Optimizer or an iterable of tensors, got {type(source).__name__}"
+        "parameters must be a Module, an Optimizer or an iterable of tensors, "
+        f"got {type(source).__name__}"
     )
 
 

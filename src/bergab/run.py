@@ -163,6 +163,14 @@ class RunResult:
         return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
 
 
+def _check_cfg(cfg: Any) -> None:
+    if not isinstance(cfg, config.RunConfig):
+        raise TypeError(
+            f"cfg must be a bergab.config.RunConfig, got {type(cfg).__name__}; build one with "
+            "bergab.config.validate(dict) or bergab.config.load(path)"
+        )
+
+
 def find_lr(cfg: config.RunConfig) -> Any:
     """Run the range test of ``bergab lr-find`` on the config's task and optimizer.
 
@@ -182,6 +190,7 @@ def find_lr(cfg: config.RunConfig) -> Any:
     """
     from bergab.lr_finder import lr_find
 
+    _check_cfg(cfg)
     task = config.build_task(cfg)
     return lr_find(
         task.model,
@@ -622,6 +631,7 @@ def train(
         >>> result.steps, result.interrupted, (out / "model.pt").is_file()
         (20, False, True)
     """
+    _check_cfg(cfg)
     t0 = time.perf_counter()
     world = World.current()
     tell: Callable[[str], None] = lambda msg: world.say(say, msg)  # noqa: E731
@@ -770,6 +780,7 @@ def resume(
         ...
         FileNotFoundError: 'no/such/run' is not a run directory: it has no config.toml ...
     """
+    overrides = config._override_list(overrides)
     path = Path(run_dir)
     if not (path / config.CONFIG_NAME).is_file():
         raise FileNotFoundError(
@@ -777,7 +788,6 @@ def resume(
             "(bergab train writes one)"
         )
     here = f"output.dir={toml_string(str(path))}"
-    overrides = list(overrides)
     if overrides:
         # the run's own config, made valid on this machine (its device may be absent
         # here): only the keys the overrides change are compared

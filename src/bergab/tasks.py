@@ -38,6 +38,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 import math
 import sysconfig
@@ -206,15 +207,21 @@ def _check_digits_fractions(val_fraction: Any, test_fraction: Any, counts: list[
         for split, size, arg in splits:
             if size >= MIN_PER_CLASS:
                 continue
-            low, high = MIN_PER_CLASS / smallest, 1.0 - test_fraction - MIN_PER_CLASS / smallest
-            if arg == "test_fraction":
-                high = 1.0 - val_fraction - MIN_PER_CLASS / smallest
-            argument = arg or ("val_fraction + test_fraction" if test_fraction else "val_fraction")
+            share = MIN_PER_CLASS / smallest
+            got = f"got val_fraction={val_fraction:g}, test_fraction={test_fraction:g}"
+            if not arg:  # the training split: what is left by both fractions
+                argument = "val_fraction + test_fraction" if test_fraction else "val_fraction"
+                raise ValueError(
+                    f"{argument} must leave at least {MIN_PER_CLASS} training images of each "
+                    f"digit, so at most about {1.0 - share:.3f} here; it leaves {max(size, 0)} "
+                    f"of digit {c} (of {n}); {got}"
+                )
+            other = test_fraction if arg == "val_fraction" else val_fraction
+            high = max(1.0 - other - share, share)
             raise ValueError(
-                f"{argument} leaves {size} {split} images of digit {c} (of {n}); every split "
-                f"needs at least {MIN_PER_CLASS} per class, so {arg or 'val_fraction'} must be "
-                f"in about [{low:.3f}, {max(high, low):.3f}] here; got "
-                f"val_fraction={val_fraction:g}, test_fraction={test_fraction:g}"
+                f"{arg} leaves {size} {split} images of digit {c} (of {n}); every split needs "
+                f"at least {MIN_PER_CLASS} per class, so {arg} must be in about "
+                f"[{share:.3f}, {high:.3f}] here; {got}"
             )
 
 
@@ -245,6 +252,27 @@ def _stratified_split(
         return tr, va, None
     held = torch.isin(tr, torch.cat(test_idx))
     return tr[~held], va, tr[held]
+
+
+def _digits_args(
+    seed: Any,
+    hidden: Any,
+    depth: Any,
+    dropout: Any,
+    val_fraction: Any,
+    test_fraction: Any,
+    dtype: Any,
+) -> tuple[int, int, int, float, float, float, torch.dtype]:
+    """:func:`digits`' argument checks that need no data."""
+    return (
+        _check_seed(seed),
+        check_int("hidden", hidden, low=1),
+        check_int("depth", depth, low=1),
+        check_real("dropout", dropout, low=0.0, high=1.0, high_open=True),
+        check_real("val_fraction", val_fraction, low=0.0, high=1.0, low_open=True, high_open=True),
+        check_real("test_fraction", test_fraction, low=0.0, high=1.0, high_open=True),
+        check_float_dtype("dtype", dtype),
+    )
 
 
 def digits(
@@ -299,15 +327,9 @@ def digits(
         >>> len(task.train), len(task.val), len(task.test), task.val.tensors[0].dtype
         (1259, 359, 179, torch.float64)
     """
-    seed = _check_seed(seed)
-    hidden = check_int("hidden", hidden, low=1)
-    depth = check_int("depth", depth, low=1)
-    dropout = check_real("dropout", dropout, low=0.0, high=1.0, high_open=True)
-    val_fraction = check_real(
-        "val_fraction", val_fraction, low=0.0, high=1.0, low_open=True, high_open=True
+    seed, hidden, depth, dropout, val_fraction, test_fraction, dtype = _digits_args(
+        seed, hidden, depth, dropout, val_fraction, test_fraction, dtype
     )
-    test_fraction = check_real("test_fraction", test_fraction, low=0.0, high=1.0, high_open=True)
-    dtype = check_float_dtype("dtype", dtype)
     datasets = require("sklearn.datasets", "tasks")
     data = datasets.load_digits()
     x_all = torch.as_tensor(data.data, dtype=torch.float64)
@@ -346,6 +368,32 @@ def digits(
 
 
 # --------------------------------------------------------------------------- linreg
+
+
+def _linreg_args(
+    seed: Any,
+    standardize: Any,
+    n_train: Any,
+    n_val: Any,
+    n_test: Any,
+    features: Any,
+    max_scale: Any,
+    noise: Any,
+    dtype: Any,
+) -> tuple[int, bool, int, int, int, int, float, float, torch.dtype]:
+    """:func:`linreg`'s argument checks (they need no data)."""
+    seed = _check_seed(seed)
+    features = check_int("features", features, low=1)
+    # more rows than unknowns (features + bias), so the optimum in info is the unique one
+    n_train = check_int("n_train", n_train, low=features + 1)
+    n_val = check_int("n_val", n_val, low=1)
+    n_test = check_int("n_test", n_test, low=0)
+    dtype = check_float_dtype("dtype", dtype)
+    max_scale = check_real("max_scale", max_scale, low=1.0)
+    noise = check_real("noise", noise, low=0.0)
+    if not isinstance(standardize, bool):
+        raise TypeError(f"standardize must be a bool, got {type(standardize).__name__}")
+    return seed, standardize, n_train, n_val, n_test, features, max_scale, noise, dtype
 
 
 def linreg(
@@ -417,17 +465,9 @@ def linreg(
         >>> abs(loss - task.info["optimal_train_loss"]) < 1e-12
         True
     """
-    seed = _check_seed(seed)
-    features = check_int("features", features, low=1)
-    # more rows than unknowns (features + bias), so the optimum in info is the unique one
-    n_train = check_int("n_train", n_train, low=features + 1)
-    n_val = check_int("n_val", n_val, low=1)
-    n_test = check_int("n_test", n_test, low=0)
-    dtype = check_float_dtype("dtype", dtype)
-    max_scale = check_real("max_scale", max_scale, low=1.0)
-    noise = check_real("noise", noise, low=0.0)
-    if not isinstance(standardize, bool):
-        raise TypeError(f"standardize must be a bool, got {type(standardize).__name__}")
+    seed, standardize, n_train, n_val, n_test, features, max_scale, noise, dtype = _linreg_args(
+        seed, standardize, n_train, n_val, n_test, features, max_scale, noise, dtype
+    )
 
     gen = torch.Generator().manual_seed(seed)
     n = n_train + n_val
@@ -587,6 +627,20 @@ def _windows(codes: torch.Tensor, context: int) -> TensorDataset:
     return TensorDataset(x, y)
 
 
+def _charlm_args(
+    seed: Any, context: Any, embed: Any, hidden: Any, max_chars: Any, test_chars: Any
+) -> tuple[int, int, int, int, int, int | None]:
+    """:func:`charlm`'s argument checks that need no text."""
+    return (
+        _check_seed(seed),
+        check_int("context", context, low=1),
+        check_int("embed", embed, low=1),
+        check_int("hidden", hidden, low=1),
+        check_int("max_chars", max_chars, low=1000),
+        None if test_chars is None else check_int("test_chars", test_chars, low=0),
+    )
+
+
 def charlm(
     seed: int = 0,
     context: int = 32,
@@ -639,13 +693,9 @@ def charlm(
         >>> x.shape, task.model(x).shape
         (torch.Size([2, 32]), torch.Size([2, 97]))
     """
-    seed = _check_seed(seed)
-    context = check_int("context", context, low=1)
-    embed = check_int("embed", embed, low=1)
-    hidden = check_int("hidden", hidden, low=1)
-    max_chars = check_int("max_chars", max_chars, low=1000)
-    if test_chars is not None:
-        test_chars = check_int("test_chars", test_chars, low=0)
+    seed, context, embed, hidden, max_chars, test_chars = _charlm_args(
+        seed, context, embed, hidden, max_chars, test_chars
+    )
     train_text, val_text, test_text, files = _stdlib_text(max_chars, test_chars)
     if len(val_text) <= context:
         raise ValueError(f"context must be shorter than the validation text; got {context}")
@@ -694,6 +744,31 @@ _TASKS: dict[str, Callable[..., Task]] = {
 }
 
 
+_ARG_CHECKS: dict[str, Callable[..., Any]] = {
+    "charlm": _charlm_args,
+    "digits": _digits_args,
+    "linreg": _linreg_args,
+}
+
+
+def _check_arguments(name: str, **kwargs: Any) -> None:
+    """Check a built-in task's arguments as :func:`get` would, without loading its data.
+
+    The checks that need the data (``digits``' split sizes, ``charlm``'s ``context``
+    against the text) still run when the task is built.
+
+    Example:
+        >>> _check_arguments("linreg", n_train=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: n_train must be an integer in [11, inf), got 0
+    """
+    key = _task_key(name)
+    bound = inspect.signature(_TASKS[key]).bind(**kwargs)
+    bound.apply_defaults()
+    _ARG_CHECKS[key](**bound.arguments)
+
+
 def names() -> list[str]:
     """The task names :func:`get` knows, sorted.
 
@@ -718,9 +793,13 @@ def get(name: str, **kwargs: Any) -> Task:
         >>> get("linreg", seed=3, standardize=True).info["condition_number"] < 2
         True
     """
+    return _TASKS[_task_key(name)](**kwargs)
+
+
+def _task_key(name: Any) -> str:
     if not isinstance(name, str):
         raise TypeError(f"task name must be a str, got {type(name).__name__}")
     key = name.lower()
     if key not in _TASKS:
         raise ValueError(f"task must be one of {', '.join(map(repr, names()))}; got {name!r}")
-    return _TASKS[key](**kwargs)
+    return key

@@ -67,6 +67,11 @@ def _as_predicate(no_decay: NoDecay | Iterable[str] | None) -> NoDecay:
             "no_decay must be a predicate (name, param, module) -> bool or a list of name "
             f"substrings, got the str {no_decay!r} (wrap it in a list)"
         )
+    if not isinstance(no_decay, Iterable):
+        raise TypeError(
+            "no_decay must be a predicate (name, param, module) -> bool, a list of name "
+            f"substrings or None, got {type(no_decay).__name__} {no_decay!r}"
+        )
     parts = tuple(no_decay)
     for p in parts:
         if not isinstance(p, str):

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,11 @@ from torch import nn
 from bergab.training import _data
 
 __all__ = [
+    "check_fit_checkpoint",
     "check_loss",
+    "check_path",
+    "check_resume_file",
+    "check_resume_optimizer",
     "check_writable_dir",
     "checked_backward",
     "checked_forward",
@@ -38,6 +43,8 @@ __all__ = [
     "metric_number",
     "non_finite_cause",
     "non_finite_data",
+    "non_finite_val_data",
+    "optimizer_class",
     "split_batch",
 ]
 
@@ -360,3 +367,100 @@ def check_writable_dir(name: str, path: Path) -> None:
             f"{name}: cannot create or write the folder {str(path)!r} ({reason}); "
             "pass a folder this process can write"
         ) from exc
+
+
+def check_path(name: str, value: Any) -> Path:
+    """``value`` as a ``Path``; anything but a str or ``os.PathLike`` is a TypeError naming
+    ``name``.
+
+    Example:
+        >>> check_path("log_dir", None)
+        Traceback (most recent call last):
+        ...
+        TypeError: log_dir must be a path (str or os.PathLike), got NoneType
+    """
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(value).__name__}")
+    return Path(value)
+
+
+def non_finite_val_data(
+    batch_fn: Callable[[Any], Any], batches: Iterable[Any], what: str
+) -> str | None:
+    """Which batch of validation data holds NaN/inf, said as a sentence (``None`` if none).
+
+    Called only after a validation loss came out non-finite, so it costs nothing normally.
+
+    Example:
+        >>> x = torch.tensor([[1.0], [float("inf")]])
+        >>> non_finite_val_data(_data.default_batch_fn, [(x[:1], x[:1]), (x, x)], "val_data")
+        'val_data: the inputs of batch 2 contain inf'
+    """
+    for i, batch in enumerate(batches, start=1):
+        inputs, targets = batch_fn(batch)
+        for part, obj in (("inputs", inputs), ("targets", targets)):
+            kind = _non_finite_kind(obj)
+            if kind is not None:
+                return f"{what}: the {part} of batch {i} contain {kind}"
+    return None
+
+
+def check_resume_file(path: Path) -> None:
+    """Raise unless ``path`` (fit's ``resume``) is a file: a folder or a missing path is an
+    error naming ``resume``."""
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"resume: {str(path)!r} is a directory, not a checkpoint file; pass the file "
+            f"(e.g. {str(path / 'last.pt')!r}) or resume=True with checkpoint_dir"
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"resume: checkpoint {str(path)!r} does not exist")
+
+
+def check_fit_checkpoint(ckpt: Mapping[str, Any], path: Path, expected: str) -> None:
+    """Raise unless ``ckpt`` (read from ``path`` for ``resume``) is a fit checkpoint of
+    format ``expected`` (a plain ``state_dict`` file is not)."""
+    if ckpt.get("format") != expected or not isinstance(ckpt.get("fit"), Mapping):
+        raise ValueError(
+            f"resume: {str(path)!r} is not a bergab fit checkpoint (format "
+            f"{ckpt.get('format')!r}, expected {expected!r}; a fit checkpoint is the "
+            "last.pt that fit writes into checkpoint_dir, not a model's state_dict): to "
+            "start from saved weights, load them with model.load_state_dict(...) and do "
+            "not pass resume"
+        )
+
+
+def optimizer_class(optimizer: torch.optim.Optimizer) -> str:
+    """The optimizer's class as ``module.Name`` (what a fit checkpoint records)."""
+    return f"{type(optimizer).__module__}.{type(optimizer).__qualname__}"
+
+
+def check_resume_optimizer(ckpt: Mapping[str, Any], optimizer: torch.optim.Optimizer) -> None:
+    """Raise unless the checkpoint's optimizer state was written by an optimizer like
+    ``optimizer``: the same class (when the checkpoint names it) and param groups with
+    the same settings (keys), so that loading it cannot fail half-way or load another
+    optimizer's state silently."""
+    saved, saved_class = ckpt.get("optimizer"), ckpt.get("optimizer_class")
+    ours = optimizer_class(optimizer)
+    if saved_class is not None and saved_class != ours:
+        raise ValueError(
+            f"resume: the checkpoint's optimizer is {saved_class}, this run's is {ours}: "
+            "resume with the same optimizer (and optimizer_kwargs) as the run that wrote it"
+        )
+    groups = saved.get("param_groups") if isinstance(saved, Mapping) else None
+    if not isinstance(groups, list) or len(groups) != len(optimizer.param_groups):
+        n = len(groups) if isinstance(groups, list) else None
+        raise ValueError(
+            f"resume: the checkpoint's optimizer has {n} param groups, this run's "
+            f"{len(optimizer.param_groups)}: the checkpoint's optimizer differs from this run's"
+        )
+    ignore = {"params", "initial_lr"}  # initial_lr: set by a torch LR scheduler
+    for i, (old, new) in enumerate(zip(groups, optimizer.param_groups, strict=True)):
+        missing = set(optimizer.defaults) - set(old) - ignore
+        extra = set(old) - set(new) - ignore
+        if missing and extra:  # one side only: a torch version that added a setting
+            raise ValueError(
+                f"resume: the checkpoint's optimizer differs from this run's ({ours}): its "
+                f"param group {i} has the settings {sorted(extra)} and lacks "
+                f"{sorted(missing)}; resume with the same optimizer as the run that wrote it"
+            )

@@ -114,12 +114,19 @@ def batch_len(targets: Any) -> int:
     return 1
 
 
-def _from_numpy(array: np.ndarray, what: str) -> torch.Tensor:
-    """A numpy array as a tensor of the same dtype (sharing its memory where torch can)."""
+def _from_numpy(
+    array: np.ndarray, what: str, float_dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """A numpy array as a tensor of the same dtype (sharing its memory where torch can);
+    a floating array becomes ``float_dtype`` when given (a copy if that differs)."""
     try:
         if array.flags.writeable and all(s >= 0 for s in array.strides):
-            return torch.from_numpy(array)
-        return torch.tensor(array)  # read-only or reversed: a copy, torch cannot share it
+            tensor = torch.from_numpy(array)
+        else:
+            tensor = torch.tensor(array)  # read-only or reversed: a copy, torch cannot share
+        if float_dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(float_dtype)
+        return tensor
     except TypeError as exc:
         raise TypeError(
             f"{what}: a numpy array of dtype {array.dtype} cannot become a tensor ({exc}); "
@@ -127,8 +134,28 @@ def _from_numpy(array: np.ndarray, what: str) -> torch.Tensor:
         ) from None
 
 
-def _as_tensors(data: Any, what: str = "train_data") -> tuple[torch.Tensor, ...] | None:
-    """``data`` as a tuple of tensors when it is tensors (or numpy arrays), else ``None``."""
+def float_dtype(model: torch.nn.Module) -> torch.dtype | None:
+    """The dtype of the model's first floating-point parameter (``None`` if it has none):
+    what floating numpy arrays given as data become.
+
+    Example:
+        >>> float_dtype(torch.nn.Linear(2, 1).double())
+        torch.float64
+    """
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return None
+
+
+def _as_tensors(
+    data: Any, what: str = "train_data", float_dtype: torch.dtype | None = None
+) -> tuple[torch.Tensor, ...] | None:
+    """``data`` as a tuple of tensors when it is tensors (or numpy arrays), else ``None``.
+
+    Floating numpy arrays become tensors of ``float_dtype`` when given (the model's; numpy
+    computes in float64, torch models in float32); tensors keep their dtype.
+    """
     if isinstance(data, TensorDataset):
         return tuple(data.tensors)
     if isinstance(data, (torch.Tensor, np.ndarray)):
@@ -143,7 +170,9 @@ def _as_tensors(data: Any, what: str = "train_data") -> tuple[torch.Tensor, ...]
     ):
         if len(data) < 2:
             raise TypeError(f"{what}: a tuple of tensors must hold inputs and targets: (x, y)")
-        tensors = tuple(t if isinstance(t, torch.Tensor) else _from_numpy(t, what) for t in data)
+        tensors = tuple(
+            t if isinstance(t, torch.Tensor) else _from_numpy(t, what, float_dtype) for t in data
+        )
         if any(t.ndim == 0 for t in tensors):
             shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
             raise ValueError(
@@ -367,6 +396,7 @@ def make_source(
     shuffle: bool,
     seed: int,
     shard: tuple[int, int] | None = None,
+    float_dtype: torch.dtype | None = None,
 ) -> Source:
     """The source of ``data``: tensors, a Dataset, or a DataLoader/re-iterable.
 
@@ -374,8 +404,9 @@ def make_source(
     examples when fewer); per process when sharded. ``shard=(rank, size)``: this process's
     share of every epoch (see :class:`_IndexedSource`). A DataLoader is not cut by bergab:
     under several processes it must shard itself (a ``DistributedSampler``).
+    ``float_dtype``: what floating numpy arrays become (tensors keep their dtype).
     """
-    tensors = _as_tensors(data)
+    tensors = _as_tensors(data, float_dtype=float_dtype)
     if tensors is not None or (isinstance(data, Dataset) and not isinstance(data, IterableDataset)):
         n = len(tensors[0]) if tensors is not None else len(data)
         if shard is not None and shard[1] > 1:
@@ -411,12 +442,15 @@ def make_source(
     )
 
 
-def val_batches(data: Any, batch_size: int, what: str = "val_data") -> Callable[[], Iterable[Any]]:
+def val_batches(
+    data: Any, batch_size: int, what: str = "val_data", float_dtype: torch.dtype | None = None
+) -> Callable[[], Iterable[Any]]:
     """A function giving the validation batches in order (no shuffling).
 
-    ``what`` names the data in errors (``val_data``, or ``data`` for ``evaluate``).
+    ``what`` names the data in errors (``val_data``, or ``data`` for ``evaluate``);
+    ``float_dtype``: what floating numpy arrays become (tensors keep their dtype).
     """
-    tensors = _as_tensors(data, what)
+    tensors = _as_tensors(data, what, float_dtype)
     if tensors is not None:
         n = len(tensors[0])
         if n == 0:

@@ -254,8 +254,9 @@ class Trainer(StepCore):
     def _plan(self) -> None:
         """The data source, the run's length, and the validation batches."""
         o = self.options
+        fdt = _data.float_dtype(self.model)  # what floating numpy arrays become
         self._source = _data.make_source(
-            self.train_data, o.batch_size, o.shuffle, self.state.data_seed, shard=self.world.shard
+            self.train_data, o.batch_size, o.shuffle, self.state.data_seed, self.world.shard, fdt
         )
         nb = self._source.num_batches
         self.steps_per_epoch = None if nb is None else math.ceil(nb / o.accumulation_steps)
@@ -268,7 +269,7 @@ class Trainer(StepCore):
         if self.has_validation:
             bs = o.batch_size
             vbs = 2**62 if bs == "full" else max(256, 64 if bs is None else int(bs))
-            self._val_batches = _data.val_batches(o.val_data, vbs)
+            self._val_batches = _data.val_batches(o.val_data, vbs, "val_data", fdt)
 
     def _setup(self, ckpt: Mapping[str, Any] | None) -> None:
         model = self.model
@@ -370,6 +371,7 @@ class Trainer(StepCore):
             "format": CHECKPOINT_FORMAT,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "optimizer_class": _checks.optimizer_class(self.optimizer),
             "scaler": None if self.scaler is None else self.scaler.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "schedules": [s.state_dict() for s in self._group_schedules],
@@ -387,11 +389,7 @@ class Trainer(StepCore):
             )
 
     def _restore(self, ckpt: Mapping[str, Any]) -> None:
-        if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(
-                f"not a bergab fit checkpoint (format {ckpt.get('format')!r}, "
-                f"expected {CHECKPOINT_FORMAT!r})"
-            )
+        _checks.check_resume_optimizer(ckpt, self.optimizer)
         if self._sf:
             self.optimizer.eval()  # type: ignore[attr-defined]
         for what, obj in (("model", self.model), ("optimizer", self.optimizer)):
@@ -443,11 +441,12 @@ class Trainer(StepCore):
         path = self._last_path if resume is True else resume
         if self.world.is_main:
             remove_stale_temporaries(path)
-        if not path.is_file():
-            if resume is not True:
-                raise FileNotFoundError(f"resume: checkpoint {str(path)!r} does not exist")
+        if resume is True and not path.exists():
             return None  # resume=True and nothing saved yet: start fresh
-        return self.world.load_checkpoint(path)
+        _checks.check_resume_file(path)
+        ckpt = self.world.load_checkpoint(path)
+        _checks.check_fit_checkpoint(ckpt, path, CHECKPOINT_FORMAT)
+        return ckpt
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> History:
@@ -710,7 +709,7 @@ class Trainer(StepCore):
         return rec
 
     def _validate(self) -> dict[str, float]:
-        return self._validate_on(self._val_batches(), self.options.metrics)
+        return self._validate_on(self._val_batches, self.options.metrics)
 
     def _evaluate(self, *, validate: bool, epoch_end: bool, final: bool = False) -> None:
         st = self.state

@@ -305,7 +305,7 @@ class StepCore:
 
     def _validate_on(
         self,
-        batches: Iterable[Any],
+        batches: Iterable[Any] | Callable[[], Iterable[Any]],
         metrics: Mapping[str, Callable[[Any, Any], Any]],
         *,
         prefix: str = "val_",
@@ -315,8 +315,13 @@ class StepCore:
         size, in eval mode without gradients (each module's train/eval flag is put back).
 
         The first batch is checked (batch_fn, the model's call, the loss, the metrics'
-        values); errors name ``what``.
+        values); errors name ``what``. ``batches`` may be a function giving them: then a
+        non-finite loss makes the batches be searched for NaN/inf (an error naming
+        ``what`` and the batch when one holds them).
         """
+        source = batches
+        if callable(batches):
+            batches = batches()
         model = self.model
         modes = [m.training for m in model.modules()]
         model.eval()
@@ -356,6 +361,13 @@ class StepCore:
         if count == 0:
             raise ValueError(f"{what} yielded no batches")
         result = {f"{prefix}loss": float(total.item()) / count}
+        if not math.isfinite(result[f"{prefix}loss"]) and callable(source):
+            blame = _checks.non_finite_val_data(self.batch_fn, source(), what)
+            if blame is not None:
+                raise ValueError(
+                    f"{blame}, and the {prefix}loss is {result[f'{prefix}loss']}: fix the "
+                    "data (a NaN or inf never gives a finite loss)"
+                )
         for name, s in sums.items():
             result[f"{prefix}{name}"] = s / count
         return result

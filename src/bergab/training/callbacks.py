@@ -57,7 +57,7 @@ import torch
 
 from bergab import schedules
 from bergab._validate import check_choice, check_int, check_real
-from bergab.training._checks import check_writable_dir
+from bergab.training._checks import check_path, check_writable_dir
 
 if TYPE_CHECKING:
     from bergab.training._fit import Trainer
@@ -498,7 +498,7 @@ class ModelCheckpoint(_Monitoring):
         mode: str = "auto",
         keep: int = 1,
     ) -> None:
-        self.dirpath = None if dirpath is None else Path(dirpath)
+        self.dirpath = None if dirpath is None else check_path("dirpath", dirpath)
         self.save = check_choice("save", save, ("best", "last"))
         self.monitor = _check_monitor(monitor)
         if self.save == "best":

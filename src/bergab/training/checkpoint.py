@@ -185,9 +185,24 @@ def save_checkpoint(
         >>> sorted(f.name for f in p.parent.iterdir())
         ['a.prev.pt', 'a.pt']
     """
+    if not isinstance(state, Mapping):
+        raise TypeError(
+            f"state must be a dict (a Mapping of names to tensors and plain values), "
+            f"got {type(state).__name__}"
+        )
     keep = check_int("keep_last", keep_last, low=0)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = _checked_path(path)
+    if target.is_dir():
+        raise IsADirectoryError(
+            f"path: {str(target)!r} is a directory, not a checkpoint file; pass a file path"
+        )
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise NotADirectoryError(
+            f"path: cannot write the checkpoint {str(target)!r}: a part of its folder "
+            f"{str(target.parent)!r} is a regular file, not a directory"
+        ) from exc
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -236,8 +251,19 @@ def _why(exc: BaseException) -> str:
     return first if len(first) <= 120 else first[:117] + "..."
 
 
+def _checked_path(path: Any) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a path (str or os.PathLike), got {type(path).__name__}")
+    return Path(path)
+
+
 def _read(target: Path, map_location: Any, mmap: bool = False) -> dict[str, Any]:
     """``torch.load(weights_only=True)`` of one file, every failure a one-line error."""
+    if target.is_dir():
+        raise IsADirectoryError(
+            f"checkpoint {str(target)!r} is a directory, not a checkpoint file; pass the "
+            "file (e.g. its last.pt)"
+        )
     if not target.is_file():
         raise FileNotFoundError(f"checkpoint {str(target)!r} does not exist")
     try:
@@ -290,7 +316,7 @@ def load_checkpoint(
         ...
         bergab.training.checkpoint.CheckpointError: checkpoint '.../a.pt' cannot be read (...
     """
-    target = Path(path)
+    target = _checked_path(path)
     if not fallback:
         return _read(target, map_location, mmap)
     used, out, problem = _first_readable(target, map_location, mmap)

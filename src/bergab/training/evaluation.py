@@ -112,8 +112,8 @@ def evaluate(
     if any(t.device != dev for t in [*model.parameters(), *model.buffers()]):
         model.to(dev)
     per_batch = 2**62 if size == "full" else DEFAULT_BATCH_SIZE if size is None else int(size)
-    batches = _data.val_batches(data, per_batch, "data")
+    batches = _data.val_batches(data, per_batch, "data", _data.float_dtype(model))
     core = _Evaluation(
         model, loss_fn, _data.default_batch_fn if split is None else split, dev, precision
     )
-    return core._validate_on(batches(), metric_fns, prefix="", what="data")
+    return core._validate_on(batches, metric_fns, prefix="", what="data")

@@ -53,7 +53,7 @@ import numpy as np
 
 from bergab._validate import check_int, check_real
 from bergab.training import _tensorboard
-from bergab.training._checks import check_writable_dir
+from bergab.training._checks import check_path, check_writable_dir
 from bergab.training.callbacks import Callback
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ class _FileLogger(Callback):
         flush_secs: float = FLUSH_SECS,
         flush_steps: int = FLUSH_STEPS,
     ) -> None:
-        self.log_dir = Path(log_dir)
+        self.log_dir = check_path("log_dir", log_dir)
         self.flush_secs = check_real("flush_secs", flush_secs, low=0.0)
         self.flush_steps = check_int("flush_steps", flush_steps, low=1)
         self._files: dict[str, TextIO] = {}
@@ -379,7 +379,7 @@ class TensorBoardLogger(Callback):
         flush_steps: int = FLUSH_STEPS,
     ) -> None:
         _tensorboard.tensorboard_modules()  # now, so that a missing tensorboard fails early
-        self.log_dir = Path(log_dir)
+        self.log_dir = check_path("log_dir", log_dir)
         self.flush_secs = check_real("flush_secs", flush_secs, low=0.0)
         self.flush_steps = check_int("flush_steps", flush_steps, low=1)
         self._file: _tensorboard.EventFile | None = None

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from bergab._validate import check_bool, check_choice, check_int, check_real, is_schedule
+from bergab.training._checks import check_resume_file
 from bergab.training._step import PRECISIONS, check_clip
 from bergab.training.callbacks import Callback, EarlyStopping
 
@@ -195,6 +196,13 @@ def check_metrics(name: str, value: Any) -> dict[str, Callable[[Any, Any], float
 
 
 def _callbacks(name: str, value: Any) -> tuple[Callback, ...]:
+    if isinstance(value, Callback):
+        value = (value,)
+    elif not isinstance(value, Iterable) or isinstance(value, (str, bytes, Mapping)):
+        raise TypeError(
+            "callbacks must be a list of Callback instances (or one Callback), "
+            f"got {type(value).__name__}"
+        )
     cbs = tuple(value)
     for cb in cbs:
         if not isinstance(cb, Callback):
@@ -218,8 +226,7 @@ def _resume(name: str, value: Any) -> bool | Path:
         return value
     path = _path("resume", value)
     assert path is not None
-    if not path.is_file():
-        raise FileNotFoundError(f"resume: checkpoint {str(path)!r} does not exist")
+    check_resume_file(path)
     return path
 
 
