@@ -375,15 +375,21 @@ SLOW_TASK = """\
 
 
 @pytest.mark.slow
-def test_sigint_to_the_installed_executable_then_resume(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("sig", "code", "default_out"),
+    [(signal.SIGINT, 130, False), (signal.SIGTERM, 143, True)],  # SIGTERM: cluster preemption
+    ids=["sigint", "sigterm"],
+)
+def test_a_signal_to_the_installed_executable_then_resume_is_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sig: int, code: int, default_out: bool
 ) -> None:
-    write(tmp_path / "slow_task_cli.py", SLOW_TASK)
+    module = f"slow_task_{code}"
+    write(tmp_path / f"{module}.py", SLOW_TASK)
     cfg = write(
         tmp_path / "slow.toml",
-        """\
+        f"""\
         [task]
-        name = "slow_task_cli:slow_digits"
+        name = "{module}:slow_digits"
 
         [schedule]
         type = "cosine"
@@ -397,14 +403,11 @@ def test_sigint_to_the_installed_executable_then_resume(
         """,
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = tmp_path / "run"
+    # a custom task's default folder is runs/<function name>
+    run = tmp_path / "runs" / "slow_digits" if default_out else tmp_path / "run"
+    argv = [str(BERGAB), "train", str(cfg)] + ([] if default_out else ["--out", str(run)])
     proc = subprocess.Popen(
-        [str(BERGAB), "train", str(cfg), "--out", str(run)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 60
     while not (run / "checkpoints" / "last.pt").exists():  # written when training starts
@@ -412,12 +415,13 @@ def test_sigint_to_the_installed_executable_then_resume(
         assert time.monotonic() < deadline
         time.sleep(0.05)
     time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert "Traceback" not in err
     assert "checkpoint written" in err
-    assert f"bergab resume {run}" in err
+    shown = Path("runs") / "slow_digits" if default_out else run
+    assert f"bergab resume {shown}" in err
     step = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["fit"]["step"]
     assert 0 < step < 200
 
@@ -429,7 +433,7 @@ def test_sigint_to_the_installed_executable_then_resume(
         whole = config.load(cfg, [f'output.dir="{tmp_path / "whole"}"', "output.plots=false"])
         bergab.run.train(whole)
     finally:
-        sys.modules.pop("slow_task_cli", None)
+        sys.modules.pop(module, None)
     assert_same_weights(state(run / "model.pt"), state(tmp_path / "whole" / "model.pt"))
 
 

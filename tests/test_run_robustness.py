@@ -567,87 +567,8 @@ def test_sigterm_checkpoints_like_ctrl_c_and_exits_143(
     assert f"bergab resume {cut}" in err
 
 
-SLOW_TASK = """\
-    import time
-
-    import torch
-    from bergab import tasks
-
-
-    class Slow(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x):
-            if self.training:
-                time.sleep(0.005)  # slow enough to be stopped mid-run
-            return self.inner(x)
-
-
-    def slow_digits(seed=0):
-        task = tasks.digits(seed=seed, hidden=16, dropout=0.1)
-        task.model = Slow(task.model)
-        return task
-"""
-
-
-@pytest.mark.slow
-def test_sigterm_to_the_installed_executable_then_resume_is_exact(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    write(tmp_path / "slow_term_task.py", SLOW_TASK)
-    cfg = write(
-        tmp_path / "slow.toml",
-        """\
-        [task]
-        name = "slow_term_task:slow_digits"
-
-        [schedule]
-        type = "cosine"
-        peak = 0.01
-        total_steps = 150
-
-        [fit]
-        max_steps = 150
-        batch_size = 64
-        progress = false
-
-        [output]
-        plots = false
-        """,
-    )
-    run = tmp_path / "runs" / "slow_digits"  # the default folder of a custom task
-    proc = subprocess.Popen(
-        [str(BERGAB), "train", str(cfg)],
-        cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 60
-    while not (run / "checkpoints" / "last.pt").exists():  # written when training starts
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
-    assert "Traceback" not in err
-    assert "checkpoint written" in err
-    assert f"bergab resume {Path('runs') / 'slow_digits'}" in err
-    step = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["fit"]["step"]
-    assert 0 < step < 150
-    monkeypatch.chdir(tmp_path)
-    try:
-        assert main(["resume", str(run)]) == 0
-        whole = config.load(cfg, [f'output.dir="{tmp_path / "whole"}"'])
-        bergab.run.train(whole)
-    finally:
-        sys.modules.pop("slow_term_task", None)
-    assert_same(weights(run / "model.pt"), weights(tmp_path / "whole" / "model.pt"))
+# SIGTERM to the installed executable, then an exact resume: tests/test_cli_train.py
+# (test_a_signal_to_the_installed_executable_then_resume_is_exact).
 
 
 def test_sigterm_during_the_range_test_exits_143_with_nothing_to_resume(
