@@ -22,10 +22,10 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-__all__ = ["EXIT_CODES", "Terminated", "exit_code", "sigterm_raises"]
+__all__ = ["EXIT_CODES", "Terminated", "exit_code", "handling", "sigterm_raises"]
 
 #: The exit code of a command stopped by each signal (128 + the signal's number).
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
@@ -52,14 +52,21 @@ def _raise_terminated(signum: int, frame: Any) -> None:
 
 
 @contextlib.contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """Inside the block, SIGTERM raises :class:`Terminated` (main thread only, where
-    signal handlers can be set); the previous handler is put back afterwards."""
+def handling(handlers: Mapping[int, Callable[[int, Any], Any]]) -> Iterator[None]:
+    """Inside the block, ``handlers`` (signal number -> handler) are installed, in the
+    main thread only (the one where Python lets handlers be set); the previous handlers
+    are put back afterwards."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = {s: signal.signal(s, h) for s, h in handlers.items()}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def sigterm_raises() -> contextlib.AbstractContextManager[None]:
+    """Inside the block, SIGTERM raises :class:`Terminated` (see :func:`handling`)."""
+    return handling({signal.SIGTERM: _raise_terminated})

@@ -36,10 +36,9 @@ import contextlib
 import json
 import signal
 import sys
-import threading
 import time
 import tomllib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,7 @@ import torch
 
 from bergab import _run_checks, config, schedules
 from bergab._config_errors import nested_keys, show
-from bergab._interrupts import Terminated
+from bergab._interrupts import Terminated, handling
 from bergab._run_dir import (
     LAST,
     mark,
@@ -258,17 +257,8 @@ class _Interrupt(Callback):
             flush=True,
         )
 
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {s: signal.signal(s, self.handler) for s in self.SIGNALS}
-        try:
-            yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+    def installed(self) -> contextlib.AbstractContextManager[None]:
+        return handling(dict.fromkeys(self.SIGNALS, self.handler))
 
 
 def _finished_run(run_dir: Path, total: int) -> dict[str, Any] | None:
