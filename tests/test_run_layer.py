@@ -261,6 +261,14 @@ def test_shards_are_disjoint_and_cover_the_epoch(size: int, shuffle: bool) -> No
     assert all(len(s) == per for s in seen)
 
 
+def test_a_full_batch_shard_is_the_whole_shard() -> None:
+    x = torch.arange(9).float().unsqueeze(1)
+    src = _data.make_source((x, x), "full", True, seed=0, shard=(1, 2))
+    (batch,) = list(src.batches(0, 0, None))
+    assert src.num_batches == 1
+    assert len(batch[0]) == 5  # ceil(9 / 2): this process's share, padded by wrapping
+
+
 def test_one_process_draws_exactly_as_before() -> None:
     x = torch.arange(40).float().unsqueeze(1)
     a = [b[0] for b in _data.make_source((x, x), 8, True, seed=1).batches(2, 0, None)]

@@ -409,8 +409,7 @@ def make_source(
     tensors = _as_tensors(data, float_dtype=float_dtype)
     if tensors is not None or (isinstance(data, Dataset) and not isinstance(data, IterableDataset)):
         n = len(tensors[0]) if tensors is not None else len(data)
-        if shard is not None and shard[1] > 1:
-            n = math.ceil(n / shard[1])
+        # "full": all examples (a shard's batch is clamped to the shard by the source)
         bs = max(n, 1) if batch_size == "full" else (64 if batch_size is None else int(batch_size))
         if tensors is not None:
             return TensorSource(tensors, bs, shuffle, seed, shard)
