@@ -341,7 +341,7 @@ def test_fp16_on_an_unsupported_device_is_refused() -> None:
     # check itself is fit's, called with a device type autocast+GradScaler do not serve
     with pytest.raises(ValueError, match="precision='fp16'"):
         check_precision("fp16", torch.device("meta"))
-    with pytest.raises(ValueError, match="device='meta' holds no data"):
+    with pytest.raises(ValueError, match="device='meta': the meta device holds no data"):
         fit(
             nn.Linear(1, 1),
             (torch.zeros(2, 1), torch.zeros(2, 1)),

@@ -345,14 +345,16 @@ def test_batch_fn_must_return_a_pair() -> None:
 
 def test_devices_that_are_not_there_are_refused() -> None:
     x, y = data(n=4)
-    cases: list[tuple[str, str]] = [("tpu", "device must be 'auto' or a torch device"),
-                                    ("meta", "device='meta' holds no data")]  # fmt: skip
+    cases: list[tuple[str, str]] = [
+        ("tpu", "device must be 'auto' or a torch device"),
+        ("meta", "device='meta': the meta device holds no data"),
+    ]
     if not torch.cuda.is_available():
         cases.append(("cuda", "CUDA is not available"))
     else:
         cases.append(("cuda:99", "use an index in [0,"))
     if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        cases.append(("mps", "device='mps' is not available in this process"))
+        cases.append(("mps", "device='mps': MPS is not available in this process"))
     for device, message in cases:
         with pytest.raises(ValueError, match=re.escape(message)):
             fit(model(), (x, y), mse, device=device, **quiet())

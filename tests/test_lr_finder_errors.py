@@ -64,7 +64,7 @@ def test_device_is_checked_as_fit_checks_it(device: object, error: type, match: 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_cuda_is_a_valueerror_naming_device() -> None:
-    with pytest.raises(ValueError, match="device='cuda', but CUDA is not available"):
+    with pytest.raises(ValueError, match="device='cuda': CUDA is not available"):
         lr_find(_model(), _data(), mse, device="cuda")
 
 

@@ -78,6 +78,8 @@ from bergab import schedules  # noqa: E402
 from bergab._config_errors import explain, keyed, schedule_error, show  # noqa: E402
 from bergab._toml import dumps_toml  # noqa: E402
 from bergab.auto_lr import POLICIES  # noqa: E402
+from bergab.training._step import device_unavailable  # noqa: E402
+from bergab.training._step import resolve_device as fit_device  # noqa: E402
 from bergab.training.options import Toml, toml_fields  # noqa: E402
 
 __all__ = [
@@ -758,41 +760,15 @@ def resolve_device(cfg: RunConfig, model: torch.nn.Module) -> torch.device:
                 f'must be "auto" or a torch device ("cpu", "cuda:1", ...), '
                 f"got {show(cfg.fit.device)}",
             ) from None
-        missing = _unavailable(device)
+        # checked with the config, not at the first tensor moved: the range test of
+        # lr = "auto" once met a missing GPU as a torch AssertionError traceback
+        missing = device_unavailable(device)
         if missing is not None:
-            raise ConfigError("fit.device", f"{show(cfg.fit.device)}: {missing}")
+            raise ConfigError(
+                "fit.device", f'{show(cfg.fit.device)}: {missing}; use "cpu" or "auto"'
+            )
         return device
-    p = next(model.parameters(), None)
-    if p is not None and p.device.type != "cpu":
-        return p.device
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _unavailable(device: torch.device) -> str | None:
-    """Why this machine cannot train on ``device``, or ``None`` when it can.
-
-    Checked with the config rather than at the first tensor moved: the range test of
-    ``lr = "auto"`` once met a missing GPU as a torch ``AssertionError`` traceback.
-    """
-    kind = device.type
-    if kind == "cpu":
-        return None
-    if kind == "meta":
-        return 'the meta device holds no data to train on; use "cpu", "cuda" or "auto"'
-    if kind == "mps":
-        backend = getattr(torch.backends, "mps", None)
-        ok = backend is not None and backend.is_available()
-        return None if ok else 'Apple\'s MPS is not available here; use "cpu" or "auto"'
-    module = getattr(torch, kind, None)
-    is_available = getattr(module, "is_available", None)
-    if not callable(is_available) or not is_available():
-        built = "" if kind != "cuda" or torch.version.cuda else " (this torch build has no CUDA)"
-        return f'{kind.upper()} is not available on this machine{built}; use "cpu" or "auto"'
-    count = getattr(module, "device_count", None)
-    if device.index is not None and callable(count) and device.index >= count():
-        n = count()
-        return f"this machine has {n} {kind} device{'s' if n != 1 else ''} (indices 0..{n - 1})"
-    return None
+    return fit_device("auto", model)
 
 
 def planned_steps(cfg: RunConfig, task: Any) -> int:

@@ -30,6 +30,7 @@ __all__ = [
     "Stepper",
     "check_clip",
     "check_precision",
+    "device_unavailable",
     "resolve_device",
     "seed_everything",
 ]
@@ -102,31 +103,41 @@ def resolve_device(device: Any, model: nn.Module) -> torch.device:
     return dev
 
 
-def _check_available(dev: torch.device, given: Any) -> None:
-    """Raise ``ValueError`` naming ``device`` unless this process can compute on ``dev``."""
+def device_unavailable(dev: torch.device) -> str | None:  # noqa: PLR0911 (a return a case)
+    """Why this process cannot train on ``dev``, or ``None`` when it can (the one check
+    of a device, for ``fit``, ``lr_find`` and a run config's ``fit.device``).
+
+    Example:
+        >>> device_unavailable(torch.device("cpu")) is None
+        True
+        >>> device_unavailable(torch.device("meta"))
+        'the meta device holds no data to train on'
+    """
+    if dev.type == "cpu":
+        return None
+    if dev.type == "meta":
+        return "the meta device holds no data to train on"
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device={given!r}, but CUDA is not available; use 'cpu' or 'auto'")
-        count = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= count:
-            raise ValueError(
-                f"device={given!r}, but this process sees {count} CUDA device(s): "
-                f"use an index in [0, {count - 1}]"
-            )
-        return
-    if dev.type == "cpu":
-        return
-    if dev.type == "meta":
-        raise ValueError(
-            f"device={given!r} holds no data and cannot train; use 'cpu', 'cuda' or 'auto'"
-        )
+            built = "" if torch.version.cuda else " (this torch build has no CUDA)"
+            return f"CUDA is not available on this machine{built}"
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            return f"this machine has {n} cuda device{'s' if n != 1 else ''} (indices 0..{n - 1})"
+        return None
     try:  # mps, xpu, xla, ...: a device is usable when a tensor can be made there
         torch.empty(0, device=dev)
     except (RuntimeError, AssertionError) as exc:
         reason = str(exc).strip().split("\n")[0].split(". ")[0]  # torch's first sentence
-        raise ValueError(
-            f"device={given!r} is not available in this process ({reason}); use 'cpu' or 'auto'"
-        ) from None
+        return f"{dev.type.upper()} is not available in this process ({reason})"
+    return None
+
+
+def _check_available(dev: torch.device, given: Any) -> None:
+    """Raise ``ValueError`` naming ``device`` unless this process can compute on ``dev``."""
+    reason = device_unavailable(dev)
+    if reason is not None:
+        raise ValueError(f"device={given!r}: {reason}; use 'cpu' or 'auto'")
 
 
 class StepCore:
