@@ -23,6 +23,7 @@ __all__ = [
     "check_float_dtype",
     "check_int",
     "check_output_path",
+    "check_path",
     "check_real",
     "is_schedule",
     "require",
@@ -230,6 +231,21 @@ def _figure_suffixes() -> list[str]:
     """The file extensions matplotlib's ``savefig`` writes (``.png``, ``.svg``, ``.pdf``...)."""
     backend_bases = require("matplotlib.backend_bases", "plot")
     return sorted(f".{ext}" for ext in backend_bases.FigureCanvasBase.get_supported_filetypes())
+
+
+def check_path(name: str, value: Any) -> Path:
+    """``value`` as a ``Path``; anything but a str or ``os.PathLike`` is a TypeError naming
+    ``name``.
+
+    Example:
+        >>> check_path("log_dir", None)
+        Traceback (most recent call last):
+        ...
+        TypeError: log_dir must be a path (str or os.PathLike), got NoneType
+    """
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(value).__name__}")
+    return Path(value)
 
 
 def check_output_path(name: str, path: Any, *, suffixes: Collection[str] | None = None) -> Path:

@@ -15,8 +15,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from bergab._commands import check_writable_file
 from bergab._commands.train import add_common_arguments, overrides, set_threads
+from bergab._validate import check_output_path
 
 __all__ = ["format_suggestions", "register"]
 
@@ -79,7 +79,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = config.load(args.config, overrides(args))
     set_threads(args)
     plot = Path(args.plot) if args.plot else cfg.run_dir() / "lr_find.png"
-    check_writable_file(plot, "--plot" if args.plot else "output.dir")  # before the sweep
+    check_output_path("--plot" if args.plot else "output.dir", plot)  # before the sweep
     result = run.find_lr(cfg)
     print(
         f"range test on {cfg.task.name} with {cfg.optimizer.name}: {len(result.lrs)} steps "

@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bergab import schedules
-from bergab._commands import check_writable_file
-from bergab._validate import check_int
+from bergab._validate import check_int, check_output_path
 
 __all__ = ["format_table", "load_schedule", "register"]
 
@@ -184,7 +183,7 @@ def format_table(schedule: schedules.Schedule, steps: int) -> str:
 def _run(args: argparse.Namespace) -> int:
     n = check_int("--steps", args.steps, low=1)
     if args.plot:
-        check_writable_file(Path(args.plot), "--plot")
+        check_output_path("--plot", args.plot)
     sched = load_schedule(args.config)
     print(repr(sched))
     print(format_table(sched, n))

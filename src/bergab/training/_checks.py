@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -30,7 +29,6 @@ from bergab.training import _data
 __all__ = [
     "check_fit_checkpoint",
     "check_loss",
-    "check_path",
     "check_resume_file",
     "check_resume_optimizer",
     "check_writable_dir",
@@ -367,21 +365,6 @@ def check_writable_dir(name: str, path: Path) -> None:
             f"{name}: cannot create or write the folder {str(path)!r} ({reason}); "
             "pass a folder this process can write"
         ) from exc
-
-
-def check_path(name: str, value: Any) -> Path:
-    """``value`` as a ``Path``; anything but a str or ``os.PathLike`` is a TypeError naming
-    ``name``.
-
-    Example:
-        >>> check_path("log_dir", None)
-        Traceback (most recent call last):
-        ...
-        TypeError: log_dir must be a path (str or os.PathLike), got NoneType
-    """
-    if not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(value).__name__}")
-    return Path(value)
 
 
 def non_finite_val_data(

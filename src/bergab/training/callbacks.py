@@ -56,8 +56,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from bergab import schedules
-from bergab._validate import check_choice, check_int, check_real
-from bergab.training._checks import check_path, check_writable_dir
+from bergab._validate import check_choice, check_int, check_path, check_real
+from bergab.training._checks import check_writable_dir
 
 if TYPE_CHECKING:
     from bergab.training._fit import Trainer

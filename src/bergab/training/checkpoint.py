@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bergab._validate import check_int
+from bergab._validate import check_int, check_path
 
 __all__ = [
     "CheckpointError",
@@ -191,7 +191,7 @@ def save_checkpoint(
             f"got {type(state).__name__}"
         )
     keep = check_int("keep_last", keep_last, low=0)
-    target = _checked_path(path)
+    target = check_path("path", path)
     if target.is_dir():
         raise IsADirectoryError(
             f"path: {str(target)!r} is a directory, not a checkpoint file; pass a file path"
@@ -249,12 +249,6 @@ def _why(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     first = text.split(". ")[0].rstrip(".")
     return first if len(first) <= 120 else first[:117] + "..."
-
-
-def _checked_path(path: Any) -> Path:
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a path (str or os.PathLike), got {type(path).__name__}")
-    return Path(path)
 
 
 def _read(target: Path, map_location: Any, mmap: bool = False) -> dict[str, Any]:
@@ -316,7 +310,7 @@ def load_checkpoint(
         ...
         bergab.training.checkpoint.CheckpointError: checkpoint '.../a.pt' cannot be read (...
     """
-    target = _checked_path(path)
+    target = check_path("path", path)
     if not fallback:
         return _read(target, map_location, mmap)
     used, out, problem = _first_readable(target, map_location, mmap)

@@ -51,9 +51,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
-from bergab._validate import check_int, check_real
+from bergab._validate import check_int, check_path, check_real
 from bergab.training import _tensorboard
-from bergab.training._checks import check_path, check_writable_dir
+from bergab.training._checks import check_writable_dir
 from bergab.training.callbacks import Callback
 
 if TYPE_CHECKING:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
-import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,14 @@ from typing import Any
 
 import torch
 
-from bergab._validate import check_bool, check_choice, check_int, check_real, is_schedule
+from bergab._validate import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_path,
+    check_real,
+    is_schedule,
+)
 from bergab.training._checks import check_resume_file
 from bergab.training._step import PRECISIONS, check_clip
 from bergab.training.callbacks import Callback, EarlyStopping
@@ -106,11 +112,7 @@ def _positive(name: str, value: Any) -> float:
 
 
 def _path(name: str, value: Any) -> Path | None:
-    if value is None:
-        return None
-    if not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(value).__name__}")
-    return Path(value)
+    return None if value is None else check_path(name, value)
 
 
 def check_batch_size(name: str, value: Any) -> int | str | None:
