@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import sysconfig
-import time
 from pathlib import Path
 
 import numpy as np
@@ -144,11 +143,9 @@ def test_charlm_text_encoding_and_windows() -> None:
     assert len(task.info["files"]) >= 5
 
 
-def test_charlm_builds_fast() -> None:
-    tasks.charlm(seed=0)  # warm the file cache
-    start = time.perf_counter()
+def test_charlm_builds_the_default_corpus() -> None:
+    # how fast it builds is a benchmark's business, not a test's (no timed assertions)
     task = tasks.charlm(seed=1)
-    assert time.perf_counter() - start < 2.0
     assert len(task.train) > 150_000
 
 
