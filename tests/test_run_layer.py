@@ -351,3 +351,21 @@ def test_bergab_exports_the_seams() -> None:
     assert bergab.training.FitOptions is FitOptions
     assert callable(bergab.run.train)
     assert callable(bergab.run.resume)
+
+
+def test_model_checkpoint_writes_on_rank_0_only(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from bergab.training import ModelCheckpoint
+
+    model = torch.nn.Linear(1, 1)
+    for rank in (1, 0):
+        cb = ModelCheckpoint(tmp_path / "models", save="last", keep=1)
+        trainer = SimpleNamespace(
+            model=model, step=3, epoch=0, world=World(rank=rank, size=2),
+            checkpoint_dir=None, log_dir=None,
+        )  # fmt: skip
+        cb.on_fit_start(trainer)
+        cb.on_epoch_end(trainer, {})
+        files = sorted(p.name for p in (tmp_path / "models").glob("*.pt"))
+        assert files == ([] if rank == 1 else ["epoch0-step3.pt"])

@@ -457,6 +457,12 @@ class ReduceLROnPlateau(_Monitoring):
         self.plateau.load_state_dict(state)
 
 
+def _writes(trainer: Any) -> bool:
+    """Whether this process writes files: rank 0 of the trainer's World (or no World)."""
+    world = getattr(trainer, "world", None)
+    return world is None or world.is_main
+
+
 class ModelCheckpoint(_Monitoring):
     """Save the model's weights: the ``keep`` best by a monitored quantity, or the last.
 
@@ -526,8 +532,7 @@ class ModelCheckpoint(_Monitoring):
                     "checkpoint_dir or log_dir"
                 )
             self.dirpath = Path(base) / "models"
-        world = getattr(trainer, "world", None)
-        if world is None or world.is_main:  # the folder is written by rank 0 only
+        if _writes(trainer):  # the folder is written by rank 0 only
             check_writable_dir("ModelCheckpoint dirpath", self.dirpath)
 
     def _write(self, trainer: Trainer, name: str, value: float | None) -> str:
@@ -535,6 +540,8 @@ class ModelCheckpoint(_Monitoring):
 
         assert self.dirpath is not None
         path = self.dirpath / name
+        if not _writes(trainer):  # rank 0 writes; the others keep the same list
+            return str(path)
         save_checkpoint(
             {
                 "format": "bergab.model/1",
@@ -566,7 +573,9 @@ class ModelCheckpoint(_Monitoring):
         self.kept.append((value, path))
         self.kept.sort(key=lambda vp: sign * vp[0])
         while len(self.kept) > self.keep:
-            self._delete(self.kept.pop()[1])
+            gone = self.kept.pop()[1]
+            if _writes(trainer):
+                self._delete(gone)
 
     def on_epoch_end(self, trainer: Trainer, logs: Mapping[str, Any]) -> None:
         if self.save == "best":
@@ -575,7 +584,9 @@ class ModelCheckpoint(_Monitoring):
         path = self._write(trainer, f"epoch{trainer.epoch}-step{trainer.step}.pt", None)
         self.kept = [(float(trainer.step), path), *((v, p) for v, p in self.kept if p != path)]
         while len(self.kept) > self.keep:
-            self._delete(self.kept.pop()[1])
+            gone = self.kept.pop()[1]
+            if _writes(trainer):
+                self._delete(gone)
 
     def state_dict(self) -> dict[str, Any]:
         """The kept files and their values."""
