@@ -369,3 +369,19 @@ def test_model_checkpoint_writes_on_rank_0_only(tmp_path: Path) -> None:
         cb.on_epoch_end(trainer, {})
         files = sorted(p.name for p in (tmp_path / "models").glob("*.pt"))
         assert files == ([] if rank == 1 else ["epoch0-step3.pt"])
+
+
+def test_loggers_and_bars_given_as_callbacks_stay_off_other_ranks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bergab.training import CSVLogger, ProgressBar
+    from bergab.training import _fit as fit_module
+
+    # rank 1 of 2 with a model taken to average its gradients (no process group needed)
+    monkeypatch.setattr(World, "current", classmethod(lambda cls: World(rank=1, size=2)))
+    monkeypatch.setattr(fit_module, "synchronizes_gradients", lambda model: True)
+    x, y = _data_xy(8)
+    mine = Callback()
+    t = Trainer(_model(), (x, y), torch.nn.functional.mse_loss,
+                callbacks=[CSVLogger(tmp_path / "logs"), ProgressBar(), mine])  # fmt: skip
+    assert t._make_callbacks() == [mine]

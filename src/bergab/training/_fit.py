@@ -240,8 +240,9 @@ class Trainer(StepCore):
         cbs = list(o.callbacks)
         if o.early_stopping is not None:
             cbs.insert(0, o.early_stopping)
-        if not self.world.is_main:  # logs and the progress bar are rank 0's
-            return cbs
+        if not self.world.is_main:  # logs and the progress bar are rank 0's, yours too
+            kinds = (loggers.CSVLogger, loggers.JSONLLogger, loggers.TensorBoardLogger)
+            return [cb for cb in cbs if not isinstance(cb, (*kinds, ProgressBar))]
         if self.log_dir is not None:
             cbs.append(loggers.CSVLogger(self.log_dir))
             cbs.append(loggers.JSONLLogger(self.log_dir))
