@@ -1,44 +1,39 @@
-"""How good is ``lr_find``'s suggestion? Compare it with the grid-best learning rate.
+"""How good is an automatic learning-rate choice? Score it against the grid-best lr.
 
-For every built-in task (``bergab.tasks``) and four held-out settings, in one run:
+Every method is scored on the learning-rate suite (:mod:`bergab.tasks.suite`, 16 tasks in
+a tuning half and a held-out half fixed before anything was measured), the same way:
 
-1. **Grid.** Train with AdamW (or the setting's optimizer) and cosine decay for a fixed
-   budget at each of 13 log-spaced peak learning rates from 1e-5 to 1, for 2 seeds; the
-   grid-best lr has the lowest mean final validation loss.
-2. **Range test.** Run ``bergab.lr_find`` (the default sweep 1e-7..10 over 100 steps) for
-   5 seeds, each on its own task instance (task seed = range-test seed), and 5 more
-   times on instance 0 with range-test seeds 100..104 (only the batch order changes).
-   Read four suggestions off each curve: bergab's ``suggestion``, its ``minimum`` and
-   ``soft_minimum`` rules, and the steepest-gradient rule of torch-lr-finder and
-   Lightning (``argmin`` of the gradient of the smoothed loss, skipping the first 10 and
-   the last point).
-3. **Train with the suggestions** (seeds 0 and 1, each with its own seed's suggestion),
-   same budget and schedule as the grid.
+1. **Grid.** Train each task with its optimizer (AdamW with weight decay 0.01, or SGD with
+   momentum 0.9) under cosine decay for its fixed budget at 13 log-spaced peak learning
+   rates from 1e-5 to 1, for seeds 0 and 1. The grid-best lr has the lowest mean final
+   validation loss; a run whose loss becomes non-finite scores infinity.
+2. **Methods**, each for seeds 0 and 1 (the seed sets the model's initialization, the
+   data order and the method's own randomness), same budget and final evaluation:
 
-Reported per task and rule: (a) the suggestion over the grid-best lr (geometric mean
-over the 5 seeds), (b) the final validation loss over the grid-best's, (c) the spread of
-the suggestion over the 5 seeds (max / min), and over the 5 range tests on one instance
-(``spread1``). Targets (issue 5): (a) within 3× on every task, (b) geometric mean over
-tasks ≤ 1.02, (c) ≤ 2×. The held-out settings (``HELD_OUT``: digits 256 wide with batch
-32, linreg with standardized features, charlm with 64 hidden units, digits with SGD +
-momentum 0.9) were not used to choose the rule; their geometric mean is printed apart.
+   - ``bergab``: ``bergab.fit(..., lr="auto", val_data=...)``;
+   - ``steepest``: torch-lr-finder's rule: a range test 1e-7..10 over 100 steps,
+     loss smoothed as torch-lr-finder does (``s_i = 0.05 L_i + 0.95 s_{i-1}``, no bias
+     correction, stop above 5× the best), and the lr of the most negative
+     ``np.gradient`` of the smoothed loss after skipping the first 10 and last 5 points;
+     then cosine from there;
+   - ``valley``: fastai's ``valley`` rule: fastai's range test (1e-7..10, 100 steps,
+     debiased EMA with β = 0.98, stop above 4× the best), points 10..n-5, the longest
+     run of a decreasing subsequence, and the lr halfway along it; then cosine;
+   - ``prodigy``: Prodigy (lr 1, weight decay 0.01) under cosine decay;
+   - ``schedulefree``: schedule-free AdamW with its defaults (lr 0.0025), constant;
+   - ``adam-1e-3``: AdamW at 1e-3, constant (doing nothing).
 
-Budgets (chosen to finish in a few minutes on 2 CPU cores):
+Reported per method and half: final validation loss ÷ the grid-best's (geometric mean over
+the tasks and the worst task), the chosen lr ÷ the grid-best lr (worst, as a factor either
+way), the spread of the chosen lr over the two seeds (max ÷ min), and the cost in runs:
+every training step the choice itself takes (range tests, trial runs), divided by the
+steps of one training run.
 
-=========  ============================================  =============  ===========
-task       model / data                                  steps × batch  task total
-=========  ============================================  =============  ===========
-digits     MLP 64-64-10, 1,438 images                    500 × 64       26–30 s
-linreg     nn.Linear, 10 unscaled features, 1,000 rows   500 × 100      9–21 s
-charlm     embedding 16 + MLP 128, 100 KB of stdlib      500 × 128      65–95 s
-=========  ============================================  =============  ===========
+Every measurement is written to a cache (``--cache``, JSON) and reused by later runs, so a
+method can be rescored without recomputing the grid. ``--fresh bergab`` drops a method's
+cached results first. Runs go to ``--jobs`` worker processes, one thread each.
 
-(task total: 26 grid runs + 10 range tests + 6 runs with suggestions, one thread,
-measured twice on 2 CPU cores shared with other work; about 4 minutes in all with the
-held-out settings. The results themselves are deterministic: both runs printed identical
-rows.)
-
-Run: ``python benchmarks/lr_find_quality.py [--tasks digits linreg] [--json out.json]``.
+Run: ``python benchmarks/lr_find_quality.py [--half tuning] [--tasks ...] [--jobs 2]``.
 """
 
 from __future__ import annotations
@@ -46,245 +41,315 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
+import os
 import time
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from bergab import optim, schedules, tasks
+import bergab
+from bergab import schedules
 from bergab.lr_finder import lr_find
+from bergab.tasks import suite
+from bergab.training import NonFiniteError
 
 GRID = [float(v) for v in np.logspace(-5, 0, 13)]
-GRID_SEEDS = (0, 1)
-FIND_SEEDS = (0, 1, 2, 3, 4)
-
-BUDGETS: dict[str, dict[str, Any]] = {
-    "digits": {"kwargs": {}, "steps": 500, "batch_size": 64},
-    "linreg": {"kwargs": {}, "steps": 500, "batch_size": 100},
-    "charlm": {"kwargs": {"hidden": 128, "max_chars": 100_000}, "steps": 500, "batch_size": 128},
-}
-#: Settings the suggestion rule was not chosen on (reported apart from the targets):
-#: another width and batch size, scaled features, another hidden size, another optimizer.
-HELD_OUT: dict[str, dict[str, Any]] = {
-    "digits-h256-b32": {
-        "task": "digits",
-        "kwargs": {"hidden": 256},
-        "steps": 500,
-        "batch_size": 32,
-    },
-    "linreg-std": {
-        "task": "linreg",
-        "kwargs": {"standardize": True},
-        "steps": 500,
-        "batch_size": 100,
-    },
-    "charlm-h64": {
-        "task": "charlm",
-        "kwargs": {"hidden": 64, "max_chars": 100_000},
-        "steps": 500,
-        "batch_size": 128,
-    },
-    "digits-momentum": {
-        "task": "digits",
-        "kwargs": {},
-        "steps": 500,
-        "batch_size": 64,
-        "optimizer": "momentum",
-    },
-}
-SETTINGS = {**BUDGETS, **HELD_OUT}
+SEEDS = (0, 1)
+METHODS = ("bergab", "steepest", "valley", "prodigy", "schedulefree", "adam-1e-3")
+DEFAULT_CACHE = Path(__file__).with_name(".lr_find_quality.json")
 
 
-def _optimizer(name: str) -> Callable[..., torch.optim.Optimizer]:
-    """AdamW (weight decay 0.01) or SGD with momentum 0.9, as ``factory(params, lr)``."""
-
-    def make(params: Any, lr: float = 1e-3) -> torch.optim.Optimizer:
-        if name == "momentum":
-            return optim.create("momentum", params, lr=lr)
-        return optim.create("adamw", params, lr=lr, weight_decay=0.01)
-
-    return make
+# =========================================================================== training
 
 
-def _task(name: str, seed: int) -> tasks.Task:
-    budget = SETTINGS[name]
-    return tasks.get(budget.get("task", name), seed=seed, **budget["kwargs"])
-
-
-def _evaluate(task: tasks.Task) -> float:
-    model = task.model
-    model.eval()
-    x, y = task.val.tensors
-    with torch.no_grad():
-        total = 0.0
-        for i in range(0, len(x), 4096):
-            total += float(task.loss_fn(model(x[i : i + 4096]), y[i : i + 4096])) * len(
-                x[i : i + 4096]
-            )
-    return total / len(x)
-
-
-def train(name: str, peak_lr: float, seed: int) -> float:
-    """AdamW (or the setting's optimizer) + cosine decay from ``peak_lr``; final val loss."""
-    budget = SETTINGS[name]
-    task = _task(name, seed)
-    steps, bs = budget["steps"], budget["batch_size"]
-    torch.manual_seed(seed)
-    model = task.model
-    opt = _optimizer(budget.get("optimizer", "adamw"))(model.parameters(), peak_lr)
-    sched = schedules.cosine(peak=peak_lr, total_steps=steps)
-    x, y = task.train.tensors
-    gen = torch.Generator().manual_seed(1000 + seed)
-    perm, pos = torch.randperm(len(x), generator=gen), 0
-    model.train()
-    for t in range(steps):
-        if pos + bs > len(x):
-            perm, pos = torch.randperm(len(x), generator=gen), 0
-        idx = perm[pos : pos + bs]
-        pos += bs
-        for group in opt.param_groups:
-            group["lr"] = sched(t)
-        loss = task.loss_fn(model(x[idx]), y[idx])
-        if not torch.isfinite(loss):
-            return math.inf
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    val = _evaluate(task)
-    return val if math.isfinite(val) else math.inf
-
-
-def steepest_rule(lrs: np.ndarray, smoothed: np.ndarray, skip_begin: int = 10) -> float:
-    """torch-lr-finder / Lightning: lr at the most negative gradient of the smoothed loss."""
-    lo, hi = skip_begin, len(smoothed) - 1
-    if hi - lo < 2:
-        return float(lrs[len(lrs) // 2])
-    grad = np.gradient(smoothed[lo:hi])
-    return float(lrs[lo + int(np.argmin(grad))])
-
-
-RULES: dict[str, Callable[[Any], float]] = {
-    "bergab": lambda res: float(res.suggestion),
-    "minimum": lambda res: float(res.suggestions["minimum"]),
-    "soft_min": lambda res: float(res.suggestions["soft_minimum"]),
-    "steepest": lambda res: steepest_rule(res.lrs, res.smoothed),
-}
-
-
-def _range_test(name: str, task_seed: int, seed: int) -> Any:
-    budget = SETTINGS[name]
-    task = _task(name, task_seed)
-    return lr_find(
+def _fit(
+    st: suite.SuiteTask, seed: int, lr: Any, optimizer: str, kwargs: dict[str, Any],
+    steps: int | None = None,
+) -> Any:  # fmt: skip
+    task = st.build(seed)
+    steps = steps or st.steps
+    return bergab.fit(
         task.model,
         task.train,
         task.loss_fn,
-        optimizer=_optimizer(budget.get("optimizer", "adamw")),
-        batch_size=budget["batch_size"],
+        val_data=task.val,
+        optimizer=optimizer,
+        optimizer_kwargs=kwargs,
+        lr=lr,
+        max_steps=steps,
+        batch_size=st.batch_size,
+        val_every=steps,
         seed=seed,
-        warn=False,
+        progress=False,
     )
 
 
-def run_task(name: str) -> dict[str, Any]:
+def _final(history: Any) -> float:
+    loss = float(history.records[-1]["val_loss"])
+    return loss if math.isfinite(loss) else math.inf
+
+
+def train(st: suite.SuiteTask, seed: int, peak: float, steps: int | None = None) -> float:
+    """The task's optimizer under cosine decay from ``peak`` over ``steps`` (default: the
+    task's budget): the final validation loss."""
+    steps = steps or st.steps
+    try:
+        h = _fit(st, seed, schedules.cosine(peak=peak, total_steps=steps), st.optimizer,
+                 st.optimizer_kwargs(), steps)  # fmt: skip
+    except NonFiniteError:
+        return math.inf
+    return _final(h)
+
+
+# =========================================================================== peers' rules
+
+
+def torch_lr_finder_steepest(lrs: np.ndarray, losses: np.ndarray) -> float:
+    """torch-lr-finder's suggestion: its smoothing (``smooth_f=0.05``, no bias correction),
+    then the lr at the most negative ``np.gradient`` after skipping 10 points at the start
+    and 5 at the end (fewer points than that: the middle of the curve)."""
+    smoothed = [float(losses[0])]
+    for v in losses[1:]:
+        smoothed.append(0.05 * float(v) + 0.95 * smoothed[-1])
+    s = np.array(smoothed)[10:-5]
+    if len(s) < 2:
+        return float(lrs[len(lrs) // 2])
+    return float(lrs[10 + int(np.argmin(np.gradient(s)))])
+
+
+def fastai_valley(lrs: np.ndarray, smoothed: np.ndarray) -> float:
+    """fastai's ``valley``: over points ``n//10 .. n-5`` of the smoothed curve, the longest
+    decreasing subsequence (by length, found by dynamic programming); the suggestion is
+    the point halfway from where it starts to where it ends."""
+    n_all = len(smoothed)
+    lr, loss = lrs[n_all // 10 : n_all - 5], smoothed[n_all // 10 : n_all - 5]
+    n = len(loss)
+    if n < 2:
+        return float(lrs[n_all // 2])
+    longest = [1] * n
+    best_end, best_start = 0, 0
+    for i in range(1, n):
+        for j in range(i):
+            if loss[i] < loss[j] and longest[i] < longest[j] + 1:
+                longest[i] = longest[j] + 1
+            if longest[best_end] < longest[i]:
+                best_end, best_start = i, i - longest[i]
+    third = (best_end - best_start) / 3
+    return float(lr[best_start + int(third) + int(third / 2)])
+
+
+def _range_test(st: suite.SuiteTask, seed: int, **sweep: Any) -> Any:
+    task = st.build(seed)
+    return lr_find(task.model, task.train, task.loss_fn, optimizer=st.optimizer,
+                   batch_size=st.batch_size, seed=seed, warn=False, **sweep,
+                   **st.optimizer_kwargs())  # fmt: skip
+
+
+def run_method(st: suite.SuiteTask, method: str, seed: int) -> dict[str, Any]:
+    """Train with ``method``'s choice: ``{"loss", "lr" (None: no single lr), "cost"}``."""
+    lr: float | None = None
+    cost = 0.0
+    if method == "bergab":
+        try:
+            h = _fit(st, seed, "auto", st.optimizer, st.optimizer_kwargs())
+        except NonFiniteError:
+            return {"loss": math.inf, "lr": None, "cost": math.nan}
+        auto = h.info["auto_lr"]
+        return {"loss": _final(h), "lr": auto["peak"], "cost": auto["cost_steps"] / st.steps,
+                "why": auto.get("describe", "")}  # fmt: skip
+    if method in ("steepest", "valley"):
+        if method == "steepest":
+            res = _range_test(st, seed, smoothing=0.95, diverge_factor=5.0)
+            lr = torch_lr_finder_steepest(res.lrs, res.losses)
+        else:
+            res = _range_test(st, seed)
+            lr = fastai_valley(res.lrs, res.smoothed)
+        return {"loss": train(st, seed, lr), "lr": lr, "cost": len(res.lrs) / st.steps}
+    if method == "prodigy":
+        spec: tuple[Any, str, dict[str, Any]] = (
+            schedules.cosine(peak=1.0, total_steps=st.steps), "prodigy", {"weight_decay": 0.01}
+        )
+    elif method == "schedulefree":
+        spec = (None, "schedulefree_adamw", {})
+    elif method == "adam-1e-3":
+        spec = (1e-3, "adamw", {"weight_decay": 0.01})
+    else:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    try:
+        loss = _final(_fit(st, seed, *spec))
+    except NonFiniteError:
+        loss = math.inf
+    return {"loss": loss, "lr": lr, "cost": cost}
+
+
+# =========================================================================== jobs, cache
+
+
+def _job(key: tuple[str, str, str, int]) -> tuple[tuple[str, str, str, int], Any]:
+    torch.set_num_threads(1)
+    name, kind, arg, seed = key
+    st = suite.get(name)
+    if kind == "grid":
+        return key, train(st, seed, float(arg))
+    if kind.startswith("short"):  # short:<fraction>|<lr>
+        fraction, lr = kind.split(":")[1], float(arg)
+        return key, train(st, seed, lr, max(1, round(float(fraction) * st.steps)))
+    return key, run_method(st, arg, seed)
+
+
+def _keys(
+    names: list[str], methods: list[str], short: list[float]
+) -> list[tuple[str, str, str, int]]:
+    keys = [(n, "grid", repr(lr), s) for n in names for lr in GRID for s in SEEDS]
+    keys += [(n, f"short:{f}", repr(lr), s) for f in short for n in names for lr in GRID
+             for s in SEEDS]  # fmt: skip
+    keys += [(n, "method", m, s) for n in names for m in methods for s in SEEDS]
+    return keys
+
+
+def _load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _save(path: Path, cache: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(cache, indent=0))
+    os.replace(tmp, path)
+
+
+def measure(
+    names: list[str], methods: list[str], short: list[float], cache_path: Path, jobs: int
+) -> dict[str, Any]:
+    cache = _load(cache_path)
+    todo = [k for k in _keys(names, methods, short) if "|".join(map(str, k)) not in cache]
+    # the slowest tasks first, so the workers finish together
+    todo.sort(key=lambda k: -suite.get(k[0]).steps * suite.get(k[0]).batch_size)
     t0 = time.perf_counter()
-    grid = {lr: [train(name, lr, s) for s in GRID_SEEDS] for lr in GRID}
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        for i, (key, value) in enumerate(pool.imap_unordered(_job, todo)):
+            cache["|".join(map(str, key))] = value
+            if i % 20 == 19 or i == len(todo) - 1:
+                _save(cache_path, cache)
+                print(f"  {i + 1}/{len(todo)} runs, {time.perf_counter() - t0:.0f} s", flush=True)
+    return cache
+
+
+# =========================================================================== report
+
+
+def _geo(values: list[float]) -> float:
+    return float(np.exp(np.mean(np.log(values)))) if values else math.nan
+
+
+def summarize(name: str, methods: list[str], cache: dict[str, Any]) -> dict[str, Any]:
+    grid = {lr: [cache[f"{name}|grid|{lr!r}|{s}"] for s in SEEDS] for lr in GRID}
     mean = {lr: float(np.mean(v)) for lr, v in grid.items()}
     best_lr = min(mean, key=lambda lr: mean[lr])
-    curves, fixed_curves = {}, {}
-    picks: dict[str, dict[int, float]] = {rule: {} for rule in RULES}
-    fixed: dict[str, dict[int, float]] = {rule: {} for rule in RULES}
-    for seed in FIND_SEEDS:
-        # task seed = range-test seed: data (split or draw), init and batches all change
-        res = _range_test(name, seed, seed)
-        curves[seed] = res.to_dict()
-        # one task instance (seed 0: same data and init), only the range test's batches
-        res0 = _range_test(name, 0, 100 + seed)
-        fixed_curves[seed] = res0.to_dict()
-        for rule, fn in RULES.items():
-            picks[rule][seed] = fn(res)
-            fixed[rule][seed] = fn(res0)
-    finals = {rule: {s: train(name, picks[rule][s], s) for s in GRID_SEEDS} for rule in RULES}
-    return {
-        "task": name,
-        "grid": {str(lr): v for lr, v in grid.items()},
-        "grid_best_lr": best_lr,
-        "grid_best_loss": mean[best_lr],
-        "picks": picks,
-        "fixed_picks": fixed,
-        "finals": finals,
-        "curves": curves,
-        "fixed_curves": fixed_curves,
-        "seconds": time.perf_counter() - t0,
-    }
-
-
-def _spread(values: list[float]) -> float:
-    return float(max(values) / min(values))
-
-
-def summarize(r: dict[str, Any]) -> dict[str, dict[str, float]]:
-    out = {}
-    for rule in RULES:
-        lrs = np.array(list(r["picks"][rule].values()))
-        geo = float(np.exp(np.mean(np.log(lrs))))
-        final = float(np.mean(list(r["finals"][rule].values())))
-        out[rule] = {
-            "suggestion": geo,
-            "ratio_lr": geo / r["grid_best_lr"],
-            "ratio_loss": final / r["grid_best_loss"],
-            "spread": float(lrs.max() / lrs.min()),
-            "spread_fixed": _spread(list(r["fixed_picks"][rule].values())),
+    out: dict[str, Any] = {"grid_best_lr": best_lr, "grid_best_loss": mean[best_lr],
+                           "grid": mean, "methods": {}}  # fmt: skip
+    for m in methods:
+        runs = [cache[f"{name}|method|{m}|{s}"] for s in SEEDS]
+        lrs = [r["lr"] for r in runs if r["lr"] is not None]
+        out["methods"][m] = {
+            "ratio": float(np.mean([r["loss"] for r in runs])) / mean[best_lr],
+            "lr_ratio": _geo(lrs) / best_lr if lrs else math.nan,
+            "spread": max(lrs) / min(lrs) if lrs else math.nan,
+            "cost": float(np.mean([r["cost"] for r in runs])),
+            "why": [r.get("why", "") for r in runs],
         }
     return out
 
 
+def _far(x: float) -> float:
+    """How far a ratio is from 1, as a factor >= 1 either way."""
+    if math.isnan(x):
+        return math.nan
+    return max(x, 1 / x) if x > 0 else math.inf
+
+
+def report(names: list[str], methods: list[str], cache: dict[str, Any], verbose: bool) -> str:
+    lines = []
+    rows = {n: summarize(n, methods, cache) for n in names}
+    lines.append(f"{'task':20} {'best lr':>8} {'best loss':>9}  " + " ".join(
+        f"{m:>12}" for m in methods))  # fmt: skip
+    for n, r in rows.items():
+        cells = []
+        for m in methods:
+            s = r["methods"][m]
+            lr = "" if math.isnan(s["lr_ratio"]) else f"{s['lr_ratio']:.2g}x"
+            cells.append(f"{s['ratio']:6.3f} {lr:>5}")
+        lines.append(f"{n:20} {r['grid_best_lr']:8.2g} {r['grid_best_loss']:9.4g}  " +
+                     " ".join(f"{c:>12}" for c in cells))  # fmt: skip
+        if verbose and "bergab" in r["methods"]:
+            for why in r["methods"]["bergab"]["why"]:
+                lines.append(f"    {why}")
+    for half in suite.HALVES:
+        part = [n for n in names if suite.get(n).half == half]
+        if not part:
+            continue
+        lines.append(f"\n{half} half ({len(part)} tasks):")
+        lines.append(f"  {'method':13} {'loss geo':>8} {'worst':>7} {'lr worst':>9} "
+                     f"{'spread':>7} {'cost':>6}")  # fmt: skip
+        for m in methods:
+            ratios = [rows[n]["methods"][m]["ratio"] for n in part]
+            lr_r = [_far(rows[n]["methods"][m]["lr_ratio"]) for n in part]
+            lr_r = [v for v in lr_r if not math.isnan(v)]
+            spread = [rows[n]["methods"][m]["spread"] for n in part]
+            spread = [v for v in spread if not math.isnan(v)]
+            cost = float(np.mean([rows[n]["methods"][m]["cost"] for n in part]))
+            lines.append(
+                f"  {m:13} {_geo(ratios):8.3f} {max(ratios):7.2f} "
+                f"{(max(lr_r) if lr_r else math.nan):8.3g}x "
+                f"{(max(spread) if spread else math.nan):7.2f} {cost:6.2f}"
+            )
+    return "\n".join(lines)
+
+
+def short_horizon_report(names: list[str], fractions: list[float], cache: dict[str, Any]) -> str:
+    """Where short runs put the best lr, against the full runs' grid-best."""
+    lines = ["\nshort-horizon bias: best lr of short runs / grid-best lr (full runs), and the "
+             "full-run loss at the short runs' best lr / grid-best loss"]  # fmt: skip
+    for f in fractions:
+        cells, shifts = [], []
+        for n in names:
+            full = {lr: float(np.mean([cache[f"{n}|grid|{lr!r}|{s}"] for s in SEEDS]))
+                    for lr in GRID}  # fmt: skip
+            short = {lr: float(np.mean([cache[f"{n}|short:{f}|{lr!r}|{s}"] for s in SEEDS]))
+                     for lr in GRID}  # fmt: skip
+            best_full = min(full, key=lambda lr: full[lr])
+            best_short = min(short, key=lambda lr: short[lr])
+            shifts.append(best_short / best_full)
+            cells.append(f"{n} {best_short / best_full:.2g}x ({full[best_short] / full[best_full]:.3f})")
+        lines.append(f"  fraction {f}: geometric mean {_geo(shifts):.2f}x; " + ", ".join(cells))
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument("--json", help="write every measurement to this JSON file")
+    parser.add_argument("--half", choices=suite.HALVES, help="only this half of the suite")
+    parser.add_argument("--tasks", nargs="+", choices=suite.names(), help="only these tasks")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--fresh", nargs="*", default=[], choices=METHODS,
+                        help="drop these methods' cached results first")  # fmt: skip
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--short-horizon", nargs="*", type=float, default=[],
+                        help="also run the grid with runs this fraction of the budget "
+                        "(cosine compressed) and compare the best lr with the full grid's")
+    parser.add_argument("--verbose", action="store_true", help="say why bergab chose its lr")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    results = [run_task(name) for name in args.tasks]
-    print(
-        f"{'task':8} {'grid-best lr':>12} {'best loss':>10}  {'rule':9} {'suggestion':>10} "
-        f"{'sugg/best':>9} {'loss/best':>9} {'spread':>7} {'spread1':>7}"
-    )
-    ratios: dict[str, list[float]] = {rule: [] for rule in RULES}
-    for r in results:
-        for rule, s in summarize(r).items():
-            ratios[rule].append(s["ratio_loss"])
-            print(
-                f"{r['task']:8} {r['grid_best_lr']:12.3g} {r['grid_best_loss']:10.4g}  "
-                f"{rule:9} {s['suggestion']:10.3g} {s['ratio_lr']:9.2f} {s['ratio_loss']:9.3f} "
-                f"{s['spread']:7.2f} {s['spread_fixed']:7.2f}"
-            )
-        print(f"{'':8} ({r['seconds']:.0f} s)")
-    for rule, vals in ratios.items():
-        main = [v for r, v in zip(results, vals, strict=True) if r["task"] in BUDGETS]
-        held = [v for r, v in zip(results, vals, strict=True) if r["task"] in HELD_OUT]
-        cells = [
-            f"{label} {float(np.exp(np.mean(np.log(v)))):.3f}"
-            for label, v in (("built-in tasks", main), ("held-out settings", held))
-            if v
-        ]
-        print(f"geometric mean of final loss / grid-best, {rule}: " + ", ".join(cells))
-    print(
-        "spread: max/min over 5 seeds that change the task instance (data, init) and the "
-        "range test; spread1: over 5 range-test seeds on one instance (task seed 0)"
-    )
-    print("\nevery lr_find rule, suggestion / grid-best lr (spread over 5 seeds), no training:")
-    for r in results:
-        cells = []
-        for rule in ("minimum", "soft_minimum", "steep", "valley", "slide"):
-            v = np.array([c["suggestions"][rule] for c in r["curves"].values()])
-            geo = float(np.exp(np.mean(np.log(v)))) / r["grid_best_lr"]
-            cells.append(f"{rule} {geo:.2g}x ({v.max() / v.min():.2g})")
-        print(f"  {r['task']:8} " + ", ".join(cells))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    names = args.tasks or [t.name for t in suite.tasks(args.half)]
+    cache = _load(args.cache)
+    for key in [k for k in cache if k.split("|")[2] in args.fresh]:
+        del cache[key]
+    _save(args.cache, cache)
+    cache = measure(names, args.methods, args.short_horizon, args.cache, args.jobs)
+    print(report(names, args.methods, cache, args.verbose))
+    if args.short_horizon:
+        print(short_horizon_report(names, args.short_horizon, cache))
     return 0
 
 

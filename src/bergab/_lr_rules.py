@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -209,3 +210,144 @@ def _confidence(
         score_end = min(score_end, 0.25)
         reasons.append("the loss was lowest at the very start: lower start_lr")
     return score_drop * score_width * score_end, reasons
+
+
+# =========================================================================== trials
+#
+# ``lr="auto"`` reads only a bracket off the range test and lets short training runs
+# ("trials") decide: these are the pure parts of that search, so they can be tested on
+# made-up curves and score functions.
+
+#: Width of the centred smoothing of a range-test curve, in decades of lr.
+CENTRED_DECADES = 0.3
+
+
+def centred(lrs: ArrayLike, losses: ArrayLike, decades: float = CENTRED_DECADES) -> np.ndarray:
+    """The losses smoothed by a Gaussian in ``log10(lr)`` of width ``decades``.
+
+    Each point is a weighted mean of its neighbours on *both* sides, so the smoothed curve
+    does not lag the raw one the way an exponential moving average does (an EMA's minimum
+    sits where the raw loss is already rising). Near the ends the kernel is cut off and
+    renormalized.
+
+    Example:
+        >>> lrs = np.logspace(-4, 0, 41)
+        >>> loss = (np.log10(lrs) + 2) ** 2  # lowest at 1e-2
+        >>> float(lrs[np.argmin(centred(lrs, loss))])
+        0.01
+    """
+    lr, raw = _curve_array("lrs", lrs), _curve_array("losses", losses)
+    _check_curve(lr, losses=raw)
+    logs = np.log10(lr)
+    w = np.exp(-0.5 * ((logs[:, None] - logs[None, :]) / decades) ** 2)
+    return (w @ raw) / w.sum(axis=1)
+
+
+def bottom(lrs: ArrayLike, losses: ArrayLike) -> tuple[float | None, str]:
+    """The lr at the bottom of the centred curve, or ``None`` and why it cannot be trusted.
+
+    It is untrustworthy when the curve never fell 5% below its start (the median of its
+    first 10%), or when its lowest point lies in its first 10%: a lucky first batch, or a
+    descent below ``start_lr``.
+
+    Example:
+        >>> lrs = np.logspace(-6, 1, 71)
+        >>> loss = 1 / (1 + lrs / 1e-3) + (lrs / 0.3) ** 2
+        >>> lr, why = bottom(lrs, loss)
+        >>> f"{lr:.2g}", why
+        ('0.025', 'the bottom of the centred range-test curve')
+        >>> bottom(lrs, np.ones(71))[0] is None
+        True
+    """
+    lr, raw = _curve_array("lrs", lrs), _curve_array("losses", losses)
+    if len(lr) < 5:
+        return None, f"the range test recorded only {len(lr)} steps"
+    smooth = centred(lr, raw)
+    i_min = int(np.argmin(smooth))
+    start = float(np.median(smooth[: max(1, len(smooth) // 10)]))
+    drop = (start - float(smooth[i_min])) / max(abs(start), 1e-12)
+    if i_min < max(1, len(smooth) // 10):
+        return None, "the range-test loss was lowest at its very start"
+    if drop < 0.05:
+        return None, f"the range-test loss fell only {100 * max(drop, 0.0):.1f}% below its start"
+    return float(lr[i_min]), "the bottom of the centred range-test curve"
+
+
+@dataclass
+class Trial:
+    """One candidate learning rate and how its short run scored (``inf``: diverged).
+
+    Example:
+        >>> Trial(0.01, 0.5, "initial")
+        Trial(lr=0.01, score=0.5, why='initial')
+    """
+
+    lr: float
+    score: float
+    why: str
+    train_score: float = math.nan
+
+
+def next_lr(trials: Sequence[Trial], spacing: float) -> tuple[float, str] | None:
+    """The next learning rate the search should try, or ``None`` when the best is bracketed.
+
+    While the best score lies at an end of the tried range, the search steps ``spacing``
+    beyond that end (below the lowest lr when all diverged); a step above an lr that
+    diverged is never taken. Once the best is bracketed it halves the gap (in log lr)
+    towards its better neighbour, once.
+
+    Example:
+        >>> t = [Trial(1e-3, 0.9, "a"), Trial(1e-2, 0.5, "a")]
+        >>> next_lr(t, 10.0)
+        (0.1, 'the best lr was the highest tried')
+        >>> t.append(Trial(0.1, 0.7, "b"))
+        >>> lr, why = next_lr(t, 10.0); round(lr, 5), why
+        (0.03162, 'between the best lr and its better neighbour')
+    """
+    done = sorted(trials, key=lambda t: t.lr)
+    lrs = [t.lr for t in done]
+    finite = [t for t in done if math.isfinite(t.score)]
+    if not finite:
+        return lrs[0] / spacing**2, "every lr tried diverged"
+    best = min(finite, key=lambda t: t.score)
+    i = lrs.index(best.lr)
+    if i == len(done) - 1:
+        return best.lr * spacing, "the best lr was the highest tried"
+    if i == 0:
+        return best.lr / spacing, "the best lr was the lowest tried"
+    if any("between" in t.why for t in done):
+        return None
+    left, right = done[i - 1], done[i + 1]
+    other = left if left.score <= right.score else right
+    mid = math.sqrt(best.lr * other.lr)
+    if any(math.isclose(mid, v) for v in lrs):
+        return None
+    return mid, "between the best lr and its better neighbour"
+
+
+def pick(trials: Sequence[Trial]) -> tuple[float, str]:
+    """The learning rate the trials point to, and why.
+
+    The best-scoring lr, moved to the vertex of the parabola (in ``log10 lr``) through it
+    and its two neighbours when they bracket it and the parabola opens upward; the vertex
+    is kept within half the gap to either neighbour.
+
+    Example:
+        >>> t = [Trial(1e-3, 1.0, ""), Trial(1e-2, 0.5, ""), Trial(1e-1, 0.6, "")]
+        >>> lr, why = pick(t); f"{lr:.3g}", why
+        ('0.0215', 'vertex of a parabola through the best trial and its neighbours')
+    """
+    done = sorted((t for t in trials if math.isfinite(t.score)), key=lambda t: t.lr)
+    if not done:
+        raise ValueError("every trial diverged")
+    i = min(range(len(done)), key=lambda k: done[k].score)
+    best = done[i]
+    if i == 0 or i == len(done) - 1:
+        return best.lr, "the best trial (at the end of the lrs tried)"
+    x = np.log10([done[i - 1].lr, best.lr, done[i + 1].lr])
+    y = np.array([done[i - 1].score, best.score, done[i + 1].score])
+    a, b, _ = np.polyfit(x, y, 2)
+    if not a > 0:
+        return best.lr, "the best trial"
+    vertex = float(np.clip(-b / (2 * a), (x[0] + x[1]) / 2, (x[1] + x[2]) / 2))
+    return float(10**vertex), "vertex of a parabola through the best trial and its neighbours"

@@ -3,21 +3,30 @@
 The policy, used by ``bergab.fit(..., lr="auto")``, ``bergab train`` with
 ``[schedule] lr = "auto"`` and ``bergab demo``:
 
-1. Run :func:`bergab.lr_find` on the training data with the optimizer that will train
-   (default sweep ``1e-7 .. 10`` over 100 steps, seeded, everything restored afterwards).
-2. Take its :attr:`~bergab.lr_finder.LRFindResult.suggestion` (a tenth of the lr at the
-   minimum of the smoothed loss) as the **peak** learning rate.
-3. Train under a schedule peaking there:
+1. **Bracket.** A short range test (:func:`bergab.lr_find`, 1e-7 .. 10 over a quarter of
+   the run's steps, 30 to 100) with the optimizer that will train. Only the bottom of its
+   curve, smoothed without lag (:func:`bergab._lr_rules.centred`), is read: where the loss
+   stops falling. A curve with no clear descent (or lowest at its very start: a lucky
+   batch) gives no bracket; then the search starts around the optimizer's default lr.
+2. **Trials.** Short runs from the model as it is, each :data:`TRIAL_FRACTION` of the run
+   under the run's own schedule compressed to that length, at candidate peak lrs a factor
+   :data:`SPACING` apart below the bottom; the search extends past an end whose candidate
+   scored best and then halves the gap to the best one's better neighbour, within
+   :data:`COST_LIMIT` runs' worth of steps for the whole choice. Each trial is scored on
+   ``val_data`` when there is validation data (what the run will be judged on), else on
+   the loss over a fixed sample of the training data (which favours large learning rates
+   when the model can overfit: give validation data).
+3. **Pick.** The vertex of a parabola (in log lr) through the best trial and its
+   neighbours. When no trial beat the untrained model's score, the choice falls back to
+   the optimizer's default lr, says so in :class:`~bergab.lr_finder.LRFindResult`
+   (``fallback``, ``choice``) and in the run's log, and warns.
+4. **Train** under ``policy`` peaking there: ``"cosine"`` (default; decay to 0 after
+   ``warmup_steps``) or ``"one_cycle"`` (Smith & Topin's 1cycle).
 
-   - ``policy="cosine"`` (default): cosine decay from the peak to 0 over the whole run
-     (optionally after ``warmup_steps`` of linear warmup). This is the schedule the
-     suggestion rule was calibrated for (AdamW + cosine, ``benchmarks/lr_find_quality.py``:
-     within 0.8–3× of the grid-best peak lr on every built-in task).
-   - ``policy="one_cycle"``: the 1cycle policy (Smith & Topin 2018) with the suggestion as
-     its maximum (``pct_start=0.3``, starting at peak/25).
-
-The range test's steps are not counted in the training budget: the model is put back
-exactly as it was before training starts.
+The choice's steps are not counted in the training budget: the model, the optimizer
+instance and every random generator are put back exactly as they were before training
+starts. ``benchmarks/lr_find_quality.py`` measures the policy against the grid-best lr on
+the 16 tasks of :mod:`bergab.tasks.suite`.
 
 Example:
     >>> import torch
@@ -34,6 +43,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,11 +53,40 @@ import torch
 from torch import nn
 
 from bergab import schedules
+from bergab._lr_rules import Trial, bottom, next_lr, pick
 from bergab._validate import check_choice, check_int, check_real
-from bergab.lr_finder import LRFindResult, lr_find
+from bergab.lr_finder import LRFindResult, LRFindWarning, _Steps, _trial, lr_find
+from bergab.training import _data
 from bergab.training._lr import register_auto_lr
 
-__all__ = ["POLICIES", "AutoLR", "auto_schedule", "build_schedule"]
+__all__ = [
+    "COST_LIMIT",
+    "POLICIES",
+    "SPACING",
+    "TRIAL_FRACTION",
+    "AutoLR",
+    "auto_schedule",
+    "build_schedule",
+    "choose_lr",
+]
+
+#: Each trial trains this fraction of the run's steps.
+TRIAL_FRACTION = 0.2
+#: The whole choice (range test and trials) takes at most this many runs' worth of steps.
+COST_LIMIT = 1.5
+#: Candidate peak lrs are this factor apart (half a decade).
+SPACING = math.sqrt(10.0)
+#: The first candidates: the range test's bottom divided by ``SPACING ** k`` for these k.
+FIRST_CANDIDATES = (1, 2, 3)
+#: The range test spans this fraction of the run's steps, clipped to 30 .. 100 steps.
+SWEEP_FRACTION = 0.25
+#: A trial must beat the untrained model's score by this fraction to count as learning.
+MIN_IMPROVEMENT = 0.01
+#: Examples of the training data that score the trials when there is no validation data.
+TRAIN_SAMPLE = 2048
+#: Short runs favour larger learning rates than the full run ("short-horizon bias"):
+#: the trials' pick is multiplied by this (measured on the suite's tuning half).
+SHORT_HORIZON = 0.6
 
 #: The schedules ``lr="auto"`` can build around the suggested peak.
 POLICIES: tuple[str, ...] = ("cosine", "one_cycle")
@@ -82,10 +122,15 @@ class AutoLR:
 
     def describe(self) -> str:
         """One line: the chosen peak, how it was chosen, and the schedule policy."""
-        return (
-            f'lr="auto": peak {self.peak:.3g} (rule {self.result.rule}, confidence '
-            f"{self.result.confidence:.2f}), {self.policy} over {self.total_steps} steps"
-        )
+        r = self.result
+        if r.candidates:
+            how = (
+                f"{len(r.candidates)} trials, {'FALLBACK: ' if r.fallback else ''}{r.choice}; "
+                f"cost {r.cost_steps} steps"
+            )
+        else:
+            how = f"rule {r.rule}, confidence {r.confidence:.2f}"
+        return f'lr="auto": peak {self.peak:.3g} ({how}), {self.policy} over {self.total_steps} steps'
 
 
 def build_schedule(
@@ -122,12 +167,217 @@ def build_schedule(
     return schedules.warmup(sched, steps=warmup_steps) if warmup_steps else sched
 
 
+def _default_lr(optimizer: Any, optimizer_kwargs: Mapping[str, Any]) -> float:
+    """The learning rate ``optimizer`` has when nobody chooses one (1e-3 when unknown)."""
+    from bergab import optim as _optim
+
+    probe = [nn.Parameter(torch.zeros(1))]
+    try:
+        if isinstance(optimizer, torch.optim.Optimizer):
+            opt = optimizer
+        elif isinstance(optimizer, str):
+            opt = _optim.create(optimizer, probe, **optimizer_kwargs)
+        else:
+            opt = optimizer(probe, **optimizer_kwargs)
+        lr = float(opt.param_groups[0]["lr"])
+    except Exception:  # noqa: BLE001 - a factory that needs more than params: no default
+        return 1e-3
+    return lr if math.isfinite(lr) and lr > 0 else 1e-3
+
+
+def _train_sample(train_data: Any, batch_size: int | None) -> list[Any]:
+    """Up to :data:`TRAIN_SAMPLE` examples of the training data, as fixed batches."""
+    batches = _data.val_batch_list(train_data, batch_size or 256)
+    out, n = [], 0
+    for b in batches:
+        out.append(b)
+        n += _batch_size_of(b)
+        if n >= TRAIN_SAMPLE:
+            break
+    return out
+
+
+def _batch_size_of(batch: Any) -> int:
+    first = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return int(first.shape[0]) if isinstance(first, torch.Tensor) and first.ndim else 1
+
+
+def _sweep_steps(total_steps: int) -> int:
+    return int(min(100, max(30, round(SWEEP_FRACTION * total_steps))))
+
+
+def choose_lr(
+    model: nn.Module,
+    train_data: Any,
+    loss_fn: Callable[[Any, Any], torch.Tensor],
+    *,
+    total_steps: int,
+    val_data: Any = None,
+    optimizer: Any = "adamw",
+    policy: str = "cosine",
+    warmup_steps: int = 0,
+    batch_size: int | None = None,
+    batch_fn: Callable[[Any], tuple[Any, Any]] | None = None,
+    accumulation_steps: int = 1,
+    device: str | torch.device | None = None,
+    precision: str = "32",
+    clip_norm: float | None = None,
+    clip_value: float | None = None,
+    seed: int | None = None,
+    lr_find_kwargs: Mapping[str, Any] | None = None,
+    optimizer_kwargs: Mapping[str, Any] | None = None,
+    warn: bool = True,
+) -> LRFindResult:
+    """Choose the peak learning rate of a run: a range test brackets it, trials decide.
+
+    See the module docstring for the policy. The model, an optimizer instance, the
+    random generators and the data order are left exactly as they were.
+
+    Args:
+        model: the model about to be trained.
+        train_data: the training data, in any form :func:`bergab.fit` accepts.
+        loss_fn: ``loss_fn(outputs, targets) -> scalar tensor``.
+        total_steps: optimizer steps of the run the lr is for, >= 1.
+        val_data: validation data (any form fit accepts): the trials are scored on it;
+            ``None`` scores them on up to 2,048 training examples.
+        optimizer: what will train (a name, a class, a factory or an instance).
+        policy: the run's schedule, ``"cosine"`` or ``"one_cycle"``; each trial runs it
+            compressed to its own length.
+        warmup_steps: the run's linear warmup before the cosine decay.
+        batch_size, batch_fn, accumulation_steps, device, precision, clip_norm,
+            clip_value: as for :func:`bergab.fit`; the range test and the trials step
+            as fit does.
+        seed: seeds the range test and every trial (each trial sees the same batches).
+        lr_find_kwargs: range-test settings (``start_lr``, ``end_lr``, ``steps``,
+            ``mode``, ``smoothing``, ``diverge_factor``).
+        optimizer_kwargs: optimizer arguments for a name or class.
+        warn: warn with :class:`~bergab.lr_finder.LRFindWarning` when the choice falls
+            back to the optimizer's default lr.
+
+    Returns:
+        The range test's :class:`~bergab.lr_finder.LRFindResult`, with ``suggestion``
+        the chosen lr, ``rule`` ``"trials"`` (or ``"fallback"``), ``candidates`` every
+        trial, ``choice`` why, and ``cost_steps`` every training step the choice took.
+
+    Raises:
+        ValueError: when every trial diverged, down to ``SPACING**-6`` below the bracket.
+
+    Example:
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> x = torch.randn(256, 4)
+        >>> y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
+        >>> res = choose_lr(torch.nn.Linear(4, 1), (x, y), torch.nn.functional.mse_loss,
+        ...                 total_steps=200, optimizer="sgd", batch_size=32, seed=0)
+        >>> res.rule, 0.01 < res.suggestion < 1.0, len(res.candidates) >= 3
+        ('trials', True, True)
+    """
+    check_choice("policy", policy, POLICIES)
+    total_steps = check_int("total_steps", total_steps, low=1)
+    build_schedule(1.0, total_steps, policy, warmup_steps)  # fail before any training
+    sweep_kwargs = dict(lr_find_kwargs or {})
+    sweep_kwargs.setdefault("steps", _sweep_steps(total_steps))
+    opt_kwargs = dict(optimizer_kwargs or {})
+    result = lr_find(
+        model, train_data, loss_fn, optimizer=optimizer, batch_size=batch_size,
+        batch_fn=batch_fn, accumulation_steps=accumulation_steps, device=device,
+        precision=precision, clip_norm=clip_norm, clip_value=clip_value, seed=seed,
+        warn=False, **sweep_kwargs, **opt_kwargs,
+    )  # fmt: skip
+    steps = _Steps(
+        accumulation_steps=accumulation_steps, batch_size=batch_size, seed=seed,
+        batch_fn=batch_fn, clip_norm=clip_norm, clip_value=clip_value, precision=precision,
+    )  # fmt: skip
+    length = max(2 if policy == "one_cycle" else 1, round(TRIAL_FRACTION * total_steps))
+    warm = round(warmup_steps * length / total_steps)
+    sample = _train_sample(train_data, batch_size)
+    score_data = [sample]
+    if val_data is not None:
+        score_data.insert(0, _data.val_batch_list(val_data, batch_size or 256))
+    scored_on = "val_data" if val_data is not None else "a sample of the training data"
+
+    def run(lrs: list[float]) -> list[float]:
+        return _trial(model, train_data, loss_fn, lrs, score_data, optimizer=optimizer,
+                      optimizer_kwargs=opt_kwargs, steps=steps, device=device)  # fmt: skip
+
+    def trial(lr: float, why: str) -> Trial:
+        sched = build_schedule(lr, length, policy, warm)
+        scores = run([float(sched(t)) for t in range(length)])
+        return Trial(lr, scores[0], why, scores[-1])
+
+    centre, bracket = bottom(result.lrs, result.losses) if len(result.lrs) else (None, "")
+    if centre is None:
+        default = _default_lr(optimizer, opt_kwargs)
+        first = [default / 10, default, default * 10]
+        spacing = 10.0
+        bracket = f"{bracket or 'the range test stopped at once'}: search around the default lr"
+    else:
+        first = sorted(centre / SPACING**k for k in FIRST_CANDIDATES)
+        spacing = SPACING
+    budget = max(len(first), int((COST_LIMIT * total_steps - len(result.lrs)) // length))
+    trials: list[Trial] = []
+    for lr in first:
+        if any(not math.isfinite(t.score) and t.lr < lr for t in trials):
+            break  # above an lr that diverged: it would diverge too
+        trials.append(trial(lr, f"first candidates ({bracket})"))
+    while len(trials) < budget:
+        nxt = next_lr(trials, spacing)
+        if nxt is None or nxt[0] < centre_floor(first, spacing):
+            break
+        if any(not math.isfinite(t.score) and t.lr <= nxt[0] for t in trials):
+            break
+        trials.append(trial(*nxt))
+    initial = run([])[0]
+    cost = len(result.lrs) + length * len(trials)
+    if not any(math.isfinite(t.score) for t in trials):
+        raise ValueError(
+            f'lr="auto": every trial diverged, down to lr {min(t.lr for t in trials):.3g}: the '
+            "loss becomes non-finite at any learning rate tried; check the data, the model and "
+            "loss_fn, or give lr a number"
+        )
+    lr, why = pick(trials)
+    best_trial = min(trials, key=lambda t: t.score)
+    best = best_trial.score
+    # the full run overfits more than a trial: the more the best trial already overfits
+    # (validation loss over training loss), the lower the full run's best lr
+    gap = best / best_trial.train_score if val_data is not None and best_trial.train_score > 0 else 1.0
+    factor = SHORT_HORIZON / math.sqrt(max(1.0, gap))
+    lr *= factor
+    why = f"{why}, times {factor:.2g} for the full run's length"
+    fallback = not best < initial * (1 - MIN_IMPROVEMENT) if initial > 0 else not best < initial
+    if fallback:
+        lr = _default_lr(optimizer, opt_kwargs)
+        why = (
+            f"no trial improved on the untrained model's score {initial:.4g} on {scored_on} "
+            f"(best {best:.4g}): fell back to the optimizer's default lr {lr:.3g}"
+        )
+        if warn:
+            warnings.warn(f'lr="auto": {why}', LRFindWarning, stacklevel=3)
+    else:
+        why = f"{why}, scored on {scored_on} after {length}-step trials"
+    result.suggestion, result.rule = float(lr), "fallback" if fallback else "trials"
+    result.candidates = [
+        {"lr": t.lr, "score": t.score, "train_score": t.train_score, "steps": length,
+         "why": t.why}
+        for t in trials
+    ]
+    result.choice, result.fallback, result.cost_steps = why, fallback, cost
+    result.initial_score = initial
+    return result
+
+
+def centre_floor(first: list[float], spacing: float) -> float:
+    """The lowest lr the search goes to: ``spacing**3`` below its first candidates."""
+    return min(first) / spacing**3
+
+
 def auto_schedule(
     model: nn.Module,
     train_data: Any,
     loss_fn: Callable[[Any, Any], torch.Tensor],
     *,
     total_steps: int,
+    val_data: Any = None,
     optimizer: Any = "adamw",
     policy: str = "cosine",
     warmup_steps: int = 0,
@@ -154,6 +404,7 @@ def auto_schedule(
         train_data: the training data, in any form :func:`bergab.lr_find` accepts.
         loss_fn: ``loss_fn(outputs, targets) -> scalar tensor``.
         total_steps: optimizer steps of the training run the schedule spans, >= 1.
+        val_data: validation data; the trials are scored on it (see :func:`choose_lr`).
         optimizer: what will train: a name for :func:`bergab.optim.create`, an optimizer
             class, a factory ``params -> Optimizer`` or an instance.
         policy: ``"cosine"`` or ``"one_cycle"`` (see :func:`build_schedule`).
@@ -200,32 +451,14 @@ def auto_schedule(
         raise ValueError(
             f"lr_find_kwargs: unknown key {unknown[0]!r}; allowed: {', '.join(_SWEEP_KEYS)}"
         )
-    # fail on a bad policy/warmup before spending the range test
-    build_schedule(1.0, total_steps, policy, warmup_steps)
-    result = lr_find(
-        model,
-        train_data,
-        loss_fn,
-        optimizer=optimizer,
-        batch_size=batch_size,
-        batch_fn=batch_fn,
-        accumulation_steps=accumulation_steps,
-        device=device,
-        precision=precision,
-        clip_norm=clip_norm,
-        clip_value=clip_value,
-        seed=seed,
-        warn=warn,
-        **sweep,
-        **dict(optimizer_kwargs or {}),
-    )
-    try:
-        peak = result.usable_suggestion()
-    except ValueError as exc:  # no NaN peak into a schedule: say what the range test saw
-        raise ValueError(
-            f'lr="auto": {exc}. Give lr a number instead of "auto", or change the sweep '
-            "(lr_find_kwargs: start_lr, end_lr, steps)"
-        ) from None
+    result = choose_lr(
+        model, train_data, loss_fn, total_steps=total_steps, val_data=val_data,
+        optimizer=optimizer, policy=policy, warmup_steps=warmup_steps,
+        batch_size=batch_size, batch_fn=batch_fn, accumulation_steps=accumulation_steps,
+        device=device, precision=precision, clip_norm=clip_norm, clip_value=clip_value,
+        seed=seed, lr_find_kwargs=sweep, optimizer_kwargs=optimizer_kwargs, warn=warn,
+    )  # fmt: skip
+    peak = result.suggestion
     return AutoLR(
         schedule=build_schedule(peak, total_steps, policy, warmup_steps),
         peak=peak,

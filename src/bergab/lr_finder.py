@@ -99,6 +99,15 @@ class LRFindResult:
         stop_reason: ``"completed"``, ``"diverged"`` (smoothed loss above
             ``diverge_factor`` × its best) or ``"non-finite"``.
         config: the arguments of the sweep (for :meth:`to_dict`).
+        candidates: the trials of ``lr="auto"`` (:func:`bergab.auto_lr.choose_lr`): one
+            dict per candidate lr with its ``score`` (validation loss after a short run;
+            ``inf``: diverged), ``steps`` and ``why`` it was tried; empty for a range
+            test alone.
+        choice: why :attr:`suggestion` was chosen, when trials chose it.
+        fallback: ``True`` when no trial learned anything and :attr:`suggestion` is the
+            optimizer's default lr instead.
+        cost_steps: the training steps the choice took (range test and trials).
+        initial_score: the untrained model's score, which a trial must beat.
 
     Example:
         >>> r = LRFindResult.from_curve([1e-3, 1e-2, 1e-1, 1.0], [1.0, 0.8, 0.3, 2.0])
@@ -116,6 +125,11 @@ class LRFindResult:
     reasons: list[str] = field(default_factory=list)
     stop_reason: str = "completed"
     config: dict[str, Any] = field(default_factory=dict)
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    choice: str = ""
+    fallback: bool = False
+    cost_steps: int = 0
+    initial_score: float = math.nan
 
     @classmethod
     def from_curve(
@@ -188,7 +202,8 @@ class LRFindResult:
 
         Returns:
             ``lrs``, ``losses``, ``smoothed`` (lists), ``suggestions``, ``suggestion``,
-            ``rule``, ``confidence``, ``reasons``, ``stop_reason``, ``config``.
+            ``rule``, ``confidence``, ``reasons``, ``stop_reason``, ``config``,
+            ``candidates``, ``choice``, ``fallback``, ``cost_steps``, ``initial_score``.
 
         Example:
             >>> import json
@@ -208,6 +223,11 @@ class LRFindResult:
             "reasons": list(self.reasons),
             "stop_reason": self.stop_reason,
             "config": dict(self.config),
+            "candidates": [dict(c) for c in self.candidates],
+            "choice": self.choice,
+            "fallback": self.fallback,
+            "cost_steps": self.cost_steps,
+            "initial_score": float(self.initial_score),
         }
 
     @classmethod
@@ -236,6 +256,11 @@ class LRFindResult:
             reasons=list(data.get("reasons", [])),
             stop_reason=str(data.get("stop_reason", "completed")),
             config=dict(data.get("config", {})),
+            candidates=[dict(c) for c in data.get("candidates", [])],
+            choice=str(data.get("choice", "")),
+            fallback=bool(data.get("fallback", False)),
+            cost_steps=int(data.get("cost_steps", 0)),
+            initial_score=float(data.get("initial_score", math.nan)),
         )
 
     # ------------------------------------------------------------------ schedules
@@ -384,8 +409,51 @@ def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
 # =========================================================================== settings, setup
 
 
-@dataclass
-class _Sweep:
+@dataclass(kw_only=True)
+class _Steps:
+    """How each training step of a sweep or a trial runs (fit's step code), checked on
+    construction."""
+
+    accumulation_steps: int
+    batch_size: int | None
+    seed: int | None
+    batch_fn: BatchFn | None
+    clip_norm: float | None
+    clip_value: float | None
+    precision: str = "32"  # checked against the device once that is known
+
+    def __post_init__(self) -> None:
+        self.accumulation_steps = check_int("accumulation_steps", self.accumulation_steps, low=1)
+        if self.batch_size is not None:
+            self.batch_size = check_int("batch_size", self.batch_size, low=1)
+        if self.seed is not None:
+            self.seed = check_int("seed", self.seed, low=0)
+        if self.batch_fn is not None and not callable(self.batch_fn):
+            raise TypeError(f"batch_fn must be callable, got {type(self.batch_fn).__name__}")
+        self.clip_norm, self.clip_value = check_clip(self.clip_norm, self.clip_value)
+
+    def stepper(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[[Any, Any], torch.Tensor],
+        opt: torch.optim.Optimizer,
+        device: torch.device,
+    ) -> Stepper:
+        """fit's step code (batch_fn, precision and clipping as given)."""
+        return Stepper(
+            model,
+            loss_fn,
+            opt,
+            device=device,
+            batch_fn=self.batch_fn,
+            precision=self.precision,
+            clip_norm=self.clip_norm,
+            clip_value=self.clip_value,
+        )
+
+
+@dataclass(kw_only=True)
+class _Sweep(_Steps):
     """lr_find's settings of the sweep, checked on construction: the learning rates to try
     and how each step runs."""
 
@@ -395,13 +463,6 @@ class _Sweep:
     mode: str
     smoothing: float
     diverge_factor: float
-    accumulation_steps: int
-    batch_size: int | None
-    seed: int | None
-    batch_fn: BatchFn | None
-    clip_norm: float | None
-    clip_value: float | None
-    precision: str = "32"  # checked against the device once that is known
 
     def __post_init__(self) -> None:
         # lr_find's checks of these arguments, in the order of its signature
@@ -413,14 +474,7 @@ class _Sweep:
         self.diverge_factor = check_real(
             "diverge_factor", self.diverge_factor, low=1.0, low_open=True
         )
-        self.accumulation_steps = check_int("accumulation_steps", self.accumulation_steps, low=1)
-        if self.batch_size is not None:
-            self.batch_size = check_int("batch_size", self.batch_size, low=1)
-        if self.seed is not None:
-            self.seed = check_int("seed", self.seed, low=0)
-        if self.batch_fn is not None and not callable(self.batch_fn):
-            raise TypeError(f"batch_fn must be callable, got {type(self.batch_fn).__name__}")
-        self.clip_norm, self.clip_value = check_clip(self.clip_norm, self.clip_value)
+        super().__post_init__()
 
     def lrs(self) -> np.ndarray:
         """The learning rate of each step, log-spaced (``"exp"``) or evenly spaced."""
@@ -430,25 +484,6 @@ class _Sweep:
         if self.mode == "exp":
             return start * (end / start) ** (np.arange(steps) / (steps - 1))
         return start + (end - start) * np.arange(steps) / (steps - 1)
-
-    def stepper(
-        self,
-        model: nn.Module,
-        loss_fn: Callable[[Any, Any], torch.Tensor],
-        opt: torch.optim.Optimizer,
-        device: torch.device,
-    ) -> Stepper:
-        """fit's step code for the sweep (batch_fn, precision and clipping as given)."""
-        return Stepper(
-            model,
-            loss_fn,
-            opt,
-            device=device,
-            batch_fn=self.batch_fn,
-            precision=self.precision,
-            clip_norm=self.clip_norm,
-            clip_value=self.clip_value,
-        )
 
     def config(self, optimizer: OptimizerSpec, val_data: Any) -> dict[str, Any]:
         """The arguments of the sweep, as :attr:`LRFindResult.config` keeps them."""
@@ -505,7 +540,7 @@ def _seed(seed: int, target: torch.device) -> None:
 
 
 def _batches(
-    train_data: Any, val_data: Any, sweep: _Sweep
+    train_data: Any, val_data: Any, sweep: _Steps
 ) -> tuple[Iterator[Any], list[Any] | None]:
     """The training batches fit would draw (tensors and Datasets shuffled by the sweep's
     seed, or by one drawn from torch's generator) and the list of validation batches."""
@@ -513,6 +548,83 @@ def _batches(
     batches = _data.endless_batches(train_data, sweep.batch_size, data_seed)
     val = None if val_data is None else _data.val_batch_list(val_data, sweep.batch_size or 256)
     return batches, val
+
+
+# =========================================================================== sessions
+
+
+@contextlib.contextmanager
+def _session(
+    model: nn.Module,
+    train_data: Any,
+    val_data: Any,
+    optim_spec: tuple[OptimizerSpec, dict[str, Any], float],
+    loss_fn: Callable[[Any, Any], torch.Tensor],
+    steps: _Steps,
+    device: str | torch.device | None,
+) -> Iterator[tuple[Stepper, Iterator[Any], list[Any] | None]]:
+    """Training that leaves nothing behind: inside the block, fit's step code over a fresh
+    optimizer built with learning rate ``lr0`` (or the given instance), the training
+    batches fit would draw for ``steps.seed`` and the validation batches; afterwards the
+    model, the optimizer instance, the random generators and the data's generators are as
+    they were. ``optim_spec`` is ``(optimizer, optimizer_kwargs, lr0)``."""
+    optimizer, optimizer_kwargs, lr0 = optim_spec
+    given = optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
+    if given is not None and optimizer_kwargs:
+        raise TypeError("optimizer keyword arguments cannot be used with an optimizer instance")
+    params, here, target = _placement(model, device, given is not None)
+    steps.precision = check_precision(steps.precision, target)
+    if target.type == "cuda":
+        torch.cuda.init()  # so the snapshot holds the CUDA generators' states
+    snap = _snapshot.take(model, (train_data, val_data))
+    opt_ctx = contextlib.nullcontext() if given is None else _snapshot.preserved_optimizer(given)
+    try:
+        with opt_ctx:
+            if steps.seed is not None:
+                _seed(steps.seed, target)
+            if target not in here:
+                model.to(target)
+            batches, val = _batches(train_data, val_data, steps)
+            opt = given
+            if opt is None:
+                trainable = [p for p in params if p.requires_grad]
+                opt = _make_optimizer(optimizer, trainable, lr0, optimizer_kwargs)
+            yield steps.stepper(model, loss_fn, opt, target), batches, val
+    finally:
+        _snapshot.restore(snap)
+
+
+def _trial(
+    model: nn.Module,
+    train_data: Any,
+    loss_fn: Callable[[Any, Any], torch.Tensor],
+    lrs: Sequence[float],
+    score_data: Sequence[Any],
+    *,
+    optimizer: OptimizerSpec,
+    optimizer_kwargs: dict[str, Any],
+    steps: _Steps,
+    device: str | torch.device | None,
+) -> list[float]:
+    """Train with learning rate ``lrs[i]`` at step ``i`` from the model as it is, then
+    return the loss on each of ``score_data`` (lists of batches, evaluated as fit
+    validates); ``inf`` when a loss became non-finite. Everything is restored afterwards,
+    as after :func:`lr_find`."""
+    spec = (optimizer, optimizer_kwargs, float(lrs[0]) if len(lrs) else 1e-3)
+    with _session(model, train_data, None, spec, loss_fn, steps, device) as (stepper, batches, _):
+        opt = stepper.optimizer
+        stepper.model.train()
+        for lr in lrs:
+            _set_lr(opt, float(lr))
+            opt.zero_grad(set_to_none=True)
+            micro = [next(batches) for _ in range(steps.accumulation_steps)]
+            loss_v, _ = stepper._loss_and_grad_norm(stepper._accumulate(micro))
+            if not math.isfinite(loss_v):
+                return [math.inf] * len(score_data)
+            stepper._optimizer_step()
+        opt.zero_grad(set_to_none=True)
+        scores = [float(stepper._validate_on(b, {})["val_loss"]) for b in score_data]
+    return [v if math.isfinite(v) else math.inf for v in scores]
 
 
 # =========================================================================== lr_find
@@ -642,33 +754,14 @@ def lr_find(
         batch_fn=batch_fn,
         clip_norm=clip_norm,
         clip_value=clip_value,
+        precision=precision,
     )
     check_bool("warn", warn)
-    given = optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
-    if given is not None and optimizer_kwargs:
-        raise TypeError("optimizer keyword arguments cannot be used with an optimizer instance")
-    params, here, target = _placement(model, device, given is not None)
-    sweep.precision = check_precision(precision, target)
-    if target.type == "cuda":
-        torch.cuda.init()  # so the snapshot holds the CUDA generators' states
-    snap = _snapshot.take(model, (train_data, val_data))
-    opt_ctx = contextlib.nullcontext() if given is None else _snapshot.preserved_optimizer(given)
-    try:
-        with opt_ctx:
-            if sweep.seed is not None:
-                _seed(sweep.seed, target)
-            if target not in here:
-                model.to(target)
-            batches, val = _batches(train_data, val_data, sweep)
-            opt = given
-            if opt is None:
-                trainable = [p for p in params if p.requires_grad]
-                opt = _make_optimizer(optimizer, trainable, sweep.start_lr, optimizer_kwargs)
-            lrs, losses, stop = _run(
-                sweep.stepper(model, loss_fn, opt, target), batches, val, sweep
-            )
-    finally:
-        _snapshot.restore(snap)
+    with _session(
+        model, train_data, val_data, (optimizer, optimizer_kwargs, sweep.start_lr), loss_fn,
+        sweep, device,
+    ) as (stepper, batches, val):
+        lrs, losses, stop = _run(stepper, batches, val, sweep)
     return _result(lrs, losses, stop, sweep, sweep.config(optimizer, val_data), warn=warn)
 
 

@@ -317,6 +317,10 @@ class Trainer(StepCore):
         self._eff_keys = ["effective" + "_" + k for k in self._lr_keys]
         if self.state.auto is not None:
             self.history.info["auto_lr"] = dict(self.state.auto)
+            auto = self.state.auto
+            self.history.add_event({"event": "auto_lr", "step": self.state.step,
+                                    "peak": auto["peak"], "fallback": auto.get("fallback", False),
+                                    "describe": auto.get("describe", "")})  # fmt: skip
 
         self.callbacks = self._make_callbacks()
         self._hooks = {h: [cb for cb in self.callbacks if _overrides(cb, h)] for h in HOOKS}
@@ -758,7 +762,13 @@ class Trainer(StepCore):
     def _end_epoch(self) -> None:
         st = self.state
         o = self.options
-        self._evaluate(validate=self.has_validation and o.val_every is None, epoch_end=True)
+        if st.step > 0 and st.last_record_step == st.step and self.history.records:
+            # val_every recorded this very step: the epoch ends on that record rather than
+            # on a second one with no loss (its sums were just reset) and no validation
+            with self._eval_mode():
+                self._dispatch("on_epoch_end", self.history.records[-1])
+        else:
+            self._evaluate(validate=self.has_validation and o.val_every is None, epoch_end=True)
         st.epoch += 1
         st.batch_in_epoch = 0
         st.epoch_state = None

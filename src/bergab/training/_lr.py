@@ -306,6 +306,7 @@ def resolve_lr(trainer: Trainer, fit_state: Mapping[str, Any] | None) -> Any:
         trainer.train_data,
         trainer.loss_fn,
         total_steps=trainer.total_steps,
+        val_data=trainer.val_data,
         optimizer=o.optimizer,
         batch_size=bs,
         batch_fn=trainer.batch_fn,
@@ -317,10 +318,16 @@ def resolve_lr(trainer: Trainer, fit_state: Mapping[str, Any] | None) -> Any:
         seed=o.seed,
         optimizer_kwargs=o.optimizer_kwargs or None,
     )
+    res = chosen.result
     trainer.state.auto = {
         "peak": chosen.peak,
         "policy": chosen.policy,
         "total_steps": chosen.total_steps,
         "describe": chosen.describe(),
+        "rule": res.rule,
+        "fallback": res.fallback,
+        "choice": res.choice,
+        "cost_steps": res.cost_steps,
+        "candidates": [dict(c) for c in res.candidates],
     }
     return chosen.schedule

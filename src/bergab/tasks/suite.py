@@ -1,0 +1,477 @@
+"""The learning-rate suite: 16 small tasks for judging how a learning rate is chosen.
+
+Each :class:`SuiteTask` is a problem (a :class:`~bergab.tasks.Task` built by seed) plus
+the training recipe it is scored with: an optimizer (AdamW with weight decay 0.01, or SGD
+with momentum 0.9), a number of optimizer steps and a batch size. The suite spans what
+makes a learning rate hard to choose: 100 to 50,000 training examples; batches of 8 to
+256; classification, regression and language modelling; MLPs, CNNs with BatchNorm,
+recurrent networks and small transformers; standardized and unscaled features;
+small data that overfits; SGD with momentum as well as AdamW.
+
+The suite is split **once, before anything was measured on it**, into a ``"tuning"`` half
+(rules may be designed on it; it includes the three built-in tasks, on which earlier rules
+were designed) and a ``"held-out"`` half (only ever reported). A task never moves between
+halves. ``benchmarks/lr_find_quality.py`` scores learning-rate choices on it.
+
+Every run takes a second or a few on one CPU thread. Data ships offline: scikit-learn's
+bundled datasets, synthetic data, and CPython's own standard library as text.
+
+Example:
+    >>> from bergab.tasks import suite
+    >>> len(suite.SUITE), len(suite.tasks("tuning")), len(suite.tasks("held-out"))
+    (16, 8, 8)
+    >>> t = suite.get("wine-sgd")
+    >>> t.optimizer, t.batch_size, len(t.build(seed=0).train)
+    ('momentum', 8, 142)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from bergab._validate import check_choice, require
+from bergab.tasks import (
+    Task,
+    _encode,
+    _mlp,
+    _seeded,
+    _stdlib_text,
+    accuracy,
+    charlm,
+    digits,
+    linreg,
+)
+
+__all__ = ["HALVES", "SUITE", "SuiteTask", "get", "names", "tasks"]
+
+#: The two halves of the suite.
+HALVES = ("tuning", "held-out")
+
+# every data split is drawn with this seed, so a task's seed changes the model's
+# initialization (and the run's data order), never which examples it trains on
+_DATA_SEED = 1234
+
+
+@dataclass(frozen=True)
+class SuiteTask:
+    """A task of the suite and the recipe it is trained and scored with.
+
+    Attributes:
+        name: the task's name in the suite.
+        half: ``"tuning"`` or ``"held-out"``.
+        build: ``build(seed) -> Task``; the seed sets the model's initialization.
+        optimizer: ``"adamw"`` (weight decay 0.01) or ``"momentum"`` (SGD, momentum 0.9),
+            as :func:`bergab.optim.create` names them.
+        steps: optimizer steps of one training run.
+        batch_size: mini-batch size.
+        tags: the properties the task stands for.
+
+    Example:
+        >>> get("moons-sgd").epochs()  # 300 steps of 8 over 100 examples
+        24.0
+    """
+
+    name: str
+    half: str
+    build: Callable[[int], Task]
+    optimizer: str
+    steps: int
+    batch_size: int
+    tags: tuple[str, ...]
+
+    def epochs(self) -> float:
+        """How many passes over the training data one run makes."""
+        return self.steps * self.batch_size / len(self.build(0).train)
+
+    def optimizer_kwargs(self) -> dict[str, float]:
+        """The optimizer's arguments besides the learning rate."""
+        return {"weight_decay": 0.01} if self.optimizer == "adamw" else {"momentum": 0.9}
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _split(n: int, val: int) -> tuple[torch.Tensor, torch.Tensor]:
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(_DATA_SEED))
+    return perm[val:], perm[:val]
+
+
+def _standardize(x: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
+    mean, std = x[train].mean(0), x[train].std(0)
+    return (x - mean) / torch.where(std > 0, std, torch.ones_like(std))
+
+
+def _make(
+    name: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    val: int,
+    classify: bool,
+    description: str,
+) -> Task:
+    tr, va = _split(len(x), val)
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = (
+        nn.functional.cross_entropy if classify else nn.functional.mse_loss
+    )
+    return Task(
+        model=model,
+        train=TensorDataset(x[tr], y[tr]),
+        val=TensorDataset(x[va], y[va]),
+        loss_fn=loss,
+        metrics={"accuracy": accuracy} if classify else {},
+        name=name,
+        description=description,
+    )
+
+
+def _sklearn(loader: str) -> tuple[torch.Tensor, torch.Tensor]:
+    data = getattr(require("sklearn.datasets", "tasks"), loader)()
+    return torch.as_tensor(data.data, dtype=torch.float32), torch.as_tensor(data.target)
+
+
+def _digit_images() -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = _sklearn("load_digits")
+    return (x / 16.0).reshape(-1, 1, 8, 8), y.long()
+
+
+# --------------------------------------------------------------------------- models
+
+
+class _DigitCNN(nn.Module):
+    """Two 3×3 convolutions with BatchNorm on 8×8 images, then a linear classifier."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(2 * width * 4, 10),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class _RowGRU(nn.Module):
+    """A GRU reading an image row by row; its last state classifies the image."""
+
+    def __init__(self, hidden: int = 64) -> None:
+        super().__init__()
+        self.gru = nn.GRU(8, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.gru(x.reshape(-1, 8, 8))
+        return self.head(out[:, -1])
+
+
+class _CharGRU(nn.Module):
+    """A character-level GRU language model predicting every next character."""
+
+    def __init__(self, vocab: int, embed: int = 32, hidden: int = 96) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, embed)
+        self.gru = nn.GRU(embed, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, vocab)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.gru(self.embed(x))
+        return self.head(out)
+
+
+class _Transformer(nn.Module):
+    """A small pre-norm transformer over a sequence of tokens or feature vectors.
+
+    ``vocab``: token ids in, next-token logits at every position out (causal mask).
+    ``features``: feature vectors in, logits of ``classes`` from the mean over positions.
+    """
+
+    def __init__(
+        self,
+        length: int,
+        *,
+        vocab: int | None = None,
+        features: int | None = None,
+        classes: int | None = None,
+        width: int = 48,
+        layers: int = 2,
+    ) -> None:
+        super().__init__()
+        self.causal = vocab is not None
+        self.inp = nn.Embedding(vocab, width) if vocab is not None else nn.Linear(features or 1, width)
+        self.pos = nn.Parameter(torch.randn(length, width) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            width, 4, 2 * width, dropout=0.0, batch_first=True, norm_first=True
+        )
+        self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, vocab if vocab is not None else classes or 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x) + self.pos[: x.shape[1]]
+        mask = (
+            nn.Transformer.generate_square_subsequent_mask(x.shape[1]) if self.causal else None
+        )
+        h = self.norm(self.blocks(h, mask=mask, is_causal=self.causal))
+        return self.head(h if self.causal else h.mean(1))
+
+
+def _sequence_ce(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over every position of ``(batch, length, vocab)`` logits."""
+    return nn.functional.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1))
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+def _digits_mlp(seed: int) -> Task:
+    return digits(seed=seed)
+
+
+def _linreg(seed: int) -> Task:
+    return linreg(seed=seed)
+
+
+def _charlm_mlp(seed: int) -> Task:
+    return charlm(seed=seed, hidden=128, max_chars=50_000)
+
+
+def _moons(seed: int) -> Task:
+    from sklearn.datasets import make_moons
+
+    x, y = make_moons(600, noise=0.3, random_state=_DATA_SEED)
+    with _seeded(seed):
+        model = _mlp([2, 64, 64, 2], 0.0)
+    xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y)
+    return _make(
+        "moons-sgd", model, xt, yt, 500, True, "two noisy moons, 100 training points, MLP"
+    )
+
+
+def _digit_cnn(name: str) -> Callable[[int], Task]:
+    def build(seed: int) -> Task:
+        x, y = _digit_images()
+        with _seeded(seed):
+            model = _DigitCNN()
+        return _make(name, model, x, y, 360, True, "8×8 digits, CNN with BatchNorm")
+
+    return build
+
+
+def _char_sequences(chars: int, length: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """Non-overlapping windows of stdlib text: inputs, next-character targets, and how
+    many windows are validation (taken from the validation text)."""
+    train, val, _, _ = _stdlib_text(chars, 0)
+    windows = []
+    for text in (train, val):
+        codes = _encode(text)
+        n = (len(codes) - 1) // length
+        windows.append(codes[: n * length + 1])
+    xs, ys = [], []
+    for codes in windows:
+        n = (len(codes) - 1) // length
+        xs.append(codes[: n * length].reshape(n, length))
+        ys.append(codes[1 : n * length + 1].reshape(n, length))
+    return torch.cat(xs), torch.cat(ys), len(xs[0]), len(xs[1])
+
+
+def _char_task(name: str, make_model: Callable[[], nn.Module], seed: int) -> Task:
+    x, y, n_train, n_val = _char_sequences(44_000, 32)
+    with _seeded(seed):
+        model = make_model()
+    return Task(
+        model=model,
+        train=TensorDataset(x[:n_train], y[:n_train]),
+        val=TensorDataset(x[n_train:], y[n_train:]),
+        loss_fn=_sequence_ce,
+        metrics={},
+        name=name,
+        description="next character of stdlib source, every position of 32",
+    )
+
+
+def _charlm_gru(seed: int) -> Task:
+    return _char_task("charlm-gru", lambda: _CharGRU(97), seed)
+
+
+def _charlm_transformer(seed: int) -> Task:
+    return _char_task("charlm-transformer", lambda: _Transformer(32, vocab=97), seed)
+
+
+def _synthetic_classes(seed: int) -> Task:
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(
+        55_000, 20, n_informative=10, n_classes=4, class_sep=0.8, random_state=_DATA_SEED
+    )
+    xt = torch.as_tensor(x, dtype=torch.float32)
+    with _seeded(seed):
+        model = _mlp([20, 128, 128, 4], 0.0)
+    return _make(
+        "synth-cls-50k", model, xt, torch.as_tensor(y), 5_000, True,
+        "50,000 synthetic examples in 4 classes, MLP",
+    )  # fmt: skip
+
+
+def _digits_transformer(seed: int) -> Task:
+    x, y = _digit_images()
+    with _seeded(seed):
+        model = _Transformer(8, features=8, classes=10, width=32)
+    return _make(
+        "digits-transformer", model, x.reshape(-1, 8, 8), y, 360, True,
+        "8×8 digits as 8 rows of 8 pixels, transformer encoder",
+    )  # fmt: skip
+
+
+def _diabetes(seed: int) -> Task:
+    x, y = _sklearn("load_diabetes")
+    tr, _ = _split(len(x), 89)
+    x = _standardize(x, tr)
+    y = ((y - y[tr].mean()) / y[tr].std()).float().unsqueeze(1)
+    with _seeded(seed):
+        model = _mlp([10, 64, 64, 1], 0.0)
+    return _make("diabetes-mlp", model, x, y, 89, False, "diabetes progression, 353 rows, MLP")
+
+
+def _cancer(seed: int) -> Task:
+    x, y = _sklearn("load_breast_cancer")  # raw features: 0.001 to 4,000
+    with _seeded(seed):
+        model = nn.Linear(30, 2)
+    return _make(
+        "cancer-logreg", model, x, y.long(), 114, True,
+        "breast cancer, 30 unscaled features, logistic regression",
+    )  # fmt: skip
+
+
+def _wine(seed: int) -> Task:
+    x, y = _sklearn("load_wine")
+    tr, _ = _split(len(x), 36)
+    with _seeded(seed):
+        model = _mlp([13, 64, 3], 0.0)
+    return _make(
+        "wine-sgd", model, _standardize(x, tr), y.long(), 36, True,
+        "wine, 142 rows, 13 standardized features, MLP",
+    )  # fmt: skip
+
+
+def _friedman(seed: int) -> Task:
+    from sklearn.datasets import make_friedman1
+
+    x, y = make_friedman1(2_500, noise=1.0, random_state=_DATA_SEED)
+    yt = torch.as_tensor((y - y.mean()) / y.std(), dtype=torch.float32).unsqueeze(1)
+    with _seeded(seed):
+        model = _mlp([10, 64, 64, 1], 0.0)
+    return _make(
+        "friedman-sgd", model, torch.as_tensor(x, dtype=torch.float32), yt, 500, False,
+        "Friedman #1 regression, 2,000 rows, MLP",
+    )  # fmt: skip
+
+
+def _digits_gru(seed: int) -> Task:
+    x, y = _digit_images()
+    with _seeded(seed):
+        model = _RowGRU()
+    return _make("digits-gru", model, x, y, 360, True, "8×8 digits read row by row by a GRU")
+
+
+def _synthetic_regression(seed: int) -> Task:
+    from sklearn.datasets import make_regression
+
+    x, y = make_regression(22_000, 20, n_informative=12, noise=10.0, random_state=_DATA_SEED)
+    scale = torch.logspace(0, 3, 20)  # features scaled 1 .. 1000
+    xt = torch.as_tensor(x, dtype=torch.float32) * scale
+    yt = torch.as_tensor(y / y.std(), dtype=torch.float32).unsqueeze(1)
+    with _seeded(seed):
+        model = _mlp([20, 64, 1], 0.0)
+    return _make(
+        "synth-reg-unscaled", model, xt, yt, 2_000, False,
+        "20,000 synthetic rows, features scaled 1 to 1000, MLP",
+    )  # fmt: skip
+
+
+def _t(
+    name: str, half: str, build: Callable[[int], Task], opt: str, steps: int, batch: int,
+    *tags: str,
+) -> SuiteTask:  # fmt: skip
+    return SuiteTask(name, half, build, opt, steps, batch, tags)
+
+
+#: The suite. The halves were fixed before any task was run.
+SUITE: tuple[SuiteTask, ...] = (
+    # tuning half
+    _t("digits-mlp", "tuning", _digits_mlp, "adamw", 500, 64, "classification", "mlp"),
+    _t("linreg-unscaled", "tuning", _linreg, "adamw", 500, 100, "regression", "unscaled"),
+    _t("charlm-mlp", "tuning", _charlm_mlp, "adamw", 400, 128, "language", "mlp"),
+    _t("moons-sgd", "tuning", _moons, "momentum", 300, 8, "classification", "small", "sgd"),
+    _t("digits-cnn-sgd", "tuning", _digit_cnn("digits-cnn-sgd"), "momentum", 300, 128,
+       "classification", "cnn", "batchnorm", "sgd"),
+    _t("charlm-gru", "tuning", _charlm_gru, "adamw", 300, 32, "language", "recurrent"),
+    _t("synth-cls-50k", "tuning", _synthetic_classes, "adamw", 400, 256, "classification",
+       "large", "mlp"),
+    _t("digits-transformer", "tuning", _digits_transformer, "adamw", 300, 64,
+       "classification", "transformer"),
+    # held-out half
+    _t("digits-cnn-bn", "held-out", _digit_cnn("digits-cnn-bn"), "adamw", 300, 32,
+       "classification", "cnn", "batchnorm"),
+    _t("diabetes-mlp", "held-out", _diabetes, "adamw", 300, 16, "regression", "small"),
+    _t("cancer-logreg", "held-out", _cancer, "adamw", 300, 32, "classification", "unscaled",
+       "linear"),
+    _t("wine-sgd", "held-out", _wine, "momentum", 200, 8, "classification", "small", "sgd"),
+    _t("charlm-transformer", "held-out", _charlm_transformer, "adamw", 300, 32, "language",
+       "transformer"),
+    _t("friedman-sgd", "held-out", _friedman, "momentum", 400, 64, "regression", "sgd"),
+    _t("digits-gru", "held-out", _digits_gru, "adamw", 300, 64, "classification",
+       "recurrent"),
+    _t("synth-reg-unscaled", "held-out", _synthetic_regression, "adamw", 300, 256,
+       "regression", "unscaled", "large"),
+)  # fmt: skip
+
+
+def names() -> list[str]:
+    """The suite's task names, tuning half first.
+
+    Example:
+        >>> names()[:2]
+        ['digits-mlp', 'linreg-unscaled']
+    """
+    return [t.name for t in SUITE]
+
+
+def tasks(half: str | None = None) -> list[SuiteTask]:
+    """The suite's tasks, or one half of them (``"tuning"`` or ``"held-out"``).
+
+    Example:
+        >>> [t.name for t in tasks("held-out")][:2]
+        ['digits-cnn-bn', 'diabetes-mlp']
+    """
+    if half is None:
+        return list(SUITE)
+    check_choice("half", half, HALVES)
+    return [t for t in SUITE if t.half == half]
+
+
+def get(name: str) -> SuiteTask:
+    """The suite task called ``name``.
+
+    Example:
+        >>> get("charlm-gru").half
+        'tuning'
+    """
+    for t in SUITE:
+        if t.name == name:
+            return t
+    raise ValueError(f"name must be one of the suite's tasks ({', '.join(names())}), got {name!r}")
+
