@@ -58,7 +58,7 @@ from bergab.training import NonFiniteError
 
 GRID = [float(v) for v in np.logspace(-5, 0, 13)]
 SEEDS = (0, 1)
-METHODS = ("bergab", "steepest", "valley", "prodigy", "schedulefree", "adam-1e-3")
+METHODS = ("bergab", "soft-minimum", "steepest", "valley", "prodigy", "schedulefree", "adam-1e-3")
 DEFAULT_CACHE = Path(__file__).with_name(".lr_find_quality.json")
 
 
@@ -160,8 +160,11 @@ def run_method(st: suite.SuiteTask, method: str, seed: int) -> dict[str, Any]:
         auto = h.info["auto_lr"]
         return {"loss": _final(h), "lr": auto["peak"], "cost": auto["cost_steps"] / st.steps,
                 "why": auto.get("describe", "")}  # fmt: skip
-    if method in ("steepest", "valley"):
-        if method == "steepest":
+    if method in ("soft-minimum", "steepest", "valley"):
+        if method == "soft-minimum":
+            res = _range_test(st, seed)
+            lr = float(res.suggestions["soft_minimum"])
+        elif method == "steepest":
             res = _range_test(st, seed, smoothing=0.95, diverge_factor=5.0)
             lr = torch_lr_finder_steepest(res.lrs, res.losses)
         else:
@@ -170,7 +173,9 @@ def run_method(st: suite.SuiteTask, method: str, seed: int) -> dict[str, Any]:
         return {"loss": train(st, seed, lr), "lr": lr, "cost": len(res.lrs) / st.steps}
     if method == "prodigy":
         spec: tuple[Any, str, dict[str, Any]] = (
-            schedules.cosine(peak=1.0, total_steps=st.steps), "prodigy", {"weight_decay": 0.01}
+            schedules.cosine(peak=1.0, total_steps=st.steps),
+            "prodigy",
+            {"weight_decay": 0.01},
         )
     elif method == "schedulefree":
         spec = (None, "schedulefree_adamw", {})
@@ -284,8 +289,7 @@ def report(names: list[str], methods: list[str], cache: dict[str, Any], verbose:
         lines.append(f"{n:20} {r['grid_best_lr']:8.2g} {r['grid_best_loss']:9.4g}  " +
                      " ".join(f"{c:>12}" for c in cells))  # fmt: skip
         if verbose and "bergab" in r["methods"]:
-            for why in r["methods"]["bergab"]["why"]:
-                lines.append(f"    {why}")
+            lines.extend(f"    {why}" for why in r["methods"]["bergab"]["why"])
     for half in suite.HALVES:
         part = [n for n in names if suite.get(n).half == half]
         if not part:
@@ -322,7 +326,9 @@ def short_horizon_report(names: list[str], fractions: list[float], cache: dict[s
             best_full = min(full, key=lambda lr: full[lr])
             best_short = min(short, key=lambda lr: short[lr])
             shifts.append(best_short / best_full)
-            cells.append(f"{n} {best_short / best_full:.2g}x ({full[best_short] / full[best_full]:.3f})")
+            cells.append(
+                f"{n} {best_short / best_full:.2g}x ({full[best_short] / full[best_full]:.3f})"
+            )
         lines.append(f"  fraction {f}: geometric mean {_geo(shifts):.2f}x; " + ", ".join(cells))
     return "\n".join(lines)
 
@@ -336,9 +342,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", nargs="*", default=[], choices=METHODS,
                         help="drop these methods' cached results first")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--short-horizon", nargs="*", type=float, default=[],
-                        help="also run the grid with runs this fraction of the budget "
-                        "(cosine compressed) and compare the best lr with the full grid's")
+    parser.add_argument(
+        "--short-horizon",
+        nargs="*",
+        type=float,
+        default=[],
+        help="also run the grid with runs this fraction of the budget "
+        "(cosine compressed) and compare the best lr with the full grid's",
+    )
     parser.add_argument("--verbose", action="store_true", help="say why bergab chose its lr")
     args = parser.parse_args(argv)
     names = args.tasks or [t.name for t in suite.tasks(args.half)]

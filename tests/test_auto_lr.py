@@ -37,7 +37,8 @@ def test_the_peak_is_the_trials_choice_and_cosine_follows_the_formula() -> None:
     assert auto.result.suggestions == ref.suggestions
     np.testing.assert_array_equal(auto.result.losses, ref.losses)
     # the peak is what the trials chose, and the same again for the same seed
-    assert auto.result.rule == "trials" and not auto.result.fallback
+    assert auto.result.rule == "trials"
+    assert not auto.result.fallback
     assert auto.peak == auto.result.suggestion
     again = auto_lr.choose_lr(model, data, nn.functional.mse_loss, total_steps=300,
                               lr_find_kwargs={"steps": 80}, **kw)  # fmt: skip

@@ -19,8 +19,8 @@ pytest.importorskip("matplotlib")
 
 from bergab import config, tasks
 from bergab._commands.demo import demo_config
+from bergab.auto_lr import choose_lr
 from bergab.cli import main
-from bergab.lr_finder import lr_find
 
 ROOT = Path(__file__).resolve().parents[1]
 BERGAB = Path(sys.executable).with_name("bergab")
@@ -55,17 +55,19 @@ def test_quick_demo_prints_the_summary_and_writes_the_plots(
     assert table["steps"] == "46"  # 2 epochs of ceil(1438 / 64) = 23 batches
     for name in ("lr_find.png", "history.png"):
         assert (out / name).read_bytes()[:8] == PNG, name
-    # the chosen lr is the range test's suggestion on the same task, optimizer and seed
+    # the chosen lr is choose_lr's on the same task, data, optimizer and seed
     task = tasks.digits(seed=0, hidden=64)
-    ref = lr_find(
+    ref = choose_lr(
         task.model,
         task.train,
         task.loss_fn,
+        total_steps=46,
+        val_data=task.val,
         optimizer="adamw",
-        weight_decay=0.01,
+        optimizer_kwargs={"weight_decay": 0.01},
         batch_size=64,
         seed=0,
-        steps=30,
+        lr_find_kwargs={"steps": 30},
         warn=False,
     )
     assert table["chosen lr (peak)"].startswith(f"{ref.suggestion:.3g} ")

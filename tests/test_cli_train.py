@@ -26,6 +26,7 @@ pytest.importorskip("sklearn")
 
 import bergab.run
 from bergab import config, schedules, tasks
+from bergab.auto_lr import choose_lr
 from bergab.cli import main
 from bergab.lr_finder import lr_find
 from bergab.training import Callback, fit
@@ -215,7 +216,7 @@ def test_a_second_train_into_the_same_directory_is_refused(
     assert main(["train", str(cfg), "--out", run, *quick, "--set", "output.overwrite=true"]) == 0
 
 
-def test_lr_auto_resolves_to_a_cosine_peaking_at_the_range_test_suggestion(
+def test_lr_auto_resolves_to_a_cosine_peaking_at_the_trials_choice(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     text = LINREG.split("    [schedule]", maxsplit=1)[0] + textwrap.indent(
@@ -229,15 +230,18 @@ def test_lr_auto_resolves_to_a_cosine_peaking_at_the_range_test_suggestion(
     out = capsys.readouterr().out
     assert "chosen lr (peak)" in out
     task = tasks.linreg(seed=3, standardize=True, n_train=200, n_val=50)
-    ref = lr_find(
+    # the run's choice is choose_lr's on the task's data, validation data included
+    ref = choose_lr(
         task.model,
         task.train,
         task.loss_fn,
+        total_steps=30,
+        val_data=task.val,
         optimizer="adamw",
-        weight_decay=0.01,
+        optimizer_kwargs={"weight_decay": 0.01},
         batch_size=32,
         seed=3,
-        steps=40,
+        lr_find_kwargs={"steps": 40},
         warn=False,
     )
     resolved = tomllib.loads((run / "config.toml").read_text())["schedule"]
@@ -245,6 +249,8 @@ def test_lr_auto_resolves_to_a_cosine_peaking_at_the_range_test_suggestion(
     found = json.loads((run / "lr_find.json").read_text())
     assert found["suggestion"] == ref.suggestion
     assert found["lrs"] == ref.to_dict()["lrs"]
+    assert found["candidates"] == ref.to_dict()["candidates"]
+    assert "trial lr" in out  # the log lists every trial
     assert (run / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
     # resume reads the resolved schedule: no new range test
     assert main(["resume", str(run)]) == 0

@@ -278,8 +278,8 @@ class Trial:
     """One candidate learning rate and how its short run scored (``inf``: diverged).
 
     Example:
-        >>> Trial(0.01, 0.5, "initial")
-        Trial(lr=0.01, score=0.5, why='initial')
+        >>> Trial(0.01, 0.5, "initial", train_score=0.4)
+        Trial(lr=0.01, score=0.5, why='initial', train_score=0.4)
     """
 
     lr: float

@@ -130,7 +130,9 @@ class AutoLR:
             )
         else:
             how = f"rule {r.rule}, confidence {r.confidence:.2f}"
-        return f'lr="auto": peak {self.peak:.3g} ({how}), {self.policy} over {self.total_steps} steps'
+        return (
+            f'lr="auto": peak {self.peak:.3g} ({how}), {self.policy} over {self.total_steps} steps'
+        )
 
 
 def build_schedule(
@@ -180,7 +182,7 @@ def _default_lr(optimizer: Any, optimizer_kwargs: Mapping[str, Any]) -> float:
         else:
             opt = optimizer(probe, **optimizer_kwargs)
         lr = float(opt.param_groups[0]["lr"])
-    except Exception:  # noqa: BLE001 - a factory that needs more than params: no default
+    except Exception:
         return 1e-3
     return lr if math.isfinite(lr) and lr > 0 else 1e-3
 
@@ -340,7 +342,11 @@ def choose_lr(
     best = best_trial.score
     # the full run overfits more than a trial: the more the best trial already overfits
     # (validation loss over training loss), the lower the full run's best lr
-    gap = best / best_trial.train_score if val_data is not None and best_trial.train_score > 0 else 1.0
+    gap = (
+        best / best_trial.train_score
+        if val_data is not None and best_trial.train_score > 0
+        else 1.0
+    )
     factor = SHORT_HORIZON / math.sqrt(max(1.0, gap))
     lr *= factor
     why = f"{why}, times {factor:.2g} for the full run's length"
@@ -357,8 +363,7 @@ def choose_lr(
         why = f"{why}, scored on {scored_on} after {length}-step trials"
     result.suggestion, result.rule = float(lr), "fallback" if fallback else "trials"
     result.candidates = [
-        {"lr": t.lr, "score": t.score, "train_score": t.train_score, "steps": length,
-         "why": t.why}
+        {"lr": t.lr, "score": t.score, "train_score": t.train_score, "steps": length, "why": t.why}
         for t in trials
     ]
     result.choice, result.fallback, result.cost_steps = why, fallback, cost

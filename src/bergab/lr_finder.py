@@ -223,7 +223,11 @@ class LRFindResult:
             "reasons": list(self.reasons),
             "stop_reason": self.stop_reason,
             "config": dict(self.config),
-            "candidates": [dict(c) for c in self.candidates],
+            # a diverged trial's score (inf) is written as None: strict JSON has no inf
+            "candidates": [
+                {k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in c.items()}
+                for c in self.candidates
+            ],
             "choice": self.choice,
             "fallback": self.fallback,
             "cost_steps": self.cost_steps,
@@ -256,7 +260,10 @@ class LRFindResult:
             reasons=list(data.get("reasons", [])),
             stop_reason=str(data.get("stop_reason", "completed")),
             config=dict(data.get("config", {})),
-            candidates=[dict(c) for c in data.get("candidates", [])],
+            candidates=[
+                {k: (math.inf if v is None and k.endswith("score") else v) for k, v in c.items()}
+                for c in data.get("candidates", [])
+            ],
             choice=str(data.get("choice", "")),
             fallback=bool(data.get("fallback", False)),
             cost_steps=int(data.get("cost_steps", 0)),
@@ -673,13 +680,13 @@ def lr_find(
     ``suggestion`` is ``suggestions["soft_minimum"]`` (:data:`SUGGESTION_RULE`): a tenth
     of the centre of the bottom of the smoothed curve (a softmin-weighted mean of log-lr,
     see :func:`suggest`), which unlike the plain argmin does not wander along a flat
-    bottom. With the default sweep it came within 0.8–2.3× of the grid-best peak lr for
-    AdamW + cosine on the built-in tasks and four held-out settings, with final losses
-    within 0.6% of the grid-best's (``benchmarks/lr_find_quality.py``; ``docs/
-    choosing-the-learning-rate.md`` compares the rules). It is calibrated on the default
-    ``smoothing`` and ``steps``: the EMA lags the raw loss, so the smoothed minimum sits at
-    the onset of divergence. When the curve has no clear descending region
-    (``confidence < 0.5``), an :class:`LRFindWarning` says why.
+    bottom. It is read off the EMA, which lags the raw loss, so the smoothed minimum sits
+    at the onset of divergence: the rule assumes the default ``smoothing`` and ``steps``.
+    A suggestion read off one curve is a starting point, not a choice: on the 16 tasks of
+    :mod:`bergab.tasks.suite` it scored worse than ``fit(..., lr="auto")``, which uses the
+    range test only to bracket the lr and lets short trial runs scored on validation loss
+    decide (``docs/choosing-the-learning-rate.md``). When the curve has no clear descending
+    region (``confidence < 0.5``), an :class:`LRFindWarning` says why.
 
     Args:
         model: the model; it is trained during the sweep and put back afterwards.
@@ -758,8 +765,13 @@ def lr_find(
     )
     check_bool("warn", warn)
     with _session(
-        model, train_data, val_data, (optimizer, optimizer_kwargs, sweep.start_lr), loss_fn,
-        sweep, device,
+        model,
+        train_data,
+        val_data,
+        (optimizer, optimizer_kwargs, sweep.start_lr),
+        loss_fn,
+        sweep,
+        device,
     ) as (stepper, batches, val):
         lrs, losses, stop = _run(stepper, batches, val, sweep)
     return _result(lrs, losses, stop, sweep, sweep.config(optimizer, val_data), warn=warn)

@@ -365,13 +365,38 @@ def _save_animation(
 _MARKERS = {"minimum": "v", "soft_minimum": "^", "steep": "o", "valley": "s", "slide": "D"}
 
 
+def _trials(ax: Any, result: LRFindResult, handles: list[Any], labels: list[str]) -> None:
+    """``lr="auto"``'s trials on a right-hand axis: score against candidate lr, diverged
+    ones at the top, and the chosen lr (its legend entries join ``handles``/``labels``)."""
+    right = ax.twinx()
+    cands = sorted(result.candidates, key=lambda c: c["lr"])
+    lrs = [c["lr"] for c in cands]
+    scores = [float(c["score"]) for c in cands]
+    finite = [v for v in scores if math.isfinite(v)]
+    top = max(finite) * 1.1 if finite else 1.0
+    shown = [v if math.isfinite(v) else top for v in scores]
+    (line,) = right.plot(lrs, shown, "s--", color="C5", ms=6, lw=1)
+    handles.append(line)
+    labels.append(f"trials: score after {cands[0].get('steps', '?')} steps")
+    bad = [(lr, top) for lr, v in zip(lrs, scores, strict=True) if not math.isfinite(v)]
+    if bad:
+        right.plot(*zip(*bad, strict=True), "x", color="C3", ms=9)
+    kind = "fallback" if result.fallback else "chosen"
+    handles.append(ax.axvline(result.suggestion, color="k", lw=2))
+    labels.append(f"{kind} {result.suggestion:.2g}")
+    on_train = "training data" in result.choice
+    right.set_ylabel(f"trial score ({'training-sample' if on_train else 'validation'} loss)")
+
+
 def range_test(result: LRFindResult, path: str | Path | None = None, *, ax: Any = None) -> Any:
     """The range test's figure, which :meth:`bergab.lr_finder.LRFindResult.plot` draws.
 
     Loss against lr (log x): the raw and the smoothed loss, a marker and a vertical line
     per suggestion (solid: the one used), and the raw minimum. The y axis spans the
     lowest loss recorded (raw or smoothed) up to a quarter above where the smoothed curve
-    starts.
+    starts. A result of ``lr="auto"`` (:func:`bergab.auto_lr.choose_lr`) also shows its
+    trials, each candidate lr at its score (right axis; a diverged one at the top), and
+    the chosen lr as a solid black line.
 
     Example:
         >>> from bergab.lr_finder import LRFindResult
@@ -414,7 +439,10 @@ def range_test(result: LRFindResult, path: str | Path | None = None, *, ax: Any 
         f"LR range test: suggestion {result.suggestion:.2g} ({result.rule}), "
         f"confidence {result.confidence:.2f}"
     )
-    ax.legend(fontsize="small")
+    handles, labels = ax.get_legend_handles_labels()
+    if result.candidates:
+        _trials(ax, result, handles, labels)
+    ax.legend(handles, labels, fontsize="small")
     ax.grid(True, which="both", alpha=0.3)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -138,8 +138,8 @@ class RunResult:
             rows.append(
                 (
                     "chosen lr (peak)",
-                    f"{self.auto.peak:.3g}  (range test: rule {self.auto.result.rule}, "
-                    f"confidence {self.auto.result.confidence:.2f}; {self.auto.policy} schedule)",
+                    f"{self.auto.peak:.3g}  ({_how_chosen(self.auto.result)}; "
+                    f"{self.auto.policy} schedule)",
                 )
             )
         elif self.config.auto:
@@ -302,19 +302,27 @@ def _final_values(history: History) -> dict[str, float]:
     return out
 
 
+def _how_chosen(result: Any) -> str:
+    """How ``lr = "auto"`` chose, for the summary table."""
+    if result.candidates:
+        kind = "FALLBACK to the optimizer's default" if result.fallback else "chosen"
+        return f"{kind} by {len(result.candidates)} trials after a range test"
+    return f"range test: rule {result.rule}, confidence {result.confidence:.2f}"
+
+
 def _range_test(cfg: config.RunConfig, task: Any, total: int, tell: Callable[[str], None]) -> Any:
     """``lr = "auto"``: the range test and the schedule it picks (``AutoSchedule``)."""
     from bergab.auto_lr import auto_schedule
 
-    tell(
-        f"range test: {cfg.lr_find.steps} steps, lr {cfg.lr_find.start_lr:g} .. "
-        f"{cfg.lr_find.end_lr:g}"
-    )
+    sweep = cfg.lr_find.model_dump(exclude_unset=True)  # unset: sized to the run
+    tell("lr = \"auto\": a range test brackets the lr, short trials scored on the "
+         "validation loss choose it")  # fmt: skip
     auto = auto_schedule(
         task.model,
         task.train,
         task.loss_fn,
         total_steps=total,
+        val_data=task.val,
         optimizer=config.optimizer_factory(cfg),
         policy=cfg.schedule.get("policy", "cosine"),
         warmup_steps=cfg.schedule.get("warmup_steps", 0),
@@ -322,12 +330,14 @@ def _range_test(cfg: config.RunConfig, task: Any, total: int, tell: Callable[[st
         accumulation_steps=cfg.fit.accumulation_steps,
         device=config.resolve_device(cfg, task.model),
         seed=cfg.fit.seed,
-        lr_find_kwargs=cfg.lr_find.model_dump(),
+        lr_find_kwargs=sweep,
         warn=False,
     )
     tell(auto.describe())
-    for reason in auto.result.reasons:
-        tell(f"  note: {reason}")
+    if auto.result.fallback:
+        tell(f"  warning: {auto.result.choice}")
+    for c in auto.result.candidates:
+        tell(f"  trial lr {c['lr']:.3g}: validation loss {c['score']:.4g}")
     return auto
 
 

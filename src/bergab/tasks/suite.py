@@ -211,7 +211,9 @@ class _Transformer(nn.Module):
     ) -> None:
         super().__init__()
         self.causal = vocab is not None
-        self.inp = nn.Embedding(vocab, width) if vocab is not None else nn.Linear(features or 1, width)
+        self.inp = (
+            nn.Embedding(vocab, width) if vocab is not None else nn.Linear(features or 1, width)
+        )
         self.pos = nn.Parameter(torch.randn(length, width) * 0.02)
         layer = nn.TransformerEncoderLayer(
             width, 4, 2 * width, dropout=0.0, batch_first=True, norm_first=True
@@ -222,9 +224,7 @@ class _Transformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.inp(x) + self.pos[: x.shape[1]]
-        mask = (
-            nn.Transformer.generate_square_subsequent_mask(x.shape[1]) if self.causal else None
-        )
+        mask = nn.Transformer.generate_square_subsequent_mask(x.shape[1]) if self.causal else None
         h = self.norm(self.blocks(h, mask=mask, is_causal=self.causal))
         return self.head(h if self.causal else h.mean(1))
 
@@ -256,9 +256,7 @@ def _moons(seed: int) -> Task:
     with _seeded(seed):
         model = _mlp([2, 64, 64, 2], 0.0)
     xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y)
-    return _make(
-        "moons-sgd", model, xt, yt, 500, True, "two noisy moons, 100 training points, MLP"
-    )
+    return _make("moons-sgd", model, xt, yt, 500, True, "two noisy moons, 100 training points, MLP")
 
 
 def _digit_cnn(name: str) -> Callable[[int], Task]:
@@ -289,7 +287,7 @@ def _char_sequences(chars: int, length: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 def _char_task(name: str, make_model: Callable[[], nn.Module], seed: int) -> Task:
-    x, y, n_train, n_val = _char_sequences(44_000, 32)
+    x, y, n_train, _n_val = _char_sequences(44_000, 32)
     with _seeded(seed):
         model = make_model()
     return Task(
@@ -474,4 +472,3 @@ def get(name: str) -> SuiteTask:
         if t.name == name:
             return t
     raise ValueError(f"name must be one of the suite's tasks ({', '.join(names())}), got {name!r}")
-
