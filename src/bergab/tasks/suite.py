@@ -1,4 +1,4 @@
-"""The learning-rate suite: 16 small tasks for judging how a learning rate is chosen.
+"""The learning-rate suite: 24 small tasks for judging how a learning rate is chosen.
 
 Each :class:`SuiteTask` is a problem (a :class:`~bergab.tasks.Task` built by seed) plus
 the training recipe it is scored with: an optimizer (AdamW with weight decay 0.01, or SGD
@@ -8,10 +8,12 @@ makes a learning rate hard to choose: 100 to 50,000 training examples; batches o
 recurrent networks and small transformers; standardized and unscaled features;
 small data that overfits; SGD with momentum as well as AdamW.
 
-The suite is split **once, before anything was measured on it**, into a ``"tuning"`` half
-(rules may be designed on it; it includes the three built-in tasks, on which earlier rules
-were designed) and a ``"held-out"`` half (only ever reported). A task never moves between
-halves. ``benchmarks/lr_find_quality.py`` scores learning-rate choices on it.
+The first 16 tasks were split **once, before anything was measured on them**, into a
+``"tuning"`` half (rules may be designed on it; it includes the three built-in tasks, on
+which earlier rules were designed) and a ``"held-out"`` half (only ever reported). After
+the held-out half had been run once (and so had been seen), 8 ``"fresh"`` tasks were
+added, committed before anything ran on them, to judge the next design. A task never
+moves between parts. ``benchmarks/lr_find_quality.py`` scores learning-rate choices on it.
 
 Every run takes a second or a few on one CPU thread. Data ships offline: scikit-learn's
 bundled datasets, synthetic data, and CPython's own standard library as text.
@@ -19,7 +21,9 @@ bundled datasets, synthetic data, and CPython's own standard library as text.
 Example:
     >>> from bergab.tasks import suite
     >>> len(suite.SUITE), len(suite.tasks("tuning")), len(suite.tasks("held-out"))
-    (16, 8, 8)
+    (24, 8, 8)
+    >>> len(suite.tasks("fresh"))
+    8
     >>> t = suite.get("wine-sgd")
     >>> t.optimizer, t.batch_size, len(t.build(seed=0).train)
     ('momentum', 8, 142)
@@ -49,11 +53,14 @@ from bergab.tasks import (
 
 __all__ = ["HALVES", "SUITE", "SuiteTask", "get", "names", "tasks"]
 
-#: The two halves of the suite.
-HALVES = ("tuning", "held-out")
+#: The parts of the suite: the tuning half, the held-out half, and ``"fresh"``: tasks
+#: added after the held-out half had been seen once, kept aside to judge the next design.
+HALVES = ("tuning", "held-out", "fresh")
 
 # every data split is drawn with this seed, so a task's seed changes the model's
-# initialization (and the run's data order), never which examples it trains on
+# initialization (and the run's data order), not which examples it trains on; the three
+# built-in tasks (digits-mlp, linreg-unscaled, charlm-mlp) keep their own behaviour, where
+# the seed also draws digits' split and linreg's data
 _DATA_SEED = 1234
 
 
@@ -63,7 +70,7 @@ class SuiteTask:
 
     Attributes:
         name: the task's name in the suite.
-        half: ``"tuning"`` or ``"held-out"``.
+        half: ``"tuning"``, ``"held-out"`` or ``"fresh"``.
         build: ``build(seed) -> Task``; the seed sets the model's initialization.
         optimizer: ``"adamw"`` (weight decay 0.01) or ``"momentum"`` (SGD, momentum 0.9),
             as :func:`bergab.optim.create` names them.
@@ -400,6 +407,109 @@ def _synthetic_regression(seed: int) -> Task:
     )  # fmt: skip
 
 
+class _RowLSTM(nn.Module):
+    """A character-level LSTM language model predicting every next character."""
+
+    def __init__(self, vocab: int, embed: int = 24, hidden: int = 64) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, embed)
+        self.lstm = nn.LSTM(embed, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, vocab)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(self.embed(x))
+        return self.head(out)
+
+
+class _DropoutCNN(nn.Module):
+    """A 3×3 convolution with BatchNorm and dropout on 8×8 images, then a classifier."""
+
+    def __init__(self, width: int = 24) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Dropout(0.25),
+            nn.Flatten(),
+            nn.Linear(width * 16, 10),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def _iris(seed: int) -> Task:
+    x, y = _sklearn("load_iris")
+    tr, _ = _split(len(x), 30)
+    with _seeded(seed):
+        model = _mlp([4, 32, 3], 0.0)
+    return _make("iris-mlp", model, _standardize(x, tr), y.long(), 30, True,
+                 "iris, 120 rows, MLP")  # fmt: skip
+
+
+def _circles(seed: int) -> Task:
+    from sklearn.datasets import make_circles
+
+    x, y = make_circles(1000, noise=0.15, factor=0.5, random_state=_DATA_SEED)
+    with _seeded(seed):
+        model = _mlp([2, 32, 32, 2], 0.0)
+    return _make(
+        "circles-sgd", model, torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y),
+        700, True, "two noisy circles, 300 training points, MLP",
+    )  # fmt: skip
+
+
+def _hastie(seed: int) -> Task:
+    from sklearn.datasets import make_hastie_10_2
+
+    x, y = make_hastie_10_2(12_000, random_state=_DATA_SEED)
+    with _seeded(seed):
+        model = _mlp([10, 128, 2], 0.0)
+    return _make("hastie-mlp", model, torch.as_tensor(x, dtype=torch.float32),
+                 torch.as_tensor((y > 0).astype("int64")), 2_000, True,
+                 "Hastie et al. 10.2, 10,000 rows, MLP")  # fmt: skip
+
+
+def _friedman3(seed: int) -> Task:
+    from sklearn.datasets import make_friedman3
+
+    x, y = make_friedman3(3_000, noise=0.1, random_state=_DATA_SEED)  # features up to ~1,800
+    yt = torch.as_tensor((y - y.mean()) / y.std(), dtype=torch.float32).unsqueeze(1)
+    with _seeded(seed):
+        model = _mlp([4, 64, 1], 0.0)
+    return _make("friedman3-unscaled", model, torch.as_tensor(x, dtype=torch.float32), yt, 500,
+                 False, "Friedman #3 regression, 2,500 rows, unscaled features, MLP")  # fmt: skip
+
+
+def _charlm_lstm(seed: int) -> Task:
+    return _char_task("charlm-lstm", lambda: _RowLSTM(97), seed)
+
+
+def _cancer_sgd(seed: int) -> Task:
+    x, y = _sklearn("load_breast_cancer")
+    tr, _ = _split(len(x), 114)
+    with _seeded(seed):
+        model = _mlp([30, 64, 2], 0.0)
+    return _make("cancer-mlp-sgd", model, _standardize(x, tr), y.long(), 114, True,
+                 "breast cancer, 455 rows, standardized, MLP")  # fmt: skip
+
+
+def _digits_dropout(seed: int) -> Task:
+    x, y = _digit_images()
+    with _seeded(seed):
+        model = _DropoutCNN()
+    return _make("digits-cnn-dropout", model, x, y, 360, True,
+                 "8×8 digits, CNN with BatchNorm and dropout")  # fmt: skip
+
+
+def _digits_transformer_sgd(seed: int) -> Task:
+    task = _digits_transformer(seed)
+    task.name = "digits-transformer-sgd"
+    return task
+
+
 def _t(
     name: str, half: str, build: Callable[[int], Task], opt: str, steps: int, batch: int,
     *tags: str,
@@ -424,17 +534,33 @@ SUITE: tuple[SuiteTask, ...] = (
     # held-out half
     _t("digits-cnn-bn", "held-out", _digit_cnn("digits-cnn-bn"), "adamw", 300, 32,
        "classification", "cnn", "batchnorm"),
-    _t("diabetes-mlp", "held-out", _diabetes, "adamw", 300, 16, "regression", "small"),
+    _t("diabetes-mlp", "held-out", _diabetes, "adamw", 300, 16, "regression", "small", "mlp"),
     _t("cancer-logreg", "held-out", _cancer, "adamw", 300, 32, "classification", "unscaled",
        "linear"),
-    _t("wine-sgd", "held-out", _wine, "momentum", 200, 8, "classification", "small", "sgd"),
+    _t("wine-sgd", "held-out", _wine, "momentum", 200, 8, "classification", "small", "sgd",
+       "mlp"),
     _t("charlm-transformer", "held-out", _charlm_transformer, "adamw", 300, 32, "language",
        "transformer"),
-    _t("friedman-sgd", "held-out", _friedman, "momentum", 400, 64, "regression", "sgd"),
+    _t("friedman-sgd", "held-out", _friedman, "momentum", 400, 64, "regression", "sgd",
+       "mlp"),
     _t("digits-gru", "held-out", _digits_gru, "adamw", 300, 64, "classification",
        "recurrent"),
     _t("synth-reg-unscaled", "held-out", _synthetic_regression, "adamw", 300, 256,
        "regression", "unscaled", "large"),
+    # fresh: added after the held-out half was run once (2026-12-07), before the next design
+    _t("iris-mlp", "fresh", _iris, "adamw", 200, 16, "classification", "small", "mlp"),
+    _t("circles-sgd", "fresh", _circles, "momentum", 300, 16, "classification", "small",
+       "sgd"),
+    _t("hastie-mlp", "fresh", _hastie, "adamw", 400, 128, "classification", "large", "mlp"),
+    _t("friedman3-unscaled", "fresh", _friedman3, "adamw", 400, 32, "regression",
+       "unscaled"),
+    _t("charlm-lstm", "fresh", _charlm_lstm, "adamw", 300, 16, "language", "recurrent"),
+    _t("cancer-mlp-sgd", "fresh", _cancer_sgd, "momentum", 300, 32, "classification",
+       "small", "sgd"),
+    _t("digits-cnn-dropout", "fresh", _digits_dropout, "adamw", 200, 256, "classification",
+       "cnn", "batchnorm"),
+    _t("digits-transformer-sgd", "fresh", _digits_transformer_sgd, "momentum", 300, 32,
+       "classification", "transformer", "sgd"),
 )  # fmt: skip
 
 
@@ -449,7 +575,7 @@ def names() -> list[str]:
 
 
 def tasks(half: str | None = None) -> list[SuiteTask]:
-    """The suite's tasks, or one half of them (``"tuning"`` or ``"held-out"``).
+    """The suite's tasks, or one part of them (``"tuning"``, ``"held-out"``, ``"fresh"``).
 
     Example:
         >>> [t.name for t in tasks("held-out")][:2]
