@@ -60,6 +60,8 @@ GRID = [float(v) for v in np.logspace(-5, 0, 13)]
 SEEDS = (0, 1)
 METHODS = ("bergab", "soft-minimum", "steepest", "valley", "prodigy", "schedulefree", "adam-1e-3")
 DEFAULT_CACHE = Path(__file__).with_name(".lr_find_quality.json")
+#: Fractions of the budget for the design grids of short runs (``--trials``); set by main.
+TRIALS: list[float] = []
 
 
 # =========================================================================== training
@@ -67,9 +69,9 @@ DEFAULT_CACHE = Path(__file__).with_name(".lr_find_quality.json")
 
 def _fit(
     st: suite.SuiteTask, seed: int, lr: Any, optimizer: str, kwargs: dict[str, Any],
-    steps: int | None = None,
+    steps: int | None = None, task: Any = None,
 ) -> Any:  # fmt: skip
-    task = st.build(seed)
+    task = task or st.build(seed)
     steps = steps or st.steps
     return bergab.fit(
         task.model,
@@ -102,6 +104,20 @@ def train(st: suite.SuiteTask, seed: int, peak: float, steps: int | None = None)
     except NonFiniteError:
         return math.inf
     return _final(h)
+
+
+def trial_run(st: suite.SuiteTask, seed: int, peak: float, steps: int) -> dict[str, float]:
+    """A short run (cosine compressed to ``steps``): its final validation loss and its loss
+    on the first 2,048 training examples (what ``lr="auto"``'s trials measure)."""
+    task = st.build(seed)
+    try:
+        h = _fit(st, seed, schedules.cosine(peak=peak, total_steps=steps), st.optimizer,
+                 st.optimizer_kwargs(), steps, task)  # fmt: skip
+    except NonFiniteError:
+        return {"val": math.inf, "train": math.inf}
+    x, y = task.train.tensors[0][:2048], task.train.tensors[1][:2048]
+    train = bergab.evaluate(task.model, (x, y), task.loss_fn, device="cpu")["loss"]
+    return {"val": _final(h), "train": train if math.isfinite(train) else math.inf}
 
 
 # =========================================================================== peers' rules
@@ -199,6 +215,9 @@ def _job(key: tuple[str, str, str, int]) -> tuple[tuple[str, str, str, int], Any
     st = suite.get(name)
     if kind == "grid":
         return key, train(st, seed, float(arg))
+    if kind.startswith("trial"):  # trial:<fraction>|<lr>: val and train-sample loss
+        fraction, lr = kind.split(":")[1], float(arg)
+        return key, trial_run(st, seed, lr, max(1, round(float(fraction) * st.steps)))
     if kind.startswith("short"):  # short:<fraction>|<lr>
         fraction, lr = kind.split(":")[1], float(arg)
         return key, train(st, seed, lr, max(1, round(float(fraction) * st.steps)))
@@ -210,6 +229,8 @@ def _keys(
 ) -> list[tuple[str, str, str, int]]:
     keys = [(n, "grid", repr(lr), s) for n in names for lr in GRID for s in SEEDS]
     keys += [(n, f"short:{f}", repr(lr), s) for f in short for n in names for lr in GRID
+             for s in SEEDS]  # fmt: skip
+    keys += [(n, f"trial:{f}", repr(lr), s) for f in TRIALS for n in names for lr in GRID
              for s in SEEDS]  # fmt: skip
     keys += [(n, "method", m, s) for n in names for m in methods for s in SEEDS]
     return keys
@@ -350,6 +371,9 @@ def main(argv: list[str] | None = None) -> int:
         help="also run the grid with runs this fraction of the budget "
         "(cosine compressed) and compare the best lr with the full grid's",
     )
+    parser.add_argument("--trials", nargs="*", type=float, default=[],
+                        help="design data: the grid with runs this fraction of the budget, "
+                        "recording validation and training-sample loss")
     parser.add_argument("--verbose", action="store_true", help="say why bergab chose its lr")
     args = parser.parse_args(argv)
     names = args.tasks or [t.name for t in suite.tasks(args.half)]
@@ -357,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     for key in [k for k in cache if k.split("|")[2] in args.fresh]:
         del cache[key]
     _save(args.cache, cache)
+    TRIALS[:] = args.trials
     cache = measure(names, args.methods, args.short_horizon, args.cache, args.jobs)
     print(report(names, args.methods, cache, args.verbose))
     if args.short_horizon:

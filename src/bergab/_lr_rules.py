@@ -246,9 +246,11 @@ def centred(lrs: ArrayLike, losses: ArrayLike, decades: float = CENTRED_DECADES)
 def bottom(lrs: ArrayLike, losses: ArrayLike) -> tuple[float | None, str]:
     """The lr at the bottom of the centred curve, or ``None`` and why it cannot be trusted.
 
-    It is untrustworthy when the curve never fell 5% below its start (the median of its
-    first 10%), or when its lowest point lies in its first 10%: a lucky first batch, or a
-    descent below ``start_lr``.
+    Losses above the start level (the median of the curve's first 10%) count as the start
+    level, so the blow-up at the end does not drag the smoothed bottom towards it. The
+    bottom is untrustworthy when the curve never fell 5% below its start, or when its
+    lowest point lies in its first 10%: a lucky first batch, or a descent below
+    ``start_lr``.
 
     Example:
         >>> lrs = np.logspace(-6, 1, 71)
@@ -262,7 +264,10 @@ def bottom(lrs: ArrayLike, losses: ArrayLike) -> tuple[float | None, str]:
     lr, raw = _curve_array("lrs", lrs), _curve_array("losses", losses)
     if len(lr) < 5:
         return None, f"the range test recorded only {len(lr)} steps"
-    smooth = centred(lr, raw)
+    # losses above the start level are cut to it first: a blow-up just past the bottom
+    # would otherwise leak into the smoothed bottom through the kernel and pull it down
+    ceiling = float(np.median(raw[: max(1, len(raw) // 10)]))
+    smooth = centred(lr, np.minimum(raw, ceiling))
     i_min = int(np.argmin(smooth))
     start = float(np.median(smooth[: max(1, len(smooth) // 10)]))
     drop = (start - float(smooth[i_min])) / max(abs(start), 1e-12)
