@@ -371,9 +371,14 @@ def main(argv: list[str] | None = None) -> int:
         help="also run the grid with runs this fraction of the budget "
         "(cosine compressed) and compare the best lr with the full grid's",
     )
-    parser.add_argument("--trials", nargs="*", type=float, default=[],
-                        help="design data: the grid with runs this fraction of the budget, "
-                        "recording validation and training-sample loss")
+    parser.add_argument(
+        "--trials",
+        nargs="*",
+        type=float,
+        default=[],
+        help="design data: the grid with runs this fraction of the budget, "
+        "recording validation and training-sample loss",
+    )
     parser.add_argument("--verbose", action="store_true", help="say why bergab chose its lr")
     args = parser.parse_args(argv)
     names = args.tasks or [t.name for t in suite.tasks(args.half)]

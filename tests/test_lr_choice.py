@@ -357,7 +357,10 @@ def test_the_choice_records_its_trials_and_its_cost() -> None:
     assert math.isfinite(best)
     assert best < res.initial_score * (1 - auto_lr.MIN_IMPROVEMENT)
     picked, _ = pick([Trial(c["lr"], c["score"], c["why"]) for c in res.candidates])
-    assert 0 < res.suggestion <= auto_lr.SHORT_HORIZON * picked * (1 + 1e-12)
+    # the pick, divided by sqrt(validation / training loss) of the best trial when above 1
+    top = min(res.candidates, key=lambda c: c["score"])
+    gap = max(1.0, top["score"] / top["train_score"])
+    assert res.suggestion == pytest.approx(picked / math.sqrt(gap), rel=1e-12)
     assert "val_data" in res.choice
 
 

@@ -293,13 +293,18 @@ class Trial:
     train_score: float = math.nan
 
 
+_UP, _DOWN = "the best lr was the highest tried", "the best lr was the lowest tried"
+
+
 def next_lr(trials: Sequence[Trial], spacing: float) -> tuple[float, str] | None:
     """The next learning rate the search should try, or ``None`` when the best is bracketed.
 
-    While the best score lies at an end of the tried range, the search steps ``spacing``
-    beyond that end (below the lowest lr when all diverged); a step above an lr that
-    diverged is never taken. Once the best is bracketed it halves the gap (in log lr)
-    towards its better neighbour, once.
+    While the best score lies at an end of the tried range, the search steps beyond that
+    end: ``spacing`` the first time, ``spacing**2`` the second time in a row in the same
+    direction, and so on, so that a bracket far from the optimum does not use up the
+    trials (below the lowest lr by ``spacing**2`` when all diverged). Once the best is
+    bracketed it halves the gap (in log lr) towards its better neighbour, once. (The
+    caller does not step above an lr that diverged.)
 
     Example:
         >>> t = [Trial(1e-3, 0.9, "a"), Trial(1e-2, 0.5, "a")]
@@ -317,9 +322,11 @@ def next_lr(trials: Sequence[Trial], spacing: float) -> tuple[float, str] | None
     best = min(finite, key=lambda t: t.score)
     i = lrs.index(best.lr)
     if i == len(done) - 1:
-        return best.lr * spacing, "the best lr was the highest tried"
+        k = 1 + sum(t.why == _UP for t in trials)
+        return best.lr * spacing**k, _UP
     if i == 0:
-        return best.lr / spacing, "the best lr was the lowest tried"
+        k = 1 + sum(t.why == _DOWN for t in trials)
+        return best.lr / spacing**k, _DOWN
     if any("between" in t.why for t in done):
         return None
     left, right = done[i - 1], done[i + 1]

@@ -10,16 +10,20 @@ The policy, used by ``bergab.fit(..., lr="auto")``, ``bergab train`` with
    batch) gives no bracket; then the search starts around the optimizer's default lr.
 2. **Trials.** Short runs from the model as it is, each :data:`TRIAL_FRACTION` of the run
    under the run's own schedule compressed to that length, at candidate peak lrs a factor
-   :data:`SPACING` apart below the bottom; the search extends past an end whose candidate
-   scored best and then halves the gap to the best one's better neighbour, within
+   :data:`SPACING` apart below the bottom. While an end candidate scores best the search
+   steps past it, by a growing factor (``SPACING``, then ``SPACING**2``, ...); once the
+   best is bracketed it halves the gap to the best one's better neighbour; all within
    :data:`COST_LIMIT` runs' worth of steps for the whole choice. Each trial is scored on
    ``val_data`` when there is validation data (what the run will be judged on), else on
    the loss over a fixed sample of the training data (which favours large learning rates
    when the model can overfit: give validation data).
 3. **Pick.** The vertex of a parabola (in log lr) through the best trial and its
-   neighbours. When no trial beat the untrained model's score, the choice falls back to
-   the optimizer's default lr, says so in :class:`~bergab.lr_finder.LRFindResult`
-   (``fallback``, ``choice``) and in the run's log, and warns.
+   neighbours. Where the best trial already overfits (validation loss ``g`` times its
+   loss on the training sample, ``g > 1``), the full run, which trains longer, overfits
+   more: the pick is divided by ``sqrt(g)``. When no trial beat the untrained model's
+   score, the choice falls back to the optimizer's default lr, says so in
+   :class:`~bergab.lr_finder.LRFindResult` (``fallback``, ``choice``) and in the run's
+   log, and warns.
 4. **Train** under ``policy`` peaking there: ``"cosine"`` (default; decay to 0 after
    ``warmup_steps``) or ``"one_cycle"`` (Smith & Topin's 1cycle).
 
@@ -71,7 +75,7 @@ __all__ = [
 ]
 
 #: Each trial trains this fraction of the run's steps.
-TRIAL_FRACTION = 0.2
+TRIAL_FRACTION = 0.25
 #: The whole choice (range test and trials) takes at most this many runs' worth of steps.
 COST_LIMIT = 1.5
 #: Candidate peak lrs are this factor apart (half a decade).
@@ -84,9 +88,6 @@ SWEEP_FRACTION = 0.25
 MIN_IMPROVEMENT = 0.01
 #: Examples of the training data that score the trials when there is no validation data.
 TRAIN_SAMPLE = 2048
-#: Short runs favour larger learning rates than the full run ("short-horizon bias"):
-#: the trials' pick is multiplied by this (measured on the suite's tuning half).
-SHORT_HORIZON = 0.6
 
 #: The schedules ``lr="auto"`` can build around the suggested peak.
 POLICIES: tuple[str, ...] = ("cosine", "one_cycle")
@@ -340,16 +341,19 @@ def choose_lr(
     lr, why = pick(trials)
     best_trial = min(trials, key=lambda t: t.score)
     best = best_trial.score
-    # the full run overfits more than a trial: the more the best trial already overfits
-    # (validation loss over training loss), the lower the full run's best lr
+    # a short run favours a larger lr than the full run where the full run overfits: the
+    # more the best trial already overfits (validation over training loss), the lower
     gap = (
         best / best_trial.train_score
         if val_data is not None and best_trial.train_score > 0
         else 1.0
     )
-    factor = SHORT_HORIZON / math.sqrt(max(1.0, gap))
-    lr *= factor
-    why = f"{why}, times {factor:.2g} for the full run's length"
+    if gap > 1.0:
+        lr /= math.sqrt(gap)
+        why = (
+            f"{why}, divided by {math.sqrt(gap):.2g} (the best trial's validation loss is "
+            f"{gap:.2g}× its training loss)"
+        )
     fallback = not best < initial * (1 - MIN_IMPROVEMENT) if initial > 0 else not best < initial
     if fallback:
         lr = _default_lr(optimizer, opt_kwargs)
