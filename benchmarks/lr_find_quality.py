@@ -1,7 +1,8 @@
 """How good is an automatic learning-rate choice? Score it against the grid-best lr.
 
-Every method is scored on the learning-rate suite (:mod:`bergab.tasks.suite`, 16 tasks in
-a tuning half and a held-out half fixed before anything was measured), the same way:
+Every method is scored on the learning-rate suite (:mod:`bergab.tasks.suite`: 24 tasks in
+a tuning half, a held-out half and a fresh part, each fixed before anything ran on it),
+the same way, and reported per part:
 
 1. **Grid.** Train each task with its optimizer (AdamW with weight decay 0.01, or SGD with
    momentum 0.9) under cosine decay for its fixed budget at 13 log-spaced peak learning
@@ -33,7 +34,11 @@ Every measurement is written to a cache (``--cache``, JSON) and reused by later 
 method can be rescored without recomputing the grid. ``--fresh bergab`` drops a method's
 cached results first. Runs go to ``--jobs`` worker processes, one thread each.
 
-Run: ``python benchmarks/lr_find_quality.py [--half tuning] [--tasks ...] [--jobs 2]``.
+Design data: ``--trials 0.1 0.2`` also runs the grid with runs of that fraction of the
+budget and records their validation and training-sample loss (how far a short run's best
+lr is from the full run's); ``--short-horizon 0.2`` reports that shift directly.
+
+Run: ``python benchmarks/lr_find_quality.py [--half fresh] [--tasks ...] [--jobs 2]``.
 """
 
 from __future__ import annotations
@@ -315,7 +320,7 @@ def report(names: list[str], methods: list[str], cache: dict[str, Any], verbose:
         part = [n for n in names if suite.get(n).half == half]
         if not part:
             continue
-        lines.append(f"\n{half} half ({len(part)} tasks):")
+        lines.append(f"\n{half} ({len(part)} tasks):")
         lines.append(f"  {'method':13} {'loss geo':>8} {'worst':>7} {'lr worst':>9} "
                      f"{'spread':>7} {'cost':>6}")  # fmt: skip
         for m in methods:
@@ -356,7 +361,7 @@ def short_horizon_report(names: list[str], fractions: list[float], cache: dict[s
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--half", choices=suite.HALVES, help="only this half of the suite")
+    parser.add_argument("--half", choices=suite.HALVES, help="only this part of the suite")
     parser.add_argument("--tasks", nargs="+", choices=suite.names(), help="only these tasks")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)

@@ -344,7 +344,7 @@ def test_report_says_how_to_resume(capsys: pytest.CaptureFixture[str], tmp_path:
     )
     assert report(result) == 130
     captured = capsys.readouterr()
-    assert '"auto" (interrupted before the range test finished)' in captured.out
+    assert '"auto" (interrupted before the choice finished)' in captured.out
     assert "nothing to resume" in captured.err
     (tmp_path / "config.toml").write_text("")
     (tmp_path / "checkpoints").mkdir()

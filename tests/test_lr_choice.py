@@ -497,3 +497,28 @@ def test_loss_of_each_record_is_the_mean_since_the_previous_one() -> None:
     losses = h.steps["loss"]
     for rec, (a, b) in zip(h.records, itertools.pairwise([0, 4, 8]), strict=True):
         assert rec["loss"] == pytest.approx(sum(losses[a:b]) / (b - a))
+
+
+def test_next_lr_steps_further_each_time_the_same_end_scores_best() -> None:
+    # a bracket far below the optimum must not use up the trials: sqrt(10), then 10, ...
+    s = math.sqrt(10)
+    t = [Trial(1e-4, 0.9, "a"), Trial(1e-4 * s, 0.8, "a"), Trial(1e-3, 0.7, "a")]
+    first = next_lr(t, s)
+    assert first is not None
+    assert first[0] == pytest.approx(1e-3 * s)
+    t.append(Trial(first[0], 0.6, first[1]))
+    second = next_lr(t, s)
+    assert second is not None
+    assert second[0] == pytest.approx(first[0] * s**2)
+    t.append(Trial(second[0], 0.5, second[1]))
+    third = next_lr(t, s)
+    assert third is not None
+    assert third[0] == pytest.approx(second[0] * s**3)
+    # downwards likewise, counted apart from the steps up
+    d = [Trial(1e-2, 0.5, "a"), Trial(1e-1, 0.9, "a")]
+    down = next_lr(d, s)
+    assert down is not None
+    d.append(Trial(down[0], 0.4, down[1]))
+    again = next_lr(d, s)
+    assert again is not None
+    assert again[0] == pytest.approx(down[0] / s**2)

@@ -30,7 +30,7 @@ The policy, used by ``bergab.fit(..., lr="auto")``, ``bergab train`` with
 The choice's steps are not counted in the training budget: the model, the optimizer
 instance and every random generator are put back exactly as they were before training
 starts. ``benchmarks/lr_find_quality.py`` measures the policy against the grid-best lr on
-the 16 tasks of :mod:`bergab.tasks.suite`.
+the 24 tasks of :mod:`bergab.tasks.suite`.
 
 Example:
     >>> import torch

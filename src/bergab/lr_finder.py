@@ -682,7 +682,7 @@ def lr_find(
     see :func:`suggest`), which unlike the plain argmin does not wander along a flat
     bottom. It is read off the EMA, which lags the raw loss, so the smoothed minimum sits
     at the onset of divergence: the rule assumes the default ``smoothing`` and ``steps``.
-    A suggestion read off one curve is a starting point, not a choice: on the 16 tasks of
+    A suggestion read off one curve is a starting point, not a choice: on the 24 tasks of
     :mod:`bergab.tasks.suite` it scored worse than ``fit(..., lr="auto")``, which uses the
     range test only to bracket the lr and lets short trial runs scored on validation loss
     decide (``docs/choosing-the-learning-rate.md``). When the curve has no clear descending

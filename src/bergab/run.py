@@ -4,8 +4,8 @@ This is the layer ``bergab train``, ``resume``, ``lr-find`` and ``demo`` call, a
 one hyperparameter search calls for each trial. :func:`train` takes a validated
 :class:`bergab.config.RunConfig` and does the whole run in its run directory:
 
-1. build the task, the optimizer factory and the schedule (with ``lr = "auto"``, the
-   range test picks it, and its curve goes to ``lr_find.json``);
+1. build the task, the optimizer factory and the schedule (with ``lr = "auto"``, a range
+   test and short trials choose it; the curve and the trials go to ``lr_find.json``);
 2. write the resolved config (the schedule actually used) to ``config.toml``;
 3. :func:`bergab.fit` with checkpoints in ``checkpoints/`` and logs in ``logs/``;
 4. write ``model.pt``, the test split's loss and metrics (when the task has a test
@@ -82,7 +82,8 @@ class RunResult:
         history: the :class:`bergab.training.History` of ``fit``.
         auto: what ``lr = "auto"`` chose (``None`` otherwise).
         steps: optimizer steps done in all (including before a resume).
-        seconds: wall time of this call; ``lr_find_seconds`` of it was the range test.
+        seconds: wall time of this call; ``lr_find_seconds`` of it was ``lr = "auto"``'s
+            choice (the range test and the trials).
         interrupted: stopped by Ctrl-C or SIGTERM (a checkpoint was written, unless
             ``at_once``).
         final: the last values of each logged quantity (``final_train_loss``,
@@ -143,7 +144,7 @@ class RunResult:
                 )
             )
         elif self.config.auto:
-            rows.append(("lr", '"auto" (interrupted before the range test finished)'))
+            rows.append(("lr", '"auto" (interrupted before the choice finished)'))
         else:
             rows.append(("schedule", repr(config.build_schedule(self.config.schedule))))
         rows.append(("steps", str(self.steps)))
@@ -151,7 +152,7 @@ class RunResult:
             rows.append((key.replace("_", " "), f"{value:.4g}"))
         took = f"{self.seconds:.1f} s"
         if self.auto is not None and self.lr_find_seconds > 0:
-            took += f" (range test {self.lr_find_seconds:.1f} s)"
+            took += f" (choosing the lr {self.lr_find_seconds:.1f} s)"
         rows.append(("time", took))
         rows.append(("run directory", str(self.run_dir)))
         if self.interrupted:
