@@ -255,7 +255,8 @@ def choose_lr(
             ``mode``, ``smoothing``, ``diverge_factor``).
         optimizer_kwargs: optimizer arguments for a name or class.
         warn: warn with :class:`~bergab.lr_finder.LRFindWarning` when the choice falls
-            back to the optimizer's default lr.
+            back to the optimizer's default lr (the range test itself does not warn: its
+            curve only brackets).
 
     Returns:
         The range test's :class:`~bergab.lr_finder.LRFindResult`, with ``suggestion``
@@ -386,23 +387,13 @@ def auto_schedule(
     loss_fn: Callable[[Any, Any], torch.Tensor],
     *,
     total_steps: int,
-    val_data: Any = None,
-    optimizer: Any = "adamw",
     policy: str = "cosine",
     warmup_steps: int = 0,
-    batch_size: int | None = None,
-    batch_fn: Callable[[Any], tuple[Any, Any]] | None = None,
-    accumulation_steps: int = 1,
-    device: str | torch.device | None = None,
-    precision: str = "32",
-    clip_norm: float | None = None,
-    clip_value: float | None = None,
-    seed: int | None = None,
     lr_find_kwargs: Mapping[str, Any] | None = None,
     optimizer_kwargs: Mapping[str, Any] | None = None,
-    warn: bool = True,
+    **choice: Any,
 ) -> AutoLR:
-    """Run the range test and build the training schedule peaking at its suggestion.
+    """Choose the peak learning rate (:func:`choose_lr`) and build the schedule around it.
 
     This is what ``fit(..., lr="auto")`` calls before training (see the module docstring
     for the policy). The model, the optimizer instance (if one is given), the random
@@ -410,34 +401,24 @@ def auto_schedule(
 
     Args:
         model: the model about to be trained.
-        train_data: the training data, in any form :func:`bergab.lr_find` accepts.
+        train_data: the training data, in any form :func:`bergab.fit` accepts.
         loss_fn: ``loss_fn(outputs, targets) -> scalar tensor``.
         total_steps: optimizer steps of the training run the schedule spans, >= 1.
-        val_data: validation data; the trials are scored on it (see :func:`choose_lr`).
-        optimizer: what will train: a name for :func:`bergab.optim.create`, an optimizer
-            class, a factory ``params -> Optimizer`` or an instance.
         policy: ``"cosine"`` or ``"one_cycle"`` (see :func:`build_schedule`).
         warmup_steps: linear warmup before the cosine decay (``"cosine"`` only).
-        batch_size: mini-batch size when ``train_data`` is a Dataset or tensors.
-        batch_fn: maps a batch to ``(inputs, targets)`` (see :func:`bergab.lr_find`).
-        accumulation_steps: micro-batches per optimizer step.
-        device: where to run the range test (default: where the model is).
-        precision: ``"32"``, ``"bf16"`` or ``"fp16"``: the sweep's steps run as fit's do.
-        clip_norm: gradient-norm clipping of the sweep's steps (fit passes its own).
-        clip_value: gradient-value clipping of the sweep's steps (fit passes its own).
-        seed: seeds the range test (dropout, data order) so the choice is reproducible.
-        lr_find_kwargs: sweep settings for :func:`bergab.lr_find`: ``start_lr``,
+        lr_find_kwargs: range-test settings for :func:`bergab.lr_find`: ``start_lr``,
             ``end_lr``, ``steps``, ``mode``, ``smoothing``, ``diverge_factor``.
-        optimizer_kwargs: optimizer arguments when ``optimizer`` is a name or a class
+        optimizer_kwargs: optimizer arguments when the optimizer is a name or a class
             (``weight_decay``, ``betas``, ...).
-        warn: let :func:`bergab.lr_find` warn when its curve has no clear descent.
+        **choice: the rest of :func:`choose_lr`'s arguments: ``val_data``,
+            ``optimizer``, ``batch_size``, ``batch_fn``, ``accumulation_steps``,
+            ``device``, ``precision``, ``clip_norm``, ``clip_value``, ``seed``, ``warn``.
 
     Returns:
-        An :class:`AutoLR` holding the schedule, the peak and the range test.
+        An :class:`AutoLR` holding the schedule, the peak and the choice's result.
 
     Raises:
-        ValueError: when the range test found no usable learning rate (a loss that was
-            non-finite or diverged within its first steps); the message says why.
+        ValueError: when every trial diverged; the message says why.
 
     Example:
         >>> x, y = torch.randn(128, 3), torch.randn(128, 1)
@@ -461,11 +442,9 @@ def auto_schedule(
             f"lr_find_kwargs: unknown key {unknown[0]!r}; allowed: {', '.join(_SWEEP_KEYS)}"
         )
     result = choose_lr(
-        model, train_data, loss_fn, total_steps=total_steps, val_data=val_data,
-        optimizer=optimizer, policy=policy, warmup_steps=warmup_steps,
-        batch_size=batch_size, batch_fn=batch_fn, accumulation_steps=accumulation_steps,
-        device=device, precision=precision, clip_norm=clip_norm, clip_value=clip_value,
-        seed=seed, lr_find_kwargs=sweep, optimizer_kwargs=optimizer_kwargs, warn=warn,
+        model, train_data, loss_fn, total_steps=total_steps, policy=policy,
+        warmup_steps=warmup_steps, lr_find_kwargs=sweep, optimizer_kwargs=optimizer_kwargs,
+        **choice,
     )  # fmt: skip
     peak = result.suggestion
     return AutoLR(

@@ -185,17 +185,18 @@ class _RowGRU(nn.Module):
         return self.head(out[:, -1])
 
 
-class _CharGRU(nn.Module):
-    """A character-level GRU language model predicting every next character."""
+class _CharRNN(nn.Module):
+    """A character-level recurrent language model (``nn.GRU`` or ``nn.LSTM``) predicting
+    every next character."""
 
-    def __init__(self, vocab: int, embed: int = 32, hidden: int = 96) -> None:
+    def __init__(self, vocab: int, cell: type[nn.Module], embed: int, hidden: int) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab, embed)
-        self.gru = nn.GRU(embed, hidden, batch_first=True)
+        self.rnn = cell(embed, hidden, batch_first=True)
         self.head = nn.Linear(hidden, vocab)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.gru(self.embed(x))
+        out, _ = self.rnn(self.embed(x))
         return self.head(out)
 
 
@@ -309,7 +310,7 @@ def _char_task(name: str, make_model: Callable[[], nn.Module], seed: int) -> Tas
 
 
 def _charlm_gru(seed: int) -> Task:
-    return _char_task("charlm-gru", lambda: _CharGRU(97), seed)
+    return _char_task("charlm-gru", lambda: _CharRNN(97, nn.GRU, 32, 96), seed)
 
 
 def _charlm_transformer(seed: int) -> Task:
@@ -407,20 +408,6 @@ def _synthetic_regression(seed: int) -> Task:
     )  # fmt: skip
 
 
-class _RowLSTM(nn.Module):
-    """A character-level LSTM language model predicting every next character."""
-
-    def __init__(self, vocab: int, embed: int = 24, hidden: int = 64) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(vocab, embed)
-        self.lstm = nn.LSTM(embed, hidden, batch_first=True)
-        self.head = nn.Linear(hidden, vocab)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.lstm(self.embed(x))
-        return self.head(out)
-
-
 class _DropoutCNN(nn.Module):
     """A 3×3 convolution with BatchNorm and dropout on 8×8 images, then a classifier."""
 
@@ -484,7 +471,7 @@ def _friedman3(seed: int) -> Task:
 
 
 def _charlm_lstm(seed: int) -> Task:
-    return _char_task("charlm-lstm", lambda: _RowLSTM(97), seed)
+    return _char_task("charlm-lstm", lambda: _CharRNN(97, nn.LSTM, 24, 64), seed)
 
 
 def _cancer_sgd(seed: int) -> Task:
