@@ -63,7 +63,16 @@ from bergab.training import NonFiniteError
 
 GRID = [float(v) for v in np.logspace(-5, 0, 13)]
 SEEDS = (0, 1)
-METHODS = ("bergab", "soft-minimum", "steepest", "valley", "prodigy", "schedulefree", "adam-1e-3")
+METHODS = (
+    "bergab",
+    "bergab-noval",
+    "soft-minimum",
+    "steepest",
+    "valley",
+    "prodigy",
+    "schedulefree",
+    "adam-1e-3",
+)
 DEFAULT_CACHE = Path(__file__).with_name(".lr_find_quality.json")
 #: Fractions of the budget for the design grids of short runs (``--trials``); set by main.
 TRIALS: list[float] = []
@@ -74,7 +83,7 @@ TRIALS: list[float] = []
 
 def _fit(
     st: suite.SuiteTask, seed: int, lr: Any, optimizer: str, kwargs: dict[str, Any],
-    steps: int | None = None, task: Any = None,
+    steps: int | None = None, task: Any = None, with_val: bool = True,
 ) -> Any:  # fmt: skip
     task = task or st.build(seed)
     steps = steps or st.steps
@@ -82,13 +91,13 @@ def _fit(
         task.model,
         task.train,
         task.loss_fn,
-        val_data=task.val,
+        val_data=task.val if with_val else None,
         optimizer=optimizer,
         optimizer_kwargs=kwargs,
         lr=lr,
         max_steps=steps,
         batch_size=st.batch_size,
-        val_every=steps,
+        val_every=steps if with_val else None,
         seed=seed,
         progress=False,
     )
@@ -173,14 +182,17 @@ def run_method(st: suite.SuiteTask, method: str, seed: int) -> dict[str, Any]:
     """Train with ``method``'s choice: ``{"loss", "lr" (None: no single lr), "cost"}``."""
     lr: float | None = None
     cost = 0.0
-    if method == "bergab":
+    if method in ("bergab", "bergab-noval"):
+        task = st.build(seed)
         try:
-            h = _fit(st, seed, "auto", st.optimizer, st.optimizer_kwargs())
+            h = _fit(st, seed, "auto", st.optimizer, st.optimizer_kwargs(), task=task,
+                     with_val=method == "bergab")  # fmt: skip
         except NonFiniteError:
             return {"loss": math.inf, "lr": None, "cost": math.nan}
         auto = h.info["auto_lr"]
-        return {"loss": _final(h), "lr": auto["peak"], "cost": auto["cost_steps"] / st.steps,
-                "why": auto.get("describe", "")}  # fmt: skip
+        loss = bergab.evaluate(task.model, task.val, task.loss_fn, device="cpu")["loss"]
+        return {"loss": loss if math.isfinite(loss) else math.inf, "lr": auto["peak"],
+                "cost": auto["cost_steps"] / st.steps, "why": auto.get("describe", "")}  # fmt: skip
     if method in ("soft-minimum", "steepest", "valley"):
         if method == "soft-minimum":
             res = _range_test(st, seed)

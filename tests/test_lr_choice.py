@@ -389,15 +389,47 @@ def test_to_dict_round_trips_the_choice() -> None:
     assert math.isnan(plain.initial_score)
 
 
-def test_without_val_data_trials_are_scored_on_the_training_data() -> None:
+def test_without_val_data_trials_are_scored_on_held_out_training_examples() -> None:
     model, train, _ = _problem(2)
     model.eval()  # no dropout noise between the two scores
     res = auto_lr.choose_lr(model, train, mse, total_steps=200, batch_size=32, seed=0)
     assert not model.training  # the mode is kept too
     assert res.rule == "trials"
+    # 20% of the 256 examples are held out of the trials and score them
+    assert "51 training examples held out from the trials" in res.choice
+    assert any(c["score"] != c["train_score"] for c in res.candidates)
+    # the split is the seed's: the same seed gives the same choice, another may not
+    again = auto_lr.choose_lr(model, train, mse, total_steps=200, batch_size=32, seed=0)
+    assert again.suggestion == res.suggestion
+
+
+def test_without_val_data_a_loader_is_scored_on_a_training_sample() -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    model, (x, y), _ = _problem(2)
+    model.eval()
+    loader = DataLoader(TensorDataset(x, y), batch_size=32)
+    res = auto_lr.choose_lr(model, loader, mse, total_steps=200, seed=0)
     assert "a sample of the training data" in res.choice
     for c in res.candidates:  # one score: the training sample's
         assert c["score"] == c["train_score"] or c["score"] == c["train_score"] == math.inf
+
+
+def test_the_holdout_split_is_drawn_from_indexable_data_only() -> None:
+    from torch.utils.data import TensorDataset
+
+    model, (x, y), _ = _problem(0)
+    trial, out, k = auto_lr._holdout((x, y), model, seed=3)
+    assert k == 51
+    assert len(trial[0]) == 256 - 51
+    assert len(out[0]) == 51
+    rows = {tuple(r.tolist()) for r in torch.cat([trial[0], out[0]])}
+    assert len(rows) == 256  # a partition of the examples
+    sub = auto_lr._holdout(TensorDataset(x, y), model, seed=3)
+    assert sub is not None
+    assert torch.equal(sub[1][1], out[1])  # a TensorDataset splits as its tensors do
+    assert auto_lr._holdout((x[:20], y[:20]), model, seed=3) is None  # too few examples
+    assert auto_lr._holdout([(x[:4], y[:4])], model, seed=3) is None  # a list of batches
 
 
 # ----------------------------------------------------------------------------- suite tasks

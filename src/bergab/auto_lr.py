@@ -14,9 +14,11 @@ The policy, used by ``bergab.fit(..., lr="auto")``, ``bergab train`` with
    steps past it, by a growing factor (``SPACING``, then ``SPACING**2``, ...); once the
    best is bracketed it halves the gap to the best one's better neighbour; all within
    :data:`COST_LIMIT` runs' worth of steps for the whole choice. Each trial is scored on
-   ``val_data`` when there is validation data (what the run will be judged on), else on
-   the loss over a fixed sample of the training data (which favours large learning rates
-   when the model can overfit: give validation data).
+   ``val_data`` when there is validation data (what the run will be judged on). Without
+   it, :data:`HOLDOUT_FRACTION` of the training examples (at most 2,048, drawn with the
+   seed) are held out of the trials to score them; data that cannot be split (a
+   ``DataLoader``, any iterable) is scored on a sample of the training data, which
+   favours large learning rates when the model can overfit.
 3. **Pick.** The vertex of a parabola (in log lr) through the best trial and its
    neighbours. Where the best trial already overfits (validation loss ``g`` times its
    loss on the training sample, ``g > 1``), the full run, which trains longer, overfits
@@ -55,6 +57,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset, IterableDataset, Subset, TensorDataset
 
 from bergab import schedules
 from bergab._lr_rules import Trial, bottom, next_lr, pick
@@ -65,6 +68,7 @@ from bergab.training._lr import register_auto_lr
 
 __all__ = [
     "COST_LIMIT",
+    "HOLDOUT_FRACTION",
     "POLICIES",
     "SPACING",
     "TRIAL_FRACTION",
@@ -86,8 +90,12 @@ FIRST_CANDIDATES = (1, 2, 3)
 SWEEP_FRACTION = 0.25
 #: A trial must beat the untrained model's score by this fraction to count as learning.
 MIN_IMPROVEMENT = 0.01
-#: Examples of the training data that score the trials when there is no validation data.
+#: Examples of the training data that score the trials when nothing else can, and that
+#: measure how much a trial overfits.
 TRAIN_SAMPLE = 2048
+#: Without validation data, this fraction of the training examples (at most
+#: ``TRAIN_SAMPLE``) is held out of the trials to score them.
+HOLDOUT_FRACTION = 0.2
 
 #: The schedules ``lr="auto"`` can build around the suggested peak.
 POLICIES: tuple[str, ...] = ("cosine", "one_cycle")
@@ -205,6 +213,34 @@ def _batch_size_of(batch: Any) -> int:
     return int(first.shape[0]) if isinstance(first, torch.Tensor) and first.ndim else 1
 
 
+def _holdout(train_data: Any, model: nn.Module, seed: int | None) -> tuple[Any, Any, int] | None:
+    """``(the trials' training data, held-out examples, their number)``: :data:`HOLDOUT_FRACTION` of
+    ``train_data`` (at most :data:`TRAIN_SAMPLE` examples, drawn with ``seed``) split off
+    when it is tensors or a map-style Dataset of at least 25 examples; else ``None``."""
+    tensors = None
+    if not isinstance(train_data, Dataset) or isinstance(train_data, TensorDataset):
+        try:
+            tensors = _data._as_tensors(train_data, float_dtype=_data.float_dtype(model))
+        except (TypeError, ValueError):
+            return None
+        if tensors is None:
+            return None
+        n = len(tensors[0])
+    elif isinstance(train_data, IterableDataset) or not hasattr(train_data, "__len__"):
+        return None
+    else:
+        n = len(train_data)
+    k = min(TRAIN_SAMPLE, int(HOLDOUT_FRACTION * n))
+    if n < 25:
+        return None
+    gen = torch.Generator().manual_seed(0 if seed is None else seed)
+    perm = torch.randperm(n, generator=gen)
+    keep, out = perm[k:], perm[:k]
+    if tensors is not None:
+        return tuple(t[keep] for t in tensors), tuple(t[out] for t in tensors), k
+    return Subset(train_data, keep.tolist()), Subset(train_data, out.tolist()), k
+
+
 def _sweep_steps(total_steps: int) -> int:
     return int(min(100, max(30, round(SWEEP_FRACTION * total_steps))))
 
@@ -242,7 +278,9 @@ def choose_lr(
         loss_fn: ``loss_fn(outputs, targets) -> scalar tensor``.
         total_steps: optimizer steps of the run the lr is for, >= 1.
         val_data: validation data (any form fit accepts): the trials are scored on it;
-            ``None`` scores them on up to 2,048 training examples.
+            ``None`` holds 20% of the training examples (at most 2,048) out of the
+            trials to score them, or, for data that cannot be split, scores them on a
+            sample of the training data.
         optimizer: what will train (a name, a class, a factory or an instance).
         policy: the run's schedule, ``"cosine"`` or ``"one_cycle"``; each trial runs it
             compressed to its own length.
@@ -294,14 +332,21 @@ def choose_lr(
     )  # fmt: skip
     length = max(2 if policy == "one_cycle" else 1, round(TRIAL_FRACTION * total_steps))
     warm = round(warmup_steps * length / total_steps)
-    sample = _train_sample(train_data, batch_size)
-    score_data = [sample]
+    trial_data, held = train_data, None
     if val_data is not None:
-        score_data.insert(0, _data.val_batch_list(val_data, batch_size or 256))
-    scored_on = "val_data" if val_data is not None else "a sample of the training data"
+        held, scored_on = _data.val_batch_list(val_data, batch_size or 256), "val_data"
+    elif (split := _holdout(train_data, model, seed)) is not None:
+        trial_data, held_out, k = split
+        held = _data.val_batch_list(held_out, batch_size or 256)
+        scored_on = f"{k} training examples held out from the trials"
+    else:
+        scored_on = "a sample of the training data"
+    score_data = [_train_sample(trial_data, batch_size)]
+    if held is not None:
+        score_data.insert(0, held)
 
     def run(lrs: list[float]) -> list[float]:
-        return _trial(model, train_data, loss_fn, lrs, score_data, optimizer=optimizer,
+        return _trial(model, trial_data, loss_fn, lrs, score_data, optimizer=optimizer,
                       optimizer_kwargs=opt_kwargs, steps=steps, device=device)  # fmt: skip
 
     def trial(lr: float, why: str) -> Trial:
@@ -344,11 +389,7 @@ def choose_lr(
     best = best_trial.score
     # a short run favours a larger lr than the full run where the full run overfits: the
     # more the best trial already overfits (validation over training loss), the lower
-    gap = (
-        best / best_trial.train_score
-        if val_data is not None and best_trial.train_score > 0
-        else 1.0
-    )
+    gap = best / best_trial.train_score if held is not None and best_trial.train_score > 0 else 1.0
     if gap > 1.0:
         lr /= math.sqrt(gap)
         why = (
