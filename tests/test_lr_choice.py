@@ -554,3 +554,161 @@ def test_next_lr_steps_further_each_time_the_same_end_scores_best() -> None:
     again = next_lr(d, s)
     assert again is not None
     assert again[0] == pytest.approx(down[0] / s**2)
+
+
+# ----------------------------------------------------------------------------- review fixes
+def test_the_choice_puts_back_the_random_state_and_a_loaders_generator() -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    model, (x, y), (xv, yv) = _problem(1)
+    gen = torch.Generator().manual_seed(5)
+    train = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=gen)
+    val = DataLoader(TensorDataset(xv, yv), batch_size=32)
+    rng, loader_state = torch.get_rng_state(), gen.get_state()
+    auto_lr.choose_lr(model, train, mse, total_steps=40, val_data=val, seed=0)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert torch.equal(gen.get_state(), loader_state)
+    # without validation data, a Dataset's held-out split is read under the same care
+    auto_lr.choose_lr(model, TensorDataset(x, y), mse, total_steps=40, batch_size=32, seed=0)
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_fit_with_lr_auto_trains_as_fit_with_the_chosen_schedule() -> None:
+    # the choice must not shift the data order or dropout masks of the run after it
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from bergab import fit, schedules
+
+    def run(lr: Any) -> Any:
+        model, (x, y), _ = _problem(3)
+        loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True)
+        return fit(model, loader, mse, lr=lr, max_steps=24, seed=0, progress=False)
+
+    auto = run("auto")
+    peak = auto.info["auto_lr"]["peak"]
+    plain = run(schedules.cosine(peak=peak, total_steps=24))
+    assert auto.steps["loss"] == plain.steps["loss"]
+
+
+@pytest.mark.parametrize("total", [4, 5, 9, 13])
+def test_one_cycle_trials_on_short_runs(total: int) -> None:
+    model, train, val = _problem(0)
+    res = auto_lr.choose_lr(
+        model, train, mse, total_steps=total, val_data=val, policy="one_cycle", batch_size=32,
+        seed=0, warn=False,
+    )  # fmt: skip
+    assert all(c["steps"] >= 4 for c in res.candidates)
+
+
+@pytest.mark.parametrize(("warmup", "total"), [(99, 100), (3, 4), (9, 10)])
+def test_a_warmup_close_to_the_run_length_still_leaves_the_trials_a_decay(
+    warmup: int, total: int
+) -> None:
+    model, train, val = _problem(0)
+    res = auto_lr.choose_lr(
+        model, train, mse, total_steps=total, val_data=val, warmup_steps=warmup,
+        batch_size=32, seed=0, warn=False,
+    )  # fmt: skip
+    assert res.candidates
+
+
+@pytest.mark.parametrize("total", [16, 20, 24, 40, 100, 300])
+def test_the_choice_costs_at_most_one_and_a_half_runs(total: int) -> None:
+    model, train, val = _problem(0)
+    res = auto_lr.choose_lr(
+        model, train, mse, total_steps=total, val_data=val, batch_size=32, seed=0, warn=False
+    )
+    assert res.cost_steps <= 1.5 * total
+
+
+def test_nan_in_the_validation_data_is_named_before_any_trial() -> None:
+    model, train, (xv, yv) = _problem(0)
+    xv = xv.clone()
+    xv[3, 1] = math.nan
+    with pytest.raises(ValueError, match=r"untrained model's loss on val_data is (nan|inf), "):
+        auto_lr.choose_lr(model, train, mse, total_steps=100, val_data=(xv, yv), seed=0)
+
+
+def test_an_endless_stream_of_training_data_is_sampled_not_read_whole() -> None:
+    from torch.utils.data import DataLoader, IterableDataset
+
+    class Endless(IterableDataset):  # type: ignore[type-arg]
+        def __iter__(self) -> Any:
+            g = torch.Generator().manual_seed(0)
+            while True:
+                x = torch.randn(4, generator=g)
+                yield x, x.sum(0, keepdim=True)
+
+    res = auto_lr.choose_lr(
+        nn.Linear(4, 1), DataLoader(Endless(), batch_size=32), mse, total_steps=40,
+        optimizer="sgd", seed=0,
+    )  # fmt: skip
+    assert "a sample of the training data" in res.choice
+
+
+def test_a_one_shot_iterator_without_validation_data_is_refused() -> None:
+    model, (x, y), _ = _problem(0)
+    batches = iter([(x[i : i + 32], y[i : i + 32]) for i in range(0, 256, 32)])
+    with pytest.raises(ValueError, match="give val_data, or train_data that is not a one-shot"):
+        auto_lr.choose_lr(model, batches, mse, total_steps=40, seed=0)
+
+
+def test_choose_lr_checks_its_own_arguments() -> None:
+    model, train, _ = _problem(0)
+    with pytest.raises(ValueError, match=r"lr_find_kwargs: unknown key 'stpes'"):
+        auto_lr.choose_lr(model, train, mse, total_steps=40, lr_find_kwargs={"stpes": 10})
+    with pytest.raises(TypeError, match="lr_find_kwargs must be a dict"):
+        auto_lr.choose_lr(model, train, mse, total_steps=40, lr_find_kwargs=[1])
+    with pytest.raises(TypeError, match="warn"):
+        auto_lr.choose_lr(model, train, mse, total_steps=40, warn="no")
+
+
+def test_a_plain_range_test_is_strict_json() -> None:
+    plain = LRFindResult.from_curve([1e-3, 1e-2, 1e-1], [1, 0.5, 2])
+    back = LRFindResult.from_dict(json.loads(json.dumps(plain.to_dict(), allow_nan=False)))
+    assert math.isnan(back.initial_score)
+
+
+def test_trials_keep_the_param_groups_ratios() -> None:
+    from bergab.lr_finder import _Steps, _trial
+
+    seen: list[list[float]] = []
+
+    class Recording(torch.optim.SGD):
+        def step(self, closure: Any = None) -> Any:
+            seen.append([float(g["lr"]) for g in self.param_groups])
+            return super().step(closure)
+
+    model, (x, y), _ = _problem(0)
+    first, rest = list(model.parameters())[:2], list(model.parameters())[2:]
+    opt = Recording([{"params": first}, {"params": rest, "lr": 0.1}], lr=0.01)
+    steps = _Steps(accumulation_steps=1, batch_size=32, seed=0, batch_fn=None,
+                   clip_norm=None, clip_value=None)  # fmt: skip
+    _trial(model, (x, y), mse, [0.5, 0.25], [[(x[:32], y[:32])]], optimizer=opt,
+           optimizer_kwargs={}, steps=steps, device=None)  # fmt: skip
+    assert seen == [[0.5, 5.0], [0.25, 2.5]]
+
+
+def test_an_lr_cut_at_an_epoch_end_applies_at_once_with_val_every_there_too() -> None:
+    from bergab.training import Callback, ReduceLROnPlateau, fit
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(24, 3, generator=gen)
+    y = x.sum(1, keepdim=True)
+    lrs: dict[Any, list[float]] = {}
+    for every in (None, 4):
+
+        class Spy(Callback):
+            def __init__(self, key: Any) -> None:
+                self.key = key
+
+            def on_batch_end(self, trainer: Any, logs: Any) -> None:
+                lrs.setdefault(self.key, []).append(trainer.optimizer.param_groups[0]["lr"])
+
+        cut = ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, threshold=0.0,
+                                mode="max")  # fmt: skip
+        fit(nn.Linear(3, 1), (x[:16], y[:16]), mse, val_data=(x[16:], y[16:]), val_every=every,
+            batch_size=4, lr=0.01, optimizer=torch.optim.SGD, callbacks=[cut, Spy(every)],
+            epochs=4, seed=0, progress=False)  # fmt: skip
+    assert lrs[4] == lrs[None]
+    assert min(lrs[4]) < 0.01  # the cut happened

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,9 +59,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, IterableDataset, Subset, TensorDataset
 
-from bergab import schedules
+from bergab import _snapshot, schedules
 from bergab._lr_rules import Trial, bottom, next_lr, pick
-from bergab._validate import check_choice, check_int, check_real
+from bergab._validate import check_bool, check_choice, check_int, check_real
 from bergab.lr_finder import LRFindResult, LRFindWarning, _Steps, _trial, lr_find
 from bergab.training import _data
 from bergab.training._lr import register_auto_lr
@@ -86,10 +86,12 @@ COST_LIMIT = 1.5
 SPACING = math.sqrt(10.0)
 #: The first candidates: the range test's bottom divided by ``SPACING ** k`` for these k.
 FIRST_CANDIDATES = (1, 2, 3)
-#: The range test spans this fraction of the run's steps, clipped to 30 .. 100 steps.
+#: The range test spans this fraction of the run's steps, clipped to 10 .. 100 steps.
 SWEEP_FRACTION = 0.25
 #: A trial must beat the untrained model's score by this fraction to count as learning.
 MIN_IMPROVEMENT = 0.01
+#: The overfitting correction divides the pick by at most ``sqrt(MAX_GAP)``.
+MAX_GAP = 10.0
 #: Examples of the training data that score the trials when nothing else can, and that
 #: measure how much a trial overfits.
 TRAIN_SAMPLE = 2048
@@ -111,10 +113,10 @@ class AutoLR:
 
     Attributes:
         schedule: the schedule to train with; its maximum is :attr:`peak`.
-        peak: the chosen peak learning rate (the range test's suggestion).
+        peak: the chosen peak learning rate (``result.suggestion``).
         policy: ``"cosine"`` or ``"one_cycle"``.
         total_steps: the training run's length the schedule spans.
-        result: the range test itself (curve, every suggestion, confidence, plot).
+        result: the choice: the range test's curve and rules, every trial, why (plot).
 
     Example:
         >>> r = LRFindResult.from_curve([1e-3, 1e-2, 1e-1], [1.0, 0.5, 0.9])
@@ -196,21 +198,22 @@ def _default_lr(optimizer: Any, optimizer_kwargs: Mapping[str, Any]) -> float:
     return lr if math.isfinite(lr) and lr > 0 else 1e-3
 
 
-def _train_sample(train_data: Any, batch_size: int | None) -> list[Any]:
-    """Up to :data:`TRAIN_SAMPLE` examples of the training data, as fixed batches."""
-    batches = _data.val_batch_list(train_data, batch_size or 256)
+def _train_sample(
+    train_data: Any, batch_size: int | None, batch_fn: Callable[[Any], tuple[Any, Any]] | None
+) -> list[Any]:
+    """Up to :data:`TRAIN_SAMPLE` examples of the training data, as fixed batches, read
+    lazily (an endless stream gives its first batches); none from a one-shot iterator,
+    which the range test and the trials need whole."""
+    if isinstance(train_data, Iterator):
+        return []
+    split = batch_fn or _data.default_batch_fn
     out, n = [], 0
-    for b in batches:
-        out.append(b)
-        n += _batch_size_of(b)
+    for batch in _data.val_batches(train_data, batch_size or 256)():
+        out.append(batch)
+        n += _data.batch_len(split(batch)[1])
         if n >= TRAIN_SAMPLE:
             break
     return out
-
-
-def _batch_size_of(batch: Any) -> int:
-    first = batch[0] if isinstance(batch, (tuple, list)) else batch
-    return int(first.shape[0]) if isinstance(first, torch.Tensor) and first.ndim else 1
 
 
 def _holdout(train_data: Any, model: nn.Module, seed: int | None) -> tuple[Any, Any, int] | None:
@@ -242,7 +245,63 @@ def _holdout(train_data: Any, model: nn.Module, seed: int | None) -> tuple[Any, 
 
 
 def _sweep_steps(total_steps: int) -> int:
-    return int(min(100, max(30, round(SWEEP_FRACTION * total_steps))))
+    return int(min(100, max(10, round(SWEEP_FRACTION * total_steps))))
+
+
+def _checked_sweep(
+    lr_find_kwargs: Any, optimizer_kwargs: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``lr_find_kwargs`` and ``optimizer_kwargs`` as dicts, each checked."""
+    for name, value in (("lr_find_kwargs", lr_find_kwargs), ("optimizer_kwargs", optimizer_kwargs)):
+        if value is not None and not isinstance(value, Mapping):
+            raise TypeError(
+                f"{name} must be a dict of keyword arguments, got {type(value).__name__}"
+            )
+    sweep = dict(lr_find_kwargs or {})
+    unknown = sorted(set(sweep) - set(_SWEEP_KEYS))
+    if unknown:
+        raise ValueError(
+            f"lr_find_kwargs: unknown key {unknown[0]!r}; allowed: {', '.join(_SWEEP_KEYS)}"
+        )
+    return sweep, dict(optimizer_kwargs or {})
+
+
+def _scoring(
+    model: nn.Module,
+    train_data: Any,
+    val_data: Any,
+    batch_size: int | None,
+    batch_fn: Callable[[Any], tuple[Any, Any]] | None,
+    seed: int | None,
+) -> tuple[Any, list[Any], bool, str]:
+    """What the trials train on and are scored on: ``(trial data, score batches, whether
+    the first are held-out batches, what they are)``; the score batches are the held-out
+    ones (validation data, or training examples held out of the trials) and a training
+    sample. Reading batches draws from torch's generator and a loader's own: both are put
+    back."""
+    snap = _snapshot.take(model, (train_data, val_data))
+    try:
+        trial_data, held = train_data, None
+        if val_data is not None:
+            held, scored_on = _data.val_batch_list(val_data, batch_size or 256), "val_data"
+        elif (split := _holdout(train_data, model, seed)) is not None:
+            trial_data, held_out, k = split
+            held = _data.val_batch_list(held_out, batch_size or 256)
+            scored_on = f"{k} training examples held out from the trials"
+        else:
+            scored_on = "a sample of the training data"
+        sample = _train_sample(trial_data, batch_size, batch_fn)
+    finally:
+        _snapshot.restore(snap)
+    if held is None:
+        if not sample:
+            raise ValueError(
+                'lr="auto" scores its trials on validation data or on training data it can '
+                "read again: give val_data, or train_data that is not a one-shot iterator"
+            )
+        return trial_data, [sample], False, scored_on
+    # a one-shot iterator gives no training sample: no overfitting measure
+    return trial_data, [held, sample or held], True, scored_on
 
 
 def choose_lr(
@@ -302,7 +361,8 @@ def choose_lr(
         trial, ``choice`` why, and ``cost_steps`` every training step the choice took.
 
     Raises:
-        ValueError: when every trial diverged, down to ``SPACING**-6`` below the bracket.
+        ValueError: when the untrained model's loss on the scoring data is not finite, or
+            when every trial diverged (down to ``SPACING**3`` below the first candidates).
 
     Example:
         >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
@@ -317,9 +377,9 @@ def choose_lr(
     check_choice("policy", policy, POLICIES)
     total_steps = check_int("total_steps", total_steps, low=1)
     build_schedule(1.0, total_steps, policy, warmup_steps)  # fail before any training
-    sweep_kwargs = dict(lr_find_kwargs or {})
+    sweep_kwargs, opt_kwargs = _checked_sweep(lr_find_kwargs, optimizer_kwargs)
+    check_bool("warn", warn)
     sweep_kwargs.setdefault("steps", _sweep_steps(total_steps))
-    opt_kwargs = dict(optimizer_kwargs or {})
     result = lr_find(
         model, train_data, loss_fn, optimizer=optimizer, batch_size=batch_size,
         batch_fn=batch_fn, accumulation_steps=accumulation_steps, device=device,
@@ -330,96 +390,123 @@ def choose_lr(
         accumulation_steps=accumulation_steps, batch_size=batch_size, seed=seed,
         batch_fn=batch_fn, clip_norm=clip_norm, clip_value=clip_value, precision=precision,
     )  # fmt: skip
-    length = max(2 if policy == "one_cycle" else 1, round(TRIAL_FRACTION * total_steps))
-    warm = round(warmup_steps * length / total_steps)
-    trial_data, held = train_data, None
-    if val_data is not None:
-        held, scored_on = _data.val_batch_list(val_data, batch_size or 256), "val_data"
-    elif (split := _holdout(train_data, model, seed)) is not None:
-        trial_data, held_out, k = split
-        held = _data.val_batch_list(held_out, batch_size or 256)
-        scored_on = f"{k} training examples held out from the trials"
-    else:
-        scored_on = "a sample of the training data"
-    score_data = [_train_sample(trial_data, batch_size)]
-    if held is not None:
-        score_data.insert(0, held)
+    # one-cycle needs 4 steps (its warmup is 30% of them); a warmup leaves a step to decay
+    length = max(4 if policy == "one_cycle" else 1, round(TRIAL_FRACTION * total_steps))
+    warm = min(length - 1, round(warmup_steps * length / total_steps))
+    trial_data, score_data, held, scored_on = _scoring(
+        model, train_data, val_data, batch_size, batch_fn, seed
+    )
 
     def run(lrs: list[float]) -> list[float]:
         return _trial(model, trial_data, loss_fn, lrs, score_data, optimizer=optimizer,
                       optimizer_kwargs=opt_kwargs, steps=steps, device=device)  # fmt: skip
+
+    initial = run([])[0]
+    if not math.isfinite(initial):
+        raise ValueError(
+            f'lr="auto": the untrained model\'s loss on {scored_on} is {initial}, before any '
+            "training, so no learning rate can be scored: check that data, the model and "
+            "loss_fn"
+        )
 
     def trial(lr: float, why: str) -> Trial:
         sched = build_schedule(lr, length, policy, warm)
         scores = run([float(sched(t)) for t in range(length)])
         return Trial(lr, scores[0], why, scores[-1])
 
-    centre, bracket = bottom(result.lrs, result.losses) if len(result.lrs) else (None, "")
-    if centre is None:
-        default = _default_lr(optimizer, opt_kwargs)
-        first = [default / 10, default, default * 10]
-        spacing = 10.0
-        bracket = f"{bracket or 'the range test stopped at once'}: search around the default lr"
-    else:
-        first = sorted(centre / SPACING**k for k in FIRST_CANDIDATES)
-        spacing = SPACING
+    first, spacing, bracket = _first_candidates(result, optimizer, opt_kwargs)
     budget = max(len(first), int((COST_LIMIT * total_steps - len(result.lrs)) // length))
-    trials: list[Trial] = []
-    for lr in first:
-        if any(not math.isfinite(t.score) and t.lr < lr for t in trials):
-            break  # above an lr that diverged: it would diverge too
-        trials.append(trial(lr, f"first candidates ({bracket})"))
-    while len(trials) < budget:
-        nxt = next_lr(trials, spacing)
-        if nxt is None or nxt[0] < centre_floor(first, spacing):
-            break
-        if any(not math.isfinite(t.score) and t.lr <= nxt[0] for t in trials):
-            break
-        trials.append(trial(*nxt))
-    initial = run([])[0]
-    cost = len(result.lrs) + length * len(trials)
+    trials = _search(trial, first, spacing, bracket, budget)
     if not any(math.isfinite(t.score) for t in trials):
         raise ValueError(
             f'lr="auto": every trial diverged, down to lr {min(t.lr for t in trials):.3g}: the '
             "loss becomes non-finite at any learning rate tried; check the data, the model and "
             "loss_fn, or give lr a number"
         )
-    lr, why = pick(trials)
-    best_trial = min(trials, key=lambda t: t.score)
-    best = best_trial.score
-    # a short run favours a larger lr than the full run where the full run overfits: the
-    # more the best trial already overfits (validation over training loss), the lower
-    gap = best / best_trial.train_score if held is not None and best_trial.train_score > 0 else 1.0
-    if gap > 1.0:
-        lr /= math.sqrt(gap)
-        why = (
-            f"{why}, divided by {math.sqrt(gap):.2g} (the best trial's validation loss is "
-            f"{gap:.2g}× its training loss)"
-        )
-    fallback = not best < initial * (1 - MIN_IMPROVEMENT) if initial > 0 else not best < initial
-    if fallback:
-        lr = _default_lr(optimizer, opt_kwargs)
-        why = (
-            f"no trial improved on the untrained model's score {initial:.4g} on {scored_on} "
-            f"(best {best:.4g}): fell back to the optimizer's default lr {lr:.3g}"
-        )
-        if warn:
-            warnings.warn(f'lr="auto": {why}', LRFindWarning, stacklevel=3)
-    else:
-        why = f"{why}, scored on {scored_on} after {length}-step trials"
+    lr, why, fallback = _decide(trials, initial, held, scored_on, length, optimizer, opt_kwargs)
+    if fallback and warn:
+        warnings.warn(f'lr="auto": {why}', LRFindWarning, stacklevel=2)
     result.suggestion, result.rule = float(lr), "fallback" if fallback else "trials"
     result.candidates = [
         {"lr": t.lr, "score": t.score, "train_score": t.train_score, "steps": length, "why": t.why}
         for t in trials
     ]
-    result.choice, result.fallback, result.cost_steps = why, fallback, cost
+    result.choice, result.fallback = why, fallback
+    result.cost_steps = len(result.lrs) + length * len(trials)
     result.initial_score = initial
     return result
 
 
-def centre_floor(first: list[float], spacing: float) -> float:
-    """The lowest lr the search goes to: ``spacing**3`` below its first candidates."""
-    return min(first) / spacing**3
+def _first_candidates(
+    result: LRFindResult, optimizer: Any, opt_kwargs: Mapping[str, Any]
+) -> tuple[list[float], float, str]:
+    """The first candidate lrs, the search's spacing, and where they come from."""
+    centre, bracket = bottom(result.lrs, result.losses) if len(result.lrs) else (None, "")
+    if centre is None:
+        default = _default_lr(optimizer, opt_kwargs)
+        why = f"{bracket or 'the range test stopped at once'}: search around the default lr"
+        return [default / 10, default, default * 10], 10.0, why
+    return sorted(centre / SPACING**k for k in FIRST_CANDIDATES), SPACING, bracket
+
+
+def _search(
+    trial: Callable[[float, str], Trial],
+    first: list[float],
+    spacing: float,
+    bracket: str,
+    budget: int,
+) -> list[Trial]:
+    """The trials: ``first`` in increasing order, then where :func:`next_lr` points, never
+    above an lr that diverged and never more than ``spacing**3`` below ``first``."""
+    trials: list[Trial] = []
+    for lr in first:
+        if any(not math.isfinite(t.score) and t.lr < lr for t in trials):
+            break  # above an lr that diverged: it would diverge too
+        trials.append(trial(lr, f"first candidates ({bracket})"))
+    floor = min(first) / spacing**3
+    while len(trials) < budget:
+        nxt = next_lr(trials, spacing)
+        if nxt is None or nxt[0] < floor:
+            break
+        if any(not math.isfinite(t.score) and t.lr <= nxt[0] for t in trials):
+            break
+        trials.append(trial(*nxt))
+    return trials
+
+
+def _decide(
+    trials: list[Trial],
+    initial: float,
+    held: bool,
+    scored_on: str,
+    length: int,
+    optimizer: Any,
+    opt_kwargs: Mapping[str, Any],
+) -> tuple[float, str, bool]:
+    """``(lr, why, fallback)`` from the trials (the module docstring's step 3)."""
+    lr, why = pick(trials)
+    best_trial = min(trials, key=lambda t: t.score)
+    best, train = best_trial.score, best_trial.train_score
+    # a short run favours a larger lr than the full run where the full run overfits: the
+    # more the best trial already overfits (held-out over training loss), the lower; at
+    # most sqrt(MAX_GAP) lower (a training loss near 0 says overfitting, not how much)
+    if held and train > 0 and best > train:
+        factor = math.sqrt(min(MAX_GAP, best / train))
+        lr /= factor
+        if factor >= 1.05:
+            why = (
+                f"{why}, divided by {factor:.2g} (the best trial's held-out loss is "
+                f"{best / train:.2g}× its training loss)"
+            )
+    # learning means beating the untrained model by MIN_IMPROVEMENT of its loss's size
+    if not initial - best > MIN_IMPROVEMENT * abs(initial):
+        lr = _default_lr(optimizer, opt_kwargs)
+        why = (
+            f"no trial improved on the untrained model's score {initial:.4g} on {scored_on} "
+            f"(best {best:.4g}): fell back to the optimizer's default lr {lr:.3g}"
+        )
+        return lr, why, True
+    return lr, f"{why}, scored on {scored_on} after {length}-step trials", False
 
 
 def auto_schedule(
@@ -471,17 +558,7 @@ def auto_schedule(
     """
     check_choice("policy", policy, POLICIES)
     total_steps = check_int("total_steps", total_steps, low=1)
-    for name, value in (("lr_find_kwargs", lr_find_kwargs), ("optimizer_kwargs", optimizer_kwargs)):
-        if value is not None and not isinstance(value, Mapping):
-            raise TypeError(
-                f"{name} must be a dict of keyword arguments, got {type(value).__name__}"
-            )
-    sweep = dict(lr_find_kwargs or {})
-    unknown = sorted(set(sweep) - set(_SWEEP_KEYS))
-    if unknown:
-        raise ValueError(
-            f"lr_find_kwargs: unknown key {unknown[0]!r}; allowed: {', '.join(_SWEEP_KEYS)}"
-        )
+    sweep, _ = _checked_sweep(lr_find_kwargs, optimizer_kwargs)
     result = choose_lr(
         model, train_data, loss_fn, total_steps=total_steps, policy=policy,
         warmup_steps=warmup_steps, lr_find_kwargs=sweep, optimizer_kwargs=optimizer_kwargs,

@@ -48,6 +48,7 @@ from bergab._lr_rules import (
 )
 from bergab._validate import check_bool, check_choice, check_int, check_real
 from bergab.training import _data
+from bergab.training._lr import group_ratios
 from bergab.training._step import Stepper, check_clip, check_precision, resolve_device
 
 __all__ = [
@@ -231,7 +232,8 @@ class LRFindResult:
             "choice": self.choice,
             "fallback": self.fallback,
             "cost_steps": self.cost_steps,
-            "initial_score": float(self.initial_score),
+            # NaN (a range test alone) is written as None: strict JSON has no NaN
+            "initial_score": None if math.isnan(self.initial_score) else self.initial_score,
         }
 
     @classmethod
@@ -267,7 +269,9 @@ class LRFindResult:
             choice=str(data.get("choice", "")),
             fallback=bool(data.get("fallback", False)),
             cost_steps=int(data.get("cost_steps", 0)),
-            initial_score=float(data.get("initial_score", math.nan)),
+            initial_score=math.nan
+            if data.get("initial_score") is None
+            else float(data["initial_score"]),
         )
 
     # ------------------------------------------------------------------ schedules
@@ -403,14 +407,16 @@ def _make_optimizer(
     )
 
 
-def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+def _set_lr(opt: torch.optim.Optimizer, lr: float, ratios: Sequence[float] | None = None) -> None:
+    """Every param group's lr to ``lr`` (times the group's ratio when given)."""
     if isinstance(opt, _optim.Optimizer) and "lr" in opt.schedulable:
         opt.set_schedule("lr", None)  # a bergab schedule would overwrite the sweep's lr
-    for group in opt.param_groups:
+    for i, group in enumerate(opt.param_groups):
+        value = lr if ratios is None else lr * ratios[i]
         if isinstance(group.get("lr"), torch.Tensor):
-            group["lr"].fill_(lr)
+            group["lr"].fill_(value)
         else:
-            group["lr"] = lr
+            group["lr"] = value
 
 
 # =========================================================================== settings, setup
@@ -542,7 +548,7 @@ def _seed(seed: int, target: torch.device) -> None:
     if target.type == "cuda":
         with torch.cuda.device(target):
             torch.cuda.manual_seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed % 2**32)  # NumPy takes 32 bits; fit's data seeds have 62
     random.seed(seed)
 
 
@@ -621,8 +627,10 @@ def _trial(
     with _session(model, train_data, None, spec, loss_fn, steps, device) as (stepper, batches, _):
         opt = stepper.optimizer
         stepper.model.train()
+        # fit sets the first group's lr and keeps every other group's ratio to it
+        ratios = group_ratios(opt)
         for lr in lrs:
-            _set_lr(opt, float(lr))
+            _set_lr(opt, float(lr), ratios)
             opt.zero_grad(set_to_none=True)
             micro = [next(batches) for _ in range(steps.accumulation_steps)]
             loss_v, _ = stepper._loss_and_grad_norm(stepper._accumulate(micro))

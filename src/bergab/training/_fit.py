@@ -766,7 +766,8 @@ class Trainer(StepCore):
             # val_every recorded this very step: the epoch ends on that record rather than
             # on a second one with no loss (its sums were just reset) and no validation
             with self._eval_mode():
-                self._dispatch("on_epoch_end", self.history.records[-1])
+                self._dispatch("on_epoch_end", dict(self.history.records[-1]))
+            self._apply_lr_factor()  # a cut decided at the epoch's end applies now
         else:
             self._evaluate(validate=self.has_validation and o.val_every is None, epoch_end=True)
         st.epoch += 1

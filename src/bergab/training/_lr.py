@@ -315,7 +315,8 @@ def resolve_lr(trainer: Trainer, fit_state: Mapping[str, Any] | None) -> Any:
         precision=trainer.precision,
         clip_norm=trainer.clip_norm,
         clip_value=trainer.clip_value,
-        seed=o.seed,
+        # without a seed, the data seed fit drew: the trials see the run's own batches
+        seed=o.seed if o.seed is not None else trainer.state.data_seed,
         optimizer_kwargs=o.optimizer_kwargs or None,
     )
     res = chosen.result
