@@ -22,6 +22,7 @@ from bergab import (
     schedules,
     tasks,
     training,
+    tuning,
 )
 from bergab._version import __version__
 from bergab.initialization import init
@@ -30,11 +31,13 @@ from bergab.lr_finder import LRFindResult, lr_find
 from bergab.minimization import MinimizeResult, minimize
 from bergab.training import History, fit
 from bergab.training.evaluation import evaluate
+from bergab.tuning import TuneResult, tune
 
 __all__ = [
     "History",
     "LRFindResult",
     "MinimizeResult",
+    "TuneResult",
     "__version__",
     "auto_lr",
     "diagnostics",
@@ -51,6 +54,8 @@ __all__ = [
     "schedules",
     "tasks",
     "training",
+    "tune",
+    "tuning",
 ]
 
 

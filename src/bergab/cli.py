@@ -35,6 +35,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "resume",
     "demo",
     "lr_find",
+    "tune",
     "info",
 )
 

@@ -24,6 +24,11 @@ A config has six tables (only ``[task]`` is required)::
     [output]
     dir = "runs/digits"    # the run directory
 
+    [tune]                 # bergab tune only (docs/tuning.md); bergab train ignores it
+    trials = 30
+    [tune.space]
+    "schedule.peak" = {loguniform = [1e-4, 1.0]}
+
 The schema is checked by pydantic (``extra="forbid"``, strict types); every mistake is a
 :class:`ConfigError` whose message is one line naming the TOML key path and what is
 allowed, e.g. ``fit.epochs: must be >= 1, got 0``. Optimizer and schedule arguments are
@@ -275,6 +280,9 @@ class RunConfig(BaseModel):
     lr_find: LRFindSection = Field(default_factory=LRFindSection)
     fit: FitSection = Field(default_factory=FitSection)
     output: OutputSection = Field(default_factory=OutputSection)
+    # [tune] and [tune.space]: a search over this config, read and checked by
+    # ``bergab tune`` (bergab.tuning); ``bergab train`` runs the config as it is
+    tune: dict[str, Any] | None = None
 
     def task_kwargs(self) -> dict[str, Any]:
         """The ``[task]`` keys other than ``name``: the task function's arguments."""

@@ -381,9 +381,10 @@ class _Plan:
     callbacks: list[Any]
 
     @classmethod
-    def make(cls, cfg: config.RunConfig, callbacks: Sequence[Any]) -> _Plan:
-        """Build the task and check everything fit will be given; no file is written."""
-        task = config.build_task(cfg)
+    def make(cls, cfg: config.RunConfig, callbacks: Sequence[Any], task: Any = None) -> _Plan:
+        """Build the task (unless given) and check everything fit will be given; no file
+        is written."""
+        task = config.build_task(cfg) if task is None else task
         total = config.planned_steps(cfg, task)
         arguments = _run_checks.fit_arguments(cfg, task, more_logged=bool(callbacks))
         keeper = _best_keeper(cfg, task, arguments, cfg.run_dir())
@@ -599,6 +600,7 @@ def train(
     resume: bool = False,
     callbacks: Sequence[Any] = (),
     say: Callable[[str], None] | None = None,
+    task: Any = None,
 ) -> RunResult:
     """Run a config: the library call behind ``bergab train``, ``resume`` and ``demo``.
 
@@ -612,6 +614,8 @@ def train(
         resume: continue the run in ``cfg.run_dir()`` instead of starting one.
         callbacks: extra :class:`bergab.training.Callback` objects for ``fit``.
         say: where progress messages go (e.g. ``print``); ``None``: nowhere.
+        task: a :class:`bergab.tasks.Task` to train instead of the one ``[task]`` builds
+            (cross-validation trains each fold's split of it); ``[task]`` still names it.
 
     Returns:
         A :class:`RunResult`.
@@ -637,7 +641,7 @@ def train(
     world = World.current()
     tell: Callable[[str], None] = lambda msg: world.say(say, msg)  # noqa: E731
     run_dir = cfg.run_dir()
-    plan = _Plan.make(cfg, callbacks)  # every check that needs no file, before the folder
+    plan = _Plan.make(cfg, callbacks, task)  # every check that needs no file, before the folder
     earlier = read_summary(run_dir) if resume else {}
     prepare_run_dir(world, run_dir, cfg, resume, tell)
     tell(plan.describe(run_dir))
