@@ -321,3 +321,75 @@ def test_cross_validation_folds_are_stratified_and_partition_the_data() -> None:
         share = torch.bincount(y, minlength=10).float() / 4
         assert torch.all((counts - share).abs() <= 1.0)
     assert sorted(seen) == list(range(len(y)))
+
+
+def test_a_retried_trial_continues_the_killed_runs_checkpoint(tmp_path: Path) -> None:
+    # a worker killed mid-trial leaves a checkpoint; the retried copy of its trial (same
+    # params and user attributes, as Optuna's retry callback makes it) resumes that run
+    from bergab.training import Callback
+
+    base = _base(tmp_path)
+    base["fit"]["max_steps"] = 30
+    lr = 0.05
+
+    class Kill(Callback):
+        def on_batch_end(self, trainer: Any, logs: Any) -> None:
+            if trainer.step == 12:
+                trainer.stop("killed", checkpoint=True)
+
+    cut = dict(base, schedule={"lr": lr}, output={"dir": str(tmp_path / "killed"), "plots": False})
+    cut.pop("tune")
+    first = run.train(config.validate(cut), callbacks=[Kill()])
+    assert first.steps == 12
+    whole = dict(cut, output={"dir": str(tmp_path / "whole"), "plots": False})
+    expected = run.train(config.validate(whole)).final["final_val_loss"]
+    from bergab.tuning.storage import close_storage, create_study, open_storage
+
+    store = open_storage(None, tmp_path / "retry")
+    study = create_study(store, "retry", direction="minimize")
+    study.enqueue_trial({"schedule.lr": lr}, user_attrs={"run_dir": str(tmp_path / "killed")})
+    close_storage(store)
+    space = {"schedule.lr": {"choice": [lr]}}
+    res = tune(base, space, sampler="random", pruner="none", trials=1, out=tmp_path,
+               study="retry")  # fmt: skip
+    (t,) = res.trials
+    assert t["run_dir"] == str(tmp_path / "killed")
+    assert t["value"] == pytest.approx(expected, rel=1e-12)
+    # continued, not restarted: only the validations after the checkpoint (step 12) ran
+    assert sorted(t["intermediate"]) == [20, 30]
+
+
+def test_the_dashboard_needs_its_extra_or_serves_the_study(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tune(_quadratic, {"x": {"uniform": [0, 1]}}, trials=2, out=tmp_path, study="d")
+    try:
+        import optuna_dashboard  # noqa: F401
+    except ImportError:
+        assert main(["study", "dashboard", str(tmp_path / "d")]) == 2
+        assert "pip install 'bergab[dashboard]'" in capsys.readouterr().err
+        return
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "bergab", "study", "dashboard",
+                             str(tmp_path / "d"), "--port", str(port)])  # fmt: skip
+    try:
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies") as r:
+                    assert b"d" in r.read()
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("the dashboard never answered")
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -71,11 +71,12 @@ def register(subparsers: Any) -> None:
         help="show a study, write its best config, export its trials",
         description="Read a study made by 'bergab tune'.",
     )
-    s.add_argument("action", choices=("show", "best", "export"))
+    s.add_argument("action", choices=("show", "best", "export", "dashboard"))
     s.add_argument("directory", metavar="STUDY_DIR", help="the study folder (runs/<study>)")
     s.add_argument("--storage", default=None, help="the study's database URL, if not a file")
     s.add_argument("--study", default=None, help="the study's name (default: the folder's)")
     s.add_argument("--out", default=None, help="best: the TOML to write; export: the CSV")
+    s.add_argument("--port", type=int, default=8080, help="dashboard: the port on 127.0.0.1")
     s.set_defaults(func=_study)
 
 
@@ -122,8 +123,15 @@ def _open(args: argparse.Namespace) -> Any:
 
 def _study(args: argparse.Namespace) -> int:
     from bergab._toml import dumps_toml
+    from bergab._validate import require
     from bergab.tuning._tune import _result
 
+    if args.action == "dashboard":  # optuna-dashboard serves the storage, on this host only
+        dashboard = require("optuna_dashboard", "dashboard")
+        study, _ = _open(args)
+        print(f"serving study {study.study_name} at http://127.0.0.1:{args.port} (Ctrl-C stops)")
+        dashboard.run_server(study._storage, host="127.0.0.1", port=args.port)
+        return 0
     study, directory = _open(args)
     attrs = study.user_attrs
     result = _result(study, study.study_name, directory, attrs.get("metric", "value"),

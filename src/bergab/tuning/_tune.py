@@ -257,15 +257,20 @@ class _ConfigObjective:
 
         params = self.space.suggest(trial, base=self.base)
         data = apply(self.base, params)
-        run_dir = self.directory / f"trial-{trial.number}"
+        # a retried trial (its worker was killed) carries the killed one's user attributes:
+        # its run continues from that run's checkpoint, exactly, instead of starting over
+        earlier = trial.user_attrs.get("run_dir")
+        resume = bool(earlier) and not self.cv_folds and _resumable(Path(str(earlier)))
+        run_dir = Path(str(earlier)) if resume else self.directory / f"trial-{trial.number}"
         data.setdefault("output", {}).update({"dir": str(run_dir), "overwrite": True})
         data.setdefault("fit", {})["progress"] = False
         cfg = _config.validate(data)
         trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("resumed", resume)
         if self.cv_folds:
             return self._cross_validate(trial, cfg, run_dir)
         reporter = _Reporter(trial, self.metric)
-        result = _run(cfg, [reporter])
+        result = _run(cfg, [reporter], resume=resume)
         if reporter.pruned:
             raise require("optuna", "tune").TrialPruned(reporter.pruned)
         return _final(result, self.metric)
@@ -287,10 +292,14 @@ class _ConfigObjective:
         return float(sum(values) / len(values))
 
 
-def _run(cfg: Any, callbacks: list[Any], task: Any = None) -> Any:
+def _resumable(run_dir: Path) -> bool:
+    return (run_dir / "checkpoints" / "last.pt").is_file()
+
+
+def _run(cfg: Any, callbacks: list[Any], task: Any = None, resume: bool = False) -> Any:
     from bergab.run import train
 
-    result = train(cfg, callbacks=callbacks, task=task)
+    result = train(cfg, callbacks=callbacks, task=task, resume=resume)
     if result.interrupted:
         raise KeyboardInterrupt
     return result
