@@ -63,6 +63,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--pruner", default=None, help="asha, hyperband, median, wilcoxon or none")
     p.add_argument("--seed", type=int, default=None, help="the sampler's seed")
     p.add_argument("--out", default="runs", metavar="DIR", help="where study folders go")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar over the trials")  # fmt: skip
     add_threads_argument(p, default=None)
     p.set_defaults(func=_tune)
 
@@ -91,7 +93,7 @@ def _tune(args: argparse.Namespace) -> int:
                                            "study", "sampler", "pruner", "seed")}  # fmt: skip
     kwargs = {k: v for k, v in given.items() if v is not None}
     kwargs.setdefault("study", table.get("study") or stem)
-    result = tune(args.config, out=args.out, **kwargs)
+    result = tune(args.config, out=args.out, progress=args.progress, **kwargs)
     done = [t for t in result.trials if t["state"] == "COMPLETE"]
     print(
         f"study {result.study}: {len(result.trials)} trials ({len(done)} complete), "

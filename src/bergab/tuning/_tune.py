@@ -412,6 +412,7 @@ def tune(
     workers: int = 1,
     seed: int = 0,
     out: str | Path = "runs",
+    progress: bool = False,
 ) -> TuneResult:
     """Search hyperparameters of a run config (or a function) with Optuna.
 
@@ -438,6 +439,7 @@ def tune(
         workers: worker processes on this machine, each running trials.
         seed: seeds the sampler (one worker: the same seed gives the same trials).
         out: where the study directory ``<out>/<study>/`` is made.
+        progress: show a bar over the trials with the best value so far (one worker).
 
     Returns:
         A :class:`TuneResult`.
@@ -500,7 +502,7 @@ def tune(
     )  # fmt: skip
     try:
         if args["workers"] == 1:
-            _worker_in_process(the_study, objective, args["trials"], args["timeout"])
+            _worker_in_process(the_study, objective, args["trials"], args["timeout"], progress)
         else:
             _spawn(args, name, directory, objective)
     except KeyboardInterrupt:
@@ -530,17 +532,30 @@ def _remember(study: Any, name: str, base: Any, space: Any, metric: str) -> None
 
 
 def _worker_in_process(
-    study: Any, objective: Any, trials: int | None, timeout: float | None
+    study: Any, objective: Any, trials: int | None, timeout: float | None, progress: bool
 ) -> None:
+    """The search in this process; with ``progress``, a bar over the trials with the best
+    value so far (Optuna's, which replaces its log line per trial)."""
     optuna = require("optuna", "tune")
     callbacks = []
+    remaining = None
     if trials is not None:
         finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         done = len(study.get_trials(deepcopy=False, states=finished))
         if done >= trials:
             return
         callbacks.append(optuna.study.MaxTrialsCallback(trials, states=finished))
-    study.optimize(objective, timeout=timeout, callbacks=callbacks, catch=())
+        remaining = trials - done  # no other process runs trials: exact
+    bar = progress and (remaining is not None or timeout is not None)
+    level = optuna.logging.get_verbosity()
+    if bar:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with _quiet():
+            study.optimize(objective, n_trials=remaining if bar else None, timeout=timeout,
+                           callbacks=callbacks, catch=(), show_progress_bar=bar)  # fmt: skip
+    finally:
+        optuna.logging.set_verbosity(level)
 
 
 def _spawn(args: dict[str, Any], name: str, directory: Path, objective: Any) -> None:
