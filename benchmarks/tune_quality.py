@@ -12,10 +12,10 @@ lr always gives the same loss):
    random, qmc, TPE, TPE + ASHA pruning and GP samplers, ``--trials`` trials each, for
    seeds 0, 1, 2. Compute = training steps summed over trials (a pruned trial counts the
    steps it ran) until the best value so far is within 1% of the grid's best.
-3. **Overhead.** On charlm: one trial through ``bergab.tune`` against the same run
-   through ``bergab.run.train`` directly (median of 3 each); the difference, as a
-   fraction of the run, is what the tuning machinery costs per trial (storage, the
-   reporting callback, the study).
+3. **Overhead.** On charlm (1,500 steps): one trial through ``bergab.tune`` against the
+   same run through ``bergab.run.train`` directly, alternated, medians of 5 after a
+   warm-up; the difference, as a fraction of the run, is what the tuning machinery
+   costs per trial (the study, storage round-trips, the reporting callback).
 
 Reported per task and sampler: the median compute ÷ the grid's (">" when a seed never got
 within 1%), and how many seeds got there. Targets (issue 19): TPE + ASHA within 1% at
@@ -133,8 +133,9 @@ def compute_to_target(rows: list[dict[str, Any]], target: float) -> float | None
     return None
 
 
-def overhead(out: str, repeats: int = 3) -> dict[str, float]:
-    """charlm: seconds of one trial through tune against the same run directly."""
+def overhead(out: str, repeats: int = 5, steps: int = 1500) -> dict[str, float]:
+    """charlm, ``steps`` steps: seconds of one trial through tune against the same run
+    directly, alternated after one warm-up of each, medians of ``repeats``."""
     import optuna
     import torch
 
@@ -143,17 +144,26 @@ def overhead(out: str, repeats: int = 3) -> dict[str, float]:
 
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def data(where: str) -> dict[str, Any]:
+        d = base_config("charlm")
+        d["fit"].update({"max_steps": steps, "val_every": steps // 10})
+        d["schedule"]["total_steps"] = steps
+        d["output"]["dir"] = where
+        return d
+
     direct, tuned = [], []
-    for i in range(repeats):
-        data = base_config("charlm")
-        data["output"]["dir"] = f"{out}/direct-{i}"
+    for i in range(repeats + 1):  # the first of each is a warm-up
         t0 = time.perf_counter()
-        run.train(config.validate(data))
-        direct.append(time.perf_counter() - t0)
+        run.train(config.validate(data(f"{out}/direct-{i}")))
+        d = time.perf_counter() - t0
         t0 = time.perf_counter()
-        tune(base_config("charlm"), {"schedule.peak": {"choice": [1e-3]}}, sampler="grid",
+        tune(data(f"{out}/unused"), {"schedule.peak": {"choice": [1e-3]}}, sampler="grid",
              pruner="none", out=out, study=f"overhead-{i}")  # fmt: skip
-        tuned.append(time.perf_counter() - t0)
+        t = time.perf_counter() - t0
+        if i:
+            direct.append(d)
+            tuned.append(t)
     d, t = statistics.median(direct), statistics.median(tuned)
     return {"direct_s": d, "tune_s": t, "overhead": (t - d) / d}
 
