@@ -393,3 +393,91 @@ def test_the_dashboard_needs_its_extra_or_serves_the_study(
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_an_unreachable_storage_is_refused_before_any_trial(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    calls: list[int] = []
+
+    def objective(params: dict[str, Any], report: Any) -> float:
+        calls.append(1)
+        return 0.0
+
+    url = f"postgresql://me:secret@127.0.0.1:{port}/db"
+    with pytest.raises(ValueError, match=r"storage: cannot open postgresql.*\*\*\*") as err:
+        tune(objective, {"x": {"uniform": [0, 1]}}, trials=2, storage=url, out=tmp_path)
+    assert "secret" not in str(err.value)
+    assert calls == []
+
+
+_OBJECTIVE = """
+import json, os, time
+
+def objective(params, report):
+    with open(os.environ["TRIAL_LOG"], "a") as f:
+        f.write(json.dumps({"pid": os.getpid(), "t": time.time()}) + "\\n")
+    time.sleep(0.5)
+    return (params["x"] - 1.0) ** 2
+"""
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_loses_nothing_and_its_trial_is_retried(
+    tmp_path: Path,
+    postgres_url: str,  # noqa: F811 - the fixture
+) -> None:
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from bergab.tuning import storage as st
+
+    (tmp_path / "objmod.py").write_text(_OBJECTIVE)
+    log = tmp_path / "trials.log"
+    driver = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import objmod\n"
+        "from bergab.tuning import tune\n"
+        "tune(objmod.objective, {'x': {'uniform': [-3, 3]}}, sampler='random', trials=12,\n"
+        "     workers=3, storage=sys.argv[2], study='kill', out=sys.argv[1])\n"
+    )
+    env = dict(os.environ, TRIAL_LOG=str(log), PYTHONPATH=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-c", driver, str(tmp_path), postgres_url],
+                            env=env)  # fmt: skip
+    victim = None
+    deadline = time.time() + 60
+    while victim is None and time.time() < deadline:  # the first worker seen in a trial
+        if log.exists():
+            lines = [json.loads(x) for x in log.read_text().splitlines() if x]
+            pids = [x["pid"] for x in lines]
+            if len(set(pids)) >= 2:
+                victim = pids[-1]
+        time.sleep(0.05)
+    assert victim is not None, "no worker started a trial"
+    os.kill(victim, signal.SIGKILL)  # within its 0.5 s trial
+    assert proc.wait(120) == 0
+    # the killed trial's heartbeat stops; once it is stale, the next start retries it
+    time.sleep(st.GRACE_PERIOD + 1)
+    res = tune(_quadratic_importable, {"x": {"uniform": [-3, 3]}}, sampler="random",
+               trials=13, storage=postgres_url, study="kill", out=tmp_path)  # fmt: skip
+    states = {t["number"]: t["state"] for t in res.trials}
+    failed = [n for n, s in states.items() if s == "FAIL"]
+    assert len(failed) == 1
+    store = st.open_storage(postgres_url, tmp_path / "kill")
+    try:
+        import optuna
+
+        trials = optuna.load_study(study_name="kill", storage=store).get_trials()
+    finally:
+        st.close_storage(store)
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == failed[0]]
+    assert len(retries) == 1
+    assert retries[0].state.name == "COMPLETE"
+    assert sum(s == "COMPLETE" for s in states.values()) >= 13
+    assert "RUNNING" not in states.values()

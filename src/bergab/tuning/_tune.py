@@ -538,21 +538,26 @@ def _worker_in_process(
     value so far (Optuna's, which replaces its log line per trial)."""
     optuna = require("optuna", "tune")
     callbacks = []
-    remaining = None
+    n_trials = None
     if trials is not None:
         finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         done = len(study.get_trials(deepcopy=False, states=finished))
+        # queued trials (retries of a killed worker's) run even when the count is reached
+        waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
         if done >= trials:
-            return
-        callbacks.append(optuna.study.MaxTrialsCallback(trials, states=finished))
-        remaining = trials - done  # no other process runs trials: exact
-    bar = progress and (remaining is not None or timeout is not None)
+            if not waiting:
+                return
+            n_trials = waiting
+        else:
+            callbacks.append(optuna.study.MaxTrialsCallback(trials, states=finished))
+            n_trials = max(trials - done, waiting)  # no other process runs trials: exact
+    bar = progress and (n_trials is not None or timeout is not None)
     level = optuna.logging.get_verbosity()
     if bar:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         with _quiet():
-            study.optimize(objective, n_trials=remaining if bar else None, timeout=timeout,
+            study.optimize(objective, n_trials=n_trials, timeout=timeout,
                            callbacks=callbacks, catch=(), show_progress_bar=bar)  # fmt: skip
     finally:
         optuna.logging.set_verbosity(level)
