@@ -150,20 +150,19 @@ def _digit_images() -> tuple[torch.Tensor, torch.Tensor]:
 # --------------------------------------------------------------------------- models
 
 
+def _conv_block(cin: int, cout: int) -> list[nn.Module]:
+    """A 3×3 convolution, BatchNorm, ReLU, and 2×2 max pooling (halves the image)."""
+    return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2)]
+
+
 class _DigitCNN(nn.Module):
     """Two 3×3 convolutions with BatchNorm on 8×8 images, then a linear classifier."""
 
     def __init__(self, width: int = 16) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1),
-            nn.BatchNorm2d(width),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1),
-            nn.BatchNorm2d(2 * width),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
+            *_conv_block(1, width),
+            *_conv_block(width, 2 * width),
             nn.Flatten(),
             nn.Linear(2 * width * 4, 10),
         )
@@ -414,10 +413,7 @@ class _DropoutCNN(nn.Module):
     def __init__(self, width: int = 24) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1),
-            nn.BatchNorm2d(width),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
+            *_conv_block(1, width),
             nn.Dropout(0.25),
             nn.Flatten(),
             nn.Linear(width * 16, 10),
