@@ -481,3 +481,32 @@ def test_a_worker_killed_mid_trial_loses_nothing_and_its_trial_is_retried(
     assert retries[0].state.name == "COMPLETE"
     assert sum(s == "COMPLETE" for s in states.values()) >= 13
     assert "RUNNING" not in states.values()
+
+
+def test_ctrl_c_stops_the_cli_search_and_keeps_the_finished_trials(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    base = _base(tmp_path)
+    base["fit"]["max_steps"] = 200
+    base["tune"].update({"sampler": "random", "pruner": "none", "trials": 500})
+    cfg = _write(tmp_path / "long.toml", base)
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bergab", "tune", str(cfg), "--out", str(runs), "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while not (runs / "long" / "trial-2" / "summary.json").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted:" in out
+    assert "run the same command again" in out
+    # the finished trials are kept: the study continues from them
+    res = tune(cfg, trials=1, out=runs, study="long")
+    assert sum(t["state"] == "COMPLETE" for t in res.trials) >= 2

@@ -95,6 +95,9 @@ def _tune(args: argparse.Namespace) -> int:
     kwargs.setdefault("study", table.get("study") or stem)
     result = tune(args.config, out=args.out, progress=args.progress, **kwargs)
     done = [t for t in result.trials if t["state"] == "COMPLETE"]
+    if result.interrupted:
+        print(f"interrupted: {len(done)} complete trials kept; run the same command again "
+              "to continue the study")  # fmt: skip
     print(
         f"study {result.study}: {len(result.trials)} trials ({len(done)} complete), "
         f"{result.metric} {result.direction}d; folder {result.directory}"
@@ -104,7 +107,7 @@ def _tune(args: argparse.Namespace) -> int:
         for key, value in result.best_params.items():
             print(f"  {key} = {value!r}")
         print(f"bergab study best {result.directory} --out best.toml   # the winner's config")
-    return 0
+    return 130 if result.interrupted else 0
 
 
 def _open(args: argparse.Namespace) -> Any:

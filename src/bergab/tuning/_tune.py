@@ -129,6 +129,8 @@ class TuneResult:
         trials: one record per trial: ``number``, ``state``, ``value``, ``params``,
             ``seconds``, ``run_dir`` (config objectives), ``intermediate`` values.
         base_config: the run config tuned (``None`` for a function objective).
+        interrupted: the search was stopped by Ctrl-C (or SIGTERM); the finished trials
+            are kept, and running the search again continues the study.
 
     Example:
         >>> r = TuneResult("s", Path("runs/s"), "val_loss", "minimize", {"schedule.lr": 0.1},
@@ -146,6 +148,7 @@ class TuneResult:
     trials: list[dict[str, Any]] = field(default_factory=list)
     base_config: dict[str, Any] | None = None
     _study: Any = field(default=None, repr=False)
+    interrupted: bool = False
 
     def best_config(self) -> dict[str, Any]:
         """The base run config with the best parameters in it: ``bergab train`` on it
@@ -505,11 +508,14 @@ def tune(
             _worker_in_process(the_study, objective, args["trials"], args["timeout"], progress)
         else:
             _spawn(args, name, directory, objective)
-    except KeyboardInterrupt:
-        pass  # finished trials are in the storage; the result says what there is
+        interrupted = False
+    except KeyboardInterrupt:  # finished trials are in the storage: say what there is
+        interrupted = True
     try:
         the_study = optuna.load_study(study_name=name, storage=store)
-        return _result(the_study, name, directory, args["metric"], base)
+        result = _result(the_study, name, directory, args["metric"], base)
+        result.interrupted = interrupted
+        return result
     finally:
         close_storage(store)
 
