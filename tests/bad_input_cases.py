@@ -1158,6 +1158,75 @@ RUN: list[Case] = [
 # fmt: on
 
 
+# =========================================================================== tune
+
+
+def _tune_fn(**kw: Any) -> Callable[[Ctx], Any]:
+    """``bergab.tune`` of a function objective over ``x`` in [0, 1], with ``kw``."""
+
+    def call(c: Ctx) -> Any:
+        args: dict[str, Any] = {"trials": 2, "out": c.tmp, "space": {"x": {"uniform": [0, 1]}}}
+        args.update(kw)
+        space = args.pop("space")
+        return bergab.tune(lambda p, r: p["x"], space, **args)
+
+    return call
+
+
+def _tune_cfg(space: Any = None, **tune_table: Any) -> Callable[[Ctx], Any]:
+    """``bergab.tune`` of a tiny linreg config with ``[tune]`` = ``tune_table``."""
+
+    def call(c: Ctx) -> Any:
+        data = cfg_dict(fit={"max_steps": 4})
+        data["tune"] = {"trials": 1, **tune_table,
+                        "space": space or {"schedule.lr": {"loguniform": [1e-3, 1.0]}}}  # fmt: skip
+        return bergab.tune(data, out=c.tmp)
+
+    return call
+
+
+def _tune_other_space(c: Ctx) -> Any:
+    bergab.tune(lambda p, r: p["x"], {"x": {"uniform": [0, 1]}}, trials=1, out=c.tmp, study="s")
+    return bergab.tune(lambda p, r: p["y"], {"y": {"uniform": [0, 1]}}, trials=1, out=c.tmp,
+                       study="s")  # fmt: skip
+
+
+# fmt: off
+TUNE: list[Case] = [
+    Case("tune-sampler-unknown", _tune_fn(sampler="bayes"), ValueError, "sampler", "range"),
+    Case("tune-pruner-unknown", _tune_fn(pruner="sha"), ValueError, "pruner", "range"),
+    Case("tune-trials-zero", _tune_fn(trials=0), ValueError, "trials", "range"),
+    Case("tune-trials-float", _tune_fn(trials=2.5), TypeError, "trials", "type"),
+    Case("tune-trials-and-timeout-missing", _tune_fn(trials=None), ValueError, "trials", "range"),
+    Case("tune-timeout-negative", _tune_fn(timeout=-1.0), ValueError, "timeout", "range"),
+    Case("tune-timeout-nan", _tune_fn(timeout=NAN), ValueError, "timeout", "nan"),
+    Case("tune-workers-zero", _tune_fn(workers=0), ValueError, "workers", "range"),
+    Case("tune-seed-negative", _tune_fn(seed=-1), ValueError, "seed", "range"),
+    Case("tune-cv-folds-one", _tune_fn(cv_folds=1), ValueError, "cv_folds", "range"),
+    Case("tune-cv-folds-with-a-function", _tune_fn(cv_folds=3), ValueError, "cv_folds", "range"),
+    Case("tune-direction-unknown", _tune_fn(direction="down"), ValueError, "direction", "range"),
+    Case("tune-direction-unclear", _tune_fn(metric="score"), ValueError, "direction", "range"),
+    Case("tune-metric-type", _tune_fn(metric=3), TypeError, "metric", "type"),
+    Case("tune-space-missing", _tune_fn(space=None), ValueError, "space", "range"),
+    Case("tune-space-log-touching-zero", _tune_fn(space={"x": {"loguniform": [0.0, 1.0]}}), ValueError, "tune.space", "range"),
+    Case("tune-space-inverted", _tune_fn(space={"x": {"uniform": [1.0, 0.0]}}), ValueError, "tune.space", "range"),
+    Case("tune-space-empty-choice", _tune_fn(space={"x": {"choice": []}}), ValueError, "tune.space", "range"),
+    Case("tune-space-unknown-distribution", _tune_fn(space={"x": {"normal": [0, 1]}}), ValueError, "tune.space", "range"),
+    Case("tune-space-nan-bound", _tune_fn(space={"x": {"uniform": [0.0, NAN]}}), ValueError, "tune.space", "nan"),
+    Case("tune-grid-needs-values", _tune_fn(sampler="grid", trials=None), ValueError, "tune.space", "range"),
+    Case("tune-config-unknown-key-path", _tune_cfg(space={"fit.epoch": {"choice": [1, 2]}}), ValueError, "fit.epoch", "range"),
+    Case("tune-config-unknown-tune-key", _tune_cfg(trails=3), ValueError, "tune.trails", "range"),
+    Case("tune-config-sampler-unknown", _tune_cfg(sampler="bayes"), ValueError, "sampler", "range"),
+    Case("tune-config-metric-not-logged", _tune_cfg(metric="val_f1", direction="maximize"), ValueError, "metric", "range"),
+    Case("tune-config-missing-file", lambda c: bergab.tune(c.tmp / "nope.toml", out=c.tmp), FileNotFoundError, "nope.toml", "path"),
+    Case("tune-config-invalid-toml", lambda c: bergab.tune(c.file("bad.toml", "[tune\n"), out=c.tmp), ValueError, "bad.toml", "file"),
+    Case("tune-study-other-space", _tune_other_space, ValueError, "study", "range"),
+    Case("tune-storage-unknown-scheme", _tune_fn(storage="mysql://x/y"), ValueError, "storage", "range"),
+    Case("tune-storage-malformed", _tune_fn(storage="postgresql://u@127.0.0.1:notaport/db"), ValueError, "storage", "range"),
+]
+# fmt: on
+
+
 # =========================================================================== silent
 
 # fmt: off
@@ -1371,6 +1440,7 @@ LIBRARY_CASES: list[Case] = [
     *CALLBACKS,
     *CONFIG,
     *RUN,
+    *TUNE,
 ]
 # fmt: on
 
@@ -1398,6 +1468,7 @@ AREAS = {
     "history": "callbacks, loggers, checkpoints, History",
     "config": "bergab.config",
     "run": "bergab.run",
+    "tune": "bergab.tune",
     "silent": "silent results (any module)",
     "works": "inputs that must work",
 }
