@@ -22,6 +22,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import shlex
 import shutil
 import socket
 import subprocess
@@ -148,8 +149,24 @@ class Server:
                 if attempt == 2:
                     raise
         self.started = True
+        self._watch()
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, DATABASE)
         return f"postgresql://{USER}@127.0.0.1:{self.port}/{DATABASE}"
+
+    def _watch(self) -> None:
+        """A detached watchdog that stops the server and removes its folder once this
+        process is gone: a test run killed from outside (SIGKILL, a CI timeout) runs no
+        teardown, and would otherwise leave the server running."""
+        pg_ctl = shlex.join([*self.prefix, str(self.bin / "pg_ctl"), "stop", "-m", "immediate",
+                             "-D", str(self.data)])  # fmt: skip
+        script = (
+            f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; "
+            f"if [ -e {shlex.quote(str(self.data / 'postmaster.pid'))} ]; then "
+            f"{pg_ctl} >/dev/null 2>&1; fi; rm -rf {shlex.quote(str(self.root))}"
+        )
+        # started through a shell that returns at once: no child is left to this process
+        detached = f"setsid sh -c {shlex.quote(script)} >/dev/null 2>&1 </dev/null &"
+        subprocess.run(["sh", "-c", detached], check=False, timeout=TIMEOUT)
 
     def stop(self) -> None:
         """Stop the server (fast: disconnect the clients) and remove the directory."""
