@@ -278,8 +278,8 @@ def _scoring(
     the first are held-out batches, what they are)``; the score batches are the held-out
     ones (validation data, or training examples held out of the trials) and a training
     sample. Reading batches draws from torch's generator and a loader's own: both are put
-    back."""
-    snap = _snapshot.take(model, (train_data, val_data))
+    back (an empty module: nothing here touches the model, which need not be copied)."""
+    snap = _snapshot.take(nn.Module(), (train_data, val_data))
     try:
         trial_data, held = train_data, None
         if val_data is not None:

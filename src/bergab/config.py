@@ -106,6 +106,7 @@ __all__ = [
     "optimizer_factory",
     "parse_override",
     "planned_steps",
+    "read_toml",
     "resolve_device",
     "sweep_batch_size",
     "validate",
@@ -474,6 +475,24 @@ def load(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
         >>> load(path, ["fit.max_steps=5"]).fit.max_steps
         5
     """
+    return validate(apply_overrides(read_toml(path), overrides))
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A config file's tables, not yet validated (``bergab tune`` takes ``[tune]`` out
+    first).
+
+    Raises:
+        FileNotFoundError, IsADirectoryError: no such file, or a directory.
+        ConfigError: invalid TOML, or not UTF-8 text.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "run.toml"
+        >>> _ = path.write_text("[task]\\nname = 'linreg'\\n")
+        >>> read_toml(path)
+        {'task': {'name': 'linreg'}}
+    """
     p = Path(path)
     if p.is_dir():
         raise IsADirectoryError(
@@ -482,12 +501,11 @@ def load(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
     if not p.is_file():
         raise FileNotFoundError(f"config file {str(p)!r} not found")
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
+        return tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("", f"{p} is not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError("", f"{p} is not a UTF-8 text file") from None
-    return validate(apply_overrides(data, overrides))
 
 
 # =========================================================================== build

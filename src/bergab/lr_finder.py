@@ -48,7 +48,7 @@ from bergab._lr_rules import (
 )
 from bergab._validate import check_bool, check_choice, check_int, check_real
 from bergab.training import _data
-from bergab.training._lr import group_ratios
+from bergab.training._lr import group_ratios, write_lr
 from bergab.training._step import Stepper, check_clip, check_precision, resolve_device
 
 __all__ = [
@@ -407,16 +407,20 @@ def _make_optimizer(
     )
 
 
+def _grad_step_loss(stepper: Stepper, batches: Iterator[Any], accumulation_steps: int) -> float:
+    """Forward/backward of one step's micro-batches (autocast, loss scaling), then
+    unscaling and clipping, as fit does; the loss is their example-weighted mean."""
+    micro = [next(batches) for _ in range(accumulation_steps)]
+    loss_v, _ = stepper._loss_and_grad_norm(stepper._accumulate(micro))
+    return loss_v
+
+
 def _set_lr(opt: torch.optim.Optimizer, lr: float, ratios: Sequence[float] | None = None) -> None:
     """Every param group's lr to ``lr`` (times the group's ratio when given)."""
     if isinstance(opt, _optim.Optimizer) and "lr" in opt.schedulable:
         opt.set_schedule("lr", None)  # a bergab schedule would overwrite the sweep's lr
     for i, group in enumerate(opt.param_groups):
-        value = lr if ratios is None else lr * ratios[i]
-        if isinstance(group.get("lr"), torch.Tensor):
-            group["lr"].fill_(value)
-        else:
-            group["lr"] = value
+        write_lr(group, lr if ratios is None else lr * ratios[i])
 
 
 # =========================================================================== settings, setup
@@ -632,8 +636,7 @@ def _trial(
         for lr in lrs:
             _set_lr(opt, float(lr), ratios)
             opt.zero_grad(set_to_none=True)
-            micro = [next(batches) for _ in range(steps.accumulation_steps)]
-            loss_v, _ = stepper._loss_and_grad_norm(stepper._accumulate(micro))
+            loss_v = _grad_step_loss(stepper, batches, steps.accumulation_steps)
             if not math.isfinite(loss_v):
                 return [math.inf] * len(score_data)
             stepper._optimizer_step()
@@ -836,11 +839,7 @@ def _run(
     stepper.model.train()
 
     def train_loss() -> float:
-        # forward/backward of one step's micro-batches (autocast, loss scaling), then
-        # unscaling and clipping, as fit does; the loss is their example-weighted mean
-        micro = [next(batches) for _ in range(accumulation_steps)]
-        loss_v, _ = stepper._loss_and_grad_norm(stepper._accumulate(micro))
-        return loss_v
+        return _grad_step_loss(stepper, batches, accumulation_steps)
 
     # step i updates with schedule[i]; the loss recorded for it is measured after that
     # update (the next batch's loss, or the validation loss)

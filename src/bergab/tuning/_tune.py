@@ -19,7 +19,6 @@ import contextlib
 import copy
 import math
 import multiprocessing
-import tomllib
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -103,14 +102,9 @@ def _read_config(config: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any]
     """The run config as a dict and a default study name (the file's stem)."""
     if isinstance(config, Mapping):
         return copy.deepcopy(dict(config)), "study"
-    path = Path(config)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {str(path)!r} not found")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"config: {path} is not valid TOML: {exc}") from None
-    return data, path.stem
+    from bergab.config import read_toml
+
+    return read_toml(config), Path(config).stem
 
 
 # =========================================================================== result
@@ -204,7 +198,7 @@ class TuneResult:
         return fig
 
 
-def _records(study: Any, directory: Path) -> list[dict[str, Any]]:
+def _records(study: Any) -> list[dict[str, Any]]:
     out = []
     for t in study.get_trials(deepcopy=False):
         seconds = (
@@ -238,7 +232,7 @@ def _result(study: Any, name: str, directory: Path, metric: str, base: Any) -> T
         "maximize" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "minimize"
     )
     return TuneResult(name, directory, metric, direction, best_params, best_value,
-                      _records(study, directory), base, study)  # fmt: skip
+                      _records(study), base, study)  # fmt: skip
 
 
 # =========================================================================== objectives
