@@ -65,6 +65,7 @@ from bergab._validate import check_bool, check_choice, check_int, check_real
 from bergab.lr_finder import LRFindResult, LRFindWarning, _Steps, _trial, lr_find
 from bergab.training import _data
 from bergab.training._lr import register_auto_lr
+from bergab.training.world import World
 
 __all__ = [
     "COST_LIMIT",
@@ -283,10 +284,12 @@ def _scoring(
     try:
         trial_data, held = train_data, None
         if val_data is not None:
-            held, scored_on = _data.val_batch_list(val_data, batch_size or 256), "val_data"
+            held = _data.val_batch_list(val_data, batch_size or 256, World.current().shard)
+            scored_on = "val_data"
         elif (split := _holdout(train_data, model, seed)) is not None:
             trial_data, held_out, k = split
-            held = _data.val_batch_list(held_out, batch_size or 256)
+            # each process scores its share of the held-out examples (sums are reduced)
+            held = _data.val_batch_list(held_out, batch_size or 256, World.current().shard)
             scored_on = f"{k} training examples held out from the trials"
         else:
             scored_on = "a sample of the training data"

@@ -50,6 +50,8 @@ from bergab._validate import check_bool, check_choice, check_int, check_real
 from bergab.training import _data
 from bergab.training._lr import group_ratios, write_lr
 from bergab.training._step import Stepper, check_clip, check_precision, resolve_device
+from bergab.training.strategy import device_of_rank, ensure_process_group, launched, unwrap
+from bergab.training.world import World, synchronizes_gradients
 
 __all__ = [
     "SOFT_MINIMUM_TEMPERATURE",
@@ -456,8 +458,9 @@ class _Steps:
         opt: torch.optim.Optimizer,
         device: torch.device,
     ) -> Stepper:
-        """fit's step code (batch_fn, precision and clipping as given)."""
-        return Stepper(
+        """fit's step code (batch_fn, precision and clipping as given); under several
+        processes it reduces losses over them, as fit's does."""
+        stepper = Stepper(
             model,
             loss_fn,
             opt,
@@ -467,6 +470,10 @@ class _Steps:
             clip_norm=self.clip_norm,
             clip_value=self.clip_value,
         )
+        stepper.world = World.current()
+        if stepper.world.size > 1:
+            stepper._eval_model = unwrap(model)  # validation needs no gradient averaging
+        return stepper
 
 
 @dataclass(kw_only=True)
@@ -560,10 +567,22 @@ def _batches(
     train_data: Any, val_data: Any, sweep: _Steps
 ) -> tuple[Iterator[Any], list[Any] | None]:
     """The training batches fit would draw (tensors and Datasets shuffled by the sweep's
-    seed, or by one drawn from torch's generator) and the list of validation batches."""
-    data_seed = int(torch.randint(0, 2**62, (1,)).item()) if sweep.seed is None else sweep.seed
-    batches = _data.endless_batches(train_data, sweep.batch_size, data_seed)
-    val = None if val_data is None else _data.val_batch_list(val_data, sweep.batch_size or 256)
+    seed, or by one drawn from torch's generator) and the list of validation batches.
+
+    Under several processes each takes its shard of both, as fit does (a seed drawn here
+    is rank 0's, so the shards cut one order)."""
+    world = World.current()
+    data_seed = (
+        world.broadcast_int(int(torch.randint(0, 2**62, (1,)).item()))
+        if sweep.seed is None
+        else sweep.seed
+    )
+    batches = _data.endless_batches(train_data, sweep.batch_size, data_seed, world.shard)
+    val = (
+        None
+        if val_data is None
+        else _data.val_batch_list(val_data, sweep.batch_size or 256, world.shard)
+    )
     return batches, val
 
 
@@ -591,6 +610,8 @@ def _session(
         raise TypeError("optimizer keyword arguments cannot be used with an optimizer instance")
     params, here, target = _placement(model, device, given is not None)
     steps.precision = check_precision(steps.precision, target)
+    if launched():  # under torchrun: the processes sweep together, as fit trains
+        ensure_process_group(device_of_rank(target))
     if target.type == "cuda":
         torch.cuda.init()  # so the snapshot holds the CUDA generators' states
     snap = _snapshot.take(model, (train_data, val_data))
@@ -601,6 +622,10 @@ def _session(
                 _seed(steps.seed, target)
             if target not in here:
                 model.to(target)
+            if World.current().size > 1 and not synchronizes_gradients(model):
+                # every process steps with the gradients of the global batch, as fit does
+                ids = [target.index] if target.type == "cuda" else None
+                model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
             batches, val = _batches(train_data, val_data, steps)
             opt = given
             if opt is None:

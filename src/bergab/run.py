@@ -66,6 +66,7 @@ from bergab.training import (
     World,
     fit,
     load_checkpoint,
+    strategy,
 )
 from bergab.training.checkpoint import previous_checkpoints
 
@@ -638,10 +639,11 @@ def train(
     """
     _check_cfg(cfg)
     t0 = time.perf_counter()
-    world = World.current()
-    tell: Callable[[str], None] = lambda msg: world.say(say, msg)  # noqa: E731
     run_dir = cfg.run_dir()
     plan = _Plan.make(cfg, callbacks, task)  # every check that needs no file, before the folder
+    _join_processes(cfg, plan.task.model)
+    world = World.current()
+    tell: Callable[[str], None] = lambda msg: world.say(say, msg)  # noqa: E731
     earlier = read_summary(run_dir) if resume else {}
     prepare_run_dir(world, run_dir, cfg, resume, tell)
     tell(plan.describe(run_dir))
@@ -665,6 +667,42 @@ def train(
                     steps=steps,
                 )
         raise
+
+
+def _join_processes(cfg: config.RunConfig, model: torch.nn.Module) -> None:
+    """Under torchrun (or with ``fit.strategy`` ``"ddp"``/``"fsdp"``): start the process
+    group before anything is written (only rank 0 writes, and it must know it is rank 0),
+    and check that every process was given the same config."""
+    try:
+        chosen = strategy.resolve_strategy(cfg.fit.strategy, model)
+    except ValueError as exc:
+        raise config.ConfigError("fit.strategy", str(exc)) from None
+    if chosen == "none":
+        return
+    device = strategy.device_of_rank(config.resolve_device(cfg, model))
+    try:
+        strategy.ensure_process_group(device)
+    except ValueError as exc:
+        raise config.ConfigError("fit.strategy", str(exc)) from None
+    world = World.current()
+    mine = cfg.model_dump(mode="json")
+    for rank, theirs in enumerate(world.gather_objects(mine)):
+        if theirs != mine:
+            key = _first_difference(mine, theirs)
+            raise config.ConfigError(
+                key,
+                f"differs between the processes (rank {world.rank} and rank {rank}): start "
+                "every process with the same config and --set options",
+            )
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str:
+    """The key path of the first value that differs between two config dicts."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else key)
+    return path
 
 
 def _train_in(

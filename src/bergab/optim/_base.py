@@ -134,6 +134,9 @@ class Optimizer(torch.optim.Optimizer):
     #: The state keys of the tensors bergab's kernels read (``impl="auto"`` checks only
     #: those, with the parameters and gradients); ``None``: every state tensor.
     fused_state: ClassVar[tuple[str, ...] | None] = None
+    #: How far a step reads: "element" (one entry at a time), "tensor" (a parameter's
+    #: norm) or "all" (sums over every parameter); sharding (ZeRO, FSDP) checks it.
+    reach: ClassVar[str] = "element"
     #: impl name -> the class's method for it (built by ``__init_subclass__``).
     _impl_table: ClassVar[dict[str, _UpdateFn]] = {}
     #: The hyperparameters that are flags: the constructor's arguments with a bool default
@@ -338,6 +341,8 @@ class Optimizer(torch.optim.Optimizer):
         """The implementation for this group: the user's choice, or the best known one."""
         if self.impl != "auto":
             return self.impl
+        if params and _is_dtensor(params[0]):
+            return "reference"  # FSDP's sharded parameters: torch's ops dispatch them per shard
         if self.native is not None:
             # the parameters, their gradients and their state tensors (step counters aside)
             grads = [p.grad for p in params if p.grad is not None]
@@ -430,3 +435,8 @@ class Optimizer(torch.optim.Optimizer):
         super().__setstate__(state)
         self.__dict__.setdefault("impl", "auto")
         self.__dict__.setdefault("_compiled_fns", {})
+
+
+def _is_dtensor(t: torch.Tensor) -> bool:
+    """Whether ``t`` is a ``DTensor`` (a shard of a parameter under FSDP)."""
+    return type(t).__name__ == "DTensor" or "DTensor" in (c.__name__ for c in type(t).__mro__)

@@ -199,6 +199,8 @@ class DoG(Optimizer):
         Size Schedule", ICML 2023, arXiv:2302.12022.
     """
 
+    reach = "all"  # see bergab.optim.Optimizer.reach
+
     impls: ClassVar[tuple[str, ...]] = ("reference", "foreach", "fused", "compiled")
     native: ClassVar[str | None] = "dog"
     fused_state: ClassVar[tuple[str, ...] | None] = ("x0",)
@@ -455,6 +457,8 @@ class LDoG(DoG):
         >>> bool(a.abs().max() < 1e-3 and b.abs().max() < 1e-3)
         True
     """
+
+    reach = "tensor"  # see bergab.optim.Optimizer.reach
 
     layerwise = True
 

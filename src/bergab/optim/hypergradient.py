@@ -142,6 +142,8 @@ def hypergradient_lr(
 class _Hypergradient(Optimizer):
     """Shared machinery: α per group, its rescaling with lr, the clamp, effective_lr."""
 
+    reach = "all"  # see bergab.optim.Optimizer.reach
+
     impls: ClassVar[tuple[str, ...]] = ("reference", "foreach", "fused", "compiled")
     native: ClassVar[str | None] = "hypergradient"
     #: ``effective_lr`` is the α of the *last* step (α is adapted from that step's

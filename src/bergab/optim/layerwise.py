@@ -251,6 +251,8 @@ class LARS(Optimizer):
         arXiv:1708.03888.
     """
 
+    reach = "tensor"  # see bergab.optim.Optimizer.reach
+
     impls = ("reference", "foreach", "fused", "compiled")
     native = "layerwise"
 
@@ -588,6 +590,8 @@ class LAMB(Optimizer):
         You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76
         minutes", arXiv:1904.00962.
     """
+
+    reach = "tensor"  # see bergab.optim.Optimizer.reach
 
     impls = ("reference", "foreach", "fused", "compiled")
     native = "layerwise"

@@ -175,6 +175,8 @@ class Prodigy(Optimizer):
         arXiv:2306.06101.
     """
 
+    reach = "all"  # see bergab.optim.Optimizer.reach
+
     impls: ClassVar[tuple[str, ...]] = ("reference", "foreach", "fused", "compiled")
     native: ClassVar[str | None] = "prodigy"
     #: ``effective_lr`` is the step size of the *next* step (it uses the current d).

@@ -442,18 +442,31 @@ def make_source(
 
 
 def val_batches(
-    data: Any, batch_size: int, what: str = "val_data", float_dtype: torch.dtype | None = None
+    data: Any,
+    batch_size: int,
+    what: str = "val_data",
+    float_dtype: torch.dtype | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Callable[[], Iterable[Any]]:
     """A function giving the validation batches in order (no shuffling).
 
     ``what`` names the data in errors (``val_data``, or ``data`` for ``evaluate``);
     ``float_dtype``: what floating numpy arrays become (tensors keep their dtype).
+    ``shard=(rank, size)``: tensors and Datasets give this process every ``size``-th
+    example from ``rank``, without padding, so the processes' sums over their shares are
+    the sums over the whole set, each example once (a process may get one example less,
+    or none). A DataLoader or iterable is given whole: every process evaluates all of it.
     """
     tensors = _as_tensors(data, what, float_dtype)
     if tensors is not None:
         n = len(tensors[0])
         if n == 0:
             raise ValueError(f"{what} is empty")
+        if shard is not None and shard[1] > 1:
+            tensors = tuple(t[shard[0] :: shard[1]] for t in tensors)
+            n = len(tensors[0])
+            if n == 0:
+                return list
 
         def tensor_batches() -> Iterable[Any]:
             if batch_size >= n:
@@ -464,6 +477,8 @@ def val_batches(
     if isinstance(data, Dataset) and not isinstance(data, IterableDataset):
         if len(data) == 0:  # type: ignore[arg-type]
             raise ValueError(f"{what} is empty")
+        if shard is not None and shard[1] > 1:
+            data = torch.utils.data.Subset(data, range(shard[0], len(data), shard[1]))  # type: ignore[arg-type]
         loader = DataLoader(data, batch_size=batch_size, shuffle=False)
         return lambda: loader
     if isinstance(data, Iterator):
@@ -477,7 +492,9 @@ def val_batches(
     )
 
 
-def endless_batches(data: Any, batch_size: int | None, seed: int) -> Iterator[Any]:
+def endless_batches(
+    data: Any, batch_size: int | None, seed: int, shard: tuple[int, int] | None = None
+) -> Iterator[Any]:
     """Training batches without end, epoch after epoch (what :func:`bergab.lr_find` draws).
 
     Tensors and Datasets are cut as :func:`make_source` cuts them for fit (shuffled with
@@ -492,7 +509,7 @@ def endless_batches(data: Any, batch_size: int | None, seed: int) -> Iterator[An
     """
     if isinstance(data, Iterator):
         return _replay(data)
-    source = make_source(data, batch_size if is_indexed(data) else None, True, seed)
+    source = make_source(data, batch_size if is_indexed(data) else None, True, seed, shard)
     return _epochs(source)
 
 
@@ -518,9 +535,13 @@ def _replay(iterator: Iterator[Any]) -> Iterator[Any]:
     yield from itertools.cycle(seen)
 
 
-def val_batch_list(data: Any, batch_size: int) -> list[Any]:
-    """The validation batches of :func:`val_batches` as a list (a one-shot iterator too)."""
-    batches = list(data) if isinstance(data, Iterator) else list(val_batches(data, batch_size)())
-    if not batches:
+def val_batch_list(data: Any, batch_size: int, shard: tuple[int, int] | None = None) -> list[Any]:
+    """The validation batches of :func:`val_batches` as a list (a one-shot iterator too);
+    ``shard``: this process's share (which may be empty when there are few examples)."""
+    if isinstance(data, Iterator):
+        batches = list(data)
+    else:
+        batches = list(val_batches(data, batch_size, shard=shard)())
+    if not batches and (shard is None or shard[1] == 1 or not is_indexed(data)):
         raise ValueError("val_data yielded no batches")
     return batches

@@ -32,6 +32,7 @@ from torch import nn
 from bergab import optim as _optim
 from bergab import schedules
 from bergab.training import _checks, _data
+from bergab.training import strategy as _strategy
 from bergab.training._errors import (
     NonFiniteError,
     NonFiniteStopError,
@@ -93,6 +94,9 @@ class Trainer(StepCore):
         history: the :class:`~bergab.training.History` being recorded.
         state: the :class:`~bergab.training.RunState` (saved whole in every checkpoint).
         world: the :class:`~bergab.training.World`: this process's rank; rank 0 writes.
+        strategy: how the processes train together: ``"none"``, ``"ddp"`` or ``"fsdp"``
+            (``"auto"`` resolved; see :mod:`bergab.training.strategy`).
+        module: the model you passed; :attr:`model` is it wrapped for the strategy.
         device: the ``torch.device`` training runs on.
         epoch: the current epoch, 0-based.
         step: optimizer steps taken so far (skipped ones included).
@@ -136,13 +140,20 @@ class Trainer(StepCore):
         self.checkpoint_dir: Path | None = o.checkpoint_dir
         self.log_dir: Path | None = o.log_dir
         self.scheduler: Any = o.scheduler
+        self.module = model
+        self.strategy = _strategy.resolve_strategy(o.strategy, model)
+        if self.strategy != "none":
+            self.device = _strategy.device_of_rank(self.device)
+            _strategy.ensure_process_group(self.device)
         self.world = World.current()
-        if self.world.size > 1 and not synchronizes_gradients(model):
+        if self.world.size > 1 and self.strategy == "none" and not synchronizes_gradients(model):
             raise ValueError(
                 f"fit runs in one of {self.world.size} processes and shards the data, but the "
-                "model does not average its gradients across them: wrap it in "
-                "torch.nn.parallel.DistributedDataParallel (or FSDP) first"
+                "model does not average its gradients across them: pass strategy='ddp' (or "
+                "'fsdp'), or wrap it in torch.nn.parallel.DistributedDataParallel yourself"
             )
+        if self.world.size > 1:
+            _strategy.check_same_options(o, model, self.world)
 
         self.optimizer: torch.optim.Optimizer = None  # type: ignore[assignment]
         self.scaler: Any = None
@@ -226,7 +237,13 @@ class Trainer(StepCore):
     # ------------------------------------------------------------------ setup
     def _build_optimizer(self, lr: Any) -> Scaled | None:
         o = self.options
-        opt, scheduler, scaled = build_optimizer(o.optimizer, o.optimizer_kwargs, self.model, lr)
+        shard = o.shard_optimizer and self.world.size > 1
+        opt, scheduler, scaled = build_optimizer(
+            o.optimizer, o.optimizer_kwargs, self.model, lr, shard=shard
+        )
+        if shard or self.strategy == "fsdp":
+            inner = opt.optim if shard else opt  # type: ignore[attr-defined]
+            _strategy.check_shardable(inner, self.strategy, shard)
         self.optimizer = opt
         if scheduler is not None:
             self.scheduler = scheduler
@@ -270,7 +287,9 @@ class Trainer(StepCore):
         if self.has_validation:
             bs = o.batch_size
             vbs = 2**62 if bs == "full" else max(256, 64 if bs is None else int(bs))
-            self._val_batches = _data.val_batches(o.val_data, vbs, "val_data", fdt)
+            self._val_batches = _data.val_batches(
+                o.val_data, vbs, "val_data", fdt, shard=self.world.shard
+            )
 
     def _setup(self, ckpt: Mapping[str, Any] | None) -> None:
         model = self.model
@@ -283,8 +302,17 @@ class Trainer(StepCore):
         elif seed is not None:
             seed_everything(seed)
             self.state.data_seed = seed
-        else:
-            self.state.data_seed = int(torch.randint(0, 2**62, (1,)).item())
+        else:  # drawn by rank 0, so every process cuts the same order into its shards
+            self.state.data_seed = self.world.broadcast_int(
+                int(torch.randint(0, 2**62, (1,)).item())
+            )
+        self.state.world_size = self.world.size
+        if self.strategy != "none":
+            self.model = _strategy.wrap(model, self.strategy, self.device)
+            # validation needs no gradient averaging: DDP's own module evaluates (FSDP must
+            # gather each layer's weights, so its processes evaluate in step)
+            self._eval_model = _strategy.unwrap(self.model)
+            self._lockstep = self.strategy == "fsdp"
         self._plan()
 
         lr = resolve_lr(self, fit_state)
@@ -346,8 +374,47 @@ class Trainer(StepCore):
         for cb in self._hooks[hook]:
             getattr(cb, hook)(self, *args)
 
+    def _resize_world(self) -> None:
+        """A resume with another number of processes: the global batch changed. The lr is
+        rescaled by ``lr_scaling`` (rising over ``lr_scaling_warmup`` steps when it grows),
+        and a resume inside an epoch continues after the examples already seen."""
+        st, o = self.state, self.options
+        old, new = st.world_size, self.world.size
+        if o.lr_scaling is not None:
+            ratio = new / old if o.lr_scaling == "linear" else math.sqrt(new / old)
+            before = st.world_lr_factor
+            st.world_lr_factor = before * ratio
+            if ratio > 1 and o.lr_scaling_warmup > 0:
+                st.world_ramp = [st.step, o.lr_scaling_warmup, before, st.world_lr_factor]
+        if st.batch_in_epoch:
+            src = self._source
+            if not isinstance(src, _data._IndexedSource):
+                raise ValueError(
+                    f"resume inside an epoch with {new} processes instead of {old} needs "
+                    "train_data as tensors or a Dataset (fit shards those itself); resume with "
+                    f"{old} processes, or from an epoch's end"
+                )
+            seen = st.batch_in_epoch * src.batch_size * old  # the epoch order's first ones
+            st.batch_in_epoch = min(seen // (src.batch_size * new), src.num_batches or 0)
+        self.history.add_event({"event": "world_size", "step": st.step, "from": old, "to": new,
+                                "lr_factor": st.world_lr_factor})  # fmt: skip
+        st.world_size = new
+
+    def _world_factor(self) -> float:
+        """The lr factor of ``lr_scaling`` at this step (on its warmup ramp, if any)."""
+        st = self.state
+        ramp = st.world_ramp
+        if ramp is None:
+            return st.world_lr_factor
+        start, steps, before, after = ramp
+        done = (st.step - start) / steps
+        if done >= 1:
+            st.world_ramp = None
+            return after
+        return before + (after - before) * max(done, 0.0)
+
     def _apply_lr_factor(self) -> None:
-        factor = 0.5**self.state.rollbacks
+        factor = 0.5**self.state.rollbacks * self._world_factor()
         for cb in self._factor_cbs:
             factor *= float(cb.lr_factor())
         self._lr.apply(factor)
@@ -358,8 +425,14 @@ class Trainer(StepCore):
         assert self.checkpoint_dir is not None
         return self.checkpoint_dir / _LAST
 
-    def _checkpoint(self) -> dict[str, Any]:
-        """Everything a resume needs: model, optimizer, schedules, callbacks, run state."""
+    def _checkpoint(self, full: tuple[Any, Any, str] | None = None) -> dict[str, Any]:
+        """Everything a resume needs: model, optimizer, schedules, callbacks, run state.
+
+        ``full``: the model's and optimizer's state gathered from every process
+        (:func:`~bergab.training.strategy.gather_full_state`), else this process's.
+        """
+        if full is None:
+            full = (_strategy.unwrap(self.model).state_dict(), self.optimizer.state_dict(), "index")
         counts: dict[str, int] = {}
         cb_states = []
         for cb in self.callbacks:
@@ -374,8 +447,9 @@ class Trainer(StepCore):
             state.should_stop, state.stop_reason = False, None
         return {
             "format": CHECKPOINT_FORMAT,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": full[0],
+            "optimizer": full[1],
+            "optimizer_layout": full[2],
             "optimizer_class": _checks.optimizer_class(self.optimizer),
             "scaler": None if self.scaler is None else self.scaler.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
@@ -389,22 +463,34 @@ class Trainer(StepCore):
 
     def _save_checkpoint(self) -> None:
         with self._eval_mode():
-            self.world.save_checkpoint(
-                self._checkpoint, self._last_path, keep_last=self.options.keep_last
-            )
+            if self.world.size > 1:  # gathering a sharded state takes every process
+                full = _strategy.gather_full_state(self.model, self.optimizer)
+                state: Any = lambda: self._checkpoint(full)  # noqa: E731 (rank 0 builds it)
+            else:
+                state = self._checkpoint
+            self.world.save_checkpoint(state, self._last_path, keep_last=self.options.keep_last)
 
     def _restore(self, ckpt: Mapping[str, Any]) -> None:
         _checks.check_resume_optimizer(ckpt, self.optimizer)
         if self._sf:
             self.optimizer.eval()  # type: ignore[attr-defined]
-        for what, obj in (("model", self.model), ("optimizer", self.optimizer)):
-            try:  # a checkpoint of another model/optimizer: say so, not torch's KeyError
-                obj.load_state_dict(ckpt[what])
-            except (RuntimeError, ValueError, KeyError) as exc:
-                raise ValueError(
-                    f"resume: the checkpoint's {what} state does not fit this run's {what} "
-                    f"(was it written by another model or optimizer?): {exc}"
-                ) from exc
+        layout = ckpt.get("optimizer_layout", "index")
+        if layout == "name" or _strategy.is_fsdp(self.model):
+            _strategy.load_full_state(
+                self.model, self.optimizer, ckpt["model"], ckpt["optimizer"], layout
+            )
+        else:
+            for what, obj in (
+                ("model", _strategy.unwrap(self.model)),
+                ("optimizer", self.optimizer),
+            ):
+                try:  # a checkpoint of another model/optimizer: say so, not torch's KeyError
+                    obj.load_state_dict(ckpt[what])
+                except (RuntimeError, ValueError, KeyError) as exc:
+                    raise ValueError(
+                        f"resume: the checkpoint's {what} state does not fit this run's {what} "
+                        f"(was it written by another model or optimizer?): {exc}"
+                    ) from exc
         if self.scaler is not None and ckpt.get("scaler") is not None:
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.scheduler is not None:
@@ -428,6 +514,8 @@ class Trainer(StepCore):
                 cb.load_state_dict(states[key])
         self.history.load_state_dict(ckpt["history"])
         self.state = RunState.from_dict(ckpt["fit"])
+        if self.state.world_size != self.world.size:
+            self._resize_world()
         self._t0 = time.perf_counter()
         self._lr.load_state_dict(self.state.lr_control)
         if self._sf:
@@ -563,6 +651,8 @@ class Trainer(StepCore):
         st = self.state
         o = self.options
         k = len(micro)
+        if st.world_ramp is not None:
+            self._apply_lr_factor()  # the lr rises step by step after a world resize
         loss_v, gn_v = self._loss_and_grad_norm(self._accumulate(micro))
 
         groups = opt.param_groups
@@ -708,6 +798,12 @@ class Trainer(StepCore):
         """``train_<metric>`` since the previous record (and the sums start again)."""
         st = self.state
         n = st.train_metric_n
+        if self.world.size > 1:  # every process's steps: sums and counts over all of them
+            names = list(self._train_metrics)
+            *sums, n_all = self.world.all_reduce_sum(
+                [st.train_metric_sums.get(k, 0.0) for k in names] + [float(n)]
+            )
+            st.train_metric_sums, n = dict(zip(names, sums, strict=True)), int(n_all)
         rec = {f"train_{k}": st.train_metric_sums.get(k, 0.0) / n if n else None
                for k in self._train_metrics}  # fmt: skip
         st.train_metric_sums, st.train_metric_n = {}, 0

@@ -9,6 +9,7 @@ is resolved with the functions :func:`register_auto_lr` was given.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable, Mapping
@@ -194,10 +195,12 @@ def _accepts_lr(factory: Callable[..., Any]) -> bool:
 
 
 def build_optimizer(
-    spec: Any, kwargs: Mapping[str, Any], model: torch.nn.Module, lr: Any
+    spec: Any, kwargs: Mapping[str, Any], model: torch.nn.Module, lr: Any, shard: bool = False
 ) -> tuple[torch.optim.Optimizer, Any, Scaled | None]:
     """fit's optimizer from its ``optimizer`` option, with ``lr`` (a number or schedule) set.
 
+    With ``shard`` it is a ``ZeroRedundancyOptimizer`` whose processes each step their
+    share of the parameters with the optimizer ``spec`` names (``shard_optimizer``).
     Returns the optimizer, the schedule adapter fit steps for a torch optimizer driven
     by a schedule (else ``None``), and the :class:`Scaled` schedule inside that adapter.
     """
@@ -213,6 +216,18 @@ def build_optimizer(
         theirs = {id(p) for g in opt.param_groups for p in g["params"]}
         if not mine & theirs:
             raise ValueError("the optimizer holds none of the model's parameters")
+    elif shard:
+        from bergab.training.strategy import shard_optimizer
+
+        if isinstance(spec, str):
+            factory: Any = functools.partial(_optim.create, spec)
+            args = dict(kwargs)
+        elif isinstance(spec, type):
+            factory, args = spec, dict(kwargs)
+        else:  # a factory of the parameters
+            factory = spec
+            args = {"lr": float_lr} if float_lr is not None and _accepts_lr(spec) else {}
+        opt = shard_optimizer(factory, params, args)
     elif isinstance(spec, str):
         opt = _optim.create(spec, params, **kwargs)
     elif isinstance(spec, type):
@@ -293,6 +308,12 @@ def resolve_lr(trainer: Trainer, fit_state: Mapping[str, Any] | None) -> Any:
         auto = fit_state["auto"]  # resume: the same schedule, no new range test
         trainer.state.auto = dict(auto)
         return build_schedule(auto["peak"], auto["total_steps"], auto["policy"])
+    if trainer.strategy == "fsdp":
+        raise ValueError(
+            'lr="auto" does not run under strategy="fsdp" (its trials restore the whole '
+            "model, which FSDP shards): choose the lr under strategy='ddp' or in one process "
+            "and pass it as a number"
+        )
     if trainer.total_steps is None:
         raise ValueError(
             'lr="auto" needs the length of the run: pass max_steps, or epochs with data '

@@ -23,6 +23,8 @@ from torch import nn
 
 from bergab._validate import check_choice, check_real
 from bergab.training import _checks, _data
+from bergab.training.strategy import no_sync
+from bergab.training.world import World
 
 __all__ = [
     "PRECISIONS",
@@ -169,6 +171,14 @@ class StepCore:
     _pending_metrics: list[tuple[list[Any], int]]
     #: how errors name the training data
     _data_name = "train_data"
+    #: the processes training together (a world of one unless fit or lr_find runs under
+    #: torchrun): losses, validation sums and gradient norms are reduced over them
+    world: World = World()
+    #: the module validation runs (DDP's inner module: no collectives), else ``model``
+    _eval_model: nn.Module | None = None
+    #: whether every process must run the same number of forward passes (FSDP gathers
+    #: each layer's weights in a collective)
+    _lockstep: bool = False
 
     def _set_precision(self, precision: str) -> None:
         """The GradScaler (fp16) and the autocast dtype of ``precision``."""
@@ -265,9 +275,13 @@ class StepCore:
                 _checks.split_batch(self.batch_fn, b, self._data_name)
             raise
         total = sum(sizes)
-        loss = self._forward_backward(micro[0], sizes[0] / total).detach()
-        for b, n in zip(micro[1:], sizes[1:], strict=True):
-            loss = loss + self._forward_backward(b, n / total).detach()
+        last = len(micro) - 1
+        skip = self.world.size > 1  # gradients are averaged once, at the last micro-batch
+        with no_sync(self.model, skip):
+            loss = self._forward_backward(micro[0], sizes[0] / total).detach()
+        for i, (b, n) in enumerate(zip(micro[1:], sizes[1:], strict=True), start=1):
+            with no_sync(self.model, skip and i < last):
+                loss = loss + self._forward_backward(b, n / total).detach()
         return loss
 
     def _loss_and_grad_norm(self, loss: torch.Tensor) -> tuple[float, float]:
@@ -278,6 +292,8 @@ class StepCore:
             )
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
+        if self.world.size > 1:
+            return self._reduced_loss_and_grad_norm(loss)
         if self.clip_norm is not None:
             total = torch.nn.utils.clip_grad_norm_(self._params, self.clip_norm)
             dt = torch.promote_types(loss.dtype, total.dtype)
@@ -302,6 +318,28 @@ class StepCore:
         if self.clip_value is not None:
             torch.nn.utils.clip_grad_value_(self._params, self.clip_value)
         return loss_v, math.hypot(*values)
+
+    def _reduced_loss_and_grad_norm(self, loss: torch.Tensor) -> tuple[float, float]:
+        """:meth:`_loss_and_grad_norm` over several processes: the loss is the mean of
+        theirs (each took an equal share of the global batch), the gradient norm that of
+        the averaged gradients (under FSDP summed from every process's shard), so every
+        process sees the same numbers and takes the same decisions (NaN policy, tol)."""
+        grads = [p.grad for p in self._params if p.grad is not None]
+        local = [_local(g) for g in grads]
+        sq = sum((float(n) ** 2 for n in _foreach_norm(local)), 0.0) if local else 0.0
+        sharded = self._lockstep  # FSDP: each process holds a shard of every gradient
+        loss_sum, sq_sum = self.world.all_reduce_sum(
+            [float(loss.detach().double().item()), sq if sharded else 0.0]
+        )
+        gn = math.sqrt(sq_sum if sharded else sq)
+        if self.clip_norm is not None and grads:
+            coef = self.clip_norm / (gn + 1e-6)
+            if coef < 1.0:
+                torch._foreach_mul_(local, coef)
+        if self.clip_value is not None and grads:
+            for g in local:
+                g.clamp_(-self.clip_value, self.clip_value)
+        return loss_sum / self.world.size, gn
 
     def _optimizer_step(self) -> bool:
         """``optimizer.step()`` (through the GradScaler under fp16); whether it was skipped."""
@@ -333,7 +371,16 @@ class StepCore:
         source = batches
         if callable(batches):
             batches = batches()
-        model = self.model
+        model = self.model if self._eval_model is None else self._eval_model
+        pad = 0
+        if self._lockstep:  # the same number of forward passes on every process
+            batches = list(batches)
+            pad = self.world.all_reduce_max(len(batches)) - len(batches)
+            if pad and not batches:
+                raise ValueError(
+                    f"{what} has fewer examples than processes: under strategy='fsdp' every "
+                    "process needs at least one"
+                )
         modes = [m.training for m in model.modules()]
         model.eval()
         total = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -366,12 +413,23 @@ class StepCore:
                             value = _checks.metric_number(name, fn(out, y))
                         sums[name] += value * n
                     first = False
+                for _ in range(pad):  # in step with the others; the result is not used
+                    x, _y = self.batch_fn(list(batches)[-1])
+                    with self._autocast():
+                        _data.forward(model, _data.to_device(x, self.device))
         finally:
             for m, mode in zip(model.modules(), modes, strict=True):
                 m.training = mode
+        loss_total = float(total.item())
+        if self.world.size > 1:  # each process saw its own share: exact means over all
+            names = list(sums)
+            loss_total, *vals, n_all = self.world.all_reduce_sum(
+                [loss_total, *(sums[k] for k in names), float(count)]
+            )
+            sums, count = dict(zip(names, vals, strict=True)), int(n_all)
         if count == 0:
             raise ValueError(f"{what} yielded no batches")
-        result = {f"{prefix}loss": float(total.item()) / count}
+        result = {f"{prefix}loss": loss_total / count}
         if not math.isfinite(result[f"{prefix}loss"]) and callable(source):
             blame = _checks.non_finite_val_data(self.batch_fn, source(), what)
             if blame is not None:
@@ -382,6 +440,12 @@ class StepCore:
         for name, s in sums.items():
             result[f"{prefix}{name}"] = s / count
         return result
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor's shard on this process (FSDP), any other tensor itself."""
+    to_local = getattr(t, "to_local", None)
+    return t if to_local is None else to_local()
 
 
 class Stepper(StepCore):

@@ -41,6 +41,7 @@ from bergab._validate import (
 from bergab.training._checks import check_resume_file
 from bergab.training._step import PRECISIONS, check_clip
 from bergab.training.callbacks import Callback, EarlyStopping
+from bergab.training.strategy import STRATEGIES
 
 __all__ = [
     "NAN_POLICIES",
@@ -57,6 +58,8 @@ __all__ = [
 
 #: The ``nan_policy`` values fit accepts.
 NAN_POLICIES = ("stop", "skip", "rollback")
+#: The ``lr_scaling`` values fit accepts (besides ``None``).
+LR_SCALINGS = ("linear", "sqrt")
 
 
 _FIT_DEFAULT: Any = object()  # a Toml spec without a default of its own: fit's default
@@ -444,6 +447,39 @@ class FitOptions:
         Toml(float, optional=True, gt=0),
     )
 
+    strategy: str = _option(
+        "auto",
+        'how several processes train together: ``"ddp"`` (DistributedDataParallel), '
+        '``"fsdp"`` (FSDP2\'s ``fully_shard``), ``"none"`` (one process, or a model you '
+        'wrapped yourself) or ``"auto"``: ``"ddp"`` under torchrun with ``WORLD_SIZE`` > 1, '
+        'else ``"none"`` (``docs/distributed.md``). ``batch_size`` is per process: the '
+        "global batch is ``batch_size`` x processes x ``accumulation_steps``.",
+        _one_of(STRATEGIES),
+        Toml(str, choices=STRATEGIES),
+    )
+    shard_optimizer: bool = _option(
+        False,
+        "shard the optimizer's state across the processes with torch's "
+        "``ZeroRedundancyOptimizer`` (ZeRO-1); the optimizer is given by name or class.",
+        check_bool,
+        Toml(bool),
+    )
+    lr_scaling: str | None = _option(
+        None,
+        "when a run resumes with another number of processes (a new global batch): "
+        '``"linear"`` multiplies the learning rate by new/old processes, ``"sqrt"`` by its '
+        "square root, ``None`` keeps it.",
+        _optional(_one_of(LR_SCALINGS)),
+        Toml(str, optional=True, choices=LR_SCALINGS),
+    )
+    lr_scaling_warmup: int = _option(
+        0,
+        "steps over which a learning rate scaled up by ``lr_scaling`` rises linearly from "
+        "the old to the new value (gradual warmup after the global batch grew), an int >= 0.",
+        _int_ge(0),
+        Toml(int, ge=0),
+    )
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             check = f.metadata["check"]
@@ -476,6 +512,11 @@ class FitOptions:
                 "nan_policy='rollback' needs checkpoint_dir (it rolls back to the last checkpoint)"
             )
         by_name = isinstance(self.optimizer, (str, type))
+        if self.shard_optimizer and isinstance(self.optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                "shard_optimizer=True builds one optimizer a process over its share of the "
+                "parameters: give optimizer by name, class or factory, not an instance"
+            )
         if self.optimizer_kwargs and not by_name:
             raise TypeError(
                 "optimizer_kwargs go with an optimizer name or class, not an instance or factory"

@@ -85,6 +85,44 @@ class World:
         if self.size > 1:
             torch.distributed.barrier()
 
+    # ---------------------------------------------------------------- collectives
+    def all_reduce_sum(self, values: list[float]) -> list[float]:
+        """The sums of ``values`` over every process, in float64 (one collective).
+
+        Example:
+            >>> World().all_reduce_sum([1.5, 2.0])
+            [1.5, 2.0]
+        """
+        if self.size == 1:
+            return [float(v) for v in values]
+        t = torch.tensor(values, dtype=torch.float64, device=_collective_device())
+        torch.distributed.all_reduce(t)
+        return [float(v) for v in t.tolist()]
+
+    def all_reduce_max(self, value: int) -> int:
+        """The largest ``value`` of every process."""
+        if self.size == 1:
+            return int(value)
+        t = torch.tensor([value], dtype=torch.int64, device=_collective_device())
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return int(t.item())
+
+    def broadcast_int(self, value: int) -> int:
+        """Rank 0's ``value``, on every process."""
+        if self.size == 1:
+            return int(value)
+        t = torch.tensor([value], dtype=torch.int64, device=_collective_device())
+        torch.distributed.broadcast(t, src=0)
+        return int(t.item())
+
+    def gather_objects(self, obj: Any) -> list[Any]:
+        """Every process's ``obj`` (picklable), in rank order, on every process."""
+        if self.size == 1:
+            return [obj]
+        out: list[Any] = [None] * self.size
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
     # ---------------------------------------------------------------- side effects
     def save_checkpoint(
         self,
@@ -126,6 +164,13 @@ class World:
         """Pass ``message`` to ``tell`` on rank 0 (one line on the console, not one a rank)."""
         if self.is_main and tell is not None:
             tell(message)
+
+
+def _collective_device() -> torch.device:
+    """Where the process group's collectives take tensors: CUDA under nccl, else the CPU."""
+    if torch.distributed.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def synchronizes_gradients(model: torch.nn.Module) -> bool:
