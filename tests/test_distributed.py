@@ -120,7 +120,13 @@ def _job_lr_find(out: Path) -> dict[str, Any]:
     train, val = _data()
     res = bergab.lr_find(_model(), train, MSE, optimizer="sgd", steps=30, batch_size=16,
                          seed=2, val_data=val, warn=False)  # fmt: skip
-    return {"suggestion": res.suggestion, "losses": [float(v) for v in res.losses]}
+    auto = _train(16, steps=40, lr="auto", optimizer="adamw")
+    return {
+        "suggestion": res.suggestion,
+        "losses": [float(v) for v in res.losses],
+        "auto": auto["lr"],
+        "auto_w": auto["w"],
+    }
 
 
 def _job_resize(out: Path) -> dict[str, Any]:
@@ -201,6 +207,10 @@ def test_lr_find_under_two_processes_equals_the_single_sweep(tmp_path: Path) -> 
                          seed=2, val_data=val, warn=False)  # fmt: skip
     assert _close(two[0]["losses"], [float(v) for v in one.losses])
     assert math.isclose(two[0]["suggestion"], one.suggestion, rel_tol=1e-9)
+    # lr="auto": the same range test and trials on the same global batches, one choice
+    auto = _train(32, steps=40, lr="auto", optimizer="adamw")
+    assert _close(two[0]["auto"], auto["lr"])
+    assert _close(two[0]["auto_w"], auto["w"])
 
 
 @pytest.mark.slow
@@ -222,9 +232,8 @@ def test_resuming_with_more_processes_scales_the_lr_with_a_warmup(tmp_path: Path
 def test_processes_given_different_options_are_told_which(tmp_path: Path) -> None:
     two = _spawn("mismatch", tmp_path)
     for r in two:
-        assert (
-            r["error"] is not None and "batch_size is 16 on rank 0 and 17 on rank 1" in r["error"]
-        )
+        assert r["error"] is not None
+        assert "batch_size is 16 on rank 0 and 17 on rank 1" in r["error"]
 
 
 # ----------------------------------------------------------------------------- one process
@@ -245,10 +254,12 @@ def test_strategy_auto_follows_torchrun_environment() -> None:
     assert strategy.resolve_strategy("fsdp", m, env={"WORLD_SIZE": "2", "RANK": "1"}) == "fsdp"
 
 
-def test_more_processes_than_cores_are_refused() -> None:
+def test_more_processes_than_cores_and_other_devices_are_refused() -> None:
     n = strategy.usable_cores() + 1
     with pytest.raises(ValueError, match=f"{n} processes on this machine but"):
         strategy.ensure_process_group(torch.device("cpu"), env={"LOCAL_WORLD_SIZE": str(n)})
+    with pytest.raises(ValueError, match="device is 'meta'"):
+        strategy.ensure_process_group(torch.device("meta"), env={"LOCAL_WORLD_SIZE": "2"})
 
 
 def test_which_optimizers_shard() -> None:
@@ -259,17 +270,17 @@ def test_which_optimizers_shard() -> None:
     ] * 4
     assert [reach(c) for c in (o.LARS, o.LAMB, o.LDoG)] == ["tensor"] * 3
     assert [reach(c) for c in (o.Prodigy, o.DoG, o.HypergradientSGD)] == ["all"] * 3
-    with pytest.raises(ValueError, match="strategy='fsdp' cuts every tensor.*LAMB"):
+    with pytest.raises(ValueError, match=r"strategy='fsdp' cuts every tensor.*LAMB"):
         strategy.check_shardable(o.LAMB, "fsdp", False)
     strategy.check_shardable(o.LAMB, "ddp", True)  # ZeRO keeps whole tensors: fine
-    with pytest.raises(ValueError, match="shard_optimizer=True.*Prodigy"):
+    with pytest.raises(ValueError, match=r"shard_optimizer=True.*Prodigy"):
         strategy.check_shardable(o.Prodigy, "ddp", True)
 
 
 def test_shard_optimizer_needs_the_optimizer_by_name_or_class() -> None:
     train, _ = _data()
     model = _model()
-    with pytest.raises(TypeError, match="shard_optimizer=True .* not an instance"):
+    with pytest.raises(TypeError, match=r"shard_optimizer=True .* not an instance"):
         bergab.fit(model, train, MSE, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
                    shard_optimizer=True)  # fmt: skip
     with pytest.raises(ValueError, match="lr_scaling must be one of"):
@@ -284,4 +295,5 @@ def test_checkpoints_hold_the_bare_model(tmp_path: Path) -> None:
     bergab.fit(model, train, MSE, max_steps=2, checkpoint_dir=tmp_path, progress=False)
     ckpt = torch.load(tmp_path / "last.pt", weights_only=False)
     assert set(ckpt["model"]) == set(model.state_dict())
-    assert ckpt["optimizer_layout"] == "index" and ckpt["fit"]["world_size"] == 1
+    assert ckpt["optimizer_layout"] == "index"
+    assert ckpt["fit"]["world_size"] == 1

@@ -31,6 +31,7 @@ from torch import nn
 
 from bergab import optim as _optim
 from bergab import schedules
+from bergab.scaling import scale_lr
 from bergab.training import _checks, _data
 from bergab.training import strategy as _strategy
 from bergab.training._errors import (
@@ -381,7 +382,7 @@ class Trainer(StepCore):
         st, o = self.state, self.options
         old, new = st.world_size, self.world.size
         if o.lr_scaling is not None:
-            ratio = new / old if o.lr_scaling == "linear" else math.sqrt(new / old)
+            ratio = scale_lr(1.0, old, new, o.lr_scaling)  # the global batch grew new/old
             before = st.world_lr_factor
             st.world_lr_factor = before * ratio
             if ratio > 1 and o.lr_scaling_warmup > 0:

@@ -38,6 +38,7 @@ from bergab._validate import (
     check_real,
     is_schedule,
 )
+from bergab.scaling import RULES
 from bergab.training._checks import check_resume_file
 from bergab.training._step import PRECISIONS, check_clip
 from bergab.training.callbacks import Callback, EarlyStopping
@@ -58,8 +59,8 @@ __all__ = [
 
 #: The ``nan_policy`` values fit accepts.
 NAN_POLICIES = ("stop", "skip", "rollback")
-#: The ``lr_scaling`` values fit accepts (besides ``None``).
-LR_SCALINGS = ("linear", "sqrt")
+#: The ``lr_scaling`` values fit accepts (besides ``None``): :mod:`bergab.scaling`'s rules.
+LR_SCALINGS = RULES
 
 
 _FIT_DEFAULT: Any = object()  # a Toml spec without a default of its own: fit's default

@@ -150,6 +150,11 @@ def ensure_process_group(device: torch.device, env: Mapping[str, str] | None = N
     dist = torch.distributed
     if not dist.is_available():
         raise ValueError("this torch build has no torch.distributed: train in one process")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(
+            f"several processes train on the CPU (gloo) or on CUDA GPUs (nccl); device is "
+            f"{device.type!r}: use device='cpu' or 'cuda', or train in one process"
+        )
     env = os.environ if env is None else env
     local = int(env.get("LOCAL_WORLD_SIZE", env.get("WORLD_SIZE", "1")))
     if device.type == "cpu" and local > usable_cores():
