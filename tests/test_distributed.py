@@ -70,6 +70,13 @@ OPTIMIZERS = {
 }
 
 
+#: early stopping that triggers within the test runs, restoring the best weights
+EARLY: dict[str, Any] = {
+    "early_stopping": {"monitor": "val_loss", "patience": 1, "restore_best": True},
+    "val_every": 2,
+}
+
+
 class _PauseAt(Callback):
     """Pause the run (a checkpoint to resume from) after ``step`` steps."""
 
@@ -113,6 +120,7 @@ def _job_sharded(out: Path) -> dict[str, Any]:
                **OPTIMIZERS["adamw"], **kw)  # fmt: skip
         res[name + "_resumed"] = _train(16, steps=30, checkpoint_dir=ckpt, resume=True,
                                         **OPTIMIZERS["adamw"], **kw)  # fmt: skip
+        res[name + "_best"] = _train(16, steps=30, **EARLY, **OPTIMIZERS["adamw"], **kw)
     return res
 
 
@@ -188,11 +196,15 @@ def test_two_processes_equal_one_with_twice_the_batch(tmp_path: Path) -> None:
 def test_zero_and_fsdp_equal_the_unsharded_run_and_resume_exactly(tmp_path: Path) -> None:
     two = _spawn("sharded", tmp_path)
     plain = _train(32, steps=30, **OPTIMIZERS["adamw"])
+    best = _train(32, steps=30, **EARLY, **OPTIMIZERS["adamw"])
+    assert best["events"][-1]["reason"].startswith("early stopping")  # it stopped early
     for name in ("zero", "fsdp"):
         assert _close(two[0][name]["w"], plain["w"]), name
         # paused at step 12 and resumed: bitwise the run that never stopped
         assert two[0][name + "_resumed"]["w"] == two[0][name]["w"], name
         assert two[0][name + "_resumed"]["loss"] == two[0][name]["loss"], name
+        # early stopping keeps and restores the whole best weights (gathered under FSDP)
+        assert _close(two[0][name + "_best"]["w"], best["w"]), name
         # one process's checkpoint holds the whole model, loadable without torch.distributed
         ckpt = torch.load(tmp_path / name / "last.pt", weights_only=False)
         assert set(ckpt["model"]) == set(_model().state_dict())

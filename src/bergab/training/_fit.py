@@ -225,6 +225,22 @@ class Trainer(StepCore):
         if self.state.stop_reason is None:
             self.state.stop_reason = reason
 
+    def model_state(self) -> dict[str, Any]:
+        """The model's whole state, keyed as the model you passed (no DDP ``module.``
+        prefix; under FSDP gathered from every process, which must all call it).
+
+        Example:
+            >>> t = Trainer(torch.nn.Linear(1, 1), (torch.zeros(2, 1), torch.zeros(2, 1)),
+            ...             torch.nn.functional.mse_loss)
+            >>> sorted(t.model_state())
+            ['bias', 'weight']
+        """
+        return _strategy.model_state(self.model)
+
+    def load_model_state(self, state: Mapping[str, Any]) -> None:
+        """Load a :meth:`model_state` into the model (every process)."""
+        _strategy.load_model_state(self.model, state)
+
     @property
     def lr(self) -> list[float]:
         """The learning rate of every param group (``group["lr"]``)."""

@@ -349,8 +349,7 @@ class EarlyStopping(_Monitoring):
             self.wait = 0
             if self.restore_best:
                 self.best_weights = {
-                    k: v.detach().to("cpu", copy=True)
-                    for k, v in trainer.model.state_dict().items()
+                    k: v.detach().to("cpu", copy=True) for k, v in _model_state(trainer).items()
                 }
             return
         self.wait += 1
@@ -363,7 +362,8 @@ class EarlyStopping(_Monitoring):
 
     def on_fit_end(self, trainer: Trainer) -> None:
         if self.restore_best and self.best_weights is not None:
-            trainer.model.load_state_dict(self.best_weights)
+            load = getattr(trainer, "load_model_state", trainer.model.load_state_dict)
+            load(self.best_weights)
 
     def state_dict(self) -> dict[str, Any]:
         """best, best_step, wait, stopped_step and the best weights (tensors)."""
@@ -540,12 +540,13 @@ class ModelCheckpoint(_Monitoring):
 
         assert self.dirpath is not None
         path = self.dirpath / name
+        state = _model_state(trainer)  # under FSDP a gather: every process takes part
         if not _writes(trainer):  # rank 0 writes; the others keep the same list
             return str(path)
         save_checkpoint(
             {
                 "format": "bergab.model/1",
-                "model": trainer.model.state_dict(),
+                "model": state,
                 "step": trainer.step,
                 "epoch": trainer.epoch,
                 "monitor": self.monitor if self.save == "best" else None,
@@ -597,3 +598,10 @@ class ModelCheckpoint(_Monitoring):
         self.kept = [(float(v), str(p)) for v, p in state["kept"]]
         if state.get("dirpath") and self.dirpath is None:
             self.dirpath = Path(state["dirpath"])
+
+
+def _model_state(trainer: Any) -> dict[str, Any]:
+    """The trainer's whole model state (:meth:`Trainer.model_state`: no DDP prefix, FSDP
+    gathered), or its model's ``state_dict()`` for a trainer-like object without it."""
+    get = getattr(trainer, "model_state", None)
+    return dict(get() if callable(get) else trainer.model.state_dict())

@@ -59,6 +59,8 @@ __all__ = [
     "is_zero",
     "launched",
     "load_full_state",
+    "load_model_state",
+    "model_state",
     "no_sync",
     "optimizer_reach",
     "resolve_strategy",
@@ -297,6 +299,27 @@ def is_zero(optimizer: Any) -> bool:
     return False
 
 
+def model_state(model: nn.Module) -> dict[str, Any]:
+    """The whole model's state with the bare module's keys, on every process (under FSDP
+    gathered: every process must call it)."""
+    if is_fsdp(model):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    return unwrap(model).state_dict()
+
+
+def load_model_state(model: nn.Module, state: Mapping[str, Any]) -> None:
+    """Load a :func:`model_state` into ``model`` (under FSDP into every process's shard)."""
+    if is_fsdp(model):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        model.reshard()  # type: ignore[operator]  # the root stays gathered after a forward
+        set_model_state_dict(model, dict(state), options=StateDictOptions(full_state_dict=True))
+        return
+    unwrap(model).load_state_dict(state)
+
+
 def gather_full_state(
     model: nn.Module, optimizer: torch.optim.Optimizer
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str]:
@@ -355,6 +378,7 @@ def load_full_state(
         )
 
         opts = StateDictOptions(full_state_dict=True)
+        model.reshard()  # type: ignore[operator]  # the root stays gathered after a forward
         set_model_state_dict(model, dict(model_state), options=opts)
         if optimizer_state["state"]:  # else saved before the first step: nothing to load
             set_optimizer_state_dict(model, optimizer, dict(optimizer_state), options=opts)
