@@ -47,6 +47,11 @@ RESUMABLE_KEYS = (
     "fit.tol",
     "fit.early_stopping",
     "fit.train_metrics",
+    # the checkpoint is whole: it resumes with another number of processes or sharding
+    "fit.strategy",
+    "fit.shard_optimizer",
+    "fit.lr_scaling",
+    "fit.lr_scaling_warmup",
     "schedule",
     "output.plots",
     "output.keep_best",

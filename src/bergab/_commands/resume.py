@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from bergab._commands.train import add_threads_argument, report, set_threads
@@ -78,4 +79,6 @@ def _run(args: argparse.Namespace) -> int:
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
             args.threads = int(json.loads(summary.read_text(encoding="utf-8"))["threads"])
     set_threads(args)
-    return report(run.resume(args.run_dir, args.set, say=print))
+    # under torchrun every process resumes; rank 0 reports
+    quiet = os.environ.get("RANK", "0") != "0"
+    return report(run.resume(args.run_dir, args.set, say=print), quiet=quiet)

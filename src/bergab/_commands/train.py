@@ -15,18 +15,26 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bergab._toml import toml_string
 
 __all__ = [
+    "Launch",
     "add_common_arguments",
+    "add_launcher_arguments",
     "add_threads_argument",
+    "check_endpoint",
+    "check_launch",
+    "launch_options",
     "overrides",
     "register",
     "report",
     "set_threads",
+    "under_torchrun",
+    "worker_argv",
 ]
 
 _EPILOG = """\
@@ -54,13 +62,15 @@ several processes (torch's own launcher, torchrun, with c10d rendezvous):
   bergab train my.toml --nproc-per-node 8 --nnodes 2 --node-rank 1 --rdzv-endpoint host0:29400
   torchrun --nproc-per-node 4 -m bergab train my.toml   # the same as the first line
 
-Each process trains with fit.strategy "auto" -> "ddp" (or the config's "ddp"/"fsdp");
-fit.batch_size is per process. Only global rank 0 writes the run directory (the nodes
-need a shared filesystem for it). The config is checked here before any process starts
-(one line, exit 2). --max-restarts K: when a process dies, torchrun restarts them all
-(at most K times) and they resume from the run's last checkpoint. On the CPU, at most
-one process per core. The exit code is that of the first process that failed (a
-process killed by a signal: 128 + its number).
+Each process runs bergab train CONFIG with fit.strategy "auto" -> "ddp" (or the
+config's "ddp"/"fsdp"); fit.batch_size is per process. Only global rank 0 writes the
+run directory and the summary (give every node the same --out, on a shared filesystem to
+resume or restart). The options and the config are checked before any process starts
+(one line, exit 2); on the CPU, at most one process per core. --max-restarts K: when a
+process dies, torchrun restarts them all (at most K times) and they resume from the
+run's last checkpoint. The exit code is that of the process that failed first (one
+killed by a signal: 128 + its number, e.g. 137 for SIGKILL). A run stopped for good
+continues with: torchrun --nproc-per-node N -m bergab resume RUN_DIR
 """
 
 
@@ -228,8 +238,6 @@ def _run(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- several processes
 
-#: torchrun's environment: a process that has it was started by torchrun and trains.
-_TORCHRUN_ENV = ("TORCHELASTIC_RUN_ID",)
 _LAUNCH_ARGS = ("nproc_per_node", "nnodes", "node_rank", "rdzv_endpoint", "max_restarts")
 
 
@@ -244,9 +252,10 @@ def under_torchrun(env: Mapping[str, str] | None = None) -> bool:
         True
     """
     env = os.environ if env is None else env
-    return any(k in env for k in _TORCHRUN_ENV) or ("RANK" in env and "WORLD_SIZE" in env)
+    return "TORCHELASTIC_RUN_ID" in env or ("RANK" in env and "WORLD_SIZE" in env)
 
 
+@dataclass(frozen=True)
 class Launch:
     """The checked launcher options of ``bergab train``: how torchrun is started.
 
@@ -261,19 +270,11 @@ class Launch:
          'is_host=false', '--module', 'bergab', 'train', 'c.toml']
     """
 
-    def __init__(
-        self,
-        nproc_per_node: int,
-        nnodes: int = 1,
-        node_rank: int = 0,
-        rdzv_endpoint: str | None = None,
-        max_restarts: int = 0,
-    ) -> None:
-        self.nproc_per_node = nproc_per_node
-        self.nnodes = nnodes
-        self.node_rank = node_rank
-        self.rdzv_endpoint = rdzv_endpoint
-        self.max_restarts = max_restarts
+    nproc_per_node: int
+    nnodes: int = 1
+    node_rank: int = 0
+    rdzv_endpoint: str | None = None
+    max_restarts: int = 0
 
     @property
     def world_size(self) -> int:
@@ -392,6 +393,12 @@ def check_launch(cfg: Any, launch: Launch) -> None:
             f"--nproc-per-node {n}: one process per GPU, and this machine has "
             f"{torch.cuda.device_count()}"
         )
+    if world > 1 and device.type not in ("cpu", "cuda"):
+        raise config.ConfigError(
+            "fit.device",
+            f"several processes train on the CPU (gloo) or on CUDA GPUs (nccl); the device is "
+            f'{device.type!r}: set "cpu" or "cuda", or train in one process',
+        )
     env = {"WORLD_SIZE": str(world), "RANK": "0"}
     try:
         chosen = strategy.resolve_strategy(cfg.fit.strategy, model, env=env)
@@ -476,10 +483,15 @@ def _launch(args: argparse.Namespace, launch: Launch) -> int:
     except SignalException as exc:  # Ctrl-C or SIGTERM: torchrun passed it on and waited
         return exit_code(name=signal.Signals(exc.sigval).name)
     except RendezvousError as exc:
+        why = [
+            (str(e).strip().splitlines() or [type(e).__name__])[0]
+            for e in (exc, exc.__cause__)
+            if e
+        ]
+        text = "; ".join(why).replace(" See inner exception for details.", "")
         where = launch.rdzv_endpoint or "this machine"
         raise UsageError(
-            f"--rdzv-endpoint: the processes could not meet at {where}: "
-            + (str(exc).splitlines() or [type(exc).__name__])[0]
+            f"--rdzv-endpoint: the processes could not meet at {where}: {text}"
         ) from None
     return 0
 
@@ -489,7 +501,18 @@ def _failed(exc: Any, launch: Launch) -> int:
     line when no process said why itself (killed by a signal, an unusual code)."""
     import signal
 
-    rank, failure = exc.get_first_failure()
+    failures = exc.failures
+
+    def cause(r: int) -> tuple[int, int, int]:
+        # the root cause first: killed by a signal (SIGKILL, SIGSEGV...), then a process
+        # that exited with its own code; last those torchrun stopped with SIGTERM once
+        # the first had failed (its timestamps are whole seconds: they do not tell)
+        code = failures[r].exitcode
+        order = 2 if code == -signal.SIGTERM else 0 if code < 0 else 1
+        return order, failures[r].timestamp, r
+
+    rank = min(failures, key=cause)
+    failure = failures[rank]
     code = int(failure.exitcode)
     after = f" (after {launch.max_restarts} restarts)" if launch.max_restarts else ""
     if code < 0:

@@ -154,7 +154,7 @@ class Trainer(StepCore):
                 "'fsdp'), or wrap it in torch.nn.parallel.DistributedDataParallel yourself"
             )
         if self.world.size > 1:
-            _strategy.check_same_options(o, model, self.world)
+            _strategy.check_same_options(o, model, self.world, train_data)
 
         self.optimizer: torch.optim.Optimizer = None  # type: ignore[assignment]
         self.scaler: Any = None

@@ -396,8 +396,21 @@ _AGREED = (
 )  # fmt: skip
 
 
-def _fingerprint(options: Any, model: nn.Module) -> dict[str, str]:
+def _length(data: Any) -> str:
+    """How many examples ``data`` holds, as far as it says without being read."""
+    if isinstance(data, (tuple, list)) and data and hasattr(data[0], "__len__"):
+        return str(len(data[0]))  # tensors or arrays (x, y, ...)
+    try:
+        return str(len(data))
+    except TypeError:
+        return "?"
+
+
+def _fingerprint(options: Any, model: nn.Module, train_data: Any) -> dict[str, str]:
     out = {name: repr(getattr(options, name)) for name in _AGREED}
+    out["the number of train_data examples"] = _length(train_data)
+    if options.val_data is not None:
+        out["the number of val_data examples"] = _length(options.val_data)
     opt = options.optimizer
     out["optimizer"] = opt if isinstance(opt, str) else getattr(opt, "__name__", type(opt).__name__)
     out["optimizer_kwargs"] = repr(sorted((options.optimizer_kwargs or {}).items()))
@@ -407,10 +420,11 @@ def _fingerprint(options: Any, model: nn.Module) -> dict[str, str]:
     return out
 
 
-def check_same_options(options: Any, model: nn.Module, world: World) -> None:
-    """Raise ``ValueError`` naming the first option (or the model) that differs between
-    this process and rank 0 (every process raises it, so none waits on another)."""
-    prints = world.gather_objects(_fingerprint(options, model))
+def check_same_options(options: Any, model: nn.Module, world: World, train_data: Any) -> None:
+    """Raise ``ValueError`` naming the first option (or the model, or the data's size)
+    that differs between this process and rank 0 (every process raises it, so none waits
+    on another: processes that disagree would take different numbers of steps)."""
+    prints = world.gather_objects(_fingerprint(options, model, train_data))
     for rank, fp in enumerate(prints[1:], start=1):
         for key, value in prints[0].items():
             if fp.get(key) != value:
