@@ -91,7 +91,12 @@ def launched(env: Mapping[str, str] | None = None) -> bool:
 
 
 def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity, else the machine's count)."""
+    """The CPU cores this process may run on (its affinity, else the machine's count).
+
+    Example:
+        >>> usable_cores() >= 1
+        True
+    """
     with contextlib.suppress(AttributeError, OSError):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
@@ -209,7 +214,16 @@ def optimizer_reach(optimizer: Any) -> str:
 
 
 def check_shardable(optimizer: Any, strategy: str, sharded_optimizer: bool) -> None:
-    """Refuse an optimizer whose step would read across the shards it cannot see."""
+    """Refuse an optimizer whose step would read across the shards it cannot see.
+
+    Example:
+        >>> import bergab
+        >>> check_shardable(bergab.optim.AdamW, "fsdp", True)  # element-wise: fine
+        >>> check_shardable(bergab.optim.DoG, "ddp", True)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: shard_optimizer=True gives each process a share of the parameters, ...
+    """
     reach = optimizer_reach(optimizer)
     name = optimizer.__name__ if isinstance(optimizer, type) else type(optimizer).__name__
     if strategy == "fsdp" and reach != "element":
@@ -246,14 +260,25 @@ def wrap(model: nn.Module, strategy: str, device: torch.device) -> nn.Module:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The user's module inside a DDP wrapper (FSDP2 shards in place: the model itself)."""
+    """The user's module inside a DDP wrapper (FSDP2 shards in place: the model itself).
+
+    Example:
+        >>> m = torch.nn.Linear(1, 1)
+        >>> unwrap(m) is m
+        True
+    """
     while isinstance(model, nn.parallel.DistributedDataParallel):
         model = model.module
     return model
 
 
 def is_fsdp(model: nn.Module) -> bool:
-    """Whether ``model`` is sharded by FSDP2's ``fully_shard``."""
+    """Whether ``model`` is sharded by FSDP2's ``fully_shard``.
+
+    Example:
+        >>> is_fsdp(torch.nn.Linear(1, 1))
+        False
+    """
     with contextlib.suppress(ImportError):
         from torch.distributed.fsdp import FSDPModule
 
@@ -264,7 +289,15 @@ def is_fsdp(model: nn.Module) -> bool:
 @contextlib.contextmanager
 def no_sync(model: nn.Module, skip: bool) -> Iterator[None]:
     """Inside, backward passes keep their gradients local (``skip``): the micro-steps of
-    gradient accumulation but the last, so gradients are averaged once per step."""
+    gradient accumulation but the last, so gradients are averaged once per step.
+
+    Example:
+        >>> m = torch.nn.Linear(2, 1)
+        >>> with no_sync(m, skip=True):  # a model that averages nothing: a plain backward
+        ...     m(torch.ones(1, 2)).sum().backward()
+        >>> m.weight.grad.tolist()
+        [[1.0, 1.0]]
+    """
     if not skip:
         yield
     elif isinstance(model, nn.parallel.DistributedDataParallel):
@@ -291,7 +324,12 @@ def shard_optimizer(
 
 
 def is_zero(optimizer: Any) -> bool:
-    """Whether ``optimizer`` is a ``ZeroRedundancyOptimizer``."""
+    """Whether ``optimizer`` is a ``ZeroRedundancyOptimizer``.
+
+    Example:
+        >>> is_zero(torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1))
+        False
+    """
     with contextlib.suppress(ImportError):
         from torch.distributed.optim import ZeroRedundancyOptimizer
 
