@@ -44,11 +44,21 @@ def _data() -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torc
     return (x[:200], y[:200]), (x[200:], y[200:])  # 56 validation examples: 28 a process
 
 
-def _model() -> torch.nn.Module:
+def _model(dropout: float = 0.0) -> torch.nn.Module:
+    g = torch.get_rng_state()
     torch.manual_seed(1)
-    return torch.nn.Sequential(
-        torch.nn.Linear(5, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(5, 16), torch.nn.Tanh(), torch.nn.Dropout(dropout), torch.nn.Linear(16, 1)
     ).double()
+    torch.set_rng_state(g)  # the caller's random stream goes on as it was
+    return model
+
+
+def _big_val() -> tuple[torch.Tensor, torch.Tensor]:
+    """513 validation examples: 257 and 256 a process, in 2 and 1 batches of 256."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(513, 5, generator=g, dtype=torch.float64)
+    return x, torch.tanh(x.sum(1, keepdim=True))
 
 
 def _flat(tensors: Any) -> list[float]:
@@ -88,12 +98,13 @@ class _PauseAt(Callback):
             trainer.stop("pause", checkpoint=True)
 
 
-def _train(batch: int, steps: int = 50, **kw: Any) -> dict[str, Any]:
+def _train(batch: int, steps: int = 50, dropout: float = 0.0, **kw: Any) -> dict[str, Any]:
     """A run on the test data; its final weights (the bare module's), losses and records."""
     train, val = _data()
-    model = _model()
-    h = bergab.fit(model, train, MSE, val_data=val, metrics={"mae": _mae}, max_steps=steps,
-                   batch_size=batch, seed=3, progress=False, **kw)  # fmt: skip
+    model = _model(dropout)
+    kw = {"val_data": val, "seed": 3, **kw}
+    h = bergab.fit(model, train, MSE, metrics={"mae": _mae}, max_steps=steps,
+                   batch_size=batch, progress=False, **kw)  # fmt: skip
     return {
         "w": _flat(strategy.unwrap(model).state_dict().values()),
         "loss": list(h.steps["loss"]),
@@ -121,6 +132,23 @@ def _job_sharded(out: Path) -> dict[str, Any]:
         res[name + "_resumed"] = _train(16, steps=30, checkpoint_dir=ckpt, resume=True,
                                         **OPTIMIZERS["adamw"], **kw)  # fmt: skip
         res[name + "_best"] = _train(16, steps=30, **EARLY, **OPTIMIZERS["adamw"], **kw)
+    # validation in step under FSDP: 2 batches on rank 0, 1 on rank 1 (a forward to match)
+    res["fsdp_big_val"] = _train(16, steps=4, val_data=_big_val(), strategy="fsdp",
+                                 **OPTIMIZERS["adamw"])  # fmt: skip
+    # a ZeRO run paused here is resumed by one process (in the test)
+    _train(16, steps=30, checkpoint_dir=out / "zero_to_one", callbacks=[_PauseAt(12)],
+           shard_optimizer=True, **OPTIMIZERS["adamw"])  # fmt: skip
+    errors = {}
+    for name, kw in (("sf", {"optimizer": "schedulefree_adamw", "shard_optimizer": True}),
+                     ("fsdp_zero", {"strategy": "fsdp", "shard_optimizer": True})):  # fmt: skip
+        try:
+            _train(16, steps=2, **kw)
+        except ValueError as exc:
+            errors[name] = str(exc)
+    res["errors"] = errors
+    model = _model()
+    strategy.wrap(model, "fsdp", torch.device("cpu"))
+    res["fsdp_units"] = sum(strategy.is_fsdp(m) for m in model.modules())
     return res
 
 
@@ -141,6 +169,20 @@ def _job_resize(out: Path) -> dict[str, Any]:
     # the run was paused after 5 steps by one process (batch 16); two go on (global 32)
     return _train(16, steps=12, checkpoint_dir=out / "resize", resume=True, lr_scaling="linear",
                   lr_scaling_warmup=4, **TORCH_SGD)  # fmt: skip
+
+
+def _job_rng(out: Path) -> dict[str, Any]:
+    """Dropout with each process's own random stream (seed=None after a seed a rank):
+    a resume gives each process its own random state back, so it is bitwise."""
+    rank = int(os.environ["RANK"])
+    kw = {"seed": None, "dropout": 0.3, "steps": 16, **OPTIMIZERS["adamw"]}
+    torch.manual_seed(100 + rank)
+    whole = _train(16, **kw)
+    torch.manual_seed(100 + rank)
+    _train(16, checkpoint_dir=out / "rng", callbacks=[_PauseAt(7)], **kw)
+    torch.manual_seed(999)  # whatever this process draws now, the checkpoint's state wins
+    resumed = _train(16, checkpoint_dir=out / "rng", resume=True, **kw)
+    return {"whole": whole["w"], "resumed": resumed["w"]}
 
 
 def _job_mismatch(out: Path) -> dict[str, Any]:
@@ -208,6 +250,19 @@ def test_zero_and_fsdp_equal_the_unsharded_run_and_resume_exactly(tmp_path: Path
         # one process's checkpoint holds the whole model, loadable without torch.distributed
         ckpt = torch.load(tmp_path / name / "last.pt", weights_only=False)
         assert set(ckpt["model"]) == set(_model().state_dict())
+    one = _train(32, steps=4, val_data=_big_val(), **OPTIMIZERS["adamw"])
+    got = two[0]["fsdp_big_val"]["records"]
+    assert _close([r["val_loss"] for r in got], [r["val_loss"] for r in one["records"]])
+    # ZeRO's checkpoint is whole: one process continues it, as the unsharded run went on
+    resumed = _train(32, steps=30, checkpoint_dir=tmp_path / "zero_to_one", resume=True,
+                     shard_optimizer=True, **OPTIMIZERS["adamw"])  # fmt: skip
+    assert resumed["lr"] == plain["lr"]
+    assert all(math.isfinite(v) for v in resumed["loss"])
+    event = next(e for e in resumed["events"] if e["event"] == "world_size")
+    assert (event["from"], event["to"]) == (2, 1)
+    assert "shard_optimizer=True: ScheduleFreeAdamW keeps two sets" in two[0]["errors"]["sf"]
+    assert "shard_optimizer=True goes with strategy='ddp'" in two[0]["errors"]["fsdp_zero"]
+    assert two[0]["fsdp_units"] == 3  # two Linear blocks and the root: gathered one at a time
 
 
 @pytest.mark.slow
@@ -238,6 +293,13 @@ def test_resuming_with_more_processes_scales_the_lr_with_a_warmup(tmp_path: Path
     assert _close(got[5:], [lr * (1 + k / 4) for k in range(4)] + [2 * lr] * 3)
     event = next(e for e in two[0]["events"] if e["event"] == "world_size")
     assert (event["from"], event["to"], event["step"]) == (1, 2, 5)
+
+
+@pytest.mark.slow
+def test_each_process_resumes_its_own_random_state(tmp_path: Path) -> None:
+    two = _spawn("rng", tmp_path)
+    assert two[0]["resumed"] == two[0]["whole"]
+    assert two[1]["resumed"] == two[1]["whole"]
 
 
 @pytest.mark.slow
@@ -297,6 +359,20 @@ def test_shard_optimizer_needs_the_optimizer_by_name_or_class() -> None:
                    shard_optimizer=True)  # fmt: skip
     with pytest.raises(ValueError, match="lr_scaling must be one of"):
         bergab.fit(model, train, MSE, lr_scaling="cubic")
+
+
+def test_a_checkpoint_of_a_model_wrapped_by_hand_still_resumes(tmp_path: Path) -> None:
+    """Checkpoints of a model you wrapped in DDP yourself held ``module.`` keys: they load."""
+    train, _ = _data()
+    bergab.fit(_model(), train, MSE, max_steps=2, checkpoint_dir=tmp_path, progress=False)
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=False)
+    ckpt["model"] = {f"module.{k}": v for k, v in ckpt["model"].items()}
+    del ckpt["fit"]["world_size"]  # and from before the number of processes was recorded
+    torch.save(ckpt, tmp_path / "last.pt")
+    h = bergab.fit(_model(), train, MSE, max_steps=4, checkpoint_dir=tmp_path, resume=True,
+                   progress=False)  # fmt: skip
+    assert len(h.steps["loss"]) == 4
+    assert not any(e["event"] == "world_size" for e in h.events)
 
 
 def test_checkpoints_hold_the_bare_model(tmp_path: Path) -> None:

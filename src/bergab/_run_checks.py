@@ -47,7 +47,8 @@ RESUMABLE_KEYS = (
     "fit.tol",
     "fit.early_stopping",
     "fit.train_metrics",
-    # the checkpoint is whole: it resumes with another number of processes or sharding
+    # the checkpoint is whole: it resumes with another number of processes, with or
+    # without ZeRO (one written under FSDP resumes under FSDP only, which fit says)
     "fit.strategy",
     "fit.shard_optimizer",
     "fit.lr_scaling",

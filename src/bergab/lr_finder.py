@@ -611,7 +611,7 @@ def _session(
     params, here, target = _placement(model, device, given is not None)
     steps.precision = check_precision(steps.precision, target)
     if launched():  # under torchrun: the processes sweep together, as fit trains
-        ensure_process_group(device_of_rank(target))
+        ensure_process_group(device_of_rank(target, "auto" if device is None else device))
     if target.type == "cuda":
         torch.cuda.init()  # so the snapshot holds the CUDA generators' states
     snap = _snapshot.take(model, (train_data, val_data))

@@ -688,7 +688,10 @@ def _join_processes(cfg: config.RunConfig, model: torch.nn.Module) -> None:
         raise config.ConfigError("fit.strategy", str(exc)) from None
     if chosen == "none":
         return
-    device = strategy.device_of_rank(config.resolve_device(cfg, model))
+    try:
+        device = strategy.device_of_rank(config.resolve_device(cfg, model), cfg.fit.device)
+    except ValueError as exc:
+        raise config.ConfigError("fit.device", str(exc)) from None
     try:
         strategy.ensure_process_group(device)
     except ValueError as exc:

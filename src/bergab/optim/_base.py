@@ -439,4 +439,4 @@ class Optimizer(torch.optim.Optimizer):
 
 def _is_dtensor(t: torch.Tensor) -> bool:
     """Whether ``t`` is a ``DTensor`` (a shard of a parameter under FSDP)."""
-    return type(t).__name__ == "DTensor" or "DTensor" in (c.__name__ for c in type(t).__mro__)
+    return type(t).__name__ == "DTensor"  # FSDP2's parameters are DTensors themselves

@@ -343,7 +343,9 @@ def non_finite_cause(
     blame = non_finite_data(batch_fn, micro, first_batch, step)
     if blame is None and step == 1:
         for name, p in model.named_parameters():
-            if _non_finite_kind(p.detach()) is not None:
+            t = p.detach()
+            t = t.to_local() if hasattr(t, "to_local") else t  # FSDP: this process's shard
+            if _non_finite_kind(t) is not None:
                 return f"the model's parameter {name!r} holds NaN/inf before the first step"
     return blame
 

@@ -44,8 +44,10 @@ from bergab.training._lr import (
     LRControl,
     Scaled,
     build_optimizer,
+    core,
     resolve_lr,
     stateful_schedules,
+    sync_zero,
 )
 from bergab.training._state import CHECKPOINT_FORMAT, RunState
 from bergab.training._step import (
@@ -144,7 +146,7 @@ class Trainer(StepCore):
         self.module = model
         self.strategy = _strategy.resolve_strategy(o.strategy, model)
         if self.strategy != "none":
-            self.device = _strategy.device_of_rank(self.device)
+            self.device = _strategy.device_of_rank(self.device, o.device)
             _strategy.ensure_process_group(self.device)
         self.world = World.current()
         if self.world.size > 1 and self.strategy == "none" and not synchronizes_gradients(model):
@@ -259,8 +261,14 @@ class Trainer(StepCore):
             o.optimizer, o.optimizer_kwargs, self.model, lr, shard=shard
         )
         if shard or self.strategy == "fsdp":
-            inner = opt.optim if shard else opt  # type: ignore[attr-defined]
+            inner = core(opt)
             _strategy.check_shardable(inner, self.strategy, shard)
+            if shard and callable(getattr(inner, "eval", None)):
+                raise ValueError(
+                    f"shard_optimizer=True: {type(inner).__name__} keeps two sets of weights "
+                    "and swaps them for evaluation (eval()/train()), which each process can "
+                    "do only for its share: use shard_optimizer=False"
+                )
         self.optimizer = opt
         if scheduler is not None:
             self.scheduler = scheduler
@@ -326,11 +334,14 @@ class Trainer(StepCore):
         self.state.world_size = self.world.size
         if self.strategy != "none":
             self.model = _strategy.wrap(model, self.strategy, self.device)
+        if self.world.size > 1:  # fit's wrapper or yours
             # validation needs no gradient averaging: DDP's own module evaluates (FSDP must
-            # gather each layer's weights, so its processes evaluate in step)
+            # gather each layer's weights, so its processes evaluate in step, and each
+            # holds a shard of every gradient)
             self._eval_model = _strategy.unwrap(self.model)
-            self._lockstep = self.strategy == "fsdp"
+            self._lockstep = _strategy.shards_parameters(self.model)
         self._plan()
+        self.state.rank_batch = getattr(self._source, "batch_size", None)
 
         lr = resolve_lr(self, fit_state)
         scaled = self._build_optimizer(lr)
@@ -343,6 +354,7 @@ class Trainer(StepCore):
             isinstance(self._source, _data.TensorSource)
             and all(t.device == self.device for t in self._source.tensors)
         )
+        inner = core(opt)  # a ZeRO-wrapped optimizer is read through its stepping one
         self._sf = callable(getattr(opt, "train", None)) and callable(getattr(opt, "eval", None))
         self._set_precision(self.precision)
         self._lr = LRControl(opt, self.scheduler, scaled)
@@ -353,7 +365,7 @@ class Trainer(StepCore):
         self._scheduler_stateful = isinstance(self.scheduler, schedules.ScheduleLR) and any(
             s.stateful for s in self.scheduler.schedules
         )
-        self._has_effective_lr = hasattr(type(opt), "effective_lr")
+        self._has_effective_lr = hasattr(type(inner), "effective_lr")
         self._lr_keys = (
             ["lr"]
             if len(opt.param_groups) == 1
@@ -396,7 +408,7 @@ class Trainer(StepCore):
         rescaled by ``lr_scaling`` (rising over ``lr_scaling_warmup`` steps when it grows),
         and a resume inside an epoch continues after the examples already seen."""
         st, o = self.state, self.options
-        old, new = st.world_size, self.world.size
+        old, new = int(st.world_size or 1), self.world.size
         if o.lr_scaling is not None:
             ratio = scale_lr(1.0, old, new, o.lr_scaling)  # the global batch grew new/old
             before = st.world_lr_factor
@@ -411,8 +423,11 @@ class Trainer(StepCore):
                     "train_data as tensors or a Dataset (fit shards those itself); resume with "
                     f"{old} processes, or from an epoch's end"
                 )
-            seen = st.batch_in_epoch * src.batch_size * old  # the epoch order's first ones
-            st.batch_in_epoch = min(seen // (src.batch_size * new), src.num_batches or 0)
+            # the epoch order's first examples were taken; go on after them, at a step's start
+            seen = st.batch_in_epoch * (st.rank_batch or src.batch_size) * old
+            k = o.accumulation_steps
+            batches = min(seen // (src.batch_size * new), src.num_batches or 0)
+            st.batch_in_epoch = batches - batches % k
         self.history.add_event({"event": "world_size", "step": st.step, "from": old, "to": new,
                                 "lr_factor": st.world_lr_factor})  # fmt: skip
         st.world_size = new
@@ -442,7 +457,9 @@ class Trainer(StepCore):
         assert self.checkpoint_dir is not None
         return self.checkpoint_dir / _LAST
 
-    def _checkpoint(self, full: tuple[Any, Any, str] | None = None) -> dict[str, Any]:
+    def _checkpoint(
+        self, full: tuple[Any, Any, str] | None = None, rngs: list[Any] | None = None
+    ) -> dict[str, Any]:
         """Everything a resume needs: model, optimizer, schedules, callbacks, run state.
 
         ``full``: the model's and optimizer's state gathered from every process
@@ -475,14 +492,20 @@ class Trainer(StepCore):
             "history": self.history.state_dict(),
             "fit": state.to_dict(),
             # restored but not yet in use (a resume inside an epoch): save it as it was
-            "rng": self._pending_rng if self._pending_rng is not None else rng_state(),
+            "rng": self._rng_now(),
+            # several processes: each one's own (their dropout draws differ without a seed)
+            "rng_ranks": rngs,
         }
+
+    def _rng_now(self) -> Any:
+        return self._pending_rng if self._pending_rng is not None else rng_state()
 
     def _save_checkpoint(self) -> None:
         with self._eval_mode():
             if self.world.size > 1:  # gathering a sharded state takes every process
                 full = _strategy.gather_full_state(self.model, self.optimizer)
-                state: Any = lambda: self._checkpoint(full)  # noqa: E731 (rank 0 builds it)
+                rngs = self.world.gather_objects(self._rng_now())
+                state: Any = lambda: self._checkpoint(full, rngs)  # noqa: E731 (rank 0 builds)
             else:
                 state = self._checkpoint
             self.world.save_checkpoint(state, self._last_path, keep_last=self.options.keep_last)
@@ -497,12 +520,15 @@ class Trainer(StepCore):
                 self.model, self.optimizer, ckpt["model"], ckpt["optimizer"], layout
             )
         else:
-            for what, obj in (
-                ("model", _strategy.unwrap(self.model)),
-                ("optimizer", self.optimizer),
+            model_state = dict(ckpt["model"])
+            # a checkpoint of a model you wrapped in DDP yourself (keys "module.", as before)
+            torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(model_state, "module.")
+            for what, obj, saved in (
+                ("model", _strategy.unwrap(self.model), model_state),
+                ("optimizer", self.optimizer, ckpt["optimizer"]),
             ):
                 try:  # a checkpoint of another model/optimizer: say so, not torch's KeyError
-                    obj.load_state_dict(ckpt[what])
+                    obj.load_state_dict(saved)
                 except (RuntimeError, ValueError, KeyError) as exc:
                     raise ValueError(
                         f"resume: the checkpoint's {what} state does not fit this run's {what} "
@@ -530,19 +556,25 @@ class Trainer(StepCore):
             if key in states:
                 cb.load_state_dict(states[key])
         self.history.load_state_dict(ckpt["history"])
+        rank_batch = self.state.rank_batch
         self.state = RunState.from_dict(ckpt["fit"])
-        if self.state.world_size != self.world.size:
+        if self.state.world_size not in (None, self.world.size):
             self._resize_world()
+        self.state.world_size, self.state.rank_batch = self.world.size, rank_batch
         self._t0 = time.perf_counter()
         self._lr.load_state_dict(self.state.lr_control)
         if self._sf:
             self.optimizer.train()  # type: ignore[attr-defined]
         self.optimizer.zero_grad(set_to_none=True)
+        rng = ckpt["rng"]
+        ranks = ckpt.get("rng_ranks")
+        if ranks is not None and len(ranks) == self.world.size:
+            rng = ranks[self.world.rank]  # this process's own random state
         if self.state.batch_in_epoch == 0:
-            set_rng_state(ckpt["rng"])
+            set_rng_state(rng)
             self._pending_rng = None
         else:
-            self._pending_rng = ckpt["rng"]  # set once the epoch's iterator is rebuilt
+            self._pending_rng = rng  # set once the epoch's iterator is rebuilt
 
     def _load_resume(self) -> dict[str, Any] | None:
         resume = self.options.resume
@@ -561,10 +593,23 @@ class Trainer(StepCore):
     # ------------------------------------------------------------------ the loop
     def run(self) -> History:
         """Train, and return the :class:`History` (what :func:`fit` calls)."""
+        error: ValueError | None = None
         if self.world.is_main:  # rank 0 writes: its folders must take files before any work
-            for name, path in (("checkpoint_dir", self.checkpoint_dir), ("log_dir", self.log_dir)):
-                if path is not None:
-                    _checks.check_writable_dir(name, path)
+            try:
+                for name, path in (
+                    ("checkpoint_dir", self.checkpoint_dir),
+                    ("log_dir", self.log_dir),
+                ):
+                    if path is not None:
+                        _checks.check_writable_dir(name, path)
+            except ValueError as exc:
+                error = exc
+        if self.world.size > 1 and self.world.broadcast_int(int(error is not None)):
+            raise error or ValueError(  # every process stops, none waits for another
+                "rank 0 cannot write checkpoint_dir or log_dir (its message says which)"
+            )
+        if error is not None:
+            raise error
         ckpt = self._load_resume()
         self._setup(ckpt)
         ended = False
@@ -677,7 +722,7 @@ class Trainer(StepCore):
         for v in lrs:  # a negative lr would ascend, a NaN one poison the weights: refuse
             if not 0.0 <= v < _INF:
                 self._bad_lr(lrs)
-        eff = opt.effective_lr if self._has_effective_lr else None  # type: ignore[attr-defined]
+        eff = core(opt).effective_lr if self._has_effective_lr else None  # type: ignore[attr-defined]
         skipped = False
         if not math.isfinite(loss_v) or (scaler is None and not math.isfinite(gn_v)):
             skipped = self._non_finite(loss_v, gn_v, micro)
@@ -750,6 +795,10 @@ class Trainer(StepCore):
         blame = _checks.non_finite_cause(
             self.batch_fn, micro, st.batch_in_epoch + 1, st.step + 1, self.model
         )
+        if self.world.size > 1:  # each process searched its shard: all decide on all
+            blames = self.world.gather_objects(blame)
+            found = [(r, b) for r, b in enumerate(blames) if b is not None]
+            blame = None if not found else f"{found[0][1]} (on rank {found[0][0]})"
         if blame is not None:
             where = f"{where}: {blame}"
             if policy != "skip":
@@ -861,12 +910,13 @@ class Trainer(StepCore):
         if self._group_schedules:
             for s in self._group_schedules:
                 s.update(metric)
-            opt = self.optimizer
+            opt = core(self.optimizer)
             if isinstance(opt, _optim.Optimizer):
                 for i, g in enumerate(opt.param_groups):
                     sched = opt.schedules(i).get("lr")
                     if sched is not None:
                         g["lr"] = float(sched(int(g["step"])))
+                sync_zero(self.optimizer)
         if self._scheduler_stateful:
             self.scheduler.update(metric)
         elif isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):

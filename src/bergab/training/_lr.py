@@ -38,6 +38,30 @@ __all__ = [
 ]
 
 
+def core(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """The optimizer that steps: inside a ``ZeroRedundancyOptimizer``, this process's one
+    (over its share of the parameters, with the same param groups), else ``opt``.
+
+    Example:
+        >>> sgd = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        >>> core(sgd) is sgd
+        True
+    """
+    inner = getattr(opt, "optim", None)
+    if type(opt).__name__ == "ZeroRedundancyOptimizer" and isinstance(inner, torch.optim.Optimizer):
+        return inner
+    return opt
+
+
+def sync_zero(opt: torch.optim.Optimizer) -> None:
+    """After a change to the stepping optimizer's groups (a schedule set, an lr written),
+    copy them to ZeRO's own groups, which ZeRO copies back into it before every step."""
+    inner = core(opt)
+    if inner is not opt:
+        for outer, mine in zip(opt.param_groups, inner.param_groups, strict=True):
+            outer.update({k: v for k, v in mine.items() if k != "params"})
+
+
 def write_lr(group: dict[str, Any], value: float) -> None:
     if isinstance(group.get("lr"), torch.Tensor):
         group["lr"].fill_(value)
@@ -132,8 +156,8 @@ class LRControl:
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.scaled = scaled
-        groups = optimizer.param_groups
-        if is_bergab(optimizer):
+        groups = optimizer.param_groups  # ZeRO's: copied into its stepping optimizer's
+        if is_bergab(core(optimizer)):
             self.kind = "lr_scale"
             self.base = [float(g["lr_scale"]) for g in groups]
         elif scaled is not None:
@@ -252,23 +276,26 @@ def build_optimizer(
         def per_group(s: schedules.ScheduleLike) -> list[schedules.ScheduleLike]:
             return [s if r == 1.0 else _GroupRatio(s, r) for r in ratios]
 
+        stepper = core(opt)  # a bergab optimizer inside ZeRO keeps its own schedules
         if schedules.is_schedule(lr):
-            if is_bergab(opt):
+            if is_bergab(stepper):
                 for i, s in enumerate(per_group(lr)):
-                    opt.set_schedule("lr", s, group=i)
+                    stepper.set_schedule("lr", s, group=i)
             else:
                 scaled = Scaled(lr)
                 scheduler = schedules.attach(opt, per_group(scaled))
         else:
-            if is_bergab(opt):
-                opt.set_schedule("lr", None)
-            for g, r in zip(opt.param_groups, ratios, strict=True):
+            if is_bergab(stepper):
+                stepper.set_schedule("lr", None)
+            for g, r in zip(stepper.param_groups, ratios, strict=True):
                 write_lr(g, float(lr) * r)
+        sync_zero(opt)
     return opt, scheduler, scaled
 
 
 def stateful_schedules(opt: torch.optim.Optimizer) -> list[schedules.Schedule]:
     """The metric-driven schedules driving a bergab optimizer's groups, each once."""
+    opt = core(opt)
     found: list[schedules.Schedule] = []
     if isinstance(opt, _optim.Optimizer):
         for i in range(len(opt.param_groups)):

@@ -22,7 +22,14 @@ CHECKPOINT_FORMAT = "bergab.fit/1"
 #: Fields added since the format was first written: an older checkpoint lacks them, and
 #: loading it gives them their defaults (the run had nothing to record in them).
 _ADDED = frozenset(
-    {"train_metric_sums", "train_metric_n", "world_size", "world_lr_factor", "world_ramp"}
+    {
+        "train_metric_sums",
+        "train_metric_n",
+        "world_size",
+        "world_lr_factor",
+        "world_ramp",
+        "rank_batch",
+    }
 )
 
 
@@ -69,10 +76,13 @@ class RunState:
     auto: dict[str, Any] | None = None
     #: the number of processes that trained (a resume with another one rescales the lr
     #: by ``lr_scaling``), the factor that rescaling applies, and its warmup ramp
-    #: ``[first step, steps, factor before, factor after]`` or ``None``
-    world_size: int = 1
+    #: ``[first step, steps, factor before, factor after]`` or ``None`` (``world_size`` is
+    #: ``None`` in a checkpoint from before it was recorded: no rescaling then), and the
+    #: batch size of one process (where a resume with another number continues)
+    world_size: int | None = None
     world_lr_factor: float = 1.0
     world_ramp: list[float] | None = None
+    rank_batch: int | None = None
     #: a stop that holds on resume (early stopping, tol, a callback), and its reason
     should_stop: bool = False
     stop_reason: str | None = None

@@ -275,13 +275,17 @@ class StepCore:
                 _checks.split_batch(self.batch_fn, b, self._data_name)
             raise
         total = sum(sizes)
-        last = len(micro) - 1
-        skip = self.world.size > 1  # gradients are averaged once, at the last micro-batch
-        with no_sync(self.model, skip):
-            loss = self._forward_backward(micro[0], sizes[0] / total).detach()
-        for i, (b, n) in enumerate(zip(micro[1:], sizes[1:], strict=True), start=1):
-            with no_sync(self.model, skip and i < last):
-                loss = loss + self._forward_backward(b, n / total).detach()
+        if self.world.size > 1:  # gradients are averaged once, at the last micro-batch
+            last = len(micro) - 1
+            with no_sync(self.model, True):
+                loss = self._forward_backward(micro[0], sizes[0] / total).detach()
+            for i, (b, n) in enumerate(zip(micro[1:], sizes[1:], strict=True), start=1):
+                with no_sync(self.model, i < last):
+                    loss = loss + self._forward_backward(b, n / total).detach()
+            return loss
+        loss = self._forward_backward(micro[0], sizes[0] / total).detach()
+        for b, n in zip(micro[1:], sizes[1:], strict=True):
+            loss = loss + self._forward_backward(b, n / total).detach()
         return loss
 
     def _loss_and_grad_norm(self, loss: torch.Tensor) -> tuple[float, float]:
@@ -326,12 +330,18 @@ class StepCore:
         process sees the same numbers and takes the same decisions (NaN policy, tol)."""
         grads = [p.grad for p in self._params if p.grad is not None]
         local = [_local(g) for g in grads]
-        sq = sum((float(n) ** 2 for n in _foreach_norm(local)), 0.0) if local else 0.0
-        sharded = self._lockstep  # FSDP: each process holds a shard of every gradient
-        loss_sum, sq_sum = self.world.all_reduce_sum(
-            [float(loss.detach().double().item()), sq if sharded else 0.0]
+        dev = loss.device
+        sq = (
+            torch.stack([n.to(dev, torch.float64) for n in _foreach_norm(local)]).square().sum()
+            if local
+            else torch.zeros((), dtype=torch.float64, device=dev)
         )
-        gn = math.sqrt(sq_sum if sharded else sq)
+        sharded = self._lockstep  # FSDP: each process holds a shard of every gradient
+        # one collective and one device->host copy: the loss sum, and the squared norm
+        # summed over the shards (FSDP) or this process's (DDP: the same everywhere)
+        pair = torch.stack([loss.detach().to(torch.float64), sq if sharded else sq * 0.0])
+        loss_sum, sq_sum = self.world.all_reduce_sum_tensor(pair).tolist()
+        gn = math.sqrt(sq_sum if sharded else float(sq))
         if self.clip_norm is not None and grads:
             coef = self.clip_norm / (gn + 1e-6)
             if coef < 1.0:
@@ -375,12 +385,13 @@ class StepCore:
         pad = 0
         if self._lockstep:  # the same number of forward passes on every process
             batches = list(batches)
-            pad = self.world.all_reduce_max(len(batches)) - len(batches)
-            if pad and not batches:
+            most = self.world.all_reduce_max(len(batches))
+            if self.world.all_reduce_max(int(not batches)):  # every process raises
                 raise ValueError(
-                    f"{what} has fewer examples than processes: under strategy='fsdp' every "
-                    "process needs at least one"
+                    f"{what} has fewer examples than processes: under FSDP every process "
+                    "evaluates its share, and needs at least one"
                 )
+            pad = most - len(batches)
         modes = [m.training for m in model.modules()]
         model.eval()
         total = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -432,6 +443,8 @@ class StepCore:
         result = {f"{prefix}loss": loss_total / count}
         if not math.isfinite(result[f"{prefix}loss"]) and callable(source):
             blame = _checks.non_finite_val_data(self.batch_fn, source(), what)
+            if self.world.size > 1:  # each process searched its shard: all raise, or none
+                blame = next((b for b in self.world.gather_objects(blame) if b is not None), None)
             if blame is not None:
                 raise ValueError(
                     f"{blame}, and the {prefix}loss is {result[f'{prefix}loss']}: fix the "

@@ -513,6 +513,11 @@ class FitOptions:
                 "nan_policy='rollback' needs checkpoint_dir (it rolls back to the last checkpoint)"
             )
         by_name = isinstance(self.optimizer, (str, type))
+        if self.shard_optimizer and self.strategy == "fsdp":
+            raise ValueError(
+                "shard_optimizer=True goes with strategy='ddp': strategy='fsdp' shards the "
+                "optimizer's state already"
+            )
         if self.shard_optimizer and isinstance(self.optimizer, torch.optim.Optimizer):
             raise TypeError(
                 "shard_optimizer=True builds one optimizer a process over its share of the "

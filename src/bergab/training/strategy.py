@@ -6,7 +6,8 @@
 - ``"ddp"``: :class:`torch.nn.parallel.DistributedDataParallel`; every process holds the
   whole model and optimizer and the gradients are averaged after each backward.
 - ``"fsdp"``: FSDP2's ``fully_shard``: parameters, gradients and optimizer state are
-  sharded across the processes and gathered layer by layer for the forward and backward.
+  sharded across the processes and gathered block by block (each child of the model that
+  holds parameters: see :func:`fsdp_blocks`) for the forward and backward.
 - ``"auto"`` (the default): ``"ddp"`` when the process was started by ``torchrun`` (or
   ``bergab train --nproc-per-node N``) with ``WORLD_SIZE`` > 1, else ``"none"``.
 
@@ -17,7 +18,8 @@ torchrun's environment (``env://``) with gloo on the CPU and nccl on CUDA. This 
 is that setup: it launches nothing and communicates through torch.distributed only.
 
 Which optimizers shard: an optimizer whose step reads only one element at a time
-(SGD, Adam, AdamW, RMSprop, schedule-free...) works with both; one that reads a whole
+(SGD, Adam, AdamW, RMSprop...) works with both (schedule-free ones, which swap weights
+for evaluation, with FSDP only); one that reads a whole
 tensor (LARS, LAMB, LDoG: a layer's norm) with ZeRO (it keeps whole tensors) but not
 with FSDP (it cuts tensors); one that reduces over all parameters (Prodigy, DoG,
 hypergradient descent) with neither. :func:`optimizer_reach` says which one an optimizer is.
@@ -54,6 +56,7 @@ __all__ = [
     "check_shardable",
     "device_of_rank",
     "ensure_process_group",
+    "fsdp_blocks",
     "gather_full_state",
     "is_fsdp",
     "is_zero",
@@ -65,6 +68,7 @@ __all__ = [
     "optimizer_reach",
     "resolve_strategy",
     "shard_optimizer",
+    "shards_parameters",
     "unwrap",
     "usable_cores",
     "wrap",
@@ -126,6 +130,12 @@ def resolve_strategy(strategy: Any, model: nn.Module, env: Mapping[str, str] | N
     )
     if strategy == "auto":
         return "ddp" if many else "none"
+    if strategy == "none" and launched(env) and not (dist.is_available() and dist.is_initialized()):
+        raise ValueError(
+            "strategy='none' under torchrun: every process would train alone on all the data "
+            "and write the same files; use strategy='auto' or 'ddp' (or start the process "
+            "group and wrap the model yourself)"
+        )
     if strategy in ("ddp", "fsdp") and not many:
         raise ValueError(
             f"strategy={strategy!r} needs several processes started by torchrun (or bergab "
@@ -169,10 +179,10 @@ def ensure_process_group(device: torch.device, env: Mapping[str, str] | None = N
             f"{local} processes on this machine but {usable_cores()} CPU cores to run them: "
             f"start at most {usable_cores()} (--nproc-per-node)"
         )
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # also for a group you started: collectives use it
     if dist.is_initialized():
         return
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
     atexit.register(_destroy)  # a group left at exit can abort the process in gloo's teardown
@@ -185,12 +195,30 @@ def _destroy() -> None:
             dist.destroy_process_group()
 
 
-def device_of_rank(device: torch.device, env: Mapping[str, str] | None = None) -> torch.device:
-    """Under torchrun, a bare ``cuda`` device is this process's GPU: ``cuda:LOCAL_RANK``."""
+def device_of_rank(
+    device: torch.device, given: Any = "auto", env: Mapping[str, str] | None = None
+) -> torch.device:
+    """Under torchrun, CUDA is this process's own GPU, ``cuda:LOCAL_RANK``: a bare
+    ``"cuda"``, or the device ``"auto"`` found (the model's, or ``cuda:0``), become it; a
+    ``given`` device naming another GPU is refused (every process would use that one).
+
+    Example:
+        >>> device_of_rank(torch.device("cuda"), env={"LOCAL_RANK": "1"})
+        device(type='cuda', index=1)
+        >>> device_of_rank(torch.device("cpu"), env={"LOCAL_RANK": "1"})
+        device(type='cpu')
+    """
     env = os.environ if env is None else env
-    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in env:
-        return torch.device("cuda", int(env["LOCAL_RANK"]))
-    return device
+    if device.type != "cuda" or "LOCAL_RANK" not in env:
+        return device
+    mine = torch.device("cuda", int(env["LOCAL_RANK"]))
+    explicit = given != "auto" and torch.device(given).index is not None
+    if explicit and device != mine:
+        raise ValueError(
+            f"device={str(given)!r}: under torchrun each process trains on its own GPU, "
+            f"{mine} in this one (LOCAL_RANK); use device='cuda' or 'auto'"
+        )
+    return mine
 
 
 def optimizer_reach(optimizer: Any) -> str:
@@ -255,8 +283,42 @@ def wrap(model: nn.Module, strategy: str, device: torch.device) -> nn.Module:
         with torch.no_grad():  # every process starts from rank 0's weights
             for t in [*model.parameters(), *model.buffers()]:
                 torch.distributed.broadcast(t.data, src=0)
+        for block in fsdp_blocks(model):  # gathered one block at a time, then freed
+            fully_shard(block, mesh=mesh)
         return fully_shard(model, mesh=mesh)  # type: ignore[return-value]
     return model
+
+
+def fsdp_blocks(model: nn.Module) -> list[nn.Module]:
+    """The modules ``strategy="fsdp"`` shards on their own before the root: the root's
+    children that hold parameters, looking inside ``ModuleList``/``ModuleDict`` (they
+    have no forward to gather in). Each is gathered for its own forward and backward and
+    freed after, so a process holds one block's whole weights at a time. None when two
+    blocks share a parameter (tied weights): then the model is one unit.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 1))
+        >>> [type(m).__name__ for m in fsdp_blocks(net)]
+        ['Linear', 'Linear']
+    """
+
+    def walk(module: nn.Module) -> list[nn.Module]:
+        found = []
+        for child in module.children():
+            if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
+                found += walk(child)
+            elif next(child.parameters(), None) is not None:
+                found.append(child)
+        return found
+
+    blocks = walk(model)
+    seen: set[int] = set()
+    for block in blocks:
+        ids = {id(p) for p in block.parameters()}
+        if ids & seen:
+            return []
+        seen |= ids
+    return blocks
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -283,6 +345,23 @@ def is_fsdp(model: nn.Module) -> bool:
         from torch.distributed.fsdp import FSDPModule
 
         return isinstance(model, FSDPModule)
+    return False
+
+
+def shards_parameters(model: nn.Module) -> bool:
+    """Whether ``model`` holds only a shard of its parameters in this process (FSDP2's
+    ``fully_shard`` anywhere in it, or FSDP1): then every process must run each forward.
+
+    Example:
+        >>> shards_parameters(torch.nn.Linear(1, 1))
+        False
+    """
+    if is_fsdp(model) or any(is_fsdp(m) for m in model.modules()):
+        return True
+    with contextlib.suppress(ImportError):
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        return isinstance(model, FullyShardedDataParallel)
     return False
 
 
@@ -388,7 +467,15 @@ def gather_full_state(
         optimizer.consolidate_state_dict(to=0)  # type: ignore[attr-defined]
     if not main:
         return None, None, "index"
-    return unwrap(model).state_dict(), optimizer.state_dict(), "index"
+    whole: dict[str, Any] = dict(optimizer.state_dict())
+    if is_zero(optimizer):  # as the optimizer it shards writes its groups (no schedules)
+        inner = optimizer.optim  # type: ignore[attr-defined]
+        keys = set(inner.state_dict()["param_groups"][0]) if inner.param_groups else set()
+        whole["param_groups"] = [
+            {k: v for k, v in g.items() if k in keys or k == "params"}
+            for g in whole["param_groups"]
+        ]
+    return unwrap(model).state_dict(), whole, "index"
 
 
 def load_full_state(
@@ -430,7 +517,8 @@ def load_full_state(
 _AGREED = (
     "epochs", "max_steps", "batch_size", "shuffle", "accumulation_steps", "precision",
     "strategy", "shard_optimizer", "seed", "val_every", "checkpoint_every", "nan_policy",
-    "clip_norm", "clip_value", "lr_scaling", "lr_scaling_warmup",
+    "clip_norm", "clip_value", "lr_scaling", "lr_scaling_warmup", "train_metrics", "tol_loss",
+    "tol_grad",
 )  # fmt: skip
 
 
@@ -455,6 +543,11 @@ def _fingerprint(options: Any, model: nn.Module, train_data: Any) -> dict[str, s
     lr = options.lr
     out["lr"] = repr(lr) if lr is None or isinstance(lr, (int, float, str)) else type(lr).__name__
     out["model"] = repr([tuple(p.shape) for p in model.parameters()])
+    out["metrics"] = repr(sorted(options.metrics or {}))
+    out["val_data"] = "given" if options.val_data is not None else "none"
+    out["early_stopping"] = "given" if options.early_stopping is not None else "none"
+    out["checkpoint_dir"] = "given" if options.checkpoint_dir is not None else "none"
+    out["resume"] = repr(bool(options.resume))
     return out
 
 
@@ -464,7 +557,8 @@ def check_same_options(options: Any, model: nn.Module, world: World, train_data:
     on another: processes that disagree would take different numbers of steps)."""
     prints = world.gather_objects(_fingerprint(options, model, train_data))
     for rank, fp in enumerate(prints[1:], start=1):
-        for key, value in prints[0].items():
+        for key in sorted(set(prints[0]) | set(fp)):
+            value = prints[0].get(key)
             if fp.get(key) != value:
                 what = "the model's parameter shapes" if key == "model" else f"{key}"
                 raise ValueError(

@@ -99,6 +99,20 @@ class World:
         torch.distributed.all_reduce(t)
         return [float(v) for v in t.tolist()]
 
+    def all_reduce_sum_tensor(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` summed over every process (on the collective's device; one collective).
+
+        Example:
+            >>> World().all_reduce_sum_tensor(torch.tensor([1.0, 2.0])).tolist()
+            [1.0, 2.0]
+        """
+        if self.size == 1:
+            return t
+        dev = _collective_device()
+        out = t.to(dev) if t.device != dev else t.clone()
+        torch.distributed.all_reduce(out)
+        return out
+
     def all_reduce_max(self, value: int) -> int:
         """The largest ``value`` of every process."""
         if self.size == 1:
