@@ -19,6 +19,7 @@ steps each process ran to ``$CALLS_LOG`` when it exits. Without ``KILL_AT`` it i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -125,15 +126,21 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def bergab(work: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bergab", *args],
-        check=False,
-        cwd=work,
-        env=_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    """``bergab ARGS`` in ``work``; on a timeout its workers are killed with it."""
+    return _run_cmd([sys.executable, "-m", "bergab", *args], work, **env)
+
+
+def _run_cmd(cmd: list[str], work: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.Popen(
+        cmd, cwd=work, env=_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            _kill_group(proc)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -145,6 +152,16 @@ def assert_bitwise(a: Path, b: Path) -> None:
     assert wa.keys() == wb.keys()
     for key in wa:
         assert torch.equal(wa[key], wb[key]), f"{key}: {a} and {b} differ"
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    """Kill a launcher and the processes it started (a test that failed must not leave
+    them training: SIGKILL to the launcher alone would)."""
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def free_port() -> int:
@@ -182,10 +199,9 @@ def test_the_launcher_trains_as_torchrun_does_and_only_rank_0_writes(
     # the summary table once (rank 1 reports nothing)
     assert (work / "ref.out").read_text(encoding="utf-8").count("final val loss") == 1
 
-    direct = subprocess.run(
+    direct = _run_cmd(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m",
-         "bergab", "train", "c.toml", "--out", "direct", "--threads", "1"],
-        check=False, cwd=work, env=_env(), capture_output=True, text=True, timeout=240,
+         "bergab", "train", "c.toml", "--out", "direct", "--threads", "1"], work,
     )  # fmt: skip
     assert direct.returncode == 0, direct.stderr[-3000:]
     assert direct.stdout.count("final val loss") == 1
@@ -251,6 +267,7 @@ def test_two_nodes_on_one_machine_train_as_one_node_with_two_processes(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # its processes can be killed together
         )
         for rank in (0, 1)
     ]
@@ -263,7 +280,7 @@ def test_two_nodes_on_one_machine_train_as_one_node_with_two_processes(
     finally:
         for proc in procs:
             if proc.poll() is None:
-                proc.kill()
+                _kill_group(proc)
                 proc.wait()
     # global rank 0 (on either node: c10d numbers the nodes itself) wrote and reported
     assert sum(out.count("final val loss") for out in outs) == 1, outs
@@ -302,6 +319,7 @@ def test_a_signal_to_one_process_stops_every_process_at_one_step(work: Path) -> 
         [sys.executable, "-m", "bergab", "train", "c.toml", "--nproc-per-node", "2",
          "--out", "stopped", "--threads", "1", "--set", "fit.max_steps=1000000"],
         cwd=work, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
@@ -316,7 +334,7 @@ def test_a_signal_to_one_process_stops_every_process_at_one_step(work: Path) -> 
         _out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            _kill_group(proc)
             proc.wait()
     assert proc.returncode in (130, 143), err[-3000:]
     summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
