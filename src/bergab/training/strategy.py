@@ -38,6 +38,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import datetime
+import gc
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -191,6 +192,9 @@ def ensure_process_group(device: torch.device, env: Mapping[str, str] | None = N
 def _destroy() -> None:
     dist = torch.distributed
     if dist.is_initialized():
+        # DDP/ZeRO/FSDP objects of finished runs may live on in reference cycles: freed
+        # at interpreter shutdown, after the group, they abort gloo (SIGABRT at exit)
+        gc.collect()
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
 
