@@ -284,6 +284,9 @@ class RunConfig(BaseModel):
     # [tune] and [tune.space]: a search over this config, read and checked by
     # ``bergab tune`` (bergab.tuning); ``bergab train`` runs the config as it is
     tune: dict[str, Any] | None = None
+    # [pbt] and [pbt.hyperparams]: population-based training of this config, read and
+    # checked by ``bergab pbt`` (bergab.tuning.pbt)
+    pbt: dict[str, Any] | None = None
 
     def task_kwargs(self) -> dict[str, Any]:
         """The ``[task]`` keys other than ``name``: the task function's arguments."""
@@ -348,11 +351,29 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not all(parts):
         raise ConfigError("--set", f"expected KEY.PATH=VALUE (e.g. fit.max_steps=5), got {text!r}")
     raw = raw.strip()
+    if raw.startswith("@"):  # a file's contents: a JSON value or a TOML table
+        return parts, _read_value_file(key.strip(), raw[1:])
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
     return parts, value
+
+
+def _read_value_file(key: str, path: str) -> Any:
+    """The value of ``--set KEY=@PATH``: the JSON value in PATH (``.json``), else its TOML
+    table (e.g. ``schedule=@pbt_schedule.json``, the schedule ``bergab pbt`` exported)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            "--set", f"{key}=@{path}: cannot read the file ({exc.strerror})"
+        ) from None
+    try:
+        return json.loads(text) if path.endswith(".json") else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        what = "JSON" if path.endswith(".json") else "TOML"
+        raise ConfigError("--set", f"{key}=@{path}: not valid {what} ({exc})") from None
 
 
 def _override_list(overrides: Any) -> list[str]:

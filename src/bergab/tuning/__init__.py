@@ -1,4 +1,5 @@
-"""Hyperparameter search on Optuna: :func:`tune`, its search spaces and storages.
+"""Hyperparameter search on Optuna: :func:`tune`, its search spaces and storages, and
+population-based training (:func:`pbt`, also ``bergab.tune.pbt``) on the same storages.
 
 ``bergab.tune(config, space, sampler="tpe", pruner="asha", trials=50)`` searches the
 hyperparameters of a run config (or a function) and returns a :class:`TuneResult`.
@@ -15,6 +16,10 @@ Example:
 
 from __future__ import annotations
 
+from bergab.tuning._pbt import PBTResult, pbt
 from bergab.tuning._tune import PRUNERS, SAMPLERS, TuneResult, tune
 
-__all__ = ["PRUNERS", "SAMPLERS", "TuneResult", "tune"]
+#: ``bergab.tune.pbt``: population-based training, beside the search it shares storages with
+tune.pbt = pbt  # type: ignore[attr-defined]
+
+__all__ = ["PRUNERS", "SAMPLERS", "PBTResult", "TuneResult", "pbt", "tune"]

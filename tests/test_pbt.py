@@ -1,0 +1,250 @@
+"""Population-based training (``bergab.tune.pbt``): selection, exploration, exact
+exploits, determinism, the exported schedule, a killed worker, and bad settings."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+pytest.importorskip("optuna")
+pytest.importorskip("sklearn")
+
+from bergab import config
+from bergab.tuning import _pbt as pbt_module
+from bergab.tuning._pbt import PBTResult, explore, pbt, truncation
+from bergab.tuning.space import SearchSpace
+
+LR = {"schedule.lr": {"loguniform": [1e-3, 0.3]}}
+
+
+def _cfg(steps: int = 12) -> dict[str, Any]:
+    return {
+        "task": {"name": "linreg", "standardize": True, "n_train": 200, "n_val": 50},
+        "optimizer": {"name": "momentum"},
+        "schedule": {"lr": 0.05},
+        "fit": {"max_steps": steps, "batch_size": 16, "progress": False},
+        "output": {"plots": False},
+    }
+
+
+# ----------------------------------------------------------------------------- the rules
+def test_truncation_selects_the_bottom_to_copy_the_top() -> None:
+    values = {m: float(m) for m in range(8)}  # member 0 best (minimize)
+    assert truncation(values, 7, 0.25) == [0, 1]
+    assert truncation(values, 6, 0.25) == [0, 1]
+    assert truncation(values, 5, 0.25) is None
+    assert truncation(values, 0, 0.25) is None
+    assert truncation(values, 0, 0.25, maximize=True) == [7, 6]
+    assert truncation({0: 1.0}, 0, 0.5) is None  # alone: nobody to copy
+    assert truncation({0: 1.0, 1: 2.0}, 1, 0.5) == [0]
+    assert truncation({0: 1.0, 1: 1.0, 2: 5.0}, 2, 0.25) == [0]  # ties: by member
+
+
+def test_explore_perturbs_by_the_factors_and_resamples_on_a_seed() -> None:
+    space = SearchSpace.from_mapping({
+        "schedule.lr": {"loguniform": [1e-4, 1.0]},
+        "fit.batch_size": {"int": [8, 64]},
+        "optimizer.name": {"choice": ["sgd", "momentum", "adamw"]},
+    })  # fmt: skip
+    hp = {"schedule.lr": 0.1, "fit.batch_size": 32, "optimizer.name": "momentum"}
+    seen_lr, seen_bs, seen_name = set(), set(), set()
+    for seed in range(40):
+        new = explore(hp, space, random.Random(seed), (0.8, 1.2), 0.0)
+        seen_lr.add(round(new["schedule.lr"], 12))
+        seen_bs.add(new["fit.batch_size"])
+        seen_name.add(new["optimizer.name"])
+    assert seen_lr == {0.08, 0.12}
+    assert seen_bs == {26, 38}  # 32 x 0.8 and x 1.2, rounded
+    assert seen_name == {"sgd", "adamw"}  # a neighbour, never itself
+    assert explore(hp, space, random.Random(3), (0.8, 1.2), 0.0) == explore(
+        hp, space, random.Random(3), (0.8, 1.2), 0.0
+    )
+    # clamped to the range
+    top = explore({**hp, "schedule.lr": 1.0}, space, random.Random(1), (1.5, 1.5), 0.0)
+    assert top["schedule.lr"] == 1.0
+    # resampled: within the distribution, and not a factor of the old value
+    drawn = [explore(hp, space, random.Random(s), (0.8, 1.2), 1.0) for s in range(20)]
+    assert all(1e-4 <= d["schedule.lr"] <= 1.0 for d in drawn)
+    assert len({round(d["schedule.lr"], 12) for d in drawn}) > 10
+    assert all(8 <= d["fit.batch_size"] <= 64 for d in drawn)
+
+
+# ----------------------------------------------------------------------------- runs
+def test_an_exploit_copies_weights_optimizer_state_and_step_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With two members and quantile 0.5 the worse one copies the better at every report:
+    at the start of its next segment it holds the donor's snapshot exactly."""
+    seen: dict[tuple[int, int], dict[str, Any]] = {}
+    original = pbt_module._Adopt.on_fit_start
+
+    def spy(self: Any, trainer: Any) -> None:
+        member = int(trainer.checkpoint_dir.parent.name.split("-")[1])
+        seen[(member, trainer.step)] = {
+            "model": {k: v.clone() for k, v in trainer.model.state_dict().items()},
+            "optimizer": copy.deepcopy(trainer.optimizer.state_dict()),  # steps change it
+        }
+        original(self, trainer)
+
+    monkeypatch.setattr(pbt_module._Adopt, "on_fit_start", spy)
+    res = pbt(_cfg(), LR, population=2, interval=4, quantile=0.5, out=tmp_path, seed=1)
+    exploits = [s for s in res.segments if s["event"] == "exploit"]
+    assert exploits
+    for s in exploits:
+        donor, donor_seg = s["parent"]
+        snap = torch.load(
+            tmp_path / "pbt" / f"member-{donor}" / "snapshots" / f"segment-{donor_seg}.pt",
+            weights_only=False,
+        )
+        assert s["start"] == snap["fit"]["step"]  # the donor's step
+        got = seen[(s["member"], s["start"])]
+        for key, value in snap["model"].items():
+            assert torch.equal(got["model"][key], value), key
+        for pid, state in snap["optimizer"]["state"].items():
+            for key, value in state.items():
+                assert torch.equal(torch.as_tensor(got["optimizer"]["state"][pid][key]),
+                                   torch.as_tensor(value)), key  # fmt: skip
+        assert s["hparams"] != next(
+            d["hparams"] for d in res.segments if [d["member"], d["segment"]] == s["parent"]
+        )  # explored after the copy
+
+
+def test_one_worker_with_a_seed_is_deterministic(tmp_path: Path) -> None:
+    a = pbt(_cfg(), LR, population=3, interval=4, out=tmp_path / "a", seed=5)
+    b = pbt(_cfg(), LR, population=3, interval=4, out=tmp_path / "b", seed=5)
+    c = pbt(_cfg(), LR, population=3, interval=4, out=tmp_path / "c", seed=6)
+    strip = [{k: s[k] for k in ("member", "segment", "start", "end", "hparams", "value",
+                                "event", "parent")} for s in a.segments]  # fmt: skip
+    assert strip == [{k: s[k] for k in strip[0]} for s in b.segments]
+    assert [s["hparams"] for s in a.segments] != [s["hparams"] for s in c.segments]
+    assert (a.best_member, a.best_value) == (b.best_member, b.best_value)
+    files = json.loads((tmp_path / "a" / "pbt" / "pbt.json").read_text())
+    assert files["best_member"] == a.best_member
+
+
+def test_the_exported_schedule_replays_the_lineage_lr_per_step(tmp_path: Path) -> None:
+    res = pbt(_cfg(), LR, population=2, interval=4, quantile=0.5, out=tmp_path, seed=2)
+    chain = res.lineage()
+    assert [s["start"] for s in chain] == [0, 4, 8]  # a chain over the whole run
+    assert chain[-1]["member"] == res.best_member
+    exported = json.loads((tmp_path / "pbt" / "pbt_schedule.json").read_text())
+    assert exported == res.schedule()
+    sched = config.build_schedule(exported)
+    for s in chain:
+        for t in range(s["start"], s["end"]):
+            assert float(sched(t)) == pytest.approx(s["hparams"]["schedule.lr"], rel=1e-12)
+    # one ordinary run with the replay config trains at those lrs, step by step
+    from bergab import run
+
+    replay = config.validate({**res.best_config(), "output": {"dir": str(tmp_path / "replay"),
+                                                              "plots": False}})  # fmt: skip
+    hist = run.train(replay).history
+    lrs = hist.steps["lr"]
+    assert len(lrs) == 12
+    assert lrs == pytest.approx([float(sched(t)) for t in range(12)], rel=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc")
+def test_a_killed_worker_loses_no_member(tmp_path: Path) -> None:
+    """Two workers; one is SIGKILLed mid-segment: the other takes its segment over once
+    the heartbeat stops, resumes it from the member's last checkpoint, and every member
+    reaches the end of the run."""
+    cfg = _cfg(steps=40)
+    cfg["fit"]["checkpoint_every"] = 2
+    script = (
+        "import json, sys; from bergab.tuning import pbt\n"
+        f"r = pbt(json.loads(sys.argv[1]), {LR!r}, population=3, interval=10, workers=2, "
+        f"grace_period=3, out=sys.argv[2], seed=0)\n"
+        "print(json.dumps([s['end'] for s in r.segments]))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, json.dumps(cfg), str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "pbt").glob("member-*/snapshots/segment-0.pt")):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        workers = [
+            int(c) for c in children if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()
+        ]
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)
+        _out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err[-3000:]
+    import optuna
+
+    study = optuna.load_study(
+        study_name="pbt",
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(tmp_path / "pbt" / "study.journal"))
+        ),
+    )
+    trials = [t for t in study.trials if "member" in t.user_attrs]
+    assert any("retry_of" in t.user_attrs for t in trials)  # the lost segment, queued again
+    finished = {t.user_attrs["member"] for t in trials
+                if t.state.name == "COMPLETE" and t.user_attrs["end"] == 40}  # fmt: skip
+    assert finished == {0, 1, 2}
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"quantile": 0.0}, ValueError, "quantile"),
+        ({"quantile": 0.6}, ValueError, "quantile"),
+        ({"population": 1}, ValueError, "population"),
+        ({"perturb": (0.0, 1.2)}, ValueError, r"perturb\[0\]"),
+        ({"perturb": 1.2}, TypeError, "perturb"),
+        ({"interval": 13}, ValueError, "interval"),
+        ({"budget_steps": 5}, ValueError, "budget_steps"),
+        ({"resample_probability": 1.5}, ValueError, "resample_probability"),
+        ({"workers": 0}, ValueError, "workers"),
+        ({"hyperparams": {}}, ValueError, "hyperparams"),
+        ({"hyperparams": {"schedule.lrr": {"uniform": [0, 1]}}}, ValueError, "schedule.lrr"),
+    ],
+)
+def test_bad_settings_are_refused_naming_them(
+    tmp_path: Path, kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    args: dict[str, Any] = {"hyperparams": LR, "population": 2, "interval": 4, **kwargs}
+    with pytest.raises(error, match=match):
+        pbt(_cfg(), args.pop("hyperparams"), out=tmp_path, **args)
+    assert not list(tmp_path.glob("*/member-*"))  # refused before anything trained
+
+
+def test_the_pbt_table_holds_the_settings(tmp_path: Path) -> None:
+    cfg = _cfg()
+    cfg["pbt"] = {"population": 2, "interval": 6, "seed": 3, "hyperparams": LR}
+    res = pbt(cfg, out=tmp_path)
+    assert {s["member"] for s in res.segments} == {0, 1}
+    assert {s["end"] for s in res.segments} == {6, 12}
+    cfg["pbt"]["quantil"] = 0.2
+    with pytest.raises(ValueError, match=r"pbt\.quantil: unknown key"):
+        pbt(cfg, out=tmp_path)
+
+
+def test_a_result_without_a_searched_lr_exports_no_schedule() -> None:
+    r = PBTResult("s", Path("."), "val_loss", False, 0, 1.0, segments=[
+        {"member": 0, "segment": 0, "start": 0, "end": 4, "value": 1.0, "parent": None,
+         "hparams": {"optimizer.weight_decay": 0.1}, "event": "start"}])  # fmt: skip
+    assert r.schedule() is None
