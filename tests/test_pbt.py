@@ -248,3 +248,17 @@ def test_a_result_without_a_searched_lr_exports_no_schedule() -> None:
         {"member": 0, "segment": 0, "start": 0, "end": 4, "value": 1.0, "parent": None,
          "hparams": {"optimizer.weight_decay": 0.1}, "event": "start"}])  # fmt: skip
     assert r.schedule() is None
+
+
+def test_a_member_that_diverges_ranks_last_and_copies_a_better_one(tmp_path: Path) -> None:
+    space = {"schedule.lr": {"choice": [0.05, 1e6]}}
+    res = pbt(_cfg(), space, population=4, interval=4, quantile=0.5, out=tmp_path, seed=0)
+    diverged = [s for s in res.segments if s["value"] == float("inf")]
+    assert diverged  # lr 1e6: a NaN loss, ranked worst instead of stopping the search
+    lost = [[s["member"], s["segment"]] for s in diverged]
+    rescued = [t for t in res.segments
+               if t["event"] == "exploit" and [t["member"], t["segment"] - 1] in lost]  # fmt: skip
+    assert rescued  # a diverged member took over a better one's state
+    assert all(t["hparams"]["schedule.lr"] in (0.05, 1e6) for t in res.segments)
+    assert res.best_value < float("inf")
+    assert {s["member"] for s in res.segments if s["end"] == 12} == {0, 1, 2, 3}

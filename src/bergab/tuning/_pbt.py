@@ -493,7 +493,37 @@ def _train_segment(settings: _Settings, attrs: Mapping[str, Any]) -> float:
         if k.startswith("optimizer.") and k != "optimizer.name"
     }
     adopt = _Adopt(groups, float(lr) if isinstance(lr, float | int) else None)
-    history = fit(
+    from bergab.training import NonFiniteError
+
+    try:
+        history = _fit_segment(fit, task, cfg, schedule, ckpt_dir, settings, m, adopt, args)
+    except NonFiniteError:  # the member diverged: it ranks last and copies a better one
+        return -math.inf if settings.maximize else math.inf
+    record = next(
+        (r for r in reversed(history.records) if r.get(settings.metric) is not None), None
+    )
+    if record is None:
+        raise ValueError(
+            f"metric: the run logs no {settings.metric!r} (it has "
+            f"{sorted(k for k in history.records[-1] if k not in ('step', 'epoch', 'time'))})"
+        )
+    return float(record[settings.metric])
+
+
+def _fit_segment(
+    fit: Any,
+    task: Any,
+    cfg: Any,
+    schedule: Any,
+    ckpt_dir: Path,
+    settings: _Settings,
+    m: int,
+    adopt: _Adopt,
+    args: dict[str, Any],
+) -> Any:
+    from bergab import config
+
+    return fit(
         task.model,
         task.train,
         task.loss_fn,
@@ -505,15 +535,6 @@ def _train_segment(settings: _Settings, attrs: Mapping[str, Any]) -> float:
         callbacks=[adopt],
         **args,
     )
-    record = next(
-        (r for r in reversed(history.records) if r.get(settings.metric) is not None), None
-    )
-    if record is None:
-        raise ValueError(
-            f"metric: the run logs no {settings.metric!r} (it has "
-            f"{sorted(k for k in history.records[-1] if k not in ('step', 'epoch', 'time'))})"
-        )
-    return float(record[settings.metric])
 
 
 def _snapshot(settings: _Settings, m: int, segment: int) -> Path:
