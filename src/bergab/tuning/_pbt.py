@@ -763,7 +763,23 @@ def pbt(
             p.start()
         for p in procs:
             p.join()
+        _check_workers(_open(settings), [p.exitcode for p in procs])
     return _result(settings, _open(settings))
+
+
+def _check_workers(study: Any, codes: list[int | None]) -> None:
+    """After the workers: raise when segments are left undone because workers failed (a
+    worker killed while the others finished its segment is no failure)."""
+    from optuna.trial import TrialState
+
+    left = [t for t in _segments(study) if t.state in (TrialState.WAITING, TrialState.RUNNING)]
+    bad = [c for c in codes if c != 0]
+    if left and bad:
+        raise RuntimeError(
+            f"pbt: {len(bad)} of {len(codes)} workers failed (exit codes {bad}) and "
+            f"{len(left)} segments are left; their errors are above. Run pbt again with the "
+            "same study to continue"
+        )
 
 
 def _result(settings: _Settings, study: Any) -> PBTResult:
