@@ -262,3 +262,20 @@ def test_a_member_that_diverges_ranks_last_and_copies_a_better_one(tmp_path: Pat
     assert all(t["hparams"]["schedule.lr"] in (0.05, 1e6) for t in res.segments)
     assert res.best_value < float("inf")
     assert {s["member"] for s in res.segments if s["end"] == 12} == {0, 1, 2, 3}
+
+
+# ----------------------------------------------------------------------------- PostgreSQL
+from tests._postgres import postgres_url  # noqa: E402, F401 - the fixture
+
+
+@pytest.mark.slow
+def test_two_workers_share_a_population_in_a_real_postgresql(
+    tmp_path: Path,
+    postgres_url: str,  # noqa: F811 - the fixture
+) -> None:
+    """Segments as trials in a database: two worker processes train one population (as
+    workers on two machines sharing the database and the folder would)."""
+    res = pbt(_cfg(), LR, population=3, interval=4, workers=2, storage=postgres_url,
+              study="pg-pbt", out=tmp_path, seed=0)  # fmt: skip
+    assert {s["member"] for s in res.segments if s["end"] == 12} == {0, 1, 2}
+    assert len(res.lineage()) == 3
