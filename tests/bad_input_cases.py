@@ -1237,6 +1237,43 @@ TUNE: list[Case] = [
 # fmt: on
 
 
+# =========================================================================== pbt
+
+
+def _pbt(**kw: Any) -> Callable[[Ctx], Any]:
+    """``bergab.tune.pbt`` of a tiny linreg config (12 steps) with ``kw``."""
+
+    def call(c: Ctx) -> Any:
+        args: dict[str, Any] = {"population": 2, "interval": 4, "out": c.tmp,
+                                "hyperparams": {"schedule.lr": {"loguniform": [1e-3, 0.3]}}}  # fmt: skip
+        args.update(kw)
+        return bergab.tune.pbt(cfg_dict(fit={"max_steps": 12}), args.pop("hyperparams"), **args)
+
+    return call
+
+
+# fmt: off
+PBT: list[Case] = [
+    Case("pbt-population-one", _pbt(population=1), ValueError, "population", "range"),
+    Case("pbt-population-float", _pbt(population=2.5), TypeError, "population", "type"),
+    Case("pbt-quantile-zero", _pbt(quantile=0.0), ValueError, "quantile", "range"),
+    Case("pbt-quantile-above-half", _pbt(quantile=0.75), ValueError, "quantile", "range"),
+    Case("pbt-quantile-nan", _pbt(quantile=NAN), ValueError, "quantile", "nan"),
+    Case("pbt-perturb-zero", _pbt(perturb=(0.0, 1.2)), ValueError, "perturb", "range"),
+    Case("pbt-perturb-negative", _pbt(perturb=(0.8, -1.2)), ValueError, "perturb", "range"),
+    Case("pbt-perturb-one-number", _pbt(perturb=1.2), TypeError, "perturb", "type"),
+    Case("pbt-interval-longer-than-run", _pbt(interval=20), ValueError, ("interval", "max_steps"), "range"),
+    Case("pbt-interval-zero", _pbt(interval=0), ValueError, "interval", "range"),
+    Case("pbt-budget_steps-too-small", _pbt(budget_steps=4), ValueError, "budget_steps", "range"),
+    Case("pbt-resample_probability-above-one", _pbt(resample_probability=2.0), ValueError, "resample_probability", "range"),
+    Case("pbt-hyperparams-empty", _pbt(hyperparams={}), ValueError, "hyperparams", "range"),
+    Case("pbt-hyperparams-unknown-key", _pbt(hyperparams={"schedule.lrr": {"uniform": [0, 1]}}), ValueError, "schedule.lrr", "range"),
+    Case("pbt-workers-zero", _pbt(workers=0), ValueError, "workers", "range"),
+    Case("pbt-metric-direction-unknown", _pbt(metric="val_weird"), ValueError, "direction", "range"),
+]
+# fmt: on
+
+
 # =========================================================================== silent
 
 # fmt: off
@@ -1451,6 +1488,7 @@ LIBRARY_CASES: list[Case] = [
     *CONFIG,
     *RUN,
     *TUNE,
+    *PBT,
 ]
 # fmt: on
 
@@ -1479,6 +1517,7 @@ AREAS = {
     "config": "bergab.config",
     "run": "bergab.run",
     "tune": "bergab.tune",
+    "pbt": "bergab.tune.pbt",
     "silent": "silent results (any module)",
     "works": "inputs that must work",
 }
