@@ -153,6 +153,18 @@ def test_the_exported_schedule_replays_the_lineage_lr_per_step(tmp_path: Path) -
     lrs = hist.steps["lr"]
     assert len(lrs) == 12
     assert lrs == pytest.approx([float(sched(t)) for t in range(12)], rel=1e-12)
+    # the lineage was one run with copies in between: the replay ends where it ended
+    assert hist.records[-1]["val_loss"] == pytest.approx(res.best_value, rel=1e-9)
+
+
+def test_the_budget_caps_the_steps_trained(tmp_path: Path) -> None:
+    res = pbt(_cfg(), LR, population=3, interval=4, budget_steps=24, out=tmp_path, seed=0)
+    assert sum(s["end"] - s["start"] for s in res.segments) <= 24
+    assert all(s["start"] == 0 or s["start"] % 4 == 0 for s in res.segments)
+    exploits = [s for s in res.segments if s["event"] == "exploit"]
+    for s in exploits:  # a copy is of the same step: never back in time
+        parent = next(d for d in res.segments if [d["member"], d["segment"]] == s["parent"])
+        assert parent["end"] == s["start"]
 
 
 @pytest.mark.slow

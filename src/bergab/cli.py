@@ -36,6 +36,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "demo",
     "lr_find",
     "tune",
+    "pbt",
     "info",
 )
 

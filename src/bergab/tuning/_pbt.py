@@ -286,14 +286,18 @@ class PBTResult:
             isinstance(s["hparams"].get("schedule.lr"), float | int) for s in chain
         ):
             return None
-        pieces = [{"type": "constant", "lr": float(s["hparams"]["schedule.lr"])} for s in chain]
+        pieces: list[dict[str, Any]] = []
+        boundaries: list[int] = []
+        for s in chain:  # consecutive segments at one lr are one piece
+            lr = float(s["hparams"]["schedule.lr"])
+            if pieces and pieces[-1]["lr"] == lr:
+                continue
+            if pieces:
+                boundaries.append(int(s["start"]))
+            pieces.append({"type": "constant", "lr": lr})
         if len(pieces) == 1:
             return pieces[0]
-        return {
-            "type": "join",
-            "schedules": pieces,
-            "boundaries": [int(s["start"]) for s in chain[1:]],
-        }
+        return {"type": "join", "schedules": pieces, "boundaries": boundaries}
 
     def best_config(self) -> dict[str, Any]:
         """The run config that replays the best lineage as one ordinary run: the final
@@ -336,6 +340,9 @@ class PBTResult:
                 if isinstance(lr, float | int):
                     ax_lr.plot([s["start"], s["end"]], [lr, lr], color=line.get_color())
         ax_m.set(xlabel="step", ylabel=self.metric, title="population (lines: exploits)")
+        shown = [s["value"] for s in done if math.isfinite(s["value"])]
+        if shown and min(shown) > 0:
+            ax_m.set_yscale("log")  # early losses are often orders above the late ones
         ax_lr.set(xlabel="step", ylabel="lr", yscale="log", title="each member's lr")
         for s in self.lineage():
             lr = s["hparams"].get("schedule.lr")
@@ -479,7 +486,9 @@ def _train_segment(settings: _Settings, attrs: Mapping[str, Any]) -> float:
     m, end = int(attrs["member"]), int(attrs["end"])
     hp = dict(attrs["hparams"])
     data = apply(settings.base, hp)
-    data.setdefault("fit", {})["seed"] = int(data.get("fit", {}).get("seed", 0)) + m
+    # every member has the run's seed: the same data, split and first weights (a task
+    # takes its seed from fit.seed), so reports compare and a copied state fits; the
+    # members differ by their hyperparameters
     cfg = config.validate(data)
     task = config.build_task(cfg)
     args = fit_arguments(cfg, task)
@@ -550,41 +559,59 @@ def _snapshot(settings: _Settings, m: int, segment: int) -> Path:
 
 
 def _next(settings: _Settings, study: Any, attrs: Mapping[str, Any], value: float) -> None:
-    """After a segment: the member's next one, copying a better member when it ranks low."""
+    """After a segment: the member's next one, copying a better member when it ranks low.
+
+    The member is ranked among the reports made at the same step (members that reached
+    it; a report of an earlier step is not comparable), and a donor's state is that step's
+    too, so a copy never goes back in steps. No segment is queued past the run's length or
+    beyond ``budget_steps`` (counting every segment trained, training or queued).
+    """
     from optuna.trial import TrialState
 
     from bergab.tuning.space import SearchSpace
 
     m, seg, end = int(attrs["member"]), int(attrs["segment"]), int(attrs["end"])
-    done = [t for t in _segments(study) if t.state == TrialState.COMPLETE]
-    spent = sum(int(t.user_attrs["end"]) - int(t.user_attrs["start"]) for t in done)
-    latest: dict[int, Any] = {}
-    for t in done:
-        k = int(t.user_attrs["member"])
-        if k not in latest or t.user_attrs["segment"] > latest[k].user_attrs["segment"]:
-            latest[k] = t
-    values = {k: float(t.value) for k, t in latest.items()}
+    segs = _segments(study)
+    planned = sum(
+        int(t.user_attrs["end"]) - int(t.user_attrs["start"])
+        for t in segs
+        if t.state != TrialState.FAIL
+    )
+    here: dict[int, Any] = {}  # each member's report at this step
+    for t in segs:
+        if t.state == TrialState.COMPLETE and int(t.user_attrs["end"]) == end:
+            k = int(t.user_attrs["member"])
+            if k != m and (k not in here or t.number > here[k].number):
+                here[k] = t
+    values = {k: float(t.value) for k, t in here.items()}
+    values[m] = value
     rng = random.Random(f"{settings.seed}/{m}/{seg}")
     top = truncation(values, m, settings.quantile, settings.maximize)
-    space = SearchSpace.from_mapping(settings.space)
-    hp, start, parent, event = dict(attrs["hparams"]), end, [m, seg], "continue"
+    hp, parent, event = dict(attrs["hparams"]), [m, seg], "continue"
     if top is not None:
-        donor = latest[rng.choice(top)]
+        donor = here[rng.choice(top)]
         d, d_seg = int(donor.user_attrs["member"]), int(donor.user_attrs["segment"])
         snap = settings.member_dir(d) / "snapshots" / f"segment-{d_seg}.pt"
         if snap.is_file():
-            _replace_file(snap, settings.member_dir(m) / "checkpoints" / "last.pt")
+            _adopt_files(settings, d, snap, m)
+            space = SearchSpace.from_mapping(settings.space)
             hp = explore(donor.user_attrs["hparams"], space, rng, settings.perturb,
                          settings.resample_probability)  # fmt: skip
-            start, parent, event = int(donor.user_attrs["end"]), [d, d_seg], "exploit"
-    if (
-        start >= settings.max_steps
-        or spent + min(settings.interval, settings.max_steps - start) > settings.budget_steps
-    ):
+            parent, event = [d, d_seg], "exploit"
+    length = min(settings.interval, settings.max_steps - end)
+    if length <= 0 or planned + length > settings.budget_steps:
         return
-    _enqueue(study, {"member": m, "segment": seg + 1, "start": start,
-                     "end": min(start + settings.interval, settings.max_steps),
+    _enqueue(study, {"member": m, "segment": seg + 1, "start": end, "end": end + length,
                      "hparams": hp, "parent": parent, "event": event})  # fmt: skip
+
+
+def _adopt_files(settings: _Settings, donor: int, snapshot: Path, member: int) -> None:
+    """The member takes over the donor's state: its checkpoint, and its logs (the
+    checkpoint holds the logs' lengths, which a resume cuts the files back to)."""
+    logs = settings.member_dir(donor) / "logs"
+    if logs.is_dir():
+        shutil.copytree(logs, settings.member_dir(member) / "logs", dirs_exist_ok=True)
+    _replace_file(snapshot, settings.member_dir(member) / "checkpoints" / "last.pt")
 
 
 def _work(settings: _Settings) -> None:
@@ -605,8 +632,11 @@ def _work(settings: _Settings) -> None:
         with _heartbeat(study, trial._trial_id):
             try:
                 value = _train_segment(settings, attrs)
-            except BaseException:
+            except BaseException as exc:
                 study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+                if isinstance(exc, KeyboardInterrupt):  # continued by the next run of pbt
+                    _enqueue(study, {**{k: v for k, v in attrs.items() if k != "beat"},
+                                     "retry_of": trial.number})  # fmt: skip
                 raise
             _snapshot(settings, int(attrs["member"]), int(attrs["segment"]))
             _next(settings, study, attrs, value)
@@ -614,9 +644,11 @@ def _work(settings: _Settings) -> None:
 
 
 def _worker_main(settings: _Settings) -> None:  # pragma: no cover - runs in a child
+    import optuna
     import torch
 
     torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study loaded" lines a worker
     _work(settings)
 
 
@@ -717,8 +749,11 @@ def pbt(
             "hyperparams: give the space to search, e.g. "
             "{'schedule.lr': {'loguniform': [1e-4, 0.1]}}"
         )
-    space = SearchSpace.from_mapping(space_map)
-    space.check_paths(base, config_module.validate)
+    try:
+        space = SearchSpace.from_mapping(space_map)
+        space.check_paths(base, config_module.validate)
+    except (ValueError, TypeError) as exc:  # named as the [pbt] table's key
+        raise type(exc)(str(exc).replace("tune.space", "pbt.hyperparams")) from None
     cfg = config_module.validate(apply(base, {p.path: p.representative for p in space}))
     if cfg.fit.max_steps is None:
         raise ValueError("fit.max_steps: population-based training needs the run's length in steps")
@@ -799,8 +834,11 @@ def _result(settings: _Settings, study: Any) -> PBTResult:
     for s in segs:
         if s["member"] not in latest or s["segment"] > latest[s["member"]]["segment"]:
             latest[s["member"]] = s
+    # the winner: the best report among the members that went furthest (the run's end)
+    furthest = max(s["end"] for s in latest.values())
+    finalists = [s for s in latest.values() if s["end"] == furthest]
     pick = max if settings.maximize else min
-    best = pick(latest.values(), key=lambda s: s["value"])
+    best = pick(finalists, key=lambda s: s["value"])
     result = PBTResult(
         settings.study,
         settings.dir,
