@@ -1,11 +1,12 @@
 """Population-based training (Jaderberg et al. 2017) on bergab's runs and tuning storages.
 
 A population of ``population`` members trains a run config, each with its own
-hyperparameters. Every member trains ``interval`` steps (a *segment*), reports its
-validation metric, and then, if it ranks in the bottom ``quantile`` of the population's
-latest reports, **exploits** a random member of the top ``quantile``: it takes over that
-member's last checkpoint (weights, optimizer state, schedule position, random state,
-step) and hyperparameters, and **explores** them: each is multiplied by a factor of
+hyperparameters (and the run's seed: the same data and first weights). Every member
+trains ``interval`` steps (a *segment*), reports its validation metric, and then, if it
+ranks in the bottom ``quantile`` of the reports made at that step, **exploits** a random
+member of the top ``quantile``: it takes over that member's checkpoint of the step
+(weights, optimizer state, schedule position, random state) and hyperparameters, and
+**explores** them: each is multiplied by a factor of
 ``perturb`` (chosen at random), or with probability ``resample_probability`` drawn anew
 from its distribution (a ``choice`` moves to a neighbouring value). So the population
 finds a *schedule*, not a constant: the winner's ancestors' hyperparameters over the
