@@ -617,9 +617,19 @@ def _adopt_files(settings: _Settings, donor: int, snapshot: Path, member: int) -
 
 def _work(settings: _Settings) -> None:
     """A worker: claim waiting segments and train them until none is left anywhere."""
-    from optuna.trial import TrialState
+
+    from bergab.tuning.storage import close_storage
 
     study = _open(settings)
+    try:
+        _work_in(settings, study)
+    finally:
+        close_storage(study._storage)  # a database's connections, not left to the collector
+
+
+def _work_in(settings: _Settings, study: Any) -> None:
+    from optuna.trial import TrialState
+
     while True:
         trial = _claim(study)
         if trial is None:
@@ -781,7 +791,25 @@ def pbt(
         seed=int(seed), directory=str(directory), storage=storage, study=str(name),
         grace=grace,
     )  # fmt: skip
+    from bergab.tuning.storage import close_storage
+
     st = _open(settings)
+    try:
+        return _run(settings, st, space, population, interval, workers, seed)
+    finally:
+        close_storage(st._storage)
+
+
+def _run(
+    settings: _Settings,
+    st: Any,
+    space: Any,
+    population: int,
+    interval: int,
+    workers: int,
+    seed: int,
+) -> PBTResult:
+    """:func:`pbt` once its settings are checked and its study is open."""
     if not _segments(st):  # a new search: every member's first segment, drawn from the space
         rng = random.Random(f"{seed}/draw")
         for m in range(population):
@@ -799,8 +827,8 @@ def pbt(
             p.start()
         for p in procs:
             p.join()
-        _check_workers(_open(settings), [p.exitcode for p in procs])
-    return _result(settings, _open(settings))
+        _check_workers(st, [p.exitcode for p in procs])
+    return _result(settings, st)
 
 
 def _check_workers(study: Any, codes: list[int | None]) -> None:
