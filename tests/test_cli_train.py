@@ -14,7 +14,6 @@ import sys
 import textwrap
 import time
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +33,7 @@ from bergab.training import Callback, fit
 BERGAB = Path(sys.executable).with_name("bergab")
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # tiny models: a second intra-op thread only adds contention on a shared 2-core box
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def write(path: Path, text: str) -> Path:

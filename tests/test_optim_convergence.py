@@ -18,7 +18,7 @@ given the negated objective.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -181,13 +181,7 @@ def descend(
     return None, best
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # 20 numbers per step: threads only add synchronisation (ms per call on a busy machine)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("problem", list(PROBLEMS))

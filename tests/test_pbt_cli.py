@@ -7,11 +7,9 @@ from __future__ import annotations
 import json
 import textwrap
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 pytest.importorskip("optuna")
 pytest.importorskip("pydantic")
@@ -51,13 +49,7 @@ TINY = """\
 """
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # tiny models: a second intra-op thread only adds contention on a shared 2-core box
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def write(path: Path, text: str = TINY) -> Path:

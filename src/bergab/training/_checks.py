@@ -418,8 +418,9 @@ def check_fit_checkpoint(ckpt: Mapping[str, Any], path: Path, expected: str) -> 
 def optimizer_class(optimizer: torch.optim.Optimizer) -> str:
     """The optimizer's class as ``module.Name`` (what a fit checkpoint records); for a
     ``ZeroRedundancyOptimizer``, the class of the optimizer it shards."""
-    if type(optimizer).__name__ == "ZeroRedundancyOptimizer":
-        optimizer = optimizer.optim  # type: ignore[attr-defined]
+    from bergab.training._lr import core  # lazily: _lr imports this module
+
+    optimizer = core(optimizer)
     return f"{type(optimizer).__module__}.{type(optimizer).__qualname__}"
 
 

@@ -430,7 +430,6 @@ class Trainer(StepCore):
             st.batch_in_epoch = batches - batches % k
         self.history.add_event({"event": "world_size", "step": st.step, "from": old, "to": new,
                                 "lr_factor": st.world_lr_factor})  # fmt: skip
-        st.world_size = new
 
     def _world_factor(self) -> float:
         """The lr factor of ``lr_scaling`` at this step (on its warmup ramp, if any)."""

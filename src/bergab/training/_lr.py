@@ -47,10 +47,9 @@ def core(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
         >>> core(sgd) is sgd
         True
     """
-    inner = getattr(opt, "optim", None)
-    if type(opt).__name__ == "ZeroRedundancyOptimizer" and isinstance(inner, torch.optim.Optimizer):
-        return inner
-    return opt
+    from bergab.training.strategy import is_zero
+
+    return opt.optim if is_zero(opt) else opt  # type: ignore[attr-defined]
 
 
 def sync_zero(opt: torch.optim.Optimizer) -> None:
@@ -194,6 +193,34 @@ class LRControl:
             if hasattr(self.scheduler, "base_lrs"):
                 self.scheduler.base_lrs = [b * ratio for b in self.scheduler.base_lrs]
         self.applied = factor
+
+    def set_base_lr(self, lr: float) -> None:
+        """A new constant lr for the first group (every other group keeps its ratio to
+        it), under the factor in force: what population-based training's explore sets.
+
+        Example:
+            >>> w = torch.nn.Parameter(torch.zeros(1))
+            >>> opt = torch.optim.SGD([w], lr=0.1)
+            >>> control = LRControl(opt, None, None); control.apply(0.5)
+            >>> control.set_base_lr(0.4); opt.param_groups[0]["lr"]
+            0.2
+        """
+        groups = self.optimizer.param_groups
+        if self.kind == "lr":
+            first = self.base[0]
+            self.base = [lr * (b / first) if first else lr for b in self.base]
+            for g, b in zip(groups, self.base, strict=True):
+                write_lr(g, b * self.applied)
+        elif self.kind == "lr_scale":  # the factor is in lr_scale; the lr is the group's own
+            first = float(groups[0]["lr"])
+            for g, r in zip(groups, [float(g["lr"]) / first if first else 1.0 for g in groups],
+                            strict=True):  # fmt: skip
+                write_lr(g, lr * r)
+        else:
+            raise ValueError(
+                f"set_base_lr: the lr is driven by a {self.kind}, not a constant: change the "
+                "schedule instead"
+            )
 
     def state_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "base": list(self.base), "applied": self.applied}

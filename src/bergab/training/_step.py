@@ -336,12 +336,12 @@ class StepCore:
             if local
             else torch.zeros((), dtype=torch.float64, device=dev)
         )
-        sharded = self._lockstep  # FSDP: each process holds a shard of every gradient
-        # one collective and one device->host copy: the loss sum, and the squared norm
-        # summed over the shards (FSDP) or this process's (DDP: the same everywhere)
-        pair = torch.stack([loss.detach().to(torch.float64), sq if sharded else sq * 0.0])
+        # one collective and one device->host copy: the losses' and the squared norms' sums;
+        # under FSDP each process holds a shard of every gradient (the norm is the sum's),
+        # under DDP the whole averaged gradient (the same on every process: their mean)
+        pair = torch.stack([loss.detach().to(torch.float64), sq])
         loss_sum, sq_sum = self.world.all_reduce_sum_tensor(pair).tolist()
-        gn = math.sqrt(sq_sum if sharded else float(sq))
+        gn = math.sqrt(sq_sum if self._lockstep else sq_sum / self.world.size)
         if self.clip_norm is not None and grads:
             coef = self.clip_norm / (gn + 1e-6)
             if coef < 1.0:
@@ -382,16 +382,16 @@ class StepCore:
         if callable(batches):
             batches = batches()
         model = self.model if self._eval_model is None else self._eval_model
-        pad = 0
+        pad, last = 0, None
         if self._lockstep:  # the same number of forward passes on every process
-            batches = list(batches)
-            most = self.world.all_reduce_max(len(batches))
-            if self.world.all_reduce_max(int(not batches)):  # every process raises
+            listed = list(batches)
+            most = self.world.all_reduce_max(len(listed))
+            if self.world.all_reduce_max(int(not listed)):  # every process raises
                 raise ValueError(
                     f"{what} has fewer examples than processes: under FSDP every process "
                     "evaluates its share, and needs at least one"
                 )
-            pad = most - len(batches)
+            pad, last, batches = most - len(listed), listed[-1], listed
         modes = [m.training for m in model.modules()]
         model.eval()
         total = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -425,7 +425,7 @@ class StepCore:
                         sums[name] += value * n
                     first = False
                 for _ in range(pad):  # in step with the others; the result is not used
-                    x, _y = self.batch_fn(list(batches)[-1])
+                    x, _y = self.batch_fn(last)
                     with self._autocast():
                         _data.forward(model, _data.to_device(x, self.device))
         finally:

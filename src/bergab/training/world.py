@@ -95,9 +95,8 @@ class World:
         """
         if self.size == 1:
             return [float(v) for v in values]
-        t = torch.tensor(values, dtype=torch.float64, device=_collective_device())
-        torch.distributed.all_reduce(t)
-        return [float(v) for v in t.tolist()]
+        t = torch.tensor(values, dtype=torch.float64)
+        return [float(v) for v in self.all_reduce_sum_tensor(t).tolist()]
 
     def all_reduce_sum_tensor(self, t: torch.Tensor) -> torch.Tensor:
         """``t`` summed over every process (on the collective's device; one collective).

@@ -441,32 +441,15 @@ class _Adopt(Callback):
         self.lr = lr
 
     def on_fit_start(self, trainer: Any) -> None:
-        from bergab.training._lr import core, sync_zero, write_lr
+        from bergab.training._lr import core, sync_zero
 
-        opt = core(trainer.optimizer)
-        for g in opt.param_groups:
+        for g in core(trainer.optimizer).param_groups:
             for key, value in self.groups.items():
                 if key in g:
                     g[key] = value
-        if self.lr is not None:
-            first = float(opt.param_groups[0]["lr"])
-            ratios = [float(g["lr"]) / first if first else 1.0 for g in opt.param_groups]
-            for g, r in zip(opt.param_groups, ratios, strict=True):
-                write_lr(g, self.lr * r)
-            control = trainer._lr  # fit's lr factor multiplies the new base from now on
-            if control.kind == "lr":
-                control.base = [float(g["lr"]) for g in opt.param_groups]
-                control.applied = 1.0
         sync_zero(trainer.optimizer)
-
-
-def _last_step(path: Path) -> int:
-    import torch
-
-    if not path.is_file():
-        return 0
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    return int(ckpt["fit"]["step"])
+        if self.lr is not None:  # under fit's lr factor (rollbacks, plateau cuts) in force
+            trainer._lr.set_base_lr(self.lr)
 
 
 def _replace_file(src: Path, dst: Path) -> None:
@@ -478,7 +461,7 @@ def _replace_file(src: Path, dst: Path) -> None:
 
 
 def _train_segment(settings: _Settings, attrs: Mapping[str, Any]) -> float:
-    """Train one segment of a member; its metric at the end and the step it reached."""
+    """Train one segment of a member; its metric at the end."""
     from bergab import config
     from bergab._run_checks import fit_arguments
     from bergab.training import fit
@@ -506,7 +489,18 @@ def _train_segment(settings: _Settings, attrs: Mapping[str, Any]) -> float:
     from bergab.training import NonFiniteError
 
     try:
-        history = _fit_segment(fit, task, cfg, schedule, ckpt_dir, settings, m, adopt, args)
+        history = fit(
+            task.model,
+            task.train,
+            task.loss_fn,
+            optimizer=config.optimizer_factory(cfg),
+            lr=schedule,
+            checkpoint_dir=ckpt_dir,
+            log_dir=settings.member_dir(m) / "logs",
+            resume=True,
+            callbacks=[adopt],
+            **args,
+        )
     except NonFiniteError:  # the member diverged: it ranks last and copies a better one
         return -math.inf if settings.maximize else math.inf
     record = next(
@@ -518,33 +512,6 @@ def _train_segment(settings: _Settings, attrs: Mapping[str, Any]) -> float:
             f"{sorted(k for k in history.records[-1] if k not in ('step', 'epoch', 'time'))})"
         )
     return float(record[settings.metric])
-
-
-def _fit_segment(
-    fit: Any,
-    task: Any,
-    cfg: Any,
-    schedule: Any,
-    ckpt_dir: Path,
-    settings: _Settings,
-    m: int,
-    adopt: _Adopt,
-    args: dict[str, Any],
-) -> Any:
-    from bergab import config
-
-    return fit(
-        task.model,
-        task.train,
-        task.loss_fn,
-        optimizer=config.optimizer_factory(cfg),
-        lr=schedule,
-        checkpoint_dir=ckpt_dir,
-        log_dir=settings.member_dir(m) / "logs",
-        resume=True,
-        callbacks=[adopt],
-        **args,
-    )
 
 
 def _snapshot(settings: _Settings, m: int, segment: int) -> Path:
