@@ -22,8 +22,10 @@ import torch
 import bergab
 from bergab.training import Callback, strategy
 
+# under CI (which sets CI) a machine without them fails these tests instead of skipping
 pytestmark = pytest.mark.skipif(
-    not torch.distributed.is_available() or strategy.usable_cores() < 2,
+    not os.environ.get("CI")
+    and (not torch.distributed.is_available() or strategy.usable_cores() < 2),
     reason="needs torch.distributed and 2 CPU cores",
 )
 
