@@ -41,6 +41,7 @@ import multiprocessing
 import os
 import random
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -390,6 +391,9 @@ def _claim(study: Any) -> Any | None:
         with contextlib.suppress(Exception):  # another worker took it first
             if study._storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
                 study._storage.set_trial_user_attr(t._trial_id, "beat", time.time())
+                # which process trains it (on which machine): for people and for the tests
+                worker = f"{socket.gethostname()}:{os.getpid()}"
+                study._storage.set_trial_user_attr(t._trial_id, "worker", worker)
                 return study._storage.get_trial(t._trial_id)
     return None
 
@@ -404,7 +408,7 @@ def _requeue_lost(study: Any, grace: float) -> int:
         if "member" in t.user_attrs and now - float(t.user_attrs.get("beat", now)) > grace:
             with contextlib.suppress(Exception):
                 if study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
-                    attrs = {k: v for k, v in t.user_attrs.items() if k != "beat"}
+                    attrs = {k: v for k, v in t.user_attrs.items() if k not in ("beat", "worker")}
                     attrs["retry_of"] = t.number
                     _enqueue(study, attrs)
                     lost += 1
@@ -613,8 +617,8 @@ def _work_in(settings: _Settings, study: Any) -> None:
             except BaseException as exc:
                 study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
                 if isinstance(exc, KeyboardInterrupt):  # continued by the next run of pbt
-                    _enqueue(study, {**{k: v for k, v in attrs.items() if k != "beat"},
-                                     "retry_of": trial.number})  # fmt: skip
+                    again = {k: v for k, v in attrs.items() if k not in ("beat", "worker")}
+                    _enqueue(study, {**again, "retry_of": trial.number})
                 raise
             _snapshot(settings, int(attrs["member"]), int(attrs["segment"]))
             _next(settings, study, attrs, value)
