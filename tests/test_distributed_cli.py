@@ -159,12 +159,13 @@ def assert_bitwise(a: Path, b: Path) -> None:
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:
     """Kill a launcher and the processes it started (a test that failed must not leave
-    them training: SIGKILL to the launcher alone would)."""
+    them training: SIGKILL to the launcher alone would), and close its pipes (left open,
+    they would be reported against whichever test runs when they are collected)."""
     import signal
 
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    proc.communicate()
 
 
 def free_port() -> int:
@@ -284,7 +285,6 @@ def test_two_nodes_on_one_machine_train_as_one_node_with_two_processes(
         for proc in procs:
             if proc.poll() is None:
                 _kill_group(proc)
-                proc.wait()
     # global rank 0 (on either node: c10d numbers the nodes itself) wrote and reported
     assert sum(out.count("final val loss") for out in outs) == 1, outs
     assert {p.name for p in (work / "nodes").iterdir()} == RUN_FILES
@@ -338,7 +338,6 @@ def test_a_signal_to_one_process_stops_every_process_at_one_step(work: Path) -> 
     finally:
         if proc.poll() is None:
             _kill_group(proc)
-            proc.wait()
     assert proc.returncode in (130, 143), err[-3000:]
     summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
     assert summary["status"] in ("interrupted", "terminated")
@@ -497,3 +496,44 @@ def test_an_endpoint_in_use_is_one_line_exit_2(tmp_path: Path) -> None:
     )
     assert "address already in use" in p.stderr
     assert not (tmp_path / "runs").exists()
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.stops: list[str] = []
+
+    def stop(self, reason: str, checkpoint: bool = False) -> None:
+        self.stops.append(reason)
+
+
+def test_a_signal_landing_during_the_agreement_stops_no_process_alone() -> None:
+    """The signal reaches this process between reading its flag and the reduction (the
+    other process saw nothing): this hook stops nobody, the next one stops everyone. A
+    process stopping on its own flag here would wait in the checkpoint barrier while the
+    other trains on (the hang this test was written for)."""
+    import signal
+
+    from bergab.run import _Interrupt
+
+    interrupt = _Interrupt()
+    trainer = _Recorder()
+
+    class World:
+        size = 2
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def all_reduce_max(self, value: int) -> int:
+            self.calls += 1
+            if self.calls == 1:  # the signal lands while the processes agree
+                interrupt.handler(signal.SIGTERM, None)
+                return value  # the other process had no signal either
+            return max(value, 0)
+
+    trainer.world = World()  # type: ignore[attr-defined]
+    interrupt.on_batch_end(trainer, {})
+    assert trainer.stops == []  # the other process does not stop at this hook
+    interrupt.on_batch_end(trainer, {})
+    assert trainer.stops == ["interrupted"]
+    assert interrupt.signal == "SIGTERM"

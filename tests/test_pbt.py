@@ -209,7 +209,7 @@ def test_a_killed_worker_loses_no_member(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            proc.communicate()  # closes the pipes
     assert proc.returncode == 0, err[-3000:]
     trials = {t.number: t for t in study().trials if "member" in t.user_attrs}
     if trials[victim.number].state.name == "COMPLETE":  # it finished before the signal came

@@ -231,10 +231,14 @@ class _Interrupt(Callback):
         if world is not None and world.size > 1:
             # each process gets the signal at its own moment (or alone): they agree at the
             # same hook, so all of them stop at one step and write (and wait for) one
-            # checkpoint, as interrupted by the signal one of them got (SIGTERM first)
+            # checkpoint, as interrupted by the signal one of them got (SIGTERM first). Only
+            # the agreed value decides: a signal landing in this process between reading
+            # its flag and the reduction is taken up at the next hook, by all of them.
             mine = {None: 0, "SIGINT": 1, "SIGTERM": 2}[self.signal if self.requested else None]
             agreed = world.all_reduce_max(mine)
-            if agreed and not self.requested:
+            if not agreed:
+                return
+            if not self.requested:
                 self.requested, self.signal = True, ("SIGINT", "SIGTERM")[agreed - 1]
         if self.requested:
             trainer.stop("interrupted", checkpoint=True)
