@@ -194,6 +194,13 @@ EDGE_CASES: list[tuple[str, sch.Schedule, dict[int, float], list[int]]] = [
         {0: 0.5, 1: math.exp(-1), 10: 0.1, BIG: 0.1},
         [],
     ),
+    ("shift", sch.shift(sch.linear(1.0, 0.0, 10), 4), {0: 0.6, 3: 0.3, 6: 0.0, BIG: 0.0}, [6]),
+    (
+        "shift in join",
+        sch.join([sch.constant(2.0), sch.shift(sch.linear(1.0, 0.0, 10), 4)], [4]),
+        {0: 2.0, 3: 2.0, 4: 0.6, 7: 0.3, 10: 0.0},
+        [4, 10],
+    ),
     ("reduce_on_plateau", sch.ReduceOnPlateau(0.1), {0: 0.1, BIG: 0.1}, []),
 ]
 
@@ -398,7 +405,8 @@ UNIT_OPEN = st.floats(1e-6, 1.0)  # (0, 1]
 
 @st.composite
 def basic_schedules(draw: st.DrawFn) -> sch.Schedule:  # noqa: PLR0911 - one branch per type
-    kind = draw(st.sampled_from(sorted(set(sch._REGISTRY) - {"warmup", "join", "scale", "clamp"})))
+    combinators = {"warmup", "join", "scale", "clamp", "shift"}
+    kind = draw(st.sampled_from(sorted(set(sch._REGISTRY) - combinators)))
     if kind == "constant":
         return sch.constant(draw(NONNEG))
     if kind == "step_decay":
@@ -976,6 +984,7 @@ BAD: list[tuple[str, Callable[[], Any]]] = [
     ("factor", lambda: sch.scale(sch.constant(1.0), -2.0)),
     ("low", lambda: sch.clamp(sch.constant(1.0), low=-1.0)),
     ("high", lambda: sch.clamp(sch.constant(1.0), low=0.5, high=0.1)),
+    ("steps", lambda: sch.shift(sch.constant(1.0), -1)),
     ("initial", lambda: sch.ReduceOnPlateau(0.0)),
     ("mode", lambda: sch.ReduceOnPlateau(0.1, mode="mean")),
     ("factor", lambda: sch.ReduceOnPlateau(0.1, factor=1.0)),

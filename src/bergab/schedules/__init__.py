@@ -20,7 +20,7 @@ Conventions shared by every schedule here:
   ``t = w``, so no step is wasted at lr 0 and the peak is not repeated.
 - Combinators give the wrapped schedule its *own local* step: in
   ``warmup(s, steps=w)``, ``s`` sees ``t - w``; in ``join``, each piece sees the steps
-  since its boundary.
+  since its boundary (``shift(s, b)`` puts a piece back on the run's clock).
 
 bergab optimizers accept a schedule wherever they accept ``lr`` (they call
 ``float(schedule(step))``); any torch optimizer can be driven through :func:`attach`.
@@ -75,7 +75,7 @@ from bergab.schedules.closed_form import (
     step_decay,
     wsd,
 )
-from bergab.schedules.combinators import clamp, join, scale, warmup
+from bergab.schedules.combinators import clamp, join, scale, shift, warmup
 from bergab.schedules.cyclic import cosine_restarts, cyclic, one_cycle, one_cycle_momentum
 from bergab.schedules.plateau import ReduceOnPlateau
 from bergab.schedules.plotting import plot
@@ -104,6 +104,7 @@ __all__ = [
     "plot",
     "polynomial",
     "scale",
+    "shift",
     "step_decay",
     "to_config",
     "warmup",

@@ -1,4 +1,4 @@
-"""Schedules built from schedules: warmup, join, scale, clamp.
+"""Schedules built from schedules: warmup, join, scale, clamp, shift.
 
 A combinator declares its nested schedules with ``schedule_arg()`` / ``schedule_list()``
 (any ``step -> value`` callable is accepted and wrapped); they are its ``children()``,
@@ -229,3 +229,41 @@ class _Clamp(Schedule, name="clamp"):
 
 
 clamp = factory(_Clamp)
+
+
+class _Shift(Schedule, name="shift"):
+    """Start a schedule ``steps`` steps in: ``η_t = s(t + steps)``.
+
+    Inside a ``join``, where each piece sees its own local step, a shifted piece runs on
+    the run's clock instead: ``join([s, shift(u, b)], [b])`` is ``s`` before step ``b`` and
+    ``u`` itself from ``b`` on (what PBT's exported schedules are made of).
+
+    Args:
+        schedule: the schedule to shift.
+        steps: how far into it to start, an int >= 0.
+
+    Returns:
+        The schedule.
+
+    Example:
+        >>> from bergab.schedules import linear
+        >>> s = shift(linear(1.0, 0.0, 10), 4)
+        >>> s(0), s(6)
+        (0.6, 0.0)
+    """
+
+    schedule: ScheduleLike = schedule_arg()
+    steps: int = integer(low=0)
+
+    def _post_init(self) -> None:
+        self._inner = cast(Schedule, self.schedule)
+
+    def _value(self, t: int) -> float:
+        return self._inner._value(t + self.steps)
+
+    def key_steps(self, until: int) -> list[int]:
+        inner = self._inner.key_steps(until + self.steps)
+        return _in_range([k - self.steps for k in inner if k > self.steps], until)
+
+
+shift = factory(_Shift)
