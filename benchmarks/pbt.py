@@ -131,27 +131,34 @@ def tpe_search(spec: dict[str, Any], seed: int, trials: int, out: str) -> dict[s
     }
 
 
+#: PBT's two forms: what it searches, over which schedule
+PBT_KINDS: dict[str, dict[str, Any]] = {
+    "constant": {"key": "schedule.lr", "label": "constant lr"},
+    "cosine": {"key": "schedule.peak", "label": "cosine peak"},
+}
+
+
 def pbt_search(
-    spec: dict[str, Any], seed: int, population: int, workers: int, out: str
+    spec: dict[str, Any], seed: int, population: int, workers: int, out: str, kind: str
 ) -> dict[str, Any]:
-    """PBT of a constant lr at ``population`` runs' compute."""
+    """PBT at ``population`` runs' compute, of a constant lr (``kind = "constant"``) or of
+    the peak of a cosine over the whole run (``"cosine"``: a member's lr is its current
+    peak times the cosine's shape at the step, so PBT changes the level of a decay)."""
     from bergab.tuning import pbt
 
     _setup()
     steps = spec["steps"]
+    key = PBT_KINDS[kind]["key"]
+    sched = ({"lr": 1e-3} if kind == "constant"
+             else {"type": "cosine", "peak": 1e-3, "total_steps": steps})  # fmt: skip
     t0 = time.perf_counter()
-    res = pbt(base_config(spec, seed, {"lr": 1e-3}),
-              {"schedule.lr": {"loguniform": list(LR_RANGE)}}, population=population,
-              interval=max(1, steps // 10), budget_steps=population * steps, workers=workers,
-              seed=seed, out=out, study=f"pbt-{spec['task']['name']}-{seed}")  # fmt: skip
+    res = pbt(base_config(spec, seed, sched), {key: {"loguniform": list(LR_RANGE)}},
+              population=population, interval=max(1, steps // 10),
+              budget_steps=population * steps, workers=workers, seed=seed, out=out,
+              study=f"pbt-{kind}-{spec['task']['name']}-{seed}")  # fmt: skip
     seconds = time.perf_counter() - t0
     chain = res.lineage()
-    lrs = [float(s["hparams"]["schedule.lr"]) for s in chain]
     trained = sum(int(s["end"]) - int(s["start"]) for s in res.segments)
-    latest: dict[int, dict[str, Any]] = {}
-    for s in res.segments:
-        if s["member"] not in latest or s["segment"] > latest[s["member"]]["segment"]:
-            latest[s["member"]] = s
     return {
         "value": res.best_value,
         "member": res.best_member,
@@ -159,8 +166,7 @@ def pbt_search(
         "runs": trained / steps,
         "segments": len(res.segments),
         "exploits": sum(s["event"] == "exploit" for s in res.segments),
-        "lineage_lrs": lrs,
-        "finals": {m: [int(s["end"]), s["value"]] for m, s in sorted(latest.items())},
+        "lineage_lrs": [float(s["hparams"][key]) for s in chain],
         "best_config": res.best_config(),
         "seconds": seconds,
     }
@@ -199,6 +205,7 @@ def report(
     res: dict[tuple[Any, ...], Any],
     grid: list[float],
     markdown: bool,
+    kinds: list[str],
 ) -> dict[str, Any]:
     """Print the table and the reading of the targets; the numbers as a dict."""
     headers = ["task", "method", *(f"seed {s}" for s in seeds), "median", "compute (runs)",
@@ -207,21 +214,26 @@ def report(
     notes: list[str] = []
     out: dict[str, Any] = {}
     for task in tasks:
-        per: dict[str, dict[int, dict[str, Any]]] = {"grid": {}, "tpe": {}, "pbt": {},
-                                                     "replay": {}}  # fmt: skip
+        per: dict[str, dict[int, dict[str, Any]]] = {"grid": {}, "tpe": {}}
         for s in seeds:
             runs = [res[("grid", task, s, lr)] for lr in grid]
             i = int(np.argmin([r["value"] for r in runs]))
             per["grid"][s] = {"value": runs[i]["value"], "peak": grid[i], "runs": float(len(grid)),
                               "seconds": sum(r["seconds"] for r in runs)}  # fmt: skip
             per["tpe"][s] = res[("tpe", task, s)]
-            per["pbt"][s] = {k: v for k, v in res[("pbt", task, s)].items() if k != "best_config"}
-            reps = [res[("replay", task, s, s + k)] for k in range(3)]
-            per["replay"][s] = {"value": reps[0]["value"], "runs": 1.0,
-                                "seconds": reps[0]["seconds"],
-                                "noise": [r["value"] for r in reps]}  # fmt: skip
-        names = {"grid": f"grid ({len(grid)} cosine peaks)", "tpe": "TPE (cosine peak)",
-                 "pbt": "PBT best member", "replay": "PBT schedule replayed"}  # fmt: skip
+            for kind in kinds:
+                per.setdefault(f"pbt-{kind}", {})[s] = {
+                    k: v for k, v in res[("pbt", kind, task, s)].items() if k != "best_config"
+                }
+                reps = [res[("replay", kind, task, s, s + k)] for k in range(3)]
+                per.setdefault(f"replay-{kind}", {})[s] = {
+                    "value": reps[0]["value"], "runs": 1.0, "seconds": reps[0]["seconds"],
+                    "noise": [r["value"] for r in reps]}  # fmt: skip
+        names = {"grid": f"grid ({len(grid)} cosine peaks)", "tpe": "TPE (cosine peak)"}
+        for kind in kinds:
+            label = PBT_KINDS[kind]["label"]
+            names[f"pbt-{kind}"] = f"PBT best member ({label})"
+            names[f"replay-{kind}"] = f"PBT schedule replayed ({label})"
         for method, label in names.items():
             vals = [per[method][s]["value"] for s in seeds]
             runs = statistics.median(per[method][s]["runs"] for s in seeds)
@@ -230,28 +242,31 @@ def report(
                          f"{runs:.2f}", f"{secs:.1f}"])  # fmt: skip
         out[task] = per
         g = [per["grid"][s]["value"] for s in seeds]
-        p = [per["pbt"][s]["value"] for s in seeds]
-        r = [per["replay"][s]["value"] for s in seeds]
-        below = sum(pv <= gv for pv, gv in zip(p, g, strict=True))
-        notes.append(f"{task}: PBT <= grid best in {below}/{len(seeds)} seeds (median "
-                     f"{_fmt(statistics.median(p))} vs {_fmt(statistics.median(g))}); "
-                     f"PBT compute {statistics.median(per['pbt'][s]['runs'] for s in seeds):.2f}"
-                     " runs")  # fmt: skip
-        for s in seeds:
-            noise = per["replay"][s]["noise"]
-            pb = per["pbt"][s]
-            inside = min(noise) <= pb["value"] <= max(noise)
-            notes.append(
-                f"  seed {s}: grid best peak {per['grid'][s]['peak']:.2g} "
-                f"({_fmt(per['grid'][s]['value'])}), TPE peak "
-                f"{_fmt(per['tpe'][s]['peak'], 2)} ({_fmt(per['tpe'][s]['value'])}); PBT member "
-                f"{pb['member']} at step {pb['end']} ({_fmt(pb['value'])}), {pb['segments']} "
-                f"segments, {pb['exploits']} exploits; replay {_fmt(r[seeds.index(s)])}, over "
-                f"fit seeds {s}..{s + 2}: {', '.join(_fmt(v) for v in noise)} (spread "
-                f"{_fmt(max(noise) - min(noise), 2)}; PBT's value "
-                f"{'inside' if inside else 'outside'} it)\n"
-                f"    winner's lrs: {_lrs(pb['lineage_lrs'])}"
-            )
+        for kind in kinds:
+            pk = per[f"pbt-{kind}"]
+            p = [pk[s]["value"] for s in seeds]
+            r = [per[f"replay-{kind}"][s]["value"] for s in seeds]
+            below = sum(pv <= gv for pv, gv in zip(p, g, strict=True))
+            notes.append(f"{task}, PBT of the {PBT_KINDS[kind]['label']}: <= grid best in "
+                         f"{below}/{len(seeds)} seeds (median {_fmt(statistics.median(p))} vs "
+                         f"{_fmt(statistics.median(g))}); compute "
+                         f"{statistics.median(pk[s]['runs'] for s in seeds):.2f} runs")  # fmt: skip
+            for s in seeds:
+                noise = per[f"replay-{kind}"][s]["noise"]
+                pb = pk[s]
+                inside = min(noise) <= pb["value"] <= max(noise)
+                notes.append(
+                    f"  seed {s}: grid best peak {per['grid'][s]['peak']:.2g} "
+                    f"({_fmt(per['grid'][s]['value'])}), TPE peak "
+                    f"{_fmt(per['tpe'][s]['peak'], 2)} ({_fmt(per['tpe'][s]['value'])}); PBT "
+                    f"member {pb['member']} at step {pb['end']} ({_fmt(pb['value'])}), "
+                    f"{pb['segments']} segments, {pb['exploits']} exploits; replay "
+                    f"{_fmt(r[seeds.index(s)])}, over fit seeds {s}..{s + 2}: "
+                    f"{', '.join(_fmt(v) for v in noise)} (spread "
+                    f"{_fmt(max(noise) - min(noise), 2)}; PBT's value "
+                    f"{'inside' if inside else 'outside'} it)\n"
+                    f"    winner's {PBT_KINDS[kind]['key']}: {_lrs(pb['lineage_lrs'])}"
+                )
     print(text_table(headers, rows))
     print("\nval loss: final validation loss (PBT: the best member's last report); compute: "
           "training steps / max_steps; seconds: one seed's search on one core\n")  # fmt: skip
@@ -268,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--population", type=int, default=8,
                         help="PBT's members, its budget in runs and TPE's trials")  # fmt: skip
     parser.add_argument("--pbt-workers", type=int, default=1)
+    parser.add_argument("--pbt", nargs="+", default=list(PBT_KINDS), choices=list(PBT_KINDS),
+                        help="PBT's forms: of a constant lr, of a cosine's peak")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="a smoke run of seconds: tiny "
                         "runs, seed 0, 5 grid points, population 4")  # fmt: skip
@@ -297,9 +314,10 @@ def main(argv: list[str] | None = None) -> int:
         # the longest jobs first: PBT and TPE searches, then the grid's runs
         for t in args.tasks:
             for s in seeds:
-                key = ("pbt", t, s)
-                pending[pool.submit(pbt_search, specs[t], s, population, args.pbt_workers,
-                                    f"{out}/pbt")] = key  # fmt: skip
+                for kind in args.pbt:
+                    f = pool.submit(pbt_search, specs[t], s, population, args.pbt_workers,
+                                    f"{out}/pbt", kind)  # fmt: skip
+                    pending[f] = ("pbt", kind, t, s)
                 f = pool.submit(tpe_search, specs[t], s, population, f"{out}/tpe")
                 pending[f] = ("tpe", t, s)
         for t in args.tasks:
@@ -313,18 +331,18 @@ def main(argv: list[str] | None = None) -> int:
                 key = pending.pop(f)
                 results[key] = f.result()
                 if key[0] == "pbt":  # its schedule replayed, batches by three fit seeds
-                    _, t, s = key
+                    _, kind, t, s = key
                     for k in range(3):
                         g = pool.submit(replay_run, results[key]["best_config"], s + k,
-                                        f"{out}/replay-{t}-{s}-{s + k}")  # fmt: skip
-                        pending[g] = ("replay", t, s, s + k)
+                                        f"{out}/replay-{kind}-{t}-{s}-{s + k}")  # fmt: skip
+                        pending[g] = ("replay", kind, t, s, s + k)
     n = len(results)
     print(f"\n{n} jobs in {time.perf_counter() - t0:.0f} s ({args.jobs} processes)\n")
     if args.keep:
         print(f"runs kept in {out}")
     else:
         shutil.rmtree(out, ignore_errors=True)
-    numbers = report(args.tasks, seeds, results, grid, args.markdown)
+    numbers = report(args.tasks, seeds, results, grid, args.markdown, args.pbt)
     if args.json:
         Path(args.json).write_text(json.dumps(numbers, indent=1, default=str))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import random
 import signal
@@ -39,6 +40,27 @@ def _cfg(steps: int = 12) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- the rules
+def test_the_first_population_is_a_latin_hypercube() -> None:
+    """Each parameter's distribution is cut into one stratum per member, each stratum
+    holding one member; with as many members as choices, every choice is taken."""
+    from bergab.tuning._pbt import initial_population
+
+    space = SearchSpace.from_mapping({
+        "schedule.lr": {"loguniform": [1e-4, 1e-1]},
+        "optimizer.weight_decay": {"uniform": [0.0, 0.1]},
+        "fit.batch_size": {"choice": [8, 16, 32, 64]},
+    })  # fmt: skip
+    for seed in range(5):
+        members = initial_population(space, 4, random.Random(seed))
+        lr = sorted(int((math.log10(m["schedule.lr"]) + 4) / 0.75) for m in members)
+        wd = sorted(int(m["optimizer.weight_decay"] / 0.025) for m in members)
+        assert lr == wd == [0, 1, 2, 3]
+        assert sorted(m["fit.batch_size"] for m in members) == [8, 16, 32, 64]
+    a = initial_population(space, 4, random.Random(0))
+    assert a == initial_population(space, 4, random.Random(0))
+    assert a != initial_population(space, 4, random.Random(1))
+
+
 def test_truncation_selects_the_bottom_to_copy_the_top() -> None:
     values = {m: float(m) for m in range(8)}  # member 0 best (minimize)
     assert truncation(values, 7, 0.25) == [0, 1]
@@ -120,6 +142,43 @@ def test_an_exploit_copies_weights_optimizer_state_and_step_exactly(
         )  # explored after the copy
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_at_each_step_the_bottom_of_the_whole_population_copies(tmp_path: Path, seed: int) -> None:
+    """With one worker every member is ranked among all the reports of its step (the
+    decision waits for the claim of its next segment): at each step the members that
+    copy are exactly the worst ceil(quantile x population), whichever order they
+    reported in (decided at its own report, the first member would be ranked alone)."""
+    res = pbt(_cfg(24), {"schedule.lr": {"loguniform": [1e-3, 1.0]}}, population=4,
+              interval=4, quantile=0.25, out=tmp_path, seed=seed)  # fmt: skip
+    by_key = {(s["member"], s["segment"]): s for s in res.segments}
+    for step in range(4, 24, 4):
+        reports = {s["member"]: s["value"] for s in res.segments if s["end"] == step}
+        assert len(reports) == 4
+        worst = sorted(reports, key=lambda m: (reports[m], m))[-1]
+        copied = {s["member"] for s in res.segments if s["start"] == step
+                  and s["event"] == "exploit"}  # fmt: skip
+        assert copied == {worst}, (step, reports)
+        for s in res.segments:
+            if s["start"] == step and s["event"] == "exploit":
+                parent = by_key[tuple(s["parent"])]
+                assert parent["member"] != worst
+                assert parent["end"] == step
+                assert reports[parent["member"]] == min(reports.values())
+
+
+def test_two_members_copying_one_state_explore_apart(tmp_path: Path) -> None:
+    """Half the population copies the top half at every step: members that copied the
+    same donor's state never end up with the same hyperparameters (two identical
+    members would waste one)."""
+    res = pbt(_cfg(24), {"schedule.lr": {"loguniform": [1e-3, 1.0]}}, population=6,
+              interval=4, quantile=0.5, resample_probability=0.0, out=tmp_path, seed=3)  # fmt: skip
+    exploits = [s for s in res.segments if s["event"] == "exploit"]
+    pairs = [(s["start"], tuple(s["parent"])) for s in exploits]
+    assert len(set(pairs)) < len(pairs)  # some members did copy one state
+    seen = [(s["start"], tuple(s["parent"]), s["hparams"]["schedule.lr"]) for s in exploits]
+    assert len(set(seen)) == len(seen)
+
+
 def test_one_worker_with_a_seed_is_deterministic(tmp_path: Path) -> None:
     a = pbt(_cfg(), LR, population=3, interval=4, out=tmp_path / "a", seed=5)
     b = pbt(_cfg(), LR, population=3, interval=4, out=tmp_path / "b", seed=5)
@@ -154,6 +213,35 @@ def test_the_exported_schedule_replays_the_lineage_lr_per_step(tmp_path: Path) -
     assert len(lrs) == 12
     assert lrs == pytest.approx([float(sched(t)) for t in range(12)], rel=1e-12)
     # the lineage was one run with copies in between: the replay ends where it ended
+    assert hist.records[-1]["val_loss"] == pytest.approx(res.best_value, rel=1e-9)
+
+
+def test_a_searched_cosine_peak_exports_the_lineage_on_the_run_clock(tmp_path: Path) -> None:
+    """PBT of a cosine's peak: each member's lr is its peak times the cosine at the step;
+    the export is a join of the lineage's cosines, each shifted to its segment's start,
+    which gives every step the lr it trained with, and its replay ends at the winner."""
+    from bergab import run
+    from bergab.tuning.space import apply
+
+    base = _cfg(24)
+    base["schedule"] = {"type": "cosine", "peak": 0.05, "total_steps": 24}
+    res = pbt(base, {"schedule.peak": {"loguniform": [1e-3, 1.0]}}, population=4, interval=4,
+              out=tmp_path, seed=0)  # fmt: skip
+    chain = res.lineage()
+    assert any(s["event"] == "exploit" for s in chain)  # the lineage changes peak
+    exported = res.schedule()
+    assert exported is not None
+    assert exported == json.loads((tmp_path / "pbt" / "pbt_schedule.json").read_text())
+    assert {p.get("type") for p in exported["schedules"][1:]} == {"shift"}
+    sched = config.build_schedule(exported)
+    replay = config.validate({**res.best_config(), "output": {"dir": str(tmp_path / "replay"),
+                                                              "plots": False}})  # fmt: skip
+    hist = run.train(replay).history
+    for s in chain:
+        own = config.build_schedule(apply(base, s["hparams"])["schedule"])
+        for t in range(s["start"], s["end"]):
+            assert float(sched(t)) == pytest.approx(float(own(t)), rel=1e-12)
+            assert hist.steps["lr"][t] == pytest.approx(float(own(t)), rel=1e-12)
     assert hist.records[-1]["val_loss"] == pytest.approx(res.best_value, rel=1e-9)
 
 

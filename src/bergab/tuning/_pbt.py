@@ -2,8 +2,10 @@
 
 A population of ``population`` members trains a run config, each with its own
 hyperparameters (and the run's seed: the same data and first weights). Every member
-trains ``interval`` steps (a *segment*), reports its validation metric, and then, if it
-ranks in the bottom ``quantile`` of the reports made at that step, **exploits** a random
+trains ``interval`` steps (a *segment*), reports its validation metric, and then (when
+its next segment is claimed, which waits for the others of the step while other
+segments wait before it), if it ranks
+in the bottom ``quantile`` of the reports made at that step, **exploits** a random
 member of the top ``quantile``: it takes over that member's checkpoint of the step
 (weights, optimizer state, schedule position, random state) and hyperparameters, and
 **explores** them: each is multiplied by a factor of
@@ -124,20 +126,50 @@ def explore(
     return out
 
 
-def _sample(p: Any, rng: random.Random) -> Any:
-    """A value of parameter ``p`` drawn from its distribution."""
+def _sample(p: Any, rng: random.Random, u: float | None = None) -> Any:
+    """A value of parameter ``p`` drawn from its distribution, at the quantile ``u`` in
+    [0, 1) of it when given (a stratified draw), else at random."""
+    u = rng.random() if u is None else u
     if p.kind == "choice":
-        return rng.choice(list(p.choices or ()))
+        choices = list(p.choices or ())
+        return choices[min(int(u * len(choices)), len(choices) - 1)]
     if p.kind == "int":
         if p.log:
-            return round(math.exp(rng.uniform(math.log(p.low), math.log(p.high))))
+            return round(math.exp(math.log(p.low) + u * (math.log(p.high) - math.log(p.low))))
         step = p.step or 1
-        return int(p.low + step * rng.randrange((p.high - p.low) // step + 1))
+        n = (p.high - p.low) // step + 1
+        return int(p.low + step * min(int(u * n), n - 1))
     if p.kind == "loguniform":
-        return math.exp(rng.uniform(math.log(p.low), math.log(p.high)))
+        return math.exp(math.log(p.low) + u * (math.log(p.high) - math.log(p.low)))
     if p.step:
-        return float(p.low + p.step * rng.randrange(round((p.high - p.low) / p.step) + 1))
-    return rng.uniform(p.low, p.high)
+        n = round((p.high - p.low) / p.step) + 1
+        return float(p.low + p.step * min(int(u * n), n - 1))
+    return p.low + u * (p.high - p.low)
+
+
+def initial_population(space: Any, population: int, rng: random.Random) -> list[dict[str, Any]]:
+    """The members' first hyperparameters: a Latin hypercube over ``space``.
+
+    Each parameter's distribution is cut into ``population`` equally likely strata and
+    every stratum gets one member (a random point inside it; the strata are matched to
+    members by a random permutation per parameter). Eight members of a loguniform lr over
+    three decades then lie one in each eighth of the decades, never bunched in one: a
+    small population covers the range like a grid, and exploits refine from there.
+
+    Example:
+        >>> from bergab.tuning.space import SearchSpace
+        >>> space = SearchSpace.from_mapping({"schedule.lr": {"loguniform": [1e-4, 1.0]}})
+        >>> lrs = sorted(m["schedule.lr"] for m in initial_population(space, 4, random.Random(0)))
+        >>> [math.floor(math.log10(lr)) for lr in lrs]  # one in each decade
+        [-4, -3, -2, -1]
+    """
+    members: list[dict[str, Any]] = [{} for _ in range(population)]
+    for p in space:
+        strata = list(range(population))
+        rng.shuffle(strata)
+        for m, k in enumerate(strata):
+            members[m][p.path] = _sample(p, rng, (k + rng.random()) / population)
+    return members
 
 
 # =========================================================================== settings
@@ -280,23 +312,53 @@ class PBTResult:
         return chain[::-1]
 
     def schedule(self, member: int | None = None) -> dict[str, Any] | None:
-        """The lineage's learning rate over the steps as a bergab schedule config (a
-        ``join`` of the segments' constant lrs), or ``None`` when ``schedule.lr`` was
-        not searched as a number."""
+        """The lineage's learning rate over the steps as a bergab schedule config, or
+        ``None`` when no ``schedule.*`` key was searched.
+
+        A searched constant lr (``schedule.lr``) gives a ``join`` of ``constant`` pieces;
+        any other searched schedule argument (a cosine's ``peak``, a decay's ``final``)
+        gives a ``join`` of the segments' schedules, each ``shift``-ed onto the run's
+        clock, so the piece from step ``b`` on is the member's schedule at step ``b``.
+        Consecutive segments with one schedule are one piece.
+
+        Example:
+            >>> r = PBTResult("s", Path("."), "val_loss", False, 0, 0.5, segments=[
+            ...     {"member": 0, "segment": 0, "start": 0, "end": 4, "value": 1.0,
+            ...      "parent": None, "hparams": {"schedule.lr": 0.1}},
+            ...     {"member": 0, "segment": 1, "start": 4, "end": 8, "value": 0.5,
+            ...      "parent": [0, 0], "hparams": {"schedule.lr": 0.05}}],
+            ...     base_config={"schedule": {"lr": 0.01}})
+            >>> r.schedule()["boundaries"]
+            [4]
+        """
+        from bergab.tuning.space import apply
+
         chain = self.lineage(member)
-        if not chain or not all(
-            isinstance(s["hparams"].get("schedule.lr"), float | int) for s in chain
-        ):
+        if not chain or not any(k.startswith("schedule.") for k in chain[0]["hparams"]):
             return None
         pieces: list[dict[str, Any]] = []
         boundaries: list[int] = []
-        for s in chain:  # consecutive segments at one lr are one piece
-            lr = float(s["hparams"]["schedule.lr"])
-            if pieces and pieces[-1]["lr"] == lr:
+        last: Any = None
+        for s in chain:
+            sched = apply(self.base_config, s["hparams"]).get("schedule")
+            if not isinstance(sched, dict):
+                return None
+            if sched.get("type", "constant") == "constant" and set(sched) <= {"type", "lr"}:
+                piece: dict[str, Any] = {"type": "constant", "lr": float(sched["lr"])}
+                own = piece
+            else:  # the member's schedule as it stood from this segment's start on
+                own = sched
+                piece = (
+                    sched
+                    if s["start"] == 0
+                    else {"type": "shift", "schedule": sched, "steps": int(s["start"])}
+                )
+            if own == last:
                 continue
             if pieces:
                 boundaries.append(int(s["start"]))
-            pieces.append({"type": "constant", "lr": lr})
+            pieces.append(piece)
+            last = own
         if len(pieces) == 1:
             return pieces[0]
         return {"type": "join", "schedules": pieces, "boundaries": boundaries}
@@ -318,6 +380,23 @@ class PBTResult:
         cfg.setdefault("output", {}).pop("dir", None)
         return cfg
 
+    def _lr_curve(self, segment: Mapping[str, Any]) -> tuple[list[int], list[float]] | None:
+        """The lr of a segment's schedule over its steps (``None`` when no schedule
+        argument was searched, or the schedule is decided by a range test)."""
+        from bergab import config
+        from bergab.tuning.space import apply
+
+        if not any(k.startswith("schedule.") for k in segment["hparams"]):
+            return None
+        table = apply(self.base_config, segment["hparams"]).get("schedule")
+        try:
+            sched = config.build_schedule(table)
+        except (ValueError, TypeError):
+            return None
+        a, b = int(segment["start"]), int(segment["end"])
+        steps = sorted({*range(a, b, max(1, (b - a) // 50)), b})  # to the next one's start
+        return steps, [float(sched(t)) for t in steps]
+
     def plot(self, path: str | Path | None = None) -> Any:
         """Three panels: the population's metric over the steps with exploit events, each
         member's lr over the steps, and the winning lineage's lr schedule; saved to
@@ -338,18 +417,18 @@ class PBTResult:
             for s in segs:
                 if s["event"] == "exploit":
                     ax_m.axvline(s["start"], color=line.get_color(), alpha=0.25, lw=0.8)
-                lr = s["hparams"].get("schedule.lr")
-                if isinstance(lr, float | int):
-                    ax_lr.plot([s["start"], s["end"]], [lr, lr], color=line.get_color())
+                curve = self._lr_curve(s)
+                if curve is not None:
+                    ax_lr.plot(*curve, color=line.get_color())
         ax_m.set(xlabel="step", ylabel=self.metric, title="population (lines: exploits)")
         shown = [s["value"] for s in done if math.isfinite(s["value"])]
         if shown and min(shown) > 0:
             ax_m.set_yscale("log")  # early losses are often orders above the late ones
         ax_lr.set(xlabel="step", ylabel="lr", yscale="log", title="each member's lr")
         for s in self.lineage():
-            lr = s["hparams"].get("schedule.lr")
-            if isinstance(lr, float | int):
-                ax_sched.plot([s["start"], s["end"]], [lr, lr], color="black")
+            curve = self._lr_curve(s)
+            if curve is not None:
+                ax_sched.plot(*curve, color="black")
         ax_sched.set(xlabel="step", ylabel="lr", yscale="log",
                      title=f"winner's lineage (member {self.best_member})")  # fmt: skip
         if len(members) <= 10:
@@ -520,8 +599,8 @@ def _train_segment(settings: _Settings, attrs: Mapping[str, Any]) -> float:
 
 def _snapshot(settings: _Settings, m: int, segment: int) -> Path:
     """Keep the member's checkpoint of this segment's end for others to copy."""
-    snaps = settings.member_dir(m) / "snapshots"
-    path = snaps / f"segment-{segment}.pt"
+    path = _snapshot_path(settings, m, segment)
+    snaps = path.parent
     _replace_file(settings.member_dir(m) / "checkpoints" / "last.pt", path)
     old = sorted(snaps.glob("segment-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
     for p in old[:-KEEP_SNAPSHOTS]:
@@ -531,50 +610,109 @@ def _snapshot(settings: _Settings, m: int, segment: int) -> Path:
 
 
 def _next(settings: _Settings, study: Any, attrs: Mapping[str, Any], value: float) -> None:
-    """After a segment: the member's next one, copying a better member when it ranks low.
+    """After a segment: queue the member's next one, its exploit-or-continue decision
+    left to the worker that claims it (:func:`_decide`).
 
-    The member is ranked among the reports made at the same step (members that reached
-    it; a report of an earlier step is not comparable), and a donor's state is that step's
-    too, so a copy never goes back in steps. No segment is queued past the run's length or
-    beyond ``budget_steps`` (counting every segment trained, training or queued).
+    Deciding at the claim instead of at the report ranks the member among every report
+    of its step that exists by then: the waiting segment that starts earliest is claimed
+    first, so a member that reported early waits for the others of its step while there
+    is other work (with one worker it is ranked among the whole population; decided at
+    its own report, the first member of a step would be ranked alone and never copy). No
+    segment is queued past the run's length or beyond ``budget_steps`` (counting every
+    segment trained, training or queued).
     """
     from optuna.trial import TrialState
 
-    from bergab.tuning.space import SearchSpace
-
     m, seg, end = int(attrs["member"]), int(attrs["segment"]), int(attrs["end"])
-    segs = _segments(study)
     planned = sum(
         int(t.user_attrs["end"]) - int(t.user_attrs["start"])
-        for t in segs
+        for t in _segments(study)
         if t.state != TrialState.FAIL
     )
-    here: dict[int, Any] = {}  # each member's report at this step
-    for t in segs:
-        if t.state == TrialState.COMPLETE and int(t.user_attrs["end"]) == end:
-            k = int(t.user_attrs["member"])
-            if k != m and (k not in here or t.number > here[k].number):
-                here[k] = t
-    values = {k: float(t.value) for k, t in here.items()}
-    values[m] = value
-    rng = random.Random(f"{settings.seed}/{m}/{seg}")
-    top = truncation(values, m, settings.quantile, settings.maximize)
-    hp, parent, event = dict(attrs["hparams"]), [m, seg], "continue"
-    if top is not None:
-        donor = here[rng.choice(top)]
-        d, d_seg = int(donor.user_attrs["member"]), int(donor.user_attrs["segment"])
-        snap = settings.member_dir(d) / "snapshots" / f"segment-{d_seg}.pt"
-        if snap.is_file():
-            _adopt_files(settings, d, snap, m)
-            space = SearchSpace.from_mapping(settings.space)
-            hp = explore(donor.user_attrs["hparams"], space, rng, settings.perturb,
-                         settings.resample_probability)  # fmt: skip
-            parent, event = [d, d_seg], "exploit"
     length = min(settings.interval, settings.max_steps - end)
     if length <= 0 or planned + length > settings.budget_steps:
         return
     _enqueue(study, {"member": m, "segment": seg + 1, "start": end, "end": end + length,
-                     "hparams": hp, "parent": parent, "event": event})  # fmt: skip
+                     "hparams": dict(attrs["hparams"]), "parent": [m, seg],
+                     "event": "pending", "reported": value})  # fmt: skip
+
+
+def _decide(settings: _Settings, study: Any, trial: Any) -> dict[str, Any]:
+    """A claimed segment's attributes once its member has decided: continue with its own
+    hyperparameters, or (ranked in the bottom ``quantile`` of the reports at its step)
+    copy a random top member's state of that step and explore from its hyperparameters.
+
+    The decision is stored on the trial before any file is copied, and the copy marked
+    done after it: a retried segment (its worker died) keeps the decision and copies
+    again only when the copy may not have finished.
+    """
+    from optuna.trial import TrialState
+
+    attrs = dict(trial.user_attrs)
+    storage = study._storage
+    m, seg, start = int(attrs["member"]), int(attrs["segment"]), int(attrs["start"])
+    if attrs.get("event") == "pending":
+        here: dict[int, Any] = {}  # each other member's report at this step
+        for t in _segments(study):
+            if t.state == TrialState.COMPLETE and int(t.user_attrs["end"]) == start:
+                k = int(t.user_attrs["member"])
+                if k != m and (k not in here or t.number > here[k].number):
+                    here[k] = t
+        values = {k: float(t.value) for k, t in here.items()}
+        values[m] = float(attrs["reported"])
+        rng = random.Random(f"{settings.seed}/{m}/{seg - 1}")
+        top = truncation(values, m, settings.quantile, settings.maximize)
+        decision: dict[str, Any] = {"event": "continue"}
+        if top is not None:
+            decision = _exploit(settings, study, start, here, top, rng)
+        for key, value in decision.items():
+            storage.set_trial_user_attr(trial._trial_id, key, value)
+        attrs.update(decision)
+    if attrs["event"] == "exploit" and not attrs.get("copied"):
+        d, d_seg = (int(x) for x in attrs["parent"])
+        _adopt_files(settings, d, _snapshot_path(settings, d, d_seg), m)
+        storage.set_trial_user_attr(trial._trial_id, "copied", True)
+        attrs["copied"] = True
+    return attrs
+
+
+def _exploit(
+    settings: _Settings,
+    study: Any,
+    start: int,
+    here: Mapping[int, Any],
+    top: Sequence[int],
+    rng: random.Random,
+) -> dict[str, Any]:
+    """The decision to copy a random top member's state at ``start`` and explore from
+    its hyperparameters (``continue`` when no donor's snapshot is left).
+
+    A state plus hyperparameters that another member already holds at this step (the
+    donor itself, or a member that copied it) would make a second copy of one member, a
+    wasted member: the donor and the exploration are drawn again, and after 8 draws the
+    hyperparameters are drawn anew from the space.
+    """
+    from bergab.tuning.space import SearchSpace
+
+    space = SearchSpace.from_mapping(settings.space)
+    held = [(t.user_attrs.get("parent"), t.user_attrs["hparams"]) for t in _segments(study)
+            if int(t.user_attrs["start"]) == start]  # fmt: skip
+    choice: dict[str, Any] | None = None
+    for attempt in range(9):
+        donor = here[rng.choice(top)]
+        d, d_seg = int(donor.user_attrs["member"]), int(donor.user_attrs["segment"])
+        if not _snapshot_path(settings, d, d_seg).is_file():
+            continue  # copied over since (far behind a fast population): try another
+        resample = 1.0 if attempt == 8 else settings.resample_probability
+        hp = explore(donor.user_attrs["hparams"], space, rng, settings.perturb, resample)
+        choice = {"event": "exploit", "parent": [d, d_seg], "hparams": hp}
+        if ([d, d_seg], hp) not in held:
+            break
+    return choice or {"event": "continue"}
+
+
+def _snapshot_path(settings: _Settings, m: int, segment: int) -> Path:
+    return settings.member_dir(m) / "snapshots" / f"segment-{segment}.pt"
 
 
 def _adopt_files(settings: _Settings, donor: int, snapshot: Path, member: int) -> None:
@@ -613,6 +751,7 @@ def _work_in(settings: _Settings, study: Any) -> None:
         attrs = dict(trial.user_attrs)
         with _heartbeat(study, trial._trial_id):
             try:
+                attrs = _decide(settings, study, trial)
                 value = _train_segment(settings, attrs)
             except BaseException as exc:
                 study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
@@ -782,9 +921,8 @@ def _run(
 ) -> PBTResult:
     """:func:`pbt` once its settings are checked and its study is open."""
     if not _segments(st):  # a new search: every member's first segment, drawn from the space
-        rng = random.Random(f"{seed}/draw")
-        for m in range(population):
-            hp = {p.path: _sample(p, rng) for p in space}
+        first = initial_population(space, population, random.Random(f"{seed}/draw"))
+        for m, hp in enumerate(first):
             _enqueue(st, {"member": m, "segment": 0, "start": 0, "end": interval,
                           "hparams": hp, "parent": None, "event": "start"})  # fmt: skip
     else:  # a study continued: segments of workers that died are queued again
