@@ -8,15 +8,21 @@ run: one data split and one initialization per seed):
    with peaks log-spaced over 1e-4 .. 1e-1: the best final validation loss. 13 runs.
 2. **TPE.** ``bergab.tune`` over the cosine's peak (loguniform 1e-4 .. 1e-1, TPE, no
    pruning), 8 trials: the best final validation loss. 8 runs.
-3. **PBT.** ``bergab.tune.pbt`` with a constant ``schedule.lr`` (loguniform 1e-4 .. 1e-1),
-   population 8, ``interval = max_steps / 10``, ``budget_steps = 8 x max_steps`` (the
-   compute of 8 runs; the steps it really trained are reported): the best member's final
-   validation loss.
-4. **Replay.** The winner's lr schedule (``PBTResult.best_config()``: a join of constants)
-   trained as one ordinary run from a fresh start, with ``fit.seed`` = seed (the value
-   reported; every PBT member has the run's seed, so this retraces the winner's lineage)
-   and seed + 1, seed + 2 (their spread is the replay's seed noise: ``fit.seed`` alone
-   changes the order of the batches, the data and the initialization stay).
+3. **PBT.** ``bergab.tune.pbt``, population 8, ``interval = max_steps / 10``,
+   ``budget_steps = 8 x max_steps`` (the compute of 8 runs; the steps it really trained
+   are reported), in two forms: of a constant ``schedule.lr`` (loguniform 1e-4 .. 1e-1),
+   and of the ``peak`` of the grid's cosine (same range; a member's lr is its current
+   peak times the cosine at the step): the best member's final validation loss.
+4. **Replay.** The winner's lr schedule (``PBTResult.best_config()``: a join of constants,
+   or of shifted cosines) trained as one ordinary run from a fresh start, with
+   ``fit.seed`` = seed (the value reported; every PBT member has the run's seed, so this
+   retraces the winner's lineage) and seed + 1, seed + 2 (their spread is the replay's
+   seed noise: ``fit.seed`` alone changes the order of the batches, the data and the
+   initialization stay).
+
+``--design`` runs the design set instead: four tasks of ``bergab.tasks.suite`` (none is
+charlm or digits) on which PBT's settings were chosen (``--pbt cosine cosine-random-init
+cosine-interval-20`` compares the choices), so that charlm and digits judge them unseen.
 
 Reported per task and method: the validation loss per seed and its median, the compute in
 runs (training steps ÷ ``max_steps``) and the seconds of one seed's search on one core.
@@ -26,8 +32,8 @@ replay within seed noise of the best member.
 The jobs run on ``--jobs`` processes of one torch thread each; each PBT search runs with
 ``workers=1`` inside one of them (deterministic given the seed).
 
-Run: ``python benchmarks/pbt.py [--quick] [--tasks charlm digits] [--seeds 0 1 2]
-[--jobs 2] [--markdown] [--json FILE]``.
+Run: ``python benchmarks/pbt.py [--quick] [--tasks charlm digits | --design] [--seeds 0 1 2]
+[--pbt constant cosine] [--jobs 2] [--markdown] [--json FILE]``.
 """
 
 from __future__ import annotations
@@ -52,11 +58,28 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import format_machine_info, machine_info, markdown_table, text_table
 
 LR_RANGE = (1e-4, 1e-1)
-#: per task: its config table, batch size and run length
+#: the lr range of SGD with momentum
+SGD_RANGE = (1e-3, 1.0)
+#: per task: its config table, batch size and run length (AdamW, LR_RANGE, unless said)
 TASKS: dict[str, dict[str, Any]] = {
     "charlm": {"task": {"name": "charlm", "hidden": 128}, "batch": 128, "steps": 2000},
     "digits": {"task": {"name": "digits"}, "batch": 64, "steps": 800},
 }
+
+
+def _suite(name: str) -> dict[str, Any]:
+    """A task of ``bergab.tasks.suite`` (its model, optimizer, batch and length)."""
+    from bergab.tasks import suite
+
+    t = suite.get(name)
+    return {"task": {"name": "_suite_task:make", "suite_name": name}, "batch": t.batch_size,
+            "steps": t.steps, "optimizer": t.optimizer,
+            "lr_range": LR_RANGE if t.optimizer == "adamw" else SGD_RANGE}  # fmt: skip
+
+
+#: the design set: PBT's settings were chosen on these (none is charlm or digits, the
+#: tasks PBT is judged on), with ``--design``
+DESIGN = ["charlm-gru", "friedman-sgd", "diabetes-mlp", "digits-cnn-bn"]
 QUICK: dict[str, dict[str, Any]] = {
     "charlm": {"task": {"name": "charlm", "hidden": 32, "max_chars": 20_000}, "batch": 32,
                "steps": 40},
@@ -64,12 +87,24 @@ QUICK: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
+def _label(spec: dict[str, Any]) -> str:
+    """The task's name, for study names."""
+    return str(spec["task"].get("suite_name", spec["task"]["name"]))
+
+
+def peaks(spec: dict[str, Any], n: int) -> list[float]:
+    """The grid: ``n`` cosine peaks log-spaced over the task's lr range."""
+    lo, hi = spec.get("lr_range", LR_RANGE)
+    return [float(v) for v in np.logspace(np.log10(lo), np.log10(hi), n)]
+
+
 def base_config(spec: dict[str, Any], seed: int, schedule: Any) -> dict[str, Any]:
     """The task's run config with ``schedule``; data, initialization and batches by seed."""
     steps = spec["steps"]
+    name = spec.get("optimizer", "adamw")
     return {
         "task": {**spec["task"], "seed": seed},
-        "optimizer": {"name": "adamw", "weight_decay": 0.01},
+        "optimizer": {"name": name, **({"weight_decay": 0.01} if name == "adamw" else {})},
         "schedule": schedule,
         "fit": {
             "max_steps": steps,
@@ -119,9 +154,10 @@ def tpe_search(spec: dict[str, Any], seed: int, trials: int, out: str) -> dict[s
     _setup()
     t0 = time.perf_counter()
     sched = {"type": "cosine", "peak": 1e-3, "total_steps": spec["steps"]}
-    res = tune(base_config(spec, seed, sched), {"schedule.peak": {"loguniform": list(LR_RANGE)}},
+    lrs = list(spec.get("lr_range", LR_RANGE))
+    res = tune(base_config(spec, seed, sched), {"schedule.peak": {"loguniform": lrs}},
                sampler="tpe", pruner="none", trials=trials, seed=seed, out=out,
-               study=f"tpe-{spec['task']['name']}-{seed}")  # fmt: skip
+               study=f"tpe-{_label(spec)}-{seed}")  # fmt: skip
     values = [t["value"] for t in res.trials if t["state"] == "COMPLETE"]
     return {
         "value": min(values) if values else float("inf"),
@@ -131,11 +167,26 @@ def tpe_search(spec: dict[str, Any], seed: int, trials: int, out: str) -> dict[s
     }
 
 
-#: PBT's two forms: what it searches, over which schedule
+#: PBT's forms: what it searches, over which schedule; the last two are the design
+#: round's alternatives to "cosine" (its first population drawn at random, as before the
+#: Latin hypercube; a report every twentieth of the run instead of every tenth)
 PBT_KINDS: dict[str, dict[str, Any]] = {
     "constant": {"key": "schedule.lr", "label": "constant lr"},
     "cosine": {"key": "schedule.peak", "label": "cosine peak"},
+    "cosine-random-init": {"key": "schedule.peak", "label": "cosine peak, random first draws"},
+    "cosine-interval-20": {
+        "key": "schedule.peak",
+        "label": "cosine peak, 20 reports",
+        "reports": 20,
+    },
 }
+
+
+def _random_first_draws(space: Any, population: int, rng: Any) -> list[dict[str, Any]]:
+    """The first population as pbt drew it before the Latin hypercube: independent draws."""
+    from bergab.tuning import _pbt
+
+    return [{p.path: _pbt._sample(p, rng) for p in space} for _ in range(population)]
 
 
 def pbt_search(
@@ -144,18 +195,26 @@ def pbt_search(
     """PBT at ``population`` runs' compute, of a constant lr (``kind = "constant"``) or of
     the peak of a cosine over the whole run (``"cosine"``: a member's lr is its current
     peak times the cosine's shape at the step, so PBT changes the level of a decay)."""
-    from bergab.tuning import pbt
+    from bergab.tuning import _pbt, pbt
 
     _setup()
     steps = spec["steps"]
     key = PBT_KINDS[kind]["key"]
+    lrs = list(spec.get("lr_range", LR_RANGE))
+    reports = PBT_KINDS[kind].get("reports", 10)
     sched = ({"lr": 1e-3} if kind == "constant"
              else {"type": "cosine", "peak": 1e-3, "total_steps": steps})  # fmt: skip
     t0 = time.perf_counter()
-    res = pbt(base_config(spec, seed, sched), {key: {"loguniform": list(LR_RANGE)}},
-              population=population, interval=max(1, steps // 10),
-              budget_steps=population * steps, workers=workers, seed=seed, out=out,
-              study=f"pbt-{kind}-{spec['task']['name']}-{seed}")  # fmt: skip
+    latin = _pbt.initial_population
+    if kind == "cosine-random-init":  # put back below: the job processes are reused
+        _pbt.initial_population = _random_first_draws
+    try:
+        res = pbt(base_config(spec, seed, sched), {key: {"loguniform": lrs}},
+                  population=population, interval=max(1, steps // reports),
+                  budget_steps=population * steps, workers=workers, seed=seed, out=out,
+                  study=f"pbt-{kind}-{_label(spec)}-{seed}")  # fmt: skip
+    finally:
+        _pbt.initial_population = latin
     seconds = time.perf_counter() - t0
     chain = res.lineage()
     trained = sum(int(s["end"]) - int(s["start"]) for s in res.segments)
@@ -203,7 +262,7 @@ def report(
     tasks: list[str],
     seeds: list[int],
     res: dict[tuple[Any, ...], Any],
-    grid: list[float],
+    grids: dict[str, list[float]],
     markdown: bool,
     kinds: list[str],
 ) -> dict[str, Any]:
@@ -216,6 +275,7 @@ def report(
     for task in tasks:
         per: dict[str, dict[int, dict[str, Any]]] = {"grid": {}, "tpe": {}}
         for s in seeds:
+            grid = grids[task]
             runs = [res[("grid", task, s, lr)] for lr in grid]
             i = int(np.argmin([r["value"] for r in runs]))
             per["grid"][s] = {"value": runs[i]["value"], "peak": grid[i], "runs": float(len(grid)),
@@ -229,7 +289,7 @@ def report(
                 per.setdefault(f"replay-{kind}", {})[s] = {
                     "value": reps[0]["value"], "runs": 1.0, "seconds": reps[0]["seconds"],
                     "noise": [r["value"] for r in reps]}  # fmt: skip
-        names = {"grid": f"grid ({len(grid)} cosine peaks)", "tpe": "TPE (cosine peak)"}
+        names = {"grid": f"grid ({len(grids[task])} cosine peaks)", "tpe": "TPE (cosine peak)"}
         for kind in kinds:
             label = PBT_KINDS[kind]["label"]
             names[f"pbt-{kind}"] = f"PBT best member ({label})"
@@ -283,7 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--population", type=int, default=8,
                         help="PBT's members, its budget in runs and TPE's trials")  # fmt: skip
     parser.add_argument("--pbt-workers", type=int, default=1)
-    parser.add_argument("--pbt", nargs="+", default=list(PBT_KINDS), choices=list(PBT_KINDS),
+    parser.add_argument("--design", action="store_true", help="the design set's tasks "
+                        f"({', '.join(DESIGN)}) instead of --tasks")  # fmt: skip
+    parser.add_argument("--pbt", nargs="+", default=["constant", "cosine"], choices=list(PBT_KINDS),
                         help="PBT's forms: of a constant lr, of a cosine's peak")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="a smoke run of seconds: tiny "
@@ -295,16 +357,19 @@ def main(argv: list[str] | None = None) -> int:
     specs = QUICK if args.quick else TASKS
     seeds = [0] if args.quick else args.seeds
     population = 4 if args.quick else args.population
-    grid = [float(v) for v in np.logspace(np.log10(LR_RANGE[0]), np.log10(LR_RANGE[1]),
-                                          5 if args.quick else 13)]  # fmt: skip
+    if args.design:
+        specs = {**specs, **{name: _suite(name) for name in DESIGN}}
+    tasks = DESIGN if args.design else args.tasks
+    grids = {t: peaks(specs[t], 5 if args.quick else 13) for t in tasks}
     import torch
 
     torch.set_num_threads(1)  # as in every job
     print(format_machine_info(machine_info()))
-    for t in args.tasks:
+    for t in tasks:
         sp = specs[t]
-        print(f"{t}: {sp['task']}, batch {sp['batch']}, {sp['steps']} steps, PBT population "
-              f"{population} interval {max(1, sp['steps'] // 10)}")  # fmt: skip
+        print(f"{t}: {sp['task']}, {sp.get('optimizer', 'adamw')}, batch {sp['batch']}, "
+              f"{sp['steps']} steps, lr range {sp.get('lr_range', LR_RANGE)}, PBT population "
+              f"{population}")  # fmt: skip
     out = tempfile.mkdtemp(prefix="pbt_bench-")
     results: dict[tuple[Any, ...], Any] = {}
     t0 = time.perf_counter()
@@ -312,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     with ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
         pending: dict[Future[Any], tuple[Any, ...]] = {}
         # the longest jobs first: PBT and TPE searches, then the grid's runs
-        for t in args.tasks:
+        for t in tasks:
             for s in seeds:
                 for kind in args.pbt:
                     f = pool.submit(pbt_search, specs[t], s, population, args.pbt_workers,
@@ -320,9 +385,9 @@ def main(argv: list[str] | None = None) -> int:
                     pending[f] = ("pbt", kind, t, s)
                 f = pool.submit(tpe_search, specs[t], s, population, f"{out}/tpe")
                 pending[f] = ("tpe", t, s)
-        for t in args.tasks:
+        for t in tasks:
             for s in seeds:
-                for lr in grid:
+                for lr in grids[t]:
                     f = pool.submit(grid_run, specs[t], s, lr, f"{out}/grid-{t}-{s}-{lr:.3g}")
                     pending[f] = ("grid", t, s, lr)
         while pending:
@@ -342,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"runs kept in {out}")
     else:
         shutil.rmtree(out, ignore_errors=True)
-    numbers = report(args.tasks, seeds, results, grid, args.markdown, args.pbt)
+    numbers = report(tasks, seeds, results, grids, args.markdown, args.pbt)
     if args.json:
         Path(args.json).write_text(json.dumps(numbers, indent=1, default=str))
     return 0
