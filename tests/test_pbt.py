@@ -179,6 +179,90 @@ def test_two_members_copying_one_state_explore_apart(tmp_path: Path) -> None:
     assert len(set(seen)) == len(seen)
 
 
+@pytest.mark.parametrize("where", ["before the decision", "during the copy", "after the copy"])
+def test_a_segment_stopped_while_its_member_decides_continues_the_same_search(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """The worker stops (Ctrl-C; a SIGKILLed one's segment is queued again with the same
+    stored attributes) before the decision is stored, while the member takes over the
+    donor's state, or after that but before it is marked done: the search continued by a
+    second call ends exactly as one that was never stopped."""
+    clean = pbt(_cfg(), LR, population=3, interval=4, quantile=0.34, out=tmp_path / "a", seed=4)
+    assert any(s["event"] == "exploit" for s in clean.segments)
+    original_open, original_adopt = pbt_module._open, pbt_module._adopt_files
+    fired = []
+
+    def stop_once() -> None:
+        if not fired:
+            fired.append(where)
+            raise KeyboardInterrupt
+
+    def adopt(*args: Any) -> None:
+        if where == "during the copy":
+            stop_once()
+        original_adopt(*args)
+
+    def open_study(settings: Any) -> Any:
+        study = original_open(settings)
+        storage = study._storage
+        setter = storage.set_trial_user_attr
+
+        def set_attr(trial_id: int, key: str, value: Any) -> None:
+            if (key, where) in (("decision", "before the decision"), ("copied", "after the copy")):
+                stop_once()
+            setter(trial_id, key, value)
+
+        storage.set_trial_user_attr = set_attr
+        return study
+
+    monkeypatch.setattr(pbt_module, "_open", open_study)
+    monkeypatch.setattr(pbt_module, "_adopt_files", adopt)
+    with pytest.raises(KeyboardInterrupt):
+        pbt(_cfg(), LR, population=3, interval=4, quantile=0.34, out=tmp_path / "b", seed=4)
+    assert fired
+    again = pbt(_cfg(), LR, population=3, interval=4, quantile=0.34, out=tmp_path / "b", seed=4)
+    keys = ("member", "segment", "start", "end", "hparams", "value", "event", "parent")
+
+    def strip(res: PBTResult) -> list[dict[str, Any]]:
+        rows = [{k: s[k] for k in keys} for s in res.segments]
+        return sorted(rows, key=lambda r: (r["member"], r["segment"]))
+
+    assert strip(again) == strip(clean)
+
+
+def test_a_segment_killed_after_queueing_the_next_queues_no_second_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker dies after queueing the member's next segment but before its own is told
+    finished: the segment is retried, and the retry queues no second next segment (two
+    would train one member's folder at once)."""
+    import optuna
+
+    clean = pbt(_cfg(), LR, population=2, interval=4, out=tmp_path / "a", seed=1)
+    tell = optuna.study.Study.tell
+    fired: list[int] = []
+
+    def die_once(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not fired:
+            fired.append(1)
+            raise SystemExit("killed")  # leaves the segment RUNNING, as SIGKILL does
+        return tell(self, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.study.Study, "tell", die_once)
+    with pytest.raises(SystemExit):
+        pbt(_cfg(), LR, population=2, interval=4, out=tmp_path / "b", seed=1, grace_period=0.2)
+    time.sleep(0.5)  # its heartbeat is older than the grace period: the segment is lost
+    again = pbt(_cfg(), LR, population=2, interval=4, out=tmp_path / "b", seed=1,
+                grace_period=0.2)  # fmt: skip
+    pairs = [(s["member"], s["segment"]) for s in again.segments]
+    assert len(pairs) == len(set(pairs))
+    keys = ("member", "segment", "start", "end", "hparams", "value", "event", "parent")
+    rows = sorted(({k: s[k] for k in keys} for s in again.segments),
+                  key=lambda r: (r["member"], r["segment"]))  # fmt: skip
+    assert rows == sorted(({k: s[k] for k in keys} for s in clean.segments),
+                          key=lambda r: (r["member"], r["segment"]))  # fmt: skip
+
+
 def test_one_worker_with_a_seed_is_deterministic(tmp_path: Path) -> None:
     a = pbt(_cfg(), LR, population=3, interval=4, out=tmp_path / "a", seed=5)
     b = pbt(_cfg(), LR, population=3, interval=4, out=tmp_path / "b", seed=5)

@@ -331,6 +331,7 @@ class PBTResult:
             >>> r.schedule()["boundaries"]
             [4]
         """
+        from bergab import config
         from bergab.tuning.space import apply
 
         chain = self.lineage(member)
@@ -347,6 +348,12 @@ class PBTResult:
                 piece: dict[str, Any] = {"type": "constant", "lr": float(sched["lr"])}
                 own = piece
             else:  # the member's schedule as it stood from this segment's start on
+                try:
+                    stateful = config.build_schedule(sched).stateful
+                except (ValueError, TypeError):
+                    return None
+                if stateful:  # a plateau's state lives in the run, not in a config
+                    return None
                 own = sched
                 piece = (
                     sched
@@ -389,6 +396,8 @@ class PBTResult:
         if not any(k.startswith("schedule.") for k in segment["hparams"]):
             return None
         table = apply(self.base_config, segment["hparams"]).get("schedule")
+        if not isinstance(table, dict):
+            return None
         try:
             sched = config.build_schedule(table)
         except (ValueError, TypeError):
@@ -624,11 +633,11 @@ def _next(settings: _Settings, study: Any, attrs: Mapping[str, Any], value: floa
     from optuna.trial import TrialState
 
     m, seg, end = int(attrs["member"]), int(attrs["segment"]), int(attrs["end"])
-    planned = sum(
-        int(t.user_attrs["end"]) - int(t.user_attrs["start"])
-        for t in _segments(study)
-        if t.state != TrialState.FAIL
-    )
+    live = [t for t in _segments(study) if t.state != TrialState.FAIL]
+    if any(int(t.user_attrs["member"]) == m and int(t.user_attrs["segment"]) == seg + 1
+           for t in live):  # fmt: skip
+        return  # queued by an earlier try of this segment (killed before it was told)
+    planned = sum(int(t.user_attrs["end"]) - int(t.user_attrs["start"]) for t in live)
     length = min(settings.interval, settings.max_steps - end)
     if length <= 0 or planned + length > settings.budget_steps:
         return
@@ -642,16 +651,20 @@ def _decide(settings: _Settings, study: Any, trial: Any) -> dict[str, Any]:
     hyperparameters, or (ranked in the bottom ``quantile`` of the reports at its step)
     copy a random top member's state of that step and explore from its hyperparameters.
 
-    The decision is stored on the trial before any file is copied, and the copy marked
-    done after it: a retried segment (its worker died) keeps the decision and copies
-    again only when the copy may not have finished.
+    Safe against a worker killed at any point, whose segment is retried with the trial's
+    attributes: the donor's snapshot is first copied into the member's folder (the donor
+    may prune it meanwhile), then the decision is stored in one attribute (``decision``,
+    written at once: a retry either decides again or finds all of it), then the member
+    takes over the copy and ``copied`` marks that done.
     """
     from optuna.trial import TrialState
 
     attrs = dict(trial.user_attrs)
     storage = study._storage
     m, seg, start = int(attrs["member"]), int(attrs["segment"]), int(attrs["start"])
-    if attrs.get("event") == "pending":
+    adopted = settings.member_dir(m) / "snapshots" / f"adopted-{seg}.pt"
+    decision = attrs.get("decision")
+    if attrs.get("event") == "pending" and decision is None:
         here: dict[int, Any] = {}  # each other member's report at this step
         for t in _segments(study):
             if t.state == TrialState.COMPLETE and int(t.user_attrs["end"]) == start:
@@ -662,17 +675,21 @@ def _decide(settings: _Settings, study: Any, trial: Any) -> dict[str, Any]:
         values[m] = float(attrs["reported"])
         rng = random.Random(f"{settings.seed}/{m}/{seg - 1}")
         top = truncation(values, m, settings.quantile, settings.maximize)
-        decision: dict[str, Any] = {"event": "continue"}
+        decision = {"event": "continue"}
         if top is not None:
-            decision = _exploit(settings, study, start, here, top, rng)
+            decision = _exploit(settings, study, start, here, top, rng, adopted)
+        storage.set_trial_user_attr(trial._trial_id, "decision", decision)
+    if decision is not None:  # (again, for a retry) the keys every reader looks at
         for key, value in decision.items():
             storage.set_trial_user_attr(trial._trial_id, key, value)
-        attrs.update(decision)
+        attrs.update(decision, decision=decision)
     if attrs["event"] == "exploit" and not attrs.get("copied"):
-        d, d_seg = (int(x) for x in attrs["parent"])
-        _adopt_files(settings, d, _snapshot_path(settings, d, d_seg), m)
+        d = int(attrs["parent"][0])
+        _adopt_files(settings, d, adopted, m)
         storage.set_trial_user_attr(trial._trial_id, "copied", True)
         attrs["copied"] = True
+    with contextlib.suppress(OSError):
+        adopted.unlink()
     return attrs
 
 
@@ -683,6 +700,7 @@ def _exploit(
     here: Mapping[int, Any],
     top: Sequence[int],
     rng: random.Random,
+    adopted: Path,
 ) -> dict[str, Any]:
     """The decision to copy a random top member's state at ``start`` and explore from
     its hyperparameters (``continue`` when no donor's snapshot is left).
@@ -690,7 +708,9 @@ def _exploit(
     A state plus hyperparameters that another member already holds at this step (the
     donor itself, or a member that copied it) would make a second copy of one member, a
     wasted member: the donor and the exploration are drawn again, and after 8 draws the
-    hyperparameters are drawn anew from the space.
+    hyperparameters are drawn anew from the space. (With several workers, two members
+    deciding at the same moment do not see each other's choice and may still coincide.)
+    The chosen donor's snapshot is copied to ``adopted``.
     """
     from bergab.tuning.space import SearchSpace
 
@@ -708,7 +728,14 @@ def _exploit(
         choice = {"event": "exploit", "parent": [d, d_seg], "hparams": hp}
         if ([d, d_seg], hp) not in held:
             break
-    return choice or {"event": "continue"}
+    if choice is None:
+        return {"event": "continue"}
+    d, d_seg = choice["parent"]
+    try:  # the member's own copy of the donor's state, kept until it has taken it over
+        _replace_file(_snapshot_path(settings, d, d_seg), adopted)
+    except FileNotFoundError:  # pruned since it was looked at
+        return {"event": "continue"}
+    return choice
 
 
 def _snapshot_path(settings: _Settings, m: int, segment: int) -> Path:
@@ -748,7 +775,6 @@ def _work_in(settings: _Settings, study: Any) -> None:
             if not _requeue_lost(study, settings.grace):
                 time.sleep(0.2)  # others are training: their next segments come soon
             continue
-        attrs = dict(trial.user_attrs)
         with _heartbeat(study, trial._trial_id):
             try:
                 attrs = _decide(settings, study, trial)
@@ -756,7 +782,9 @@ def _work_in(settings: _Settings, study: Any) -> None:
             except BaseException as exc:
                 study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
                 if isinstance(exc, KeyboardInterrupt):  # continued by the next run of pbt
-                    again = {k: v for k, v in attrs.items() if k not in ("beat", "worker")}
+                    # as stored (a decision made, a copy done), not as this worker saw it
+                    stored = study._storage.get_trial(trial._trial_id).user_attrs
+                    again = {k: v for k, v in stored.items() if k not in ("beat", "worker")}
                     _enqueue(study, {**again, "retry_of": trial.number})
                 raise
             _snapshot(settings, int(attrs["member"]), int(attrs["segment"]))
