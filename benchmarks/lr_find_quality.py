@@ -1,8 +1,9 @@
 """How good is an automatic learning-rate choice? Score it against the grid-best lr.
 
 Every method is scored on the learning-rate suite (:mod:`bergab.tasks.suite`: 24 tasks in
-a tuning half, a held-out half and a fresh part, each fixed before anything ran on it),
-the same way, and reported per part:
+a tuning half, a held-out half and a fresh part, each fixed before anything ran on it,
+and 8 more kept aside, ``fresh-2``, run only with ``--half fresh-2`` once a design is
+frozen), the same way, and reported per part:
 
 1. **Grid.** Train each task with its optimizer (AdamW with weight decay 0.01, or SGD with
    momentum 0.9) under cosine decay for its fixed budget at 13 log-spaced peak learning
@@ -398,7 +399,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--verbose", action="store_true", help="say why bergab chose its lr")
     args = parser.parse_args(argv)
-    names = args.tasks or [t.name for t in suite.tasks(args.half)]
+    names = args.tasks or [
+        t.name
+        for t in suite.tasks(args.half)
+        if args.half is not None or t.half not in suite.KEPT_ASIDE  # run once, when asked
+    ]
     cache = _load(args.cache)
     for key in [k for k in cache if k.split("|")[2] in args.fresh]:
         del cache[key]

@@ -16,19 +16,20 @@ NAMES = suite.names()
 
 @pytest.fixture(scope="module")
 def built() -> dict[str, Task]:
-    """Every task built once with seed 0 (a few seconds for all 24)."""
+    """Every task built once with seed 0 (a few seconds for all 32)."""
     return {st.name: st.build(0) for st in suite.SUITE}
 
 
 def test_size_halves_and_names() -> None:
     assert len(suite.SUITE) >= 12
-    assert len(suite.SUITE) == 24
+    assert len(suite.SUITE) == 32
     assert len(set(NAMES)) == len(NAMES)
     assert [t.name for t in suite.SUITE] == NAMES
     assert suite.tasks() == list(suite.SUITE)
-    assert suite.HALVES == ("tuning", "held-out", "fresh")
+    assert suite.HALVES == ("tuning", "held-out", "fresh", "fresh-2")
+    assert suite.KEPT_ASIDE == ("fresh-2",)
     halves = [suite.tasks(h) for h in suite.HALVES]
-    assert [len(h) for h in halves] == [8, 8, 8]
+    assert [len(h) for h in halves] == [8, 8, 8, 8]
     names = [{t.name for t in h} for h in halves]
     assert sum(len(n) for n in names) == len(set().union(*names))  # no task in two parts
     for half, ts in zip(suite.HALVES, halves, strict=True):
@@ -134,8 +135,9 @@ def test_another_seed_changes_the_init_and_only_the_built_ins_data(
     assert _data_equal(built[name], suite.get(name).build(1)) == (name not in _SEED_MOVES_DATA)
 
 
-def test_the_fresh_part_spans_architectures_and_optimizers() -> None:
-    ts = suite.tasks("fresh")
+@pytest.mark.parametrize("part", ["fresh", "fresh-2"])
+def test_the_fresh_parts_span_architectures_and_optimizers(part: str) -> None:
+    ts = suite.tasks(part)
     tags = {tag for t in ts for tag in t.tags}
     assert tags >= {"classification", "regression", "language", "mlp", "cnn", "recurrent",
                     "transformer", "unscaled", "small", "sgd", "large"}  # fmt: skip

@@ -1,4 +1,4 @@
-"""The learning-rate suite: 24 small tasks for judging how a learning rate is chosen.
+"""The learning-rate suite: 32 small tasks for judging how a learning rate is chosen.
 
 Each :class:`SuiteTask` is a problem (a :class:`~bergab.tasks.Task` built by seed) plus
 the training recipe it is scored with: an optimizer (AdamW with weight decay 0.01, or SGD
@@ -12,8 +12,11 @@ The first 16 tasks were split **once, before anything was measured on them**, in
 ``"tuning"`` half (rules may be designed on it; it includes the three built-in tasks, on
 which earlier rules were designed) and a ``"held-out"`` half (only ever reported). After
 the held-out half had been run once (and so had been seen), 8 ``"fresh"`` tasks were
-added, committed before anything ran on them, to judge the next design. A task never
-moves between parts. ``benchmarks/lr_find_quality.py`` scores learning-rate choices on it.
+added, committed before anything ran on them, to judge the next design. Once that design
+had been judged on them (and so they had been seen), 8 more tasks (``"fresh-2"``) were
+added the same way, for the design after it: a benchmark runs them only when asked
+(``--half fresh-2``), once a design is frozen. A task never moves between parts.
+``benchmarks/lr_find_quality.py`` scores learning-rate choices on it.
 
 Every run takes a second or a few on one CPU thread. Data ships offline: scikit-learn's
 bundled datasets, synthetic data, and CPython's own standard library as text.
@@ -21,9 +24,9 @@ bundled datasets, synthetic data, and CPython's own standard library as text.
 Example:
     >>> from bergab.tasks import suite
     >>> len(suite.SUITE), len(suite.tasks("tuning")), len(suite.tasks("held-out"))
-    (24, 8, 8)
-    >>> len(suite.tasks("fresh"))
-    8
+    (32, 8, 8)
+    >>> len(suite.tasks("fresh")), len(suite.tasks("fresh-2"))
+    (8, 8)
     >>> t = suite.get("wine-sgd")
     >>> t.optimizer, t.batch_size, len(t.build(seed=0).train)
     ('momentum', 8, 142)
@@ -51,11 +54,14 @@ from bergab.tasks import (
     linreg,
 )
 
-__all__ = ["HALVES", "SUITE", "SuiteTask", "get", "names", "tasks"]
+__all__ = ["HALVES", "KEPT_ASIDE", "SUITE", "SuiteTask", "get", "names", "tasks"]
 
 #: The parts of the suite: the tuning half, the held-out half, and ``"fresh"``: tasks
-#: added after the held-out half had been seen once, kept aside to judge the next design.
-HALVES = ("tuning", "held-out", "fresh")
+#: added after the held-out half had been seen once, kept aside to judge the next design;
+#: ``"fresh-2"``: added after ``"fresh"`` had been seen, for the design after that.
+HALVES = ("tuning", "held-out", "fresh", "fresh-2")
+#: parts a benchmark leaves out unless asked for by name: run once, on a frozen design
+KEPT_ASIDE = ("fresh-2",)
 
 # every data split is drawn with this seed, so a task's seed changes the model's
 # initialization (and the run's data order), not which examples it trains on; the three
@@ -70,7 +76,7 @@ class SuiteTask:
 
     Attributes:
         name: the task's name in the suite.
-        half: ``"tuning"``, ``"held-out"`` or ``"fresh"``.
+        half: ``"tuning"``, ``"held-out"``, ``"fresh"`` or ``"fresh-2"``.
         build: ``build(seed) -> Task``; the seed sets the model's initialization.
         optimizer: ``"adamw"`` (weight decay 0.01) or ``"momentum"`` (SGD, momentum 0.9),
             as :func:`bergab.optim.create` names them.
@@ -493,6 +499,99 @@ def _digits_transformer_sgd(seed: int) -> Task:
     return task
 
 
+class _RowLSTM(nn.Module):
+    """An LSTM reading an image row by row; its last state classifies the image."""
+
+    def __init__(self, hidden: int = 48) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(8, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(x.reshape(-1, 8, 8))
+        return self.head(out[:, -1])
+
+
+def _blobs(seed: int) -> Task:
+    from sklearn.datasets import make_blobs
+
+    x, y = make_blobs(600, n_features=8, centers=6, cluster_std=3.0, random_state=_DATA_SEED)
+    with _seeded(seed):
+        model = _mlp([8, 64, 6], 0.0)
+    return _make("blobs-sgd", model, torch.as_tensor(x, dtype=torch.float32),
+                 torch.as_tensor(y), 200, True,
+                 "6 overlapping blobs in 8 dimensions, 400 training points, MLP")  # fmt: skip
+
+
+def _quantiles(seed: int) -> Task:
+    from sklearn.datasets import make_gaussian_quantiles
+
+    x, y = make_gaussian_quantiles(n_samples=5_000, n_features=6, n_classes=3,
+                                   random_state=_DATA_SEED)  # fmt: skip
+    with _seeded(seed):
+        model = _mlp([6, 128, 128, 3], 0.0)
+    return _make("quantiles-mlp", model, torch.as_tensor(x, dtype=torch.float32),
+                 torch.as_tensor(y), 1_000, True,
+                 "3 nested Gaussian shells in 6 dimensions, 4,000 rows, MLP")  # fmt: skip
+
+
+def _digits_lstm(seed: int) -> Task:
+    x, y = _digit_images()
+    with _seeded(seed):
+        model = _RowLSTM()
+    return _make("digits-lstm", model, x, y, 360, True, "8×8 digits read row by row by an LSTM")
+
+
+def _charlm_transformer_sgd(seed: int) -> Task:
+    return _char_task("charlm-transformer-sgd", lambda: _Transformer(32, vocab=97, width=32), seed)
+
+
+def _sparse_regression(seed: int) -> Task:
+    from sklearn.datasets import make_sparse_uncorrelated
+
+    x, y = make_sparse_uncorrelated(6_000, 10, random_state=_DATA_SEED)
+    scale = torch.logspace(-1, 2, 10)  # features scaled 0.1 .. 100
+    xt = torch.as_tensor(x, dtype=torch.float32) * scale
+    yt = torch.as_tensor(y / y.std(), dtype=torch.float32).unsqueeze(1)
+    with _seeded(seed):
+        model = _mlp([10, 64, 1], 0.0)
+    return _make("sparse-reg-unscaled", model, xt, yt, 1_000, False,
+                 "5,000 rows, 4 of 10 features informative, scaled 0.1 to 100, MLP")  # fmt: skip
+
+
+def _lowrank_regression(seed: int) -> Task:
+    from sklearn.datasets import make_regression
+
+    x, y = make_regression(300, 30, n_informative=10, effective_rank=5, noise=5.0,
+                           random_state=_DATA_SEED)  # fmt: skip
+    xt = torch.as_tensor(x, dtype=torch.float32)
+    tr, _ = _split(len(x), 100)
+    yt = torch.as_tensor((y - y.mean()) / y.std(), dtype=torch.float32).unsqueeze(1)
+    with _seeded(seed):
+        model = _mlp([30, 64, 64, 1], 0.0)
+    return _make("lowrank-reg-small", model, _standardize(xt, tr), yt, 100, False,
+                 "200 rows of 30 correlated features (rank about 5), MLP")  # fmt: skip
+
+
+def _digits_cnn_small(seed: int) -> Task:
+    x, y = _digit_images()
+    with _seeded(seed):
+        model = _DigitCNN(width=12)
+    return _make("digits-cnn-small", model, x[:660], y[:660], 360, True,
+                 "300 of the 8×8 digits, CNN with BatchNorm")  # fmt: skip
+
+
+def _scurve(seed: int) -> Task:
+    from sklearn.datasets import make_s_curve
+
+    x, t = make_s_curve(3_000, noise=0.1, random_state=_DATA_SEED)
+    yt = torch.as_tensor((t - t.mean()) / t.std(), dtype=torch.float32).unsqueeze(1)
+    with _seeded(seed):
+        model = _mlp([3, 64, 64, 1], 0.0)
+    return _make("s-curve-sgd", model, torch.as_tensor(x, dtype=torch.float32), yt, 600, False,
+                 "the position along a noisy S-shaped surface, 2,400 rows, MLP")  # fmt: skip
+
+
 def _t(
     name: str, half: str, build: Callable[[int], Task], opt: str, steps: int, batch: int,
     *tags: str,
@@ -544,6 +643,22 @@ SUITE: tuple[SuiteTask, ...] = (
        "cnn", "batchnorm"),
     _t("digits-transformer-sgd", "fresh", _digits_transformer_sgd, "momentum", 300, 32,
        "classification", "transformer", "sgd"),
+    # fresh-2: added after the fresh part was run once (2026-12-08), before the next design;
+    # built and checked here, never trained
+    _t("blobs-sgd", "fresh-2", _blobs, "momentum", 250, 16, "classification", "small",
+       "sgd", "mlp"),
+    _t("quantiles-mlp", "fresh-2", _quantiles, "adamw", 400, 64, "classification", "mlp"),
+    _t("digits-lstm", "fresh-2", _digits_lstm, "adamw", 300, 32, "classification",
+       "recurrent"),
+    _t("charlm-transformer-sgd", "fresh-2", _charlm_transformer_sgd, "momentum", 300, 32,
+       "language", "transformer", "sgd"),
+    _t("sparse-reg-unscaled", "fresh-2", _sparse_regression, "adamw", 400, 128,
+       "regression", "unscaled", "large"),
+    _t("lowrank-reg-small", "fresh-2", _lowrank_regression, "adamw", 300, 8, "regression",
+       "small", "mlp"),
+    _t("digits-cnn-small", "fresh-2", _digits_cnn_small, "adamw", 250, 16, "classification",
+       "small", "cnn", "batchnorm"),
+    _t("s-curve-sgd", "fresh-2", _scurve, "momentum", 400, 32, "regression", "sgd", "mlp"),
 )  # fmt: skip
 
 
