@@ -177,16 +177,17 @@ class _DigitCNN(nn.Module):
         return self.body(x)
 
 
-class _RowGRU(nn.Module):
-    """A GRU reading an image row by row; its last state classifies the image."""
+class _RowRNN(nn.Module):
+    """A recurrent network (``nn.GRU`` or ``nn.LSTM``) reading an image row by row; its
+    last state classifies the image."""
 
-    def __init__(self, hidden: int = 64) -> None:
+    def __init__(self, cell: type[nn.Module], hidden: int) -> None:
         super().__init__()
-        self.gru = nn.GRU(8, hidden, batch_first=True)
+        self.rnn = cell(8, hidden, batch_first=True)
         self.head = nn.Linear(hidden, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.gru(x.reshape(-1, 8, 8))
+        out, _ = self.rnn(x.reshape(-1, 8, 8))
         return self.head(out[:, -1])
 
 
@@ -391,11 +392,15 @@ def _friedman(seed: int) -> Task:
     )  # fmt: skip
 
 
-def _digits_gru(seed: int) -> Task:
-    x, y = _digit_images()
-    with _seeded(seed):
-        model = _RowGRU()
-    return _make("digits-gru", model, x, y, 360, True, "8×8 digits read row by row by a GRU")
+def _digits_rnn(name: str, cell: type[nn.Module], hidden: int) -> Callable[[int], Task]:
+    def build(seed: int) -> Task:
+        x, y = _digit_images()
+        with _seeded(seed):
+            model = _RowRNN(cell, hidden)
+        what = f"8×8 digits read row by row, {cell.__name__} of {hidden} units"
+        return _make(name, model, x, y, 360, True, what)
+
+    return build
 
 
 def _synthetic_regression(seed: int) -> Task:
@@ -499,19 +504,6 @@ def _digits_transformer_sgd(seed: int) -> Task:
     return task
 
 
-class _RowLSTM(nn.Module):
-    """An LSTM reading an image row by row; its last state classifies the image."""
-
-    def __init__(self, hidden: int = 48) -> None:
-        super().__init__()
-        self.lstm = nn.LSTM(8, hidden, batch_first=True)
-        self.head = nn.Linear(hidden, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.lstm(x.reshape(-1, 8, 8))
-        return self.head(out[:, -1])
-
-
 def _blobs(seed: int) -> Task:
     from sklearn.datasets import make_blobs
 
@@ -533,13 +525,6 @@ def _quantiles(seed: int) -> Task:
     return _make("quantiles-mlp", model, torch.as_tensor(x, dtype=torch.float32),
                  torch.as_tensor(y), 1_000, True,
                  "3 nested Gaussian shells in 6 dimensions, 4,000 rows, MLP")  # fmt: skip
-
-
-def _digits_lstm(seed: int) -> Task:
-    x, y = _digit_images()
-    with _seeded(seed):
-        model = _RowLSTM()
-    return _make("digits-lstm", model, x, y, 360, True, "8×8 digits read row by row by an LSTM")
 
 
 def _charlm_transformer_sgd(seed: int) -> Task:
@@ -625,8 +610,8 @@ SUITE: tuple[SuiteTask, ...] = (
        "transformer"),
     _t("friedman-sgd", "held-out", _friedman, "momentum", 400, 64, "regression", "sgd",
        "mlp"),
-    _t("digits-gru", "held-out", _digits_gru, "adamw", 300, 64, "classification",
-       "recurrent"),
+    _t("digits-gru", "held-out", _digits_rnn("digits-gru", nn.GRU, 64), "adamw", 300, 64,
+       "classification", "recurrent"),
     _t("synth-reg-unscaled", "held-out", _synthetic_regression, "adamw", 300, 256,
        "regression", "unscaled", "large"),
     # fresh: added after the held-out half was run once (2026-12-07), before the next design
@@ -648,8 +633,8 @@ SUITE: tuple[SuiteTask, ...] = (
     _t("blobs-sgd", "fresh-2", _blobs, "momentum", 250, 16, "classification", "small",
        "sgd", "mlp"),
     _t("quantiles-mlp", "fresh-2", _quantiles, "adamw", 400, 64, "classification", "mlp"),
-    _t("digits-lstm", "fresh-2", _digits_lstm, "adamw", 300, 32, "classification",
-       "recurrent"),
+    _t("digits-lstm", "fresh-2", _digits_rnn("digits-lstm", nn.LSTM, 48), "adamw", 300, 32,
+       "classification", "recurrent"),
     _t("charlm-transformer-sgd", "fresh-2", _charlm_transformer_sgd, "momentum", 300, 32,
        "language", "transformer", "sgd"),
     _t("sparse-reg-unscaled", "fresh-2", _sparse_regression, "adamw", 400, 128,
