@@ -365,7 +365,8 @@ class Trainer(StepCore):
         self._scheduler_stateful = isinstance(self.scheduler, schedules.ScheduleLR) and any(
             s.stateful for s in self.scheduler.schedules
         )
-        self._has_effective_lr = hasattr(type(inner), "effective_lr")
+        # the optimizer reporting its effective lr (prodigy, DoG, ...), read at every step
+        self._effective_lr_of = inner if hasattr(type(inner), "effective_lr") else None
         self._lr_keys = (
             ["lr"]
             if len(opt.param_groups) == 1
@@ -721,7 +722,7 @@ class Trainer(StepCore):
         for v in lrs:  # a negative lr would ascend, a NaN one poison the weights: refuse
             if not 0.0 <= v < _INF:
                 self._bad_lr(lrs)
-        eff = core(opt).effective_lr if self._has_effective_lr else None  # type: ignore[attr-defined]
+        eff = None if self._effective_lr_of is None else self._effective_lr_of.effective_lr  # type: ignore[attr-defined]
         skipped = False
         if not math.isfinite(loss_v) or (scaler is None and not math.isfinite(gn_v)):
             skipped = self._non_finite(loss_v, gn_v, micro)

@@ -275,17 +275,13 @@ class StepCore:
                 _checks.split_batch(self.batch_fn, b, self._data_name)
             raise
         total = sum(sizes)
-        if self.world.size > 1:  # gradients are averaged once, at the last micro-batch
-            last = len(micro) - 1
-            with no_sync(self.model, True):
-                loss = self._forward_backward(micro[0], sizes[0] / total).detach()
-            for i, (b, n) in enumerate(zip(micro[1:], sizes[1:], strict=True), start=1):
-                with no_sync(self.model, i < last):
-                    loss = loss + self._forward_backward(b, n / total).detach()
-            return loss
-        loss = self._forward_backward(micro[0], sizes[0] / total).detach()
-        for b, n in zip(micro[1:], sizes[1:], strict=True):
-            loss = loss + self._forward_backward(b, n / total).detach()
+        last = len(micro) - 1
+        skip = self.world.size > 1  # gradients are averaged once, at the last micro-batch
+        with no_sync(self.model, skip):
+            loss = self._forward_backward(micro[0], sizes[0] / total).detach()
+        for i, (b, n) in enumerate(zip(micro[1:], sizes[1:], strict=True), start=1):
+            with no_sync(self.model, skip and i < last):
+                loss = loss + self._forward_backward(b, n / total).detach()
         return loss
 
     def _loss_and_grad_norm(self, loss: torch.Tensor) -> tuple[float, float]:
